@@ -1,0 +1,56 @@
+//! `reg`: one binary for the registry, the node and the builder, with docker-like verbs.
+//! This crate only parses arguments, wires the library crates together and prints; the logic
+//! lives in the libraries. Nothing depends on it.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "reg",
+    version,
+    about = "A container platform in one binary: registry, builder, node"
+)]
+struct Cli {
+    /// Configuration file (TOML). REG_* environment variables override it.
+    #[arg(long, global = true, env = "REG_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything this machine offers: the registry on 127.0.0.1:5000 (embedded defaults).
+    Serve(cmd::serve::ServeArgs),
+    /// Registry commands.
+    Registry {
+        #[command(subcommand)]
+        command: cmd::serve::RegistryCommand,
+    },
+    /// Show configuration.
+    Config {
+        #[command(subcommand)]
+        command: cmd::config::ConfigCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(cli.config.as_deref(), args),
+        Command::Registry { command } => cmd::serve::run_registry(cli.config.as_deref(), command),
+        Command::Config { command } => cmd::config::run(cli.config.as_deref(), command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("reg: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

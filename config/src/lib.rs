@@ -1,0 +1,367 @@
+//! Typed configuration for every part of `reg`.
+//!
+//! One source of truth, layered: embedded defaults, then an optional TOML file, then `REG_*`
+//! environment variables (`REG_<SECTION>_<KEY>`, e.g. `REG_REGISTRY_ADDR`), then command-line
+//! flags applied by the caller. Validation happens once, at load, and every error names the key.
+//! This crate owns the data-dir layout too, so no other crate invents paths of its own.
+//! It never opens a socket or a database.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors from loading or validating configuration; each names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key} (from {origin}): {message}")]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+}
+
+/// The whole configuration of one `reg` process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Root of everything `reg` stores on this machine.
+    pub data_dir: PathBuf,
+    pub registry: RegistryConfig,
+    pub log: LogConfig,
+}
+
+/// Settings of the registry server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Address the registry listens on.
+    pub addr: String,
+    /// Largest manifest accepted, in bytes (the spec asks registries to take at least 4 MiB).
+    pub max_manifest_bytes: u64,
+    /// Seconds an idle upload session lives before it is removed with its data.
+    pub upload_expiry_secs: u64,
+    /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Largest page that tag and catalog listings return when the client asks for none.
+    pub default_page_size: u32,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `reg=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            registry: RegistryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            addr: "127.0.0.1:5000".to_string(),
+            max_manifest_bytes: 4 * 1024 * 1024,
+            upload_expiry_secs: 24 * 3600,
+            shutdown_grace_secs: 30,
+            default_page_size: 1000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: "text".to_string(),
+        }
+    }
+}
+
+/// Default data dir: `/var/lib/reg` for root, `$XDG_DATA_HOME/reg` or `~/.local/share/reg` otherwise.
+pub fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/reg");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("reg");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/reg");
+    }
+    PathBuf::from(".reg-data")
+}
+
+fn is_root() -> bool {
+    // Reading /proc avoids unsafe libc calls; a missing /proc means "not root" (the safe default).
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Where each part keeps its files below the data dir.
+#[derive(Debug, Clone)]
+pub struct DataLayout {
+    root: PathBuf,
+}
+
+impl DataLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataLayout { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Root of the registry's content-addressed blob objects.
+    pub fn registry_blobs(&self) -> PathBuf {
+        self.root.join("registry/blobs")
+    }
+    /// Upload sessions in progress (same filesystem as the blobs so commit is a rename).
+    pub fn registry_uploads(&self) -> PathBuf {
+        self.root.join("registry/uploads")
+    }
+    /// SQLite database of the registry's metadata.
+    pub fn registry_db(&self) -> PathBuf {
+        self.root.join("registry/meta.db")
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("REG_"))
+            .collect();
+        Self::load_from(file, &env)
+    }
+
+    /// Like [`Config::load`] with an explicit environment (testable without touching the process).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value =
+            toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Parse {
+                path: PathBuf::from("<defaults>"),
+                message: e.to_string(),
+            })?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let from_file: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            merge(&mut value, from_file);
+            // Check the merged document now so unknown keys are reported against the file.
+            value
+                .clone()
+                .try_into::<Config>()
+                .map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        }
+        apply_env(&mut value, "REG", "", env)?;
+        let cfg: Config = value.try_into().map_err(|e| ConfigError::Parse {
+            path: file.map_or_else(|| PathBuf::from("<environment>"), Path::to_path_buf),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            origin: "configuration".to_string(),
+            message,
+        };
+        self.registry.addr.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "registry.addr",
+                format!("{e}; expected HOST:PORT such as 127.0.0.1:5000"),
+            )
+        })?;
+        if self.registry.max_manifest_bytes < 4 * 1024 * 1024 {
+            return Err(invalid(
+                "registry.max_manifest_bytes",
+                "must be at least 4194304 (4 MiB, the distribution spec's minimum)".into(),
+            ));
+        }
+        if self.registry.default_page_size == 0 {
+            return Err(invalid(
+                "registry.default_page_size",
+                "must be at least 1".into(),
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log.format",
+                format!("{:?}: expected text or json", self.log.format),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    pub fn layout(&self) -> DataLayout {
+        DataLayout::new(&self.data_dir)
+    }
+
+    /// The effective configuration as TOML, for `reg config show`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Overrides every leaf of `value` whose env name (`PREFIX_SECTION_KEY`, upper case) is set.
+fn apply_env(
+    value: &mut toml::Value,
+    prefix: &str,
+    dotted: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let toml::Value::Table(table) = value else {
+        return Ok(());
+    };
+    for (key, slot) in table.iter_mut() {
+        let name = format!("{prefix}_{}", key.to_ascii_uppercase());
+        let path = if dotted.is_empty() {
+            key.clone()
+        } else {
+            format!("{dotted}.{key}")
+        };
+        if let toml::Value::Table(_) = slot {
+            apply_env(slot, &name, &path, env)?;
+            continue;
+        }
+        let Some(raw) = env.get(&name) else { continue };
+        let invalid = |message: String| ConfigError::Invalid {
+            key: path.clone(),
+            origin: format!("environment variable {name}"),
+            message,
+        };
+        *slot = match slot {
+            toml::Value::Integer(_) => toml::Value::Integer(
+                raw.trim()
+                    .parse()
+                    .map_err(|e| invalid(format!("{raw:?} is not an integer: {e}")))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(
+                raw.trim()
+                    .parse()
+                    .map_err(|_| invalid(format!("{raw:?} is not true or false")))?,
+            ),
+            _ => toml::Value::String(raw.clone()),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let cfg = Config::load_from(None, &env(&[])).expect("defaults are valid");
+        assert_eq!(cfg.registry.addr, "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("reg.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/reg\"\n[registry]\naddr = \"127.0.0.1:6000\"\n",
+        )
+        .expect("write");
+        let cfg = Config::load_from(
+            Some(&file),
+            &env(&[("REG_REGISTRY_ADDR", "127.0.0.1:7000")]),
+        )
+        .expect("valid");
+        assert_eq!(cfg.data_dir, PathBuf::from("/srv/reg"));
+        assert_eq!(cfg.registry.addr, "127.0.0.1:7000");
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("reg.toml");
+        std::fs::write(&file, "[registry]\nadress = \"x\"\n").expect("write");
+        let err = Config::load_from(Some(&file), &env(&[])).expect_err("unknown key");
+        assert!(err.to_string().contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_integer_names_the_variable() {
+        let err = Config::load_from(None, &env(&[("REG_REGISTRY_UPLOAD_EXPIRY_SECS", "soon")]))
+            .expect_err("not an integer");
+        assert!(
+            err.to_string().contains("REG_REGISTRY_UPLOAD_EXPIRY_SECS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_addr_is_refused_with_key() {
+        let err = Config::load_from(None, &env(&[("REG_REGISTRY_ADDR", "localhost")]))
+            .expect_err("no port");
+        assert!(err.to_string().contains("registry.addr"), "{err}");
+    }
+}

@@ -1,0 +1,883 @@
+//! HTTP handlers of the distribution spec: parse the request, call the metadata and blob store,
+//! answer with the spec's status codes and headers. Errors leave through [`ApiError`] only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::BodyExt;
+
+use super::error::ApiError;
+use super::meta::PutManifestError;
+use super::routes::{self, Route};
+use super::store;
+use super::AppState;
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::ErrorCode;
+use crate::manifest;
+use crate::media;
+use crate::name::{RepoName, TagName};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// An upload session held in memory between requests. Its `size` is what the file holds;
+/// `hasher`, when present, has hashed exactly those bytes with sha256.
+pub struct Session {
+    id: String,
+    repo: String,
+    size: u64,
+    hasher: Option<Hasher>,
+}
+
+/// Runs a blocking closure (SQLite, file system) off the async workers.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))
+}
+
+fn query_map(q: Option<&str>) -> HashMap<String, String> {
+    q.map(|q| {
+        url_pairs(q)
+            .into_iter()
+            .collect::<HashMap<String, String>>()
+    })
+    .unwrap_or_default()
+}
+
+/// Minimal `application/x-www-form-urlencoded` decoding for query strings.
+fn url_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|v| v as u8)
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn parse_digest(s: &str) -> Result<Digest, ApiError> {
+    Digest::parse(s).map_err(|e| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn response(status: StatusCode, headers: &[(&'static str, String)], body: Body) -> Response {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    for (k, v) in headers {
+        r.headers_mut().insert(*k, hv(v));
+    }
+    r
+}
+
+/// The single entry point for everything under `/v2`.
+pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let result = handle(st, req).await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn handle(st: Arc<AppState>, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    let route = match routes::parse(parts.uri.path()) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Ok(response(
+                StatusCode::NOT_FOUND,
+                &[("content-type", "text/plain".into())],
+                Body::from(format!("no such endpoint: {}\n", parts.uri.path())),
+            ))
+        }
+        Err(e) => return Err(ApiError::new(ErrorCode::NameInvalid, e.to_string())),
+    };
+    let q = query_map(parts.uri.query());
+    let m = &parts.method;
+    let h = &parts.headers;
+    match (route, m.clone()) {
+        (Route::Base, Method::GET | Method::HEAD) => Ok(response(
+            StatusCode::OK,
+            &[("content-type", "application/json".into())],
+            Body::from("{}"),
+        )),
+        (Route::Catalog, Method::GET) => catalog(&st, &q).await,
+        (Route::Tags(repo), Method::GET) => tags(&st, &repo, &q).await,
+        (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
+            get_manifest(&st, &repo, &r, m == Method::HEAD).await
+        }
+        (Route::Manifest(repo, r), Method::PUT) => put_manifest(&st, &repo, &r, h, body).await,
+        (Route::Manifest(repo, r), Method::DELETE) => delete_manifest(&st, &repo, &r).await,
+        (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
+            get_blob(&st, &repo, &d, h, m == Method::HEAD).await
+        }
+        (Route::Blob(repo, d), Method::DELETE) => delete_blob(&st, &repo, &d).await,
+        (Route::UploadStart(repo), Method::POST) => start_upload(&st, &repo, &q, h, body).await,
+        (Route::Upload(repo, id), Method::GET) => upload_status(&st, &repo, &id).await,
+        (Route::Upload(repo, id), Method::PATCH) => patch_upload(&st, &repo, &id, h, body).await,
+        (Route::Upload(repo, id), Method::PUT) => put_upload(&st, &repo, &id, &q, h, body).await,
+        (Route::Upload(repo, id), Method::DELETE) => cancel_upload(&st, &repo, &id).await,
+        (Route::Referrers(repo, d), Method::GET) => referrers(&st, &repo, &d, &q).await,
+        (_, method) => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("method {method} is not supported on this endpoint"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listings
+
+/// `n` and `last` of a paginated listing; `n` defaults to (and is capped at) the page size.
+fn page(st: &AppState, q: &HashMap<String, String>) -> Result<(u32, String), ApiError> {
+    let max = st.cfg.default_page_size;
+    let n = match q.get("n") {
+        Some(v) => v
+            .parse::<u32>()
+            .map_err(|_| ApiError::new(ErrorCode::Unsupported, format!("n={v:?} is not a number")))?
+            .min(max),
+        None => max,
+    };
+    Ok((n, q.get("last").cloned().unwrap_or_default()))
+}
+
+fn link_next(path: &str, n: u32, items: &[String], asked: u32) -> Vec<(&'static str, String)> {
+    match items.last() {
+        Some(last) if items.len() as u32 == asked && asked > 0 => vec![(
+            "link",
+            format!("<{path}?n={n}&last={}>; rel=\"next\"", percent_encode(last)),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+async fn catalog(st: &Arc<AppState>, q: &HashMap<String, String>) -> ApiResult {
+    let (n, last) = page(st, q)?;
+    let meta = st.meta.clone();
+    let repos = blocking(move || meta.catalog(&last, n)).await??;
+    let mut headers = link_next("/v2/_catalog", n, &repos, n);
+    headers.push(("content-type", "application/json".into()));
+    let body = serde_json::json!({ "repositories": repos }).to_string();
+    Ok(response(StatusCode::OK, &headers, Body::from(body)))
+}
+
+async fn tags(st: &Arc<AppState>, repo: &RepoName, q: &HashMap<String, String>) -> ApiResult {
+    let (n, last) = page(st, q)?;
+    let (meta, r) = (st.meta.clone(), repo.to_string());
+    let tags = blocking(move || meta.tags(&r, &last, n))
+        .await??
+        .ok_or_else(|| name_unknown(repo))?;
+    let mut headers = link_next(&format!("/v2/{repo}/tags/list"), n, &tags, n);
+    headers.push(("content-type", "application/json".into()));
+    let body = serde_json::json!({ "name": repo.as_str(), "tags": tags }).to_string();
+    Ok(response(StatusCode::OK, &headers, Body::from(body)))
+}
+
+fn name_unknown(repo: &RepoName) -> ApiError {
+    ApiError::new(
+        ErrorCode::NameUnknown,
+        format!("repository {repo} is not known"),
+    )
+}
+
+async fn referrers(
+    st: &Arc<AppState>,
+    repo: &RepoName,
+    subject: &str,
+    q: &HashMap<String, String>,
+) -> ApiResult {
+    let subject = parse_digest(subject)?;
+    let filter = q.get("artifactType").cloned();
+    let (meta, r, f) = (st.meta.clone(), repo.to_string(), filter.clone());
+    let list = blocking(move || meta.referrers(&r, &subject, f.as_deref())).await??;
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": list,
+    })
+    .to_string();
+    let mut headers = vec![("content-type", media::OCI_INDEX.to_string())];
+    if filter.is_some() {
+        headers.push(("oci-filters-applied", "artifactType".into()));
+    }
+    Ok(response(StatusCode::OK, &headers, Body::from(body)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifests
+
+enum Reference {
+    Tag(TagName),
+    Digest(Digest),
+}
+
+fn parse_reference(r: &str) -> Result<Reference, ApiError> {
+    if r.contains(':') {
+        return parse_digest(r).map(Reference::Digest);
+    }
+    TagName::parse(r)
+        .map(Reference::Tag)
+        .map_err(|e| ApiError::new(ErrorCode::TagInvalid, e.to_string()))
+}
+
+async fn get_manifest(st: &Arc<AppState>, repo: &RepoName, r: &str, head: bool) -> ApiResult {
+    let reference = parse_reference(r)?;
+    let (key, by_digest) = match &reference {
+        Reference::Tag(t) => (t.to_string(), false),
+        Reference::Digest(d) => (d.to_string(), true),
+    };
+    let (meta, name) = (st.meta.clone(), repo.to_string());
+    let row = blocking(move || meta.get_manifest(&name, &key, by_digest))
+        .await??
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {r} is not in repository {repo}"),
+            )
+        })?;
+    let mut headers = vec![
+        ("content-type", row.media_type.clone()),
+        ("docker-content-digest", row.digest.clone()),
+        ("etag", format!("\"{}\"", row.digest)),
+        ("content-length", row.content.len().to_string()),
+    ];
+    if let Some(s) = &row.subject {
+        headers.push(("oci-subject", s.clone()));
+    }
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(Bytes::from_owner(row.content.clone()))
+    };
+    Ok(response(StatusCode::OK, &headers, body))
+}
+
+async fn put_manifest(
+    st: &Arc<AppState>,
+    repo: &RepoName,
+    r: &str,
+    h: &HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let reference = parse_reference(r)?;
+    let max = st.cfg.max_manifest_bytes;
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::ManifestTooLarge,
+            format!("manifest is larger than the limit of {max} bytes"),
+        )
+    };
+    if let Some(len) = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > max {
+            return Err(too_large());
+        }
+    }
+    let bytes = http_body_util::Limited::new(body, max as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large()
+            } else {
+                ApiError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("reading manifest body: {e}"),
+                )
+            }
+        })?
+        .to_bytes();
+    let content_type = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let parsed = manifest::parse(&bytes, content_type)
+        .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+    let (digest, tag) = match reference {
+        Reference::Digest(d) => {
+            let actual = Digest::of(d.algorithm(), &bytes);
+            if actual != d {
+                return Err(ApiError::new(
+                    ErrorCode::DigestInvalid,
+                    format!("manifest digest is {actual}, not {d} as the URL says"),
+                ));
+            }
+            (d, None)
+        }
+        Reference::Tag(t) => (Digest::of(Algorithm::Sha256, &bytes), Some(t.to_string())),
+    };
+    let subject = parsed.subject.clone();
+    let (meta, name, d2) = (st.meta.clone(), repo.to_string(), digest.clone());
+    let stored =
+        blocking(move || meta.put_manifest(&name, &d2, &bytes, &parsed, tag.as_deref())).await?;
+    match stored {
+        Ok(()) => {}
+        Err(PutManifestError::MissingBlob(b)) => {
+            return Err(ApiError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!(
+                    "blob {b} named by the manifest is not in repository {repo}; push it first"
+                ),
+            )
+            .with_detail(serde_json::json!({ "digest": b.to_string() })))
+        }
+        Err(PutManifestError::MissingManifest(m)) => {
+            return Err(ApiError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!(
+                    "manifest {m} named by the index is not in repository {repo}; push it first"
+                ),
+            )
+            .with_detail(serde_json::json!({ "digest": m.to_string() })))
+        }
+        Err(PutManifestError::Meta(e)) => return Err(e.into()),
+    }
+    tracing::info!(repo = %repo, digest = %digest, reference = r, "manifest pushed");
+    let mut headers = vec![
+        ("location", format!("/v2/{repo}/manifests/{digest}")),
+        ("docker-content-digest", digest.to_string()),
+    ];
+    if let Some(s) = subject {
+        headers.push(("oci-subject", s.to_string()));
+    }
+    Ok(response(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+async fn delete_manifest(st: &Arc<AppState>, repo: &RepoName, r: &str) -> ApiResult {
+    let (meta, name) = (st.meta.clone(), repo.to_string());
+    let deleted = match parse_reference(r)? {
+        Reference::Digest(d) => blocking(move || meta.delete_manifest(&name, &d)).await??,
+        Reference::Tag(t) => blocking(move || meta.delete_tag(&name, t.as_str())).await??,
+    };
+    if !deleted {
+        return Err(ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!("manifest {r} is not in repository {repo}"),
+        ));
+    }
+    tracing::info!(repo = %repo, reference = r, "manifest deleted");
+    Ok(response(StatusCode::ACCEPTED, &[], Body::empty()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blobs
+
+/// Parses `Range: bytes=a-b` (also `a-` and `-n`) against `size`: `Ok(None)` = whole blob.
+fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(v) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            ErrorCode::RangeInvalid,
+            format!("range {v:?} is not satisfiable for a blob of {size} bytes"),
+        )
+        .with_header("content-range", format!("bytes */{size}"))
+    };
+    let spec = v.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    if spec.contains(',') {
+        return Err(bad());
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| bad())?;
+            if n == 0 || size == 0 {
+                return Err(bad());
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().map_err(|_| bad())?, size.saturating_sub(1)),
+        (a, b) => {
+            let a: u64 = a.parse().map_err(|_| bad())?;
+            let b: u64 = b.parse().map_err(|_| bad())?;
+            (a, b.min(size.saturating_sub(1)))
+        }
+    };
+    if start >= size || end < start {
+        return Err(bad());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn get_blob(
+    st: &Arc<AppState>,
+    repo: &RepoName,
+    d: &str,
+    h: &HeaderMap,
+    head: bool,
+) -> ApiResult {
+    let digest = parse_digest(d)?;
+    let (meta, name, d2) = (st.meta.clone(), repo.to_string(), digest.clone());
+    let size = blocking(move || meta.blob_in_repo(&name, &d2)).await??;
+    let Some(size) = size else {
+        // A manifest is content too: serve it from the blob endpoint as distribution does.
+        let (meta, name, key) = (st.meta.clone(), repo.to_string(), digest.to_string());
+        if let Some(row) = blocking(move || meta.get_manifest(&name, &key, true)).await?? {
+            let headers = [
+                ("content-type", row.media_type.clone()),
+                ("docker-content-digest", row.digest.clone()),
+                ("content-length", row.content.len().to_string()),
+            ];
+            let body = if head {
+                Body::empty()
+            } else {
+                Body::from(Bytes::from_owner(row.content))
+            };
+            return Ok(response(StatusCode::OK, &headers, body));
+        }
+        return Err(blob_unknown(repo, &digest));
+    };
+    let range = parse_range(h, size)?;
+    let (status, start, len) = match range {
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        None => (StatusCode::OK, 0, size),
+    };
+    let mut headers = vec![
+        ("content-type", "application/octet-stream".to_string()),
+        ("docker-content-digest", digest.to_string()),
+        ("accept-ranges", "bytes".into()),
+        ("content-length", len.to_string()),
+        ("etag", format!("\"{digest}\"")),
+    ];
+    if let Some((a, b)) = range {
+        headers.push(("content-range", format!("bytes {a}-{b}/{size}")));
+    }
+    if head {
+        return Ok(response(status, &headers, Body::empty()));
+    }
+    let stream = match st.store.read(&digest, start, len)? {
+        Some(s) => s,
+        None => {
+            tracing::error!(digest = %digest, "blob recorded in metadata but missing from storage");
+            return Err(blob_unknown(repo, &digest));
+        }
+    };
+    Ok(response(status, &headers, Body::from_stream(stream)))
+}
+
+fn blob_unknown(repo: &RepoName, d: &Digest) -> ApiError {
+    ApiError::new(
+        ErrorCode::BlobUnknown,
+        format!("blob {d} is not in repository {repo}"),
+    )
+    .with_detail(serde_json::json!({ "digest": d.to_string() }))
+}
+
+async fn delete_blob(st: &Arc<AppState>, repo: &RepoName, d: &str) -> ApiResult {
+    let digest = parse_digest(d)?;
+    let (meta, name, d2) = (st.meta.clone(), repo.to_string(), digest.clone());
+    if !blocking(move || meta.unlink_blob(&name, &d2)).await?? {
+        return Err(blob_unknown(repo, &digest));
+    }
+    tracing::info!(repo = %repo, digest = %digest, "blob deleted from repository");
+    Ok(response(StatusCode::ACCEPTED, &[], Body::empty()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Uploads
+
+fn upload_headers(repo: &RepoName, s: &Session) -> Vec<(&'static str, String)> {
+    vec![
+        ("location", format!("/v2/{repo}/blobs/uploads/{}", s.id)),
+        ("range", format!("0-{}", s.size.saturating_sub(1))),
+        ("docker-upload-uuid", s.id.clone()),
+        ("content-length", "0".into()),
+    ]
+}
+
+fn upload_unknown(id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::BlobUploadUnknown,
+        format!("upload {id} is not known (finished, cancelled or expired); start a new one"),
+    )
+}
+
+async fn start_upload(
+    st: &Arc<AppState>,
+    repo: &RepoName,
+    q: &HashMap<String, String>,
+    h: &HeaderMap,
+    body: Body,
+) -> ApiResult {
+    if let (Some(m), Some(from)) = (q.get("mount"), q.get("from")) {
+        let digest = parse_digest(m)?;
+        if let Ok(from) = RepoName::parse(from) {
+            let (meta, f, t, d2) = (
+                st.meta.clone(),
+                from.to_string(),
+                repo.to_string(),
+                digest.clone(),
+            );
+            if blocking(move || meta.mount_blob(&f, &t, &d2))
+                .await??
+                .is_some()
+            {
+                tracing::info!(repo = %repo, from = %from, digest = %digest, "blob mounted");
+                return Ok(blob_created(repo, &digest));
+            }
+        }
+        // Not mountable: fall through to an ordinary upload session, as the spec asks.
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let path = st.store.upload_path(&id);
+    if let Some(d) = q.get("digest") {
+        // Monolithic single-request upload: never recorded as a session.
+        let digest = parse_digest(d)?;
+        std::fs::File::create(&path)?;
+        let mut s = Session {
+            id: id.clone(),
+            repo: repo.to_string(),
+            size: 0,
+            hasher: Some(Hasher::new(digest.algorithm())),
+        };
+        let result = async {
+            append_body(st, &mut s, h, body).await?;
+            finish(st, repo, &mut s, &digest).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        return result;
+    }
+    std::fs::File::create(&path)?;
+    let (meta, i, r) = (st.meta.clone(), id.clone(), repo.to_string());
+    blocking(move || meta.create_upload(&i, &r)).await??;
+    let s = Session {
+        id: id.clone(),
+        repo: repo.to_string(),
+        size: 0,
+        hasher: Some(Hasher::new(Algorithm::Sha256)),
+    };
+    let headers = upload_headers(repo, &s);
+    st.sessions
+        .lock()
+        .map_err(|_| ApiError::internal("session map poisoned"))?
+        .insert(id, Arc::new(tokio::sync::Mutex::new(s)));
+    Ok(response(StatusCode::ACCEPTED, &headers, Body::empty()))
+}
+
+fn blob_created(repo: &RepoName, d: &Digest) -> Response {
+    response(
+        StatusCode::CREATED,
+        &[
+            ("location", format!("/v2/{repo}/blobs/{d}")),
+            ("docker-content-digest", d.to_string()),
+            ("content-length", "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+/// Finds a session in memory, or (after a restart) re-opens it from its record and file.
+async fn session(
+    st: &Arc<AppState>,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Arc<tokio::sync::Mutex<Session>>, ApiError> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(upload_unknown(id));
+    }
+    let existing = st
+        .sessions
+        .lock()
+        .map_err(|_| ApiError::internal("session map poisoned"))?
+        .get(id)
+        .cloned();
+    if let Some(s) = existing {
+        if s.lock().await.repo != repo.as_str() {
+            return Err(upload_unknown(id));
+        }
+        return Ok(s);
+    }
+    let (meta, i) = (st.meta.clone(), id.to_string());
+    let row = blocking(move || meta.get_upload(&i)).await??;
+    let Some(row) = row.filter(|r| r.repo == repo.as_str()) else {
+        return Err(upload_unknown(id));
+    };
+    let size = match std::fs::metadata(st.store.upload_path(id)) {
+        Ok(m) => m.len(),
+        Err(_) => return Err(upload_unknown(id)),
+    };
+    let s = Arc::new(tokio::sync::Mutex::new(Session {
+        id: row.id,
+        repo: row.repo,
+        size,
+        hasher: None,
+    }));
+    let mut map = st
+        .sessions
+        .lock()
+        .map_err(|_| ApiError::internal("session map poisoned"))?;
+    Ok(map.entry(id.to_string()).or_insert(s).clone())
+}
+
+fn forget_session(st: &AppState, id: &str) {
+    if let Ok(mut m) = st.sessions.lock() {
+        m.remove(id);
+    }
+}
+
+async fn upload_status(st: &Arc<AppState>, repo: &RepoName, id: &str) -> ApiResult {
+    let s = session(st, repo, id).await?;
+    let s = s.lock().await;
+    Ok(response(
+        StatusCode::NO_CONTENT,
+        &upload_headers(repo, &s),
+        Body::empty(),
+    ))
+}
+
+/// Checks `Content-Range: a-b` (if sent) against the session: the chunk must start where the
+/// upload ends. Returns the chunk's announced length.
+fn check_content_range(h: &HeaderMap, s: &Session) -> Result<Option<u64>, ApiError> {
+    let Some(v) = h.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let spec = v
+        .trim()
+        .trim_start_matches("bytes ")
+        .trim_start_matches("bytes=");
+    let spec = spec.split('/').next().unwrap_or(spec);
+    let invalid = |why: String| {
+        ApiError::new(ErrorCode::RangeInvalid, why)
+            .with_header("range", format!("0-{}", s.size.saturating_sub(1)))
+            .with_header("location", format!("/v2/{}/blobs/uploads/{}", s.repo, s.id))
+            .with_header("docker-upload-uuid", s.id.clone())
+    };
+    let (a, b) = spec
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
+        .ok_or_else(|| {
+            invalid(format!(
+                "Content-Range {v:?} is not of the form <start>-<end>"
+            ))
+        })?;
+    if a != s.size || b < a {
+        return Err(invalid(format!(
+            "chunk {a}-{b} does not continue the upload, which holds {} bytes; resume at offset {}",
+            s.size, s.size
+        )));
+    }
+    Ok(Some(b - a + 1))
+}
+
+/// Streams the request body onto the end of the session's file, hashing on the way.
+async fn append_body(
+    st: &Arc<AppState>,
+    s: &mut Session,
+    h: &HeaderMap,
+    body: Body,
+) -> Result<u64, ApiError> {
+    let announced = check_content_range(h, s)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let path = st.store.upload_path(&s.id);
+    let (start, hasher) = (s.size, s.hasher.take());
+    let writer =
+        tokio::task::spawn_blocking(move || store::append_chunks(&path, start, hasher, rx));
+    let mut stream = body.into_data_stream();
+    let mut client_error = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) if chunk.is_empty() => {}
+            Ok(chunk) => {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                client_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (hasher, written, write_error) = writer
+        .await
+        .map_err(|e| ApiError::internal(format!("upload writer failed: {e}")))?;
+    s.hasher = hasher;
+    s.size += written;
+    if let Some(e) = write_error {
+        return Err(ApiError::internal(format!("writing upload {}: {e}", s.id)));
+    }
+    if let Some(e) = client_error {
+        return Err(ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            format!(
+                "upload body ended early ({e}); {} bytes are kept, resume from there",
+                s.size
+            ),
+        ));
+    }
+    if let Some(n) = announced {
+        if n != written {
+            return Err(ApiError::new(
+                ErrorCode::SizeInvalid,
+                format!("Content-Range announced {n} bytes but the body had {written}"),
+            ));
+        }
+    }
+    Ok(written)
+}
+
+async fn patch_upload(
+    st: &Arc<AppState>,
+    repo: &RepoName,
+    id: &str,
+    h: &HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let s = session(st, repo, id).await?;
+    let mut s = s.lock().await;
+    let result = append_body(st, &mut s, h, body).await;
+    let (meta, i) = (st.meta.clone(), id.to_string());
+    blocking(move || meta.touch_upload(&i)).await??;
+    result?;
+    Ok(response(
+        StatusCode::ACCEPTED,
+        &upload_headers(repo, &s),
+        Body::empty(),
+    ))
+}
+
+async fn put_upload(
+    st: &Arc<AppState>,
+    repo: &RepoName,
+    id: &str,
+    q: &HashMap<String, String>,
+    h: &HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let digest = parse_digest(q.get("digest").map(String::as_str).unwrap_or(""))?;
+    let s = session(st, repo, id).await?;
+    let mut s = s.lock().await;
+    append_body(st, &mut s, h, body).await?;
+    finish(st, repo, &mut s, &digest).await
+}
+
+/// Verifies the digest of a complete upload and commits it as a blob of `repo`. On a mismatch
+/// nothing is stored and the session ends.
+async fn finish(
+    st: &Arc<AppState>,
+    repo: &RepoName,
+    s: &mut Session,
+    digest: &Digest,
+) -> ApiResult {
+    let path = st.store.upload_path(&s.id);
+    let computed = match s.hasher.take() {
+        Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
+        _ => {
+            let (p, alg) = (path.clone(), digest.algorithm());
+            blocking(move || store::hash_file(&p, alg)).await??.0
+        }
+    };
+    let (meta, id) = (st.meta.clone(), s.id.clone());
+    if &computed != digest {
+        let _ = std::fs::remove_file(&path);
+        blocking(move || meta.delete_upload(&id)).await??;
+        forget_session(st, &s.id);
+        return Err(ApiError::new(
+            ErrorCode::DigestInvalid,
+            format!("uploaded content has digest {computed}, not {digest}; nothing was stored"),
+        )
+        .with_detail(serde_json::json!({ "digest": digest.to_string() })));
+    }
+    let (store, p, d, size) = (st.store.clone(), path.clone(), digest.clone(), s.size);
+    blocking(move || store.commit(&p, &d)).await??;
+    let (name, d) = (repo.to_string(), digest.clone());
+    blocking(move || -> Result<(), super::meta::MetaError> {
+        meta.link_blob(&name, &d, size)?;
+        meta.delete_upload(&id)
+    })
+    .await??;
+    forget_session(st, &s.id);
+    tracing::debug!(repo = %repo, digest = %digest, size, "blob pushed");
+    Ok(blob_created(repo, digest))
+}
+
+async fn cancel_upload(st: &Arc<AppState>, repo: &RepoName, id: &str) -> ApiResult {
+    let s = session(st, repo, id).await?;
+    let s = s.lock().await;
+    let _ = std::fs::remove_file(st.store.upload_path(&s.id));
+    let (meta, i) = (st.meta.clone(), s.id.clone());
+    blocking(move || meta.delete_upload(&i)).await??;
+    forget_session(st, &s.id);
+    Ok(response(StatusCode::NO_CONTENT, &[], Body::empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_header_forms() {
+        let mut h = HeaderMap::new();
+        let mut check = |v: &str, want: Option<(u64, u64)>| {
+            h.insert(header::RANGE, hv(v));
+            assert_eq!(parse_range(&h, 100).ok().flatten(), want, "{v}");
+        };
+        check("bytes=0-9", Some((0, 9)));
+        check("bytes=90-", Some((90, 99)));
+        check("bytes=-10", Some((90, 99)));
+        check("bytes=50-500", Some((50, 99)));
+        check("bytes=100-", None);
+        check("bytes=9-1", None);
+        check("items=0-1", None);
+    }
+
+    #[test]
+    fn query_decoding() {
+        let q = query_map(Some("mount=sha256%3Aab&from=a%2Fb&n=2"));
+        assert_eq!(q.get("mount").map(String::as_str), Some("sha256:ab"));
+        assert_eq!(q.get("from").map(String::as_str), Some("a/b"));
+    }
+}

@@ -1,0 +1,213 @@
+//! The registry server: distribution-spec v1.1 over HTTP, blobs in an object store, metadata in
+//! SQLite. [`router`] builds the whole HTTP surface without a socket (testable in-process);
+//! [`serve`] binds it, sweeps abandoned uploads and shuts down gracefully.
+//! It never links node or builder code, and it never trusts a digest it did not compute.
+
+mod api;
+pub mod error;
+pub mod meta;
+mod routes;
+pub mod store;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::any;
+use axum::Router;
+use reg_config::{Config, RegistryConfig};
+
+use meta::Meta;
+use store::BlobStore;
+
+/// Errors that stop the registry from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+    #[error("blob storage under {path}: {source}")]
+    Storage {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}; is another registry running there? choose another with --addr")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Shared state of all handlers.
+pub struct AppState {
+    pub(crate) meta: Arc<Meta>,
+    pub(crate) store: Arc<BlobStore>,
+    pub(crate) sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<api::Session>>>>,
+    pub(crate) cfg: RegistryConfig,
+}
+
+impl AppState {
+    /// Opens (creating if needed) the registry's storage under the configured data dir.
+    pub fn open(cfg: &Config) -> Result<Arc<AppState>, ServeError> {
+        let layout = cfg.layout();
+        let meta = Meta::open(&layout.registry_db())?;
+        let store = BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
+            .map_err(|source| ServeError::Storage {
+                path: layout.registry_blobs(),
+                source,
+            })?;
+        let st = Arc::new(AppState {
+            meta: Arc::new(meta),
+            store: Arc::new(store),
+            sessions: Mutex::new(HashMap::new()),
+            cfg: cfg.registry.clone(),
+        });
+        st.sweep_uploads(true)?;
+        Ok(st)
+    }
+
+    /// Removes upload sessions idle past the expiry, and (at start-up) upload files that no
+    /// session owns — leftovers of single-request uploads cut short by a crash.
+    fn sweep_uploads(&self, startup: bool) -> Result<usize, ServeError> {
+        let rows = self.meta.uploads()?;
+        let expiry = self.cfg.upload_expiry_secs as i64;
+        let now = meta::now();
+        let mut removed = 0;
+        let mut live = std::collections::HashSet::new();
+        for r in rows {
+            if now - r.updated_at > expiry {
+                let _ = std::fs::remove_file(self.store.upload_path(&r.id));
+                self.meta.delete_upload(&r.id)?;
+                if let Ok(mut m) = self.sessions.lock() {
+                    m.remove(&r.id);
+                }
+                removed += 1;
+            } else {
+                live.insert(r.id);
+            }
+        }
+        if startup {
+            if let Ok(dir) = std::fs::read_dir(self.store.uploads_dir()) {
+                for e in dir.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if !live.contains(&name) {
+                        let _ = std::fs::remove_file(e.path());
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The registry's HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2", any(api::dispatch))
+        .route("/v2/", any(api::dispatch))
+        .route("/v2/{*rest}", any(api::dispatch))
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// Adds the API version header to every answer and logs one line per request.
+async fn access_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    let bytes = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    tracing::info!(
+        target: "reg::access",
+        %method,
+        path,
+        status = resp.status().as_u16(),
+        bytes,
+        micros = start.elapsed().as_micros() as u64,
+    );
+    resp
+}
+
+/// Binds `cfg.registry.addr` and serves until `shutdown` resolves; in-flight requests then get
+/// `shutdown_grace_secs` to finish. `on_bound` learns the actual address (port 0 picks one).
+pub async fn serve(
+    cfg: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let state = tokio::task::block_in_place(|| AppState::open(cfg))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.registry.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.registry.addr.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    on_bound(addr);
+
+    let sweeper = {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let s = st.clone();
+                match tokio::task::spawn_blocking(move || s.sweep_uploads(false)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        tracing::info!(removed = n, "expired upload sessions removed")
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "upload sweep failed"),
+                    _ => {}
+                }
+            }
+        })
+    };
+
+    let grace = Duration::from_secs(cfg.registry.shutdown_grace_secs);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    });
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections, finishing in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+    };
+    let mut stopped = stop_rx;
+    let bounded = async move {
+        let _ = stopped.wait_for(|v| *v).await;
+        tokio::time::sleep(grace).await;
+        tracing::warn!("grace period over, dropping remaining connections");
+    };
+    let result = tokio::select! {
+        r = async { tokio::join!(server, signal).0 } => r.map_err(ServeError::Serve),
+        () = bounded => Ok(()),
+    };
+    sweeper.abort();
+    result
+}

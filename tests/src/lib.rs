@@ -1,0 +1,282 @@
+//! Harness for the end-to-end tests: starts the real `reg` binary on a loopback port with its own
+//! data dir, and offers small helpers to push content over plain HTTP. Every process it starts
+//! is killed when its handle drops, so a failing test leaves nothing running.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+pub use reqwest::blocking::Client;
+
+/// Path of the `reg` binary under test: `$REG_BIN`, else `target/<profile>/reg` next to this test.
+pub fn reg_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("REG_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/reg
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = dir.join("reg");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (scripts/test does: cargo build --bin reg)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `reg registry serve` on 127.0.0.1 with a private data dir.
+pub struct Registry {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    /// `127.0.0.1:PORT`, as docker and skopeo want it.
+    pub host: String,
+    data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Registry {
+    /// Starts a registry on a fresh data dir.
+    pub fn start() -> Registry {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().to_path_buf();
+        let mut r = Registry::start_on(&data, &[]);
+        r._tmp = Some(tmp);
+        r
+    }
+
+    /// Starts a registry on `data` (kept by the caller) with extra environment.
+    pub fn start_on(data: &Path, env: &[(&str, &str)]) -> Registry {
+        let mut cmd = Command::new(reg_bin());
+        cmd.args(["registry", "serve", "--addr", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("REG_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn reg");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("registry listening on http://").nth(1) {
+                    if let Some(t) = tx.take() {
+                        let _ = t.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "reg did not start; its log:\n{}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+        };
+        Registry {
+            child: Some(child),
+            addr,
+            host: addr.to_string(),
+            data: data.to_path_buf(),
+            _tmp: None,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("registry running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("registry did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn client() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client")
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Pushes `data` as one blob by POST + PUT and returns its digest.
+pub fn push_blob(c: &Client, reg: &Registry, repo: &str, data: &[u8]) -> String {
+    let digest = sha256(data);
+    let r = c
+        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .expect("POST upload");
+    assert_eq!(r.status(), 202, "start upload: {:?}", r.text());
+    let loc = location(&r);
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(reg.url(&format!("{loc}{sep}digest={digest}")))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .expect("PUT upload");
+    assert_eq!(r.status(), 201, "finish upload: {:?}", r.text());
+    digest
+}
+
+pub fn location(r: &reqwest::blocking::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location header")
+        .to_string()
+}
+
+pub fn header(r: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// An OCI image manifest naming `config` and `layers` (digest, size) pairs.
+pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> String {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, s)| serde_json::json!({"mediaType": OCI_LAYER, "digest": d, "size": s}))
+        .collect();
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config.0, "size": config.1},
+        "layers": layers,
+    })
+    .to_string()
+}
+
+/// Pushes a small image (a config and one layer made of `seed`) and tags it; returns the
+/// manifest digest and body.
+pub fn push_image(
+    c: &Client,
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+    seed: &str,
+) -> (String, String) {
+    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{seed}\"}}");
+    let layer = format!("layer of {seed}").into_bytes();
+    let cd = push_blob(c, reg, repo, config.as_bytes());
+    let ld = push_blob(c, reg, repo, &layer);
+    let m = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
+    let r = c
+        .put(reg.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .expect("PUT manifest");
+    assert_eq!(r.status(), 201, "push manifest: {:?}", r.text());
+    (sha256(m.as_bytes()), m)
+}
+
+/// Finds a peer tool. Missing: a failure under `CI=true`, otherwise `None` with a printed reason.
+pub fn peer(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{name} is required under CI=true but is not installed (.ci/run installs it)");
+        }
+        eprintln!("SKIP: {name} is not installed; install it to run this test");
+    }
+    found
+}
+
+/// Runs a command, panicking with its output when it fails.
+#[track_caller]
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stdout
+}
