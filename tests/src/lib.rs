@@ -280,3 +280,120 @@ pub fn run(cmd: &mut Command) -> String {
     }
     stdout
 }
+
+/// A file to put in a test layer: path inside the image, mode, bytes.
+pub struct LayerFile<'a> {
+    pub path: &'a str,
+    pub mode: u32,
+    pub data: &'a [u8],
+}
+
+/// Builds an uncompressed tar layer holding `files` (parent dirs are added).
+pub fn tar_layer(files: &[LayerFile<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in files {
+        let mut p = Path::new(f.path).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_path_buf());
+            p = d.parent();
+        }
+    }
+    for d in &dirs {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, format!("{}/", d.display()), std::io::empty())
+            .expect("tar dir");
+    }
+    for f in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(f.mode);
+        h.set_size(f.data.len() as u64);
+        h.set_mtime(0);
+        b.append_data(&mut h, f.path, f.data).expect("tar file");
+    }
+    b.into_inner().expect("tar finish")
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip finish")
+}
+
+/// Writes an OCI image layout at `dir` with one image tagged `tag` made of gzip `layers`
+/// (uncompressed tars); returns the manifest digest.
+pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("layout dirs");
+    let put = |data: &[u8]| -> (String, usize) {
+        let d = sha256(data);
+        std::fs::write(blobs.join(d.trim_start_matches("sha256:")), data).expect("write blob");
+        (d, data.len())
+    };
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for l in layers {
+        diff_ids.push(sha256(l));
+        let (d, s) = put(&gzip(l));
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s}));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/busybox", "sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    })
+    .to_string();
+    let (cd, cs) = put(config.as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": cs},
+        "layers": descs,
+    })
+    .to_string();
+    let (md, ms) = put(manifest.as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": md, "size": ms,
+                        "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("index.json");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
+    md
+}
+
+/// The three layers of the test image: busybox, and two small files.
+pub fn busybox_layers() -> Option<Vec<Vec<u8>>> {
+    let bb = match std::fs::read("/bin/busybox") {
+        Ok(b) => b,
+        Err(_) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("/bin/busybox is required under CI=true (Debian busybox-static)");
+            }
+            eprintln!("SKIP: /bin/busybox missing; apt-get install busybox-static");
+            return None;
+        }
+    };
+    Some(vec![
+        tar_layer(&[LayerFile {
+            path: "bin/busybox",
+            mode: 0o755,
+            data: &bb,
+        }]),
+        tar_layer(&[LayerFile {
+            path: "etc/hello.txt",
+            mode: 0o644,
+            data: b"hello from layer 2\n",
+        }]),
+        tar_layer(&[LayerFile {
+            path: "a.txt",
+            mode: 0o644,
+            data: b"layer 3\n",
+        }]),
+    ])
+}
