@@ -62,8 +62,10 @@ fn init_logging(cfg: &Config) {
 fn serve_registry(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let cfg = load(file, &args)?;
     init_logging(&cfg);
+    // Short blocking jobs only (SQLite, renames): transfers run on threads of their own.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(32)
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {

@@ -719,11 +719,12 @@ async fn append_body(
     body: Body,
 ) -> Result<u64, ApiError> {
     let announced = check_content_range(h, s)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let path = st.store.upload_path(&s.id);
     let (start, hasher) = (s.size, s.hasher.take());
-    let writer =
-        tokio::task::spawn_blocking(move || store::append_chunks(&path, start, hasher, rx));
+    let writer = store::stream_worker("reg-blob-write", move || {
+        store::append_chunks(&path, start, hasher, rx)
+    });
     let mut stream = body.into_data_stream();
     let mut client_error = None;
     while let Some(item) = stream.next().await {
@@ -743,7 +744,7 @@ async fn append_body(
     drop(tx);
     let (hasher, written, write_error) = writer
         .await
-        .map_err(|e| ApiError::internal(format!("upload writer failed: {e}")))?;
+        .map_err(|_| ApiError::internal("upload writer thread did not start or panicked"))?;
     s.hasher = hasher;
     s.size += written;
     if let Some(e) = write_error {

@@ -59,6 +59,9 @@ pub struct UploadRow {
     pub updated_at: i64,
 }
 
+/// Reader connections kept open; more may exist briefly under load, then are closed.
+const READ_POOL: usize = 8;
+
 pub struct Meta {
     path: PathBuf,
     writer: Mutex<Connection>,
@@ -129,6 +132,8 @@ fn open_conn(path: &Path) -> Result<Connection, MetaError> {
         c.pragma_update(None, "journal_mode", "WAL")?;
         c.pragma_update(None, "synchronous", "NORMAL")?;
         c.pragma_update(None, "foreign_keys", "ON")?;
+        // 1 MiB of page cache per connection: the hot rows (tags, manifests) fit easily.
+        c.pragma_update(None, "cache_size", -1024)?;
         Ok(c)
     };
     open(path).map_err(|source| MetaError::Open {
@@ -172,7 +177,7 @@ impl Meta {
         };
         let out = f(&conn);
         if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < 32 {
+            if pool.len() < READ_POOL {
                 pool.push(conn);
             }
         }

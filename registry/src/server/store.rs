@@ -18,7 +18,7 @@ use object_store::ObjectStore;
 use crate::digest::{Algorithm, Digest, Hasher};
 
 /// Size of the chunks read from disk and sent to clients.
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 256 * 1024;
 
 pub struct BlobStore {
     /// Root of the local object tree (fast paths: rename on commit, direct reads).
@@ -73,7 +73,7 @@ impl BlobStore {
         file.seek(SeekFrom::Start(offset))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
         // The reader thread ends when the client goes away (send fails) or the range is done.
-        tokio::task::spawn_blocking(move || {
+        let _done = stream_worker("reg-blob-read", move || {
             let mut left = len;
             while left > 0 {
                 let want = left.min(READ_CHUNK as u64) as usize;
@@ -136,6 +136,26 @@ impl BlobStore {
             other => other,
         }
     }
+}
+
+/// Runs a long streaming job (one transfer's disk side) on its own thread rather than the
+/// blocking pool, so that many slow transfers can never starve short metadata queries.
+/// The job owns its ends of the channels it uses; the returned receiver yields its result.
+pub fn stream_worker<T: Send + 'static>(
+    name: &str,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_string())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _ = tx.send(job());
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a transfer thread");
+    }
+    rx
 }
 
 fn tokio_stream_from<T: Send + 'static>(
