@@ -32,6 +32,8 @@ enum Command {
         #[command(subcommand)]
         command: cmd::serve::RegistryCommand,
     },
+    /// Manage users, organisations, visibility, tokens; read the audit log.
+    Admin(cmd::admin::AdminArgs),
     /// Show configuration.
     Config {
         #[command(subcommand)]
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(cli.config.as_deref(), args),
         Command::Registry { command } => cmd::serve::run_registry(cli.config.as_deref(), command),
         Command::Config { command } => cmd::config::run(cli.config.as_deref(), command),
+        Command::Admin(args) => cmd::admin::run(cli.config.as_deref(), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -54,6 +54,13 @@ pub struct RegistryConfig {
     pub shutdown_grace_secs: u64,
     /// Largest page that tag and catalog listings return when the client asks for none.
     pub default_page_size: u32,
+    /// Serve without authentication on a non-loopback address (only while no user exists).
+    pub insecure_no_auth: bool,
+    /// Token endpoint URL announced in challenges; default: `/auth/token` on this registry.
+    pub token_realm: Option<String>,
+    /// PEM certificate chain and private key: serve HTTPS (rustls) instead of HTTP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Logging settings.
@@ -84,6 +91,10 @@ impl Default for RegistryConfig {
             upload_expiry_secs: 24 * 3600,
             shutdown_grace_secs: 30,
             default_page_size: 1000,
+            insecure_no_auth: false,
+            token_realm: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -143,6 +154,10 @@ impl DataLayout {
     /// Upload sessions in progress (same filesystem as the blobs so commit is a rename).
     pub fn registry_uploads(&self) -> PathBuf {
         self.root.join("registry/uploads")
+    }
+    /// The token signing key.
+    pub fn registry_auth(&self) -> PathBuf {
+        self.root.join("registry/auth")
     }
     /// SQLite database of the registry's metadata.
     pub fn registry_db(&self) -> PathBuf {
@@ -214,6 +229,12 @@ impl Config {
             return Err(invalid(
                 "registry.max_manifest_bytes",
                 "must be at least 4194304 (4 MiB, the distribution spec's minimum)".into(),
+            ));
+        }
+        if self.registry.tls_cert.is_some() != self.registry.tls_key.is_some() {
+            return Err(invalid(
+                "registry.tls_cert",
+                "tls_cert and tls_key must be given together".into(),
             ));
         }
         if self.registry.default_page_size == 0 {

@@ -1,4 +1,5 @@
 //! One module per command.
 
+pub mod admin;
 pub mod config;
 pub mod serve;

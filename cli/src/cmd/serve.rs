@@ -15,6 +15,15 @@ pub struct ServeArgs {
     /// Data directory (default /var/lib/reg for root, ~/.local/share/reg otherwise).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Allow serving a non-loopback address while no user exists (everything open).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -40,6 +49,13 @@ fn load(file: Option<&Path>, args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(d) = &args.data {
         cfg.data_dir = d.clone();
+    }
+    if args.insecure_no_auth {
+        cfg.registry.insecure_no_auth = true;
+    }
+    if args.tls_cert.is_some() {
+        cfg.registry.tls_cert = args.tls_cert.clone();
+        cfg.registry.tls_key = args.tls_key.clone();
     }
     cfg.validate()?;
     Ok(cfg)

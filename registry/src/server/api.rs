@@ -12,6 +12,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::BodyExt;
 
+use super::auth::policy::{Actions, Scope};
+use super::auth::{self, Caller, Need, Principal};
 use super::error::ApiError;
 use super::meta::PutManifestError;
 use super::routes::{self, Route};
@@ -141,24 +143,31 @@ async fn handle(st: Arc<AppState>, req: Request) -> ApiResult {
     let q = query_map(parts.uri.query());
     let m = &parts.method;
     let h = &parts.headers;
+    let client = auth::client_addr(&parts.extensions);
+    let caller = st.auth.identify(h, &client).await?;
+    if let Some(need) = need_of(&route, m) {
+        st.auth.authorize(&caller, &need, h).await?;
+    }
+    let cx = Ctx { caller, client };
+    let cx = &cx;
     match (route, m.clone()) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(response(
             StatusCode::OK,
             &[("content-type", "application/json".into())],
             Body::from("{}"),
         )),
-        (Route::Catalog, Method::GET) => catalog(&st, &q).await,
+        (Route::Catalog, Method::GET) => catalog(&st, &q, cx).await,
         (Route::Tags(repo), Method::GET) => tags(&st, &repo, &q).await,
         (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
             get_manifest(&st, &repo, &r, m == Method::HEAD).await
         }
-        (Route::Manifest(repo, r), Method::PUT) => put_manifest(&st, &repo, &r, h, body).await,
-        (Route::Manifest(repo, r), Method::DELETE) => delete_manifest(&st, &repo, &r).await,
+        (Route::Manifest(repo, r), Method::PUT) => put_manifest(&st, &repo, &r, h, body, cx).await,
+        (Route::Manifest(repo, r), Method::DELETE) => delete_manifest(&st, &repo, &r, cx).await,
         (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
             get_blob(&st, &repo, &d, h, m == Method::HEAD).await
         }
-        (Route::Blob(repo, d), Method::DELETE) => delete_blob(&st, &repo, &d).await,
-        (Route::UploadStart(repo), Method::POST) => start_upload(&st, &repo, &q, h, body).await,
+        (Route::Blob(repo, d), Method::DELETE) => delete_blob(&st, &repo, &d, cx).await,
+        (Route::UploadStart(repo), Method::POST) => start_upload(&st, &repo, &q, h, body, cx).await,
         (Route::Upload(repo, id), Method::GET) => upload_status(&st, &repo, &id).await,
         (Route::Upload(repo, id), Method::PATCH) => patch_upload(&st, &repo, &id, h, body).await,
         (Route::Upload(repo, id), Method::PUT) => put_upload(&st, &repo, &id, &q, h, body).await,
@@ -168,6 +177,43 @@ async fn handle(st: Arc<AppState>, req: Request) -> ApiResult {
             ErrorCode::Unsupported,
             format!("method {method} is not supported on this endpoint"),
         )),
+    }
+}
+
+/// Who is asking, for permission checks inside handlers and for the audit log.
+struct Ctx {
+    caller: Caller,
+    client: String,
+}
+
+/// What each endpoint requires of the caller.
+fn need_of(route: &Route, m: &Method) -> Option<Need> {
+    let repo = |r: &RepoName, a: Actions| Some(Need::Repo(r.to_string(), a));
+    match (route, m) {
+        (Route::Base, _) => Some(Need::Authenticated),
+        (Route::Catalog, _) => Some(Need::Catalog),
+        (Route::Tags(r) | Route::Referrers(r, _), _) => repo(r, Actions::PULL),
+        (Route::Manifest(r, _) | Route::Blob(r, _), &Method::GET | &Method::HEAD) => {
+            repo(r, Actions::PULL)
+        }
+        (Route::Manifest(r, _), &Method::PUT) => repo(r, Actions::PUSH),
+        (Route::Manifest(r, _) | Route::Blob(r, _), &Method::DELETE) => repo(r, Actions::DELETE),
+        (Route::UploadStart(r) | Route::Upload(r, _), _) => repo(r, Actions::PUSH),
+        _ => None,
+    }
+}
+
+/// Whether the caller may pull from `repo` (for listings and mount sources).
+async fn may_pull(st: &AppState, cx: &Ctx, repo: &str) -> Result<bool, ApiError> {
+    let need = Need::Repo(repo.to_string(), Actions::PULL);
+    match st
+        .auth
+        .authorize(&cx.caller, &need, &HeaderMap::new())
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(ApiError::Internal(e)) => Err(ApiError::Internal(e)),
+        Err(_) => Ok(false),
     }
 }
 
@@ -197,10 +243,24 @@ fn link_next(path: &str, n: u32, items: &[String], asked: u32) -> Vec<(&'static 
     }
 }
 
-async fn catalog(st: &Arc<AppState>, q: &HashMap<String, String>) -> ApiResult {
-    let (n, last) = page(st, q)?;
-    let meta = st.meta.clone();
-    let repos = blocking(move || meta.catalog(&last, n)).await??;
+async fn catalog(st: &Arc<AppState>, q: &HashMap<String, String>, cx: &Ctx) -> ApiResult {
+    let (n, mut last) = page(st, q)?;
+    // Only what the caller may pull is listed; keep reading pages until this one is full.
+    let mut repos = Vec::new();
+    loop {
+        let (meta, after) = (st.meta.clone(), last.clone());
+        let batch = blocking(move || meta.catalog(&after, n)).await??;
+        let exhausted = (batch.len() as u32) < n;
+        for r in batch {
+            last = r.clone();
+            if repos.len() < n as usize && may_pull(st, cx, &r).await? {
+                repos.push(r);
+            }
+        }
+        if exhausted || repos.len() >= n as usize {
+            break;
+        }
+    }
     let mut headers = link_next("/v2/_catalog", n, &repos, n);
     headers.push(("content-type", "application/json".into()));
     let body = serde_json::json!({ "repositories": repos }).to_string();
@@ -304,6 +364,7 @@ async fn put_manifest(
     r: &str,
     h: &HeaderMap,
     body: Body,
+    cx: &Ctx,
 ) -> ApiResult {
     let reference = parse_reference(r)?;
     let max = st.cfg.max_manifest_bytes;
@@ -381,6 +442,15 @@ async fn put_manifest(
         Err(PutManifestError::Meta(e)) => return Err(e.into()),
     }
     tracing::info!(repo = %repo, digest = %digest, reference = r, "manifest pushed");
+    st.auth
+        .audit(
+            &cx.caller.name(),
+            "push",
+            &format!("{repo}:{r}"),
+            &digest.to_string(),
+            &cx.client,
+        )
+        .await;
     let mut headers = vec![
         ("location", format!("/v2/{repo}/manifests/{digest}")),
         ("docker-content-digest", digest.to_string()),
@@ -391,7 +461,7 @@ async fn put_manifest(
     Ok(response(StatusCode::CREATED, &headers, Body::empty()))
 }
 
-async fn delete_manifest(st: &Arc<AppState>, repo: &RepoName, r: &str) -> ApiResult {
+async fn delete_manifest(st: &Arc<AppState>, repo: &RepoName, r: &str, cx: &Ctx) -> ApiResult {
     let (meta, name) = (st.meta.clone(), repo.to_string());
     let deleted = match parse_reference(r)? {
         Reference::Digest(d) => blocking(move || meta.delete_manifest(&name, &d)).await??,
@@ -404,6 +474,15 @@ async fn delete_manifest(st: &Arc<AppState>, repo: &RepoName, r: &str) -> ApiRes
         ));
     }
     tracing::info!(repo = %repo, reference = r, "manifest deleted");
+    st.auth
+        .audit(
+            &cx.caller.name(),
+            "delete.manifest",
+            &format!("{repo}:{r}"),
+            "",
+            &cx.client,
+        )
+        .await;
     Ok(response(StatusCode::ACCEPTED, &[], Body::empty()))
 }
 
@@ -512,13 +591,22 @@ fn blob_unknown(repo: &RepoName, d: &Digest) -> ApiError {
     .with_detail(serde_json::json!({ "digest": d.to_string() }))
 }
 
-async fn delete_blob(st: &Arc<AppState>, repo: &RepoName, d: &str) -> ApiResult {
+async fn delete_blob(st: &Arc<AppState>, repo: &RepoName, d: &str, cx: &Ctx) -> ApiResult {
     let digest = parse_digest(d)?;
     let (meta, name, d2) = (st.meta.clone(), repo.to_string(), digest.clone());
     if !blocking(move || meta.unlink_blob(&name, &d2)).await?? {
         return Err(blob_unknown(repo, &digest));
     }
     tracing::info!(repo = %repo, digest = %digest, "blob deleted from repository");
+    st.auth
+        .audit(
+            &cx.caller.name(),
+            "delete.blob",
+            &format!("{repo}@{digest}"),
+            "",
+            &cx.client,
+        )
+        .await;
     Ok(response(StatusCode::ACCEPTED, &[], Body::empty()))
 }
 
@@ -547,10 +635,17 @@ async fn start_upload(
     q: &HashMap<String, String>,
     h: &HeaderMap,
     body: Body,
+    cx: &Ctx,
 ) -> ApiResult {
     if let (Some(m), Some(from)) = (q.get("mount"), q.get("from")) {
         let digest = parse_digest(m)?;
-        if let Ok(from) = RepoName::parse(from) {
+        // Mounting from a repository the caller cannot read must not reveal what it holds:
+        // it silently becomes an ordinary upload.
+        let readable = match RepoName::parse(from) {
+            Ok(f) => may_pull(st, cx, f.as_str()).await?.then_some(f),
+            Err(_) => None,
+        };
+        if let Some(from) = readable {
             let (meta, f, t, d2) = (
                 st.meta.clone(),
                 from.to_string(),
@@ -853,6 +948,137 @@ async fn cancel_upload(st: &Arc<AppState>, repo: &RepoName, id: &str) -> ApiResu
     blocking(move || meta.delete_upload(&i)).await??;
     forget_session(st, &s.id);
     Ok(response(StatusCode::NO_CONTENT, &[], Body::empty()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token endpoint (Docker token auth: GET with Basic credentials, OAuth2 POST form)
+
+fn token_response(token: &str, refresh: Option<String>, scopes: &[Scope], oauth: bool) -> Response {
+    let mut v = serde_json::json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": auth::TOKEN_TTL_SECS,
+    });
+    if let Some(r) = refresh {
+        v["refresh_token"] = serde_json::Value::String(r);
+    }
+    if oauth {
+        let s: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+        v["scope"] = serde_json::Value::String(s.join(" "));
+    }
+    response(
+        StatusCode::OK,
+        &[
+            ("content-type", "application/json".into()),
+            ("cache-control", "no-store".into()),
+        ],
+        Body::from(v.to_string()),
+    )
+}
+
+fn login_failed(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, message)
+}
+
+/// `GET|POST /auth/token`.
+pub async fn token(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    token_inner(st, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn token_inner(st: Arc<AppState>, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    let client = auth::client_addr(&parts.extensions);
+    let (pairs, oauth) = match parts.method {
+        Method::GET => (url_pairs(parts.uri.query().unwrap_or("")), false),
+        Method::POST => {
+            let bytes = http_body_util::Limited::new(body, 64 * 1024)
+                .collect()
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Unsupported, format!("reading form: {e}")))?
+                .to_bytes();
+            (url_pairs(&String::from_utf8_lossy(&bytes)), true)
+        }
+        ref m => {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                format!("method {m} is not supported on the token endpoint"),
+            ))
+        }
+    };
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let scopes: Vec<Scope> = pairs
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| Scope::parse_list(v))
+        .collect();
+    let basic = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::basic_credentials);
+    let (principal, offline) = if oauth {
+        match get("grant_type").as_deref() {
+            Some("password") => {
+                let (u, p) = (
+                    get("username").unwrap_or_default(),
+                    get("password").unwrap_or_default(),
+                );
+                let p = st
+                    .auth
+                    .check_password(&u, &p, &client)
+                    .await?
+                    .ok_or_else(|| login_failed("invalid username or password"))?;
+                (p, get("access_type").as_deref() == Some("offline"))
+            }
+            Some("refresh_token") => {
+                let r = get("refresh_token").unwrap_or_default();
+                let user = st.auth.refresh_token_user(&r).await?.ok_or_else(|| {
+                    login_failed("refresh token is invalid or expired; log in again")
+                })?;
+                (Principal::User(user), false)
+            }
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::Unsupported,
+                    format!("grant_type {other:?} is not supported (password or refresh_token)"),
+                ))
+            }
+        }
+    } else if let Some((u, p)) = basic {
+        let p = st
+            .auth
+            .check_password(&u, &p, &client)
+            .await?
+            .ok_or_else(|| login_failed("invalid username or password"))?;
+        (p, get("offline_token").as_deref() == Some("true"))
+    } else {
+        (Principal::Anonymous, false)
+    };
+    let (token, _granted) = st.auth.issue(&principal, &scopes).await?;
+    let refresh = match (&principal, offline) {
+        (Principal::User(u), true) => Some(st.auth.new_refresh_token(u).await?),
+        _ => None,
+    };
+    if !matches!(principal, Principal::Anonymous) {
+        let what: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+        st.auth
+            .audit(
+                principal.name(),
+                "login",
+                "registry",
+                &what.join(" "),
+                &client,
+            )
+            .await;
+    }
+    Ok(token_response(&token, refresh, &scopes, oauth))
 }
 
 #[cfg(test)]

@@ -110,6 +110,50 @@ CREATE TABLE IF NOT EXISTS tags (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (repo_id, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    admin INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS orgs (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS org_members (
+    org TEXT NOT NULL,
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (org, user)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS repo_visibility (
+    name TEXT PRIMARY KEY,
+    public INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS access_tokens (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    expires_at INTEGER,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    secret_sha256 TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    client TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
     repo TEXT NOT NULL,
@@ -164,12 +208,15 @@ impl Meta {
         })
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> Result<T, MetaError> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> Result<T, MetaError> {
         let mut c = self.writer.lock().map_err(|_| MetaError::Poisoned)?;
         Ok(f(&mut c))
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, MetaError> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, MetaError> {
         let pooled = self.readers.lock().map_err(|_| MetaError::Poisoned)?.pop();
         let conn = match pooled {
             Some(c) => c,

@@ -4,6 +4,7 @@
 //! It never links node or builder code, and it never trusts a digest it did not compute.
 
 mod api;
+pub mod auth;
 pub mod error;
 pub mod meta;
 mod routes;
@@ -31,6 +32,10 @@ use store::BlobStore;
 pub enum ServeError {
     #[error(transparent)]
     Meta(#[from] meta::MetaError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("refusing to serve {0} without authentication: create a user first (reg admin --data DIR user add NAME --admin --password-stdin), listen on 127.0.0.1, or pass --insecure-no-auth")]
+    OpenOnNetwork(String),
     #[error("blob storage under {path}: {source}")]
     Storage {
         path: std::path::PathBuf,
@@ -51,6 +56,7 @@ pub struct AppState {
     pub(crate) store: Arc<BlobStore>,
     pub(crate) sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<api::Session>>>>,
     pub(crate) cfg: RegistryConfig,
+    pub(crate) auth: auth::Auth,
 }
 
 impl AppState {
@@ -63,8 +69,17 @@ impl AppState {
                 path: layout.registry_blobs(),
                 source,
             })?;
+        let meta = Arc::new(meta);
+        let key = auth::load_or_create_key(&layout.registry_auth())?;
+        let auth = auth::Auth::new(
+            meta.clone(),
+            key,
+            cfg.registry.tls_cert.is_some(),
+            cfg.registry.token_realm.clone(),
+        );
         let st = Arc::new(AppState {
-            meta: Arc::new(meta),
+            auth,
+            meta,
             store: Arc::new(store),
             sessions: Mutex::new(HashMap::new()),
             cfg: cfg.registry.clone(),
@@ -114,6 +129,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2", any(api::dispatch))
         .route("/v2/", any(api::dispatch))
         .route("/v2/{*rest}", any(api::dispatch))
+        .route("/auth/token", any(api::token))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(access_log))
         .with_state(state)
@@ -161,6 +177,22 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    let users = {
+        let m = state.meta.clone();
+        tokio::task::spawn_blocking(move || m.user_count())
+            .await
+            .map_err(|e| ServeError::Serve(std::io::Error::other(e)))??
+    };
+    if users == 0 {
+        if !addr.ip().is_loopback() && !cfg.registry.insecure_no_auth {
+            return Err(ServeError::OpenOnNetwork(addr.to_string()));
+        }
+        tracing::warn!(
+            "authentication is off: no user exists. Create the first admin with \
+             `reg admin --data {} user add admin --admin --password-stdin`; auth turns on at once",
+            cfg.data_dir.display()
+        );
+    }
     on_bound(addr);
 
     let sweeper = {
@@ -184,7 +216,11 @@ pub async fn serve(
 
     let grace = Duration::from_secs(cfg.registry.shutdown_grace_secs);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+    let server = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown({
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|v| *v).await;

@@ -1,0 +1,333 @@
+//! `reg admin --data DIR …`: users, organisations, visibility, access tokens and the audit log,
+//! written straight into a registry's database — also while that registry runs (like htpasswd).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use reg_registry::server::auth::policy::{Role, Scope};
+use reg_registry::server::auth::{self, store::TokenRow};
+use reg_registry::server::meta::Meta;
+use reg_registry::RepoName;
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Data directory of the registry (default: the configured data_dir).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Users: add, rm, passwd, ls.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Organisations own the namespace of their name; members get read, write or admin.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Repository settings.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// Access tokens (robot accounts): usable as the password in any login.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print the audit log (logins, pushes, deletes, permission changes).
+    Audit {
+        /// How many of the newest events.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Remove a user (their tokens are revoked).
+    Rm { name: String },
+    /// Set a user's password from standard input.
+    Passwd {
+        name: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List users.
+    Ls,
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Create an organisation.
+    Add { name: String },
+    /// Set a member's role (read, write, admin), or remove them with `none`.
+    Member {
+        org: String,
+        user: String,
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepoCommand {
+    /// Make a repository public (anonymous pull) or private.
+    Visibility { name: String, visibility: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an access token and print it (it is shown only once).
+    Create {
+        #[arg(long)]
+        user: String,
+        /// `repository:NAME:ACTIONS`, NAME may end in `*`; repeat for more.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime such as 30d or 12h; default: no expiry.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
+    /// List tokens (never their secrets).
+    Ls,
+}
+
+fn actor() -> String {
+    format!(
+        "admin-cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "root".into())
+    )
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    let p = s.strip_suffix('\n').unwrap_or(&s);
+    let p = p.strip_suffix('\r').unwrap_or(p).to_string();
+    if p.len() < 8 {
+        bail!("password too short: use at least 8 characters");
+    }
+    Ok(p)
+}
+
+fn when(t: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t.max(0) as u64)).to_string()
+}
+
+fn valid_account_name(kind: &str, name: &str) -> anyhow::Result<()> {
+    if name.contains('/') || RepoName::parse(name).is_err() {
+        bail!("{kind} name {name:?} is invalid: it becomes a namespace, so use lowercase letters, digits and . _ - (no /)");
+    }
+    Ok(())
+}
+
+pub fn run(config: Option<&Path>, args: AdminArgs) -> anyhow::Result<()> {
+    let data = match args.data {
+        Some(d) => d,
+        None => reg_config::Config::load(config)?.data_dir,
+    };
+    let db = reg_config::DataLayout::new(&data).registry_db();
+    let meta = Meta::open(&db)
+        .with_context(|| format!("opening the registry database under {}", data.display()))?;
+    let who = actor();
+    match args.command {
+        AdminCommand::User { command } => match command {
+            UserCommand::Add { name, admin, .. } => {
+                valid_account_name("user", &name)?;
+                let hash = auth::hash_password(&read_password()?)?;
+                if !meta.add_user(&name, &hash, admin)? {
+                    bail!("user {name} exists already (use `user passwd` to change the password)");
+                }
+                meta.audit(
+                    &who,
+                    "user.add",
+                    &name,
+                    if admin { "admin" } else { "" },
+                    "local",
+                )?;
+                println!("added user {name}{}", if admin { " (admin)" } else { "" });
+            }
+            UserCommand::Rm { name } => {
+                if !meta.remove_user(&name)? {
+                    bail!("no user {name}");
+                }
+                meta.audit(&who, "user.rm", &name, "", "local")?;
+                println!("removed user {name}");
+            }
+            UserCommand::Passwd { name, .. } => {
+                let hash = auth::hash_password(&read_password()?)?;
+                if !meta.set_password(&name, &hash)? {
+                    bail!("no user {name}");
+                }
+                meta.audit(&who, "user.passwd", &name, "", "local")?;
+                println!("password of {name} changed");
+            }
+            UserCommand::Ls => {
+                println!("{:<24} {:<6} CREATED", "NAME", "ADMIN");
+                for u in meta.users()? {
+                    println!(
+                        "{:<24} {:<6} {}",
+                        u.name,
+                        if u.admin { "yes" } else { "no" },
+                        when(u.created_at)
+                    );
+                }
+            }
+        },
+        AdminCommand::Org { command } => match command {
+            OrgCommand::Add { name } => {
+                valid_account_name("organisation", &name)?;
+                if !meta.add_org(&name)? {
+                    bail!("organisation {name} exists already");
+                }
+                meta.audit(&who, "org.add", &name, "", "local")?;
+                println!("added organisation {name}");
+            }
+            OrgCommand::Member { org, user, role } => {
+                if !meta.org_exists(&org)? {
+                    bail!("no organisation {org} (create it with `reg admin org add {org}`)");
+                }
+                let r = match role.as_str() {
+                    "none" => None,
+                    other => Some(Role::parse(other).with_context(|| {
+                        format!("role {other:?}: expected read, write, admin or none")
+                    })?),
+                };
+                if meta.password_hash(&user)?.is_none() {
+                    bail!("no user {user}");
+                }
+                meta.set_member(&org, &user, r)?;
+                meta.audit(&who, "org.member", &format!("{org}/{user}"), &role, "local")?;
+                println!("{user} in {org}: {role}");
+            }
+        },
+        AdminCommand::Repo { command } => match command {
+            RepoCommand::Visibility { name, visibility } => {
+                RepoName::parse(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let public = match visibility.as_str() {
+                    "public" => true,
+                    "private" => false,
+                    other => bail!("visibility {other:?}: expected public or private"),
+                };
+                meta.set_visibility(&name, public)?;
+                meta.audit(&who, "repo.visibility", &name, &visibility, "local")?;
+                println!("{name} is {visibility}");
+            }
+        },
+        AdminCommand::Token { command } => match command {
+            TokenCommand::Create {
+                user,
+                scopes,
+                expires,
+            } => {
+                if meta.password_hash(&user)?.is_none() {
+                    bail!("no user {user}");
+                }
+                let mut parsed = Vec::new();
+                for s in &scopes {
+                    match Scope::parse(s) {
+                        Some(sc @ Scope::Repository { .. }) => parsed.push(sc),
+                        _ => bail!("scope {s:?}: expected repository:NAME:pull[,push][,delete]"),
+                    }
+                }
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let expires_at = match expires {
+                    Some(e) => Some(
+                        now + humantime::parse_duration(&e)
+                            .with_context(|| format!("--expires {e:?}: use e.g. 30d, 12h"))?
+                            .as_secs() as i64,
+                    ),
+                    None => None,
+                };
+                let (id, secret, hash) = auth::new_access_token();
+                meta.create_token(&TokenRow {
+                    id: id.clone(),
+                    user: user.clone(),
+                    secret_sha256: hash,
+                    scopes: parsed,
+                    expires_at,
+                    revoked: false,
+                    created_at: now,
+                })?;
+                meta.audit(
+                    &who,
+                    "token.create",
+                    &id,
+                    &format!("user={user} scopes={}", scopes.join(" ")),
+                    "local",
+                )?;
+                eprintln!(
+                    "token {id} for {user}; use it as the password of any login (shown only once):"
+                );
+                println!("{secret}");
+            }
+            TokenCommand::Revoke { id } => {
+                if !meta.revoke_token(&id)? {
+                    bail!("no token {id}");
+                }
+                meta.audit(&who, "token.revoke", &id, "", "local")?;
+                println!("revoked token {id}");
+            }
+            TokenCommand::Ls => {
+                println!(
+                    "{:<14} {:<16} {:<8} {:<22} SCOPES",
+                    "ID", "USER", "STATE", "EXPIRES"
+                );
+                for t in meta.tokens()? {
+                    let scopes: Vec<String> = t.scopes.iter().map(ToString::to_string).collect();
+                    println!(
+                        "{:<14} {:<16} {:<8} {:<22} {}",
+                        t.id,
+                        t.user,
+                        if t.revoked { "revoked" } else { "active" },
+                        t.expires_at.map(when).unwrap_or_else(|| "never".into()),
+                        scopes.join(" ")
+                    );
+                }
+            }
+        },
+        AdminCommand::Audit { limit } => {
+            println!(
+                "{:<21} {:<20} {:<16} {:<30} {:<16} DETAIL",
+                "WHEN", "WHO", "ACTION", "TARGET", "FROM"
+            );
+            for e in meta.audit_log(limit)? {
+                println!(
+                    "{:<21} {:<20} {:<16} {:<30} {:<16} {}",
+                    when(e.at),
+                    e.actor,
+                    e.action,
+                    e.target,
+                    e.client,
+                    e.detail
+                );
+            }
+        }
+    }
+    Ok(())
+}

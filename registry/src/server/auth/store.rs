@@ -1,0 +1,312 @@
+//! Users, organisations, visibility, access tokens, refresh tokens and the audit log, in the
+//! registry's SQLite database. Used by the server and by `reg admin` (another process, on the
+//! same file, while the registry runs: WAL makes that safe).
+
+use rusqlite::{params, OptionalExtension};
+
+use super::policy::{Facts, Role, Scope};
+use crate::server::meta::{now, Meta, MetaError};
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub name: String,
+    pub admin: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: String,
+    pub user: String,
+    pub secret_sha256: String,
+    pub scopes: Vec<Scope>,
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub client: String,
+}
+
+impl Meta {
+    pub fn user_count(&self) -> Result<i64, MetaError> {
+        self.read(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get(0)))
+    }
+
+    /// Adds a user; `false` if the name is taken.
+    pub fn add_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        admin: bool,
+    ) -> Result<bool, MetaError> {
+        Ok(self.write(|c| {
+            c.execute(
+                "INSERT INTO users(name, password_hash, admin, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                params![name, password_hash, admin, now()],
+            )
+        })?? > 0)
+    }
+
+    pub fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, MetaError> {
+        Ok(self.write(|c| {
+            c.execute(
+                "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+                params![name, password_hash],
+            )
+        })?? > 0)
+    }
+
+    /// Removes a user with their memberships, access tokens and refresh tokens.
+    pub fn remove_user(&self, name: &str) -> Result<bool, MetaError> {
+        Ok(self.write(|c| -> rusqlite::Result<bool> {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
+            tx.execute("DELETE FROM org_members WHERE user = ?1", [name])?;
+            tx.execute(
+                "UPDATE access_tokens SET revoked = 1 WHERE user = ?1",
+                [name],
+            )?;
+            tx.execute("DELETE FROM refresh_tokens WHERE user = ?1", [name])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })??)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>, MetaError> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT name, admin, created_at FROM users ORDER BY name")?;
+            let rows = st.query_map([], |r| {
+                Ok(UserRow {
+                    name: r.get(0)?,
+                    admin: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The stored password hash of `name`.
+    pub fn password_hash(&self, name: &str) -> Result<Option<String>, MetaError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT password_hash FROM users WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Adds an organisation; `false` if it exists.
+    pub fn add_org(&self, name: &str) -> Result<bool, MetaError> {
+        Ok(self.write(|c| {
+            c.execute(
+                "INSERT INTO orgs(name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![name, now()],
+            )
+        })?? > 0)
+    }
+
+    pub fn org_exists(&self, name: &str) -> Result<bool, MetaError> {
+        self.read(|c| {
+            c.query_row("SELECT 1 FROM orgs WHERE name = ?1", [name], |_| Ok(()))
+                .optional()
+                .map(|o| o.is_some())
+        })
+    }
+
+    /// Sets (or with `None` removes) a member's role.
+    pub fn set_member(&self, org: &str, user: &str, role: Option<Role>) -> Result<(), MetaError> {
+        self.write(|c| match role {
+            Some(role) => c.execute(
+                "INSERT INTO org_members(org, user, role) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(org, user) DO UPDATE SET role = excluded.role",
+                params![org, user, role.as_str()],
+            ),
+            None => c.execute(
+                "DELETE FROM org_members WHERE org = ?1 AND user = ?2",
+                params![org, user],
+            ),
+        })??;
+        Ok(())
+    }
+
+    pub fn set_visibility(&self, repo: &str, public: bool) -> Result<(), MetaError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO repo_visibility(name, public) VALUES (?1, ?2) \
+                 ON CONFLICT(name) DO UPDATE SET public = excluded.public",
+                params![repo, public],
+            )
+        })??;
+        Ok(())
+    }
+
+    /// Everything the policy needs to decide about `user` (or anonymous) on `repo`.
+    pub fn facts(&self, user: Option<&str>, repo: &str) -> Result<Facts, MetaError> {
+        let ns = super::policy::namespace(repo).to_string();
+        self.read(|c| {
+            let public: bool = c
+                .prepare_cached("SELECT public FROM repo_visibility WHERE name = ?1")?
+                .query_row([repo], |r| r.get(0))
+                .optional()?
+                .unwrap_or(false);
+            let mut facts = Facts {
+                public,
+                ..Facts::default()
+            };
+            if let Some(user) = user {
+                let admin: Option<bool> = c
+                    .prepare_cached("SELECT admin FROM users WHERE name = ?1")?
+                    .query_row([user], |r| r.get(0))
+                    .optional()?;
+                let Some(admin) = admin else {
+                    return Ok(facts); // a deleted user is nobody
+                };
+                facts.user = Some(user.to_string());
+                facts.admin = admin;
+                let role: Option<String> = c
+                    .prepare_cached(
+                        "SELECT m.role FROM org_members m JOIN orgs o ON o.name = m.org \
+                         WHERE m.org = ?1 AND m.user = ?2",
+                    )?
+                    .query_row(params![ns, user], |r| r.get(0))
+                    .optional()?;
+                facts.role = role.as_deref().and_then(Role::parse);
+            }
+            Ok(facts)
+        })
+    }
+
+    pub fn create_token(&self, t: &TokenRow) -> Result<(), MetaError> {
+        let scopes = t
+            .scopes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO access_tokens(id, user, secret_sha256, scopes, expires_at, revoked, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                params![t.id, t.user, t.secret_sha256, scopes, t.expires_at, t.created_at],
+            )
+        })??;
+        Ok(())
+    }
+
+    fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+        let scopes: String = r.get(3)?;
+        Ok(TokenRow {
+            id: r.get(0)?,
+            user: r.get(1)?,
+            secret_sha256: r.get(2)?,
+            scopes: Scope::parse_list(&scopes),
+            expires_at: r.get(4)?,
+            revoked: r.get(5)?,
+            created_at: r.get(6)?,
+        })
+    }
+
+    pub fn token(&self, id: &str) -> Result<Option<TokenRow>, MetaError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, user, secret_sha256, scopes, expires_at, revoked, created_at FROM access_tokens WHERE id = ?1",
+                [id],
+                Self::token_from_row,
+            )
+            .optional()
+        })
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenRow>, MetaError> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, user, secret_sha256, scopes, expires_at, revoked, created_at FROM access_tokens ORDER BY created_at",
+            )?;
+            let rows = st.query_map([], Self::token_from_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<bool, MetaError> {
+        Ok(self
+            .write(|c| c.execute("UPDATE access_tokens SET revoked = 1 WHERE id = ?1", [id]))??
+            > 0)
+    }
+
+    pub fn add_refresh_token(
+        &self,
+        secret_sha256: &str,
+        user: &str,
+        expires_at: i64,
+    ) -> Result<(), MetaError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO refresh_tokens(secret_sha256, user, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![secret_sha256, user, expires_at, now()],
+            )
+        })??;
+        Ok(())
+    }
+
+    /// The user a live refresh token belongs to (who must still exist).
+    pub fn refresh_token_user(&self, secret_sha256: &str) -> Result<Option<String>, MetaError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT t.user FROM refresh_tokens t JOIN users u ON u.name = t.user \
+                 WHERE t.secret_sha256 = ?1 AND t.expires_at > ?2",
+                params![secret_sha256, now()],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        client: &str,
+    ) -> Result<(), MetaError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO audit(at, actor, action, target, detail, client) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![now(), actor, action, target, detail, client],
+            )
+        })??;
+        Ok(())
+    }
+
+    /// The newest `limit` audit events, oldest first.
+    pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditRow>, MetaError> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT at, actor, action, target, detail, client FROM \
+                 (SELECT * FROM audit ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            )?;
+            let rows = st.query_map([limit], |r| {
+                Ok(AuditRow {
+                    at: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    target: r.get(3)?,
+                    detail: r.get(4)?,
+                    client: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
