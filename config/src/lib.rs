@@ -58,6 +58,9 @@ pub struct RegistryConfig {
     pub insecure_no_auth: bool,
     /// Token endpoint URL announced in challenges; default: `/auth/token` on this registry.
     pub token_realm: Option<String>,
+    /// Delay added after the third failed login of a user, access token or (after the
+    /// fifteenth) client address; it doubles with each further failure, up to 50 times this.
+    pub login_failure_delay_ms: u64,
     /// PEM certificate chain and private key: serve HTTPS (rustls) instead of HTTP.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -93,6 +96,7 @@ impl Default for RegistryConfig {
             default_page_size: 1000,
             insecure_no_auth: false,
             token_realm: None,
+            login_failure_delay_ms: 100,
             tls_cert: None,
             tls_key: None,
         }

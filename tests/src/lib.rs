@@ -397,3 +397,53 @@ pub fn busybox_layers() -> Option<Vec<Vec<u8>>> {
         }]),
     ])
 }
+
+/// Runs `reg admin --data DIR ARGS…` with `stdin` and returns its standard output.
+pub fn admin(data: &Path, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(reg_bin())
+        .arg("admin")
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reg admin");
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("reg admin");
+    assert!(
+        out.status.success(),
+        "reg admin {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Gets a bearer token from the registry's token endpoint, as docker does.
+/// `creds`: Basic user and password, or `None` for an anonymous token. `None` result: 401.
+pub fn bearer(
+    c: &Client,
+    reg: &Registry,
+    creds: Option<(&str, &str)>,
+    scopes: &[&str],
+) -> Option<String> {
+    let mut url = format!("{}?service=reg", reg.url("/auth/token"));
+    for s in scopes {
+        url.push_str(&format!("&scope={s}"));
+    }
+    let mut req = c.get(url);
+    if let Some((u, p)) = creds {
+        req = req.basic_auth(u, Some(p));
+    }
+    let r = req.send().expect("token endpoint");
+    if r.status() == 401 {
+        return None;
+    }
+    assert_eq!(r.status(), 200, "token endpoint");
+    let v: serde_json::Value = r.json().expect("token json");
+    Some(v["token"].as_str().expect("token field").to_string())
+}

@@ -205,16 +205,7 @@ fn need_of(route: &Route, m: &Method) -> Option<Need> {
 
 /// Whether the caller may pull from `repo` (for listings and mount sources).
 async fn may_pull(st: &AppState, cx: &Ctx, repo: &str) -> Result<bool, ApiError> {
-    let need = Need::Repo(repo.to_string(), Actions::PULL);
-    match st
-        .auth
-        .authorize(&cx.caller, &need, &HeaderMap::new())
-        .await
-    {
-        Ok(()) => Ok(true),
-        Err(ApiError::Internal(e)) => Err(ApiError::Internal(e)),
-        Err(_) => Ok(false),
-    }
+    st.auth.may(&cx.caller, repo, Actions::PULL).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -977,7 +968,10 @@ fn token_response(token: &str, refresh: Option<String>, scopes: &[Scope], oauth:
 }
 
 fn login_failed(message: &str) -> ApiError {
-    ApiError::new(ErrorCode::Unauthorized, message)
+    ApiError::new(ErrorCode::Unauthorized, message).with_header(
+        "www-authenticate",
+        format!("Basic realm=\"{}\"", auth::SERVICE),
+    )
 }
 
 /// `GET|POST /auth/token`.

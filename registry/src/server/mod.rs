@@ -76,6 +76,7 @@ impl AppState {
             key,
             cfg.registry.tls_cert.is_some(),
             cfg.registry.token_realm.clone(),
+            Duration::from_millis(cfg.registry.login_failure_delay_ms),
         );
         let st = Arc::new(AppState {
             auth,

@@ -143,6 +143,7 @@ pub struct Auth {
     key: Vec<u8>,
     tls: bool,
     realm: Option<String>,
+    failure_delay: Duration,
     enabled: Mutex<(Option<Instant>, bool)>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// Recently verified Basic credentials (sha256 of user and password) → principal, so that
@@ -255,12 +256,19 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Auth {
-    pub fn new(meta: Arc<Meta>, key: Vec<u8>, tls: bool, realm: Option<String>) -> Auth {
+    pub fn new(
+        meta: Arc<Meta>,
+        key: Vec<u8>,
+        tls: bool,
+        realm: Option<String>,
+        failure_delay: Duration,
+    ) -> Auth {
         Auth {
             meta,
             key,
             tls,
             realm,
+            failure_delay,
             enabled: Mutex::new((None, false)),
             failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
@@ -385,7 +393,16 @@ impl Auth {
                 }
             }
         }
-        let keys = [format!("user:{user}"), format!("addr:{client}")];
+        // Throttle by what is being guessed: the user's password, or one access token; and,
+        // with a higher threshold, by where the guesses come from.
+        let account = match password
+            .strip_prefix(TOKEN_PREFIX)
+            .and_then(|r| r.split_once('_'))
+        {
+            Some((id, _)) => format!("token:{id}"),
+            None => format!("user:{user}"),
+        };
+        let keys = [account, format!("addr:{client}")];
         let delay = self.penalty(&keys);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -441,17 +458,18 @@ impl Auth {
         let Ok(m) = self.failures.lock() else {
             return Duration::ZERO;
         };
+        // Addresses get five times the allowance of accounts (many users share one NAT).
         let worst = keys
             .iter()
-            .filter_map(|k| m.get(k))
-            .filter(|(_, at)| at.elapsed() < Duration::from_secs(900))
-            .map(|(n, _)| *n)
+            .filter_map(|k| m.get(k).map(|v| (k, v)))
+            .filter(|(_, (_, at))| at.elapsed() < Duration::from_secs(900))
+            .map(|(k, (n, _))| if k.starts_with("addr:") { n / 5 } else { *n })
             .max()
             .unwrap_or(0);
         if worst < 3 {
             return Duration::ZERO;
         }
-        Duration::from_millis((100u64 << (worst - 3).min(6)).min(5000))
+        (self.failure_delay * (1u32 << (worst - 3).min(6))).min(self.failure_delay * 50)
     }
 
     fn record_failure(&self, keys: &[String]) {
@@ -531,6 +549,23 @@ impl Auth {
             return Ok(Principal::Anonymous);
         }
         Ok(Principal::User(c.sub.clone()))
+    }
+
+    /// Whether the identity behind `caller` may do `actions` on `repo` (listings and mount
+    /// sources: what the user may see, whatever scopes their current token carries).
+    pub async fn may(
+        &self,
+        caller: &Caller,
+        repo: &str,
+        actions: Actions,
+    ) -> Result<bool, ApiError> {
+        let principal = match caller {
+            Caller::Open => return Ok(true),
+            Caller::Anonymous => Principal::Anonymous,
+            Caller::Basic(p) => p.clone(),
+            Caller::Bearer(c) => self.principal_of(c).await?,
+        };
+        Ok(self.allowed(&principal, repo).await?.contains(actions))
     }
 
     /// Checks `need` for `caller`: `Ok` or the right 401/403.
