@@ -56,14 +56,23 @@ pub struct RegistryConfig {
     pub default_page_size: u32,
     /// Serve without authentication on a non-loopback address (only while no user exists).
     pub insecure_no_auth: bool,
-    /// Token endpoint URL announced in challenges; default: `/auth/token` on this registry.
-    pub token_realm: Option<String>,
+    /// Token endpoint URL announced in challenges; empty: `/auth/token` on this registry.
+    pub token_realm: String,
     /// Delay added after the third failed login of a user, access token or (after the
     /// fifteenth) client address; it doubles with each further failure, up to 50 times this.
     pub login_failure_delay_ms: u64,
     /// PEM certificate chain and private key: serve HTTPS (rustls) instead of HTTP.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
+    /// Empty: plain HTTP.
+    pub tls_cert: String,
+    pub tls_key: String,
+}
+
+impl RegistryConfig {
+    /// The certificate and key paths when TLS is configured.
+    pub fn tls(&self) -> Option<(PathBuf, PathBuf)> {
+        (!self.tls_cert.is_empty() && !self.tls_key.is_empty())
+            .then(|| (PathBuf::from(&self.tls_cert), PathBuf::from(&self.tls_key)))
+    }
 }
 
 /// Logging settings.
@@ -95,10 +104,10 @@ impl Default for RegistryConfig {
             shutdown_grace_secs: 30,
             default_page_size: 1000,
             insecure_no_auth: false,
-            token_realm: None,
+            token_realm: String::new(),
             login_failure_delay_ms: 100,
-            tls_cert: None,
-            tls_key: None,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -235,7 +244,7 @@ impl Config {
                 "must be at least 4194304 (4 MiB, the distribution spec's minimum)".into(),
             ));
         }
-        if self.registry.tls_cert.is_some() != self.registry.tls_key.is_some() {
+        if self.registry.tls_cert.is_empty() != self.registry.tls_key.is_empty() {
             return Err(invalid(
                 "registry.tls_cert",
                 "tls_cert and tls_key must be given together".into(),

@@ -74,7 +74,11 @@ impl Registry {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("registry listening on http://").nth(1) {
+                let found = line
+                    .split("registry listening on http://")
+                    .nth(1)
+                    .or_else(|| line.split("registry listening on https://").nth(1));
+                if let Some(rest) = found {
                     if let Some(t) = tx.take() {
                         let _ = t.send(rest.split_whitespace().next().unwrap_or("").to_string());
                     }

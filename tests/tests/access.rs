@@ -884,3 +884,95 @@ fn skopeo_with_credentials_and_with_an_access_token() {
     assert!(!out.status.success(), "a pull-only token cannot push");
     let _ = Path::new(&auth);
 }
+
+#[test]
+fn tls_serves_https_and_skopeo_logs_in_over_it() {
+    if peer("openssl").is_none() || peer("skopeo").is_none() || peer("curl").is_none() {
+        return;
+    }
+    let Some(layers) = busybox_layers() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    let (cert, key) = (certs.join("ca.crt"), tmp.path().join("key.pem"));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let data = tmp.path().join("data");
+    admin(
+        &data,
+        &["user", "add", "alice", "--password-stdin"],
+        &format!("{PW}\n"),
+    );
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let reg = Registry::start_on(
+        &data,
+        &[("REG_REGISTRY_TLS_CERT", &c), ("REG_REGISTRY_TLS_KEY", &k)],
+    );
+
+    let out = run(Command::new("curl")
+        .args(["-s", "-i", "--cacert", &c])
+        .arg(format!("https://{}/v2/", reg.host)));
+    assert!(
+        out.starts_with("HTTP/1.1 401") || out.starts_with("HTTP/2 401"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("realm=\"https://{}/auth/token\"", reg.host)),
+        "{out}"
+    );
+    let plain = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{}/v2/", reg.host))
+        .output()
+        .expect("curl");
+    assert_ne!(
+        String::from_utf8_lossy(&plain.stdout),
+        "401",
+        "no plain HTTP on a TLS port"
+    );
+
+    let layout = tmp.path().join("src");
+    write_oci_layout(&layout, "v1", &layers[..1]);
+    let dest = format!("docker://{}/alice/app:v1", reg.host);
+    let creds = format!("alice:{PW}");
+    let certdir = certs.display().to_string();
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-cert-dir", &certdir, "--dest-creds", &creds])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(&dest)
+        .env("REGISTRY_AUTH_FILE", tmp.path().join("auth.json")));
+    let raw = run(Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            &certdir,
+            "--creds",
+            &creds,
+            &dest,
+        ])
+        .env("REGISTRY_AUTH_FILE", tmp.path().join("auth.json")));
+    assert!(raw.contains("schemaVersion"), "{raw}");
+}

@@ -53,9 +53,9 @@ fn load(file: Option<&Path>, args: &ServeArgs) -> anyhow::Result<Config> {
     if args.insecure_no_auth {
         cfg.registry.insecure_no_auth = true;
     }
-    if args.tls_cert.is_some() {
-        cfg.registry.tls_cert = args.tls_cert.clone();
-        cfg.registry.tls_key = args.tls_key.clone();
+    if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        cfg.registry.tls_cert = c.display().to_string();
+        cfg.registry.tls_key = k.display().to_string();
     }
     cfg.validate()?;
     Ok(cfg)
@@ -86,12 +86,17 @@ fn serve_registry(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async {
         let data = cfg.data_dir.clone();
+        let scheme = if cfg.registry.tls().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         reg_registry::server::serve(&cfg, shutdown_signal(), |addr| {
             tracing::info!(
                 data_dir = %data.display(),
                 metadata = "sqlite",
                 blobs = "local filesystem",
-                "registry listening on http://{addr}"
+                "registry listening on {scheme}://{addr}"
             );
         })
         .await

@@ -46,6 +46,14 @@ pub enum ServeError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(
+        "TLS certificate {cert} / key {key}: {source}; both must be PEM files readable by reg"
+    )]
+    Tls {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -74,8 +82,8 @@ impl AppState {
         let auth = auth::Auth::new(
             meta.clone(),
             key,
-            cfg.registry.tls_cert.is_some(),
-            cfg.registry.token_realm.clone(),
+            cfg.registry.tls().is_some(),
+            Some(cfg.registry.token_realm.clone()).filter(|r| !r.is_empty()),
             Duration::from_millis(cfg.registry.login_failure_delay_ms),
         );
         let st = Arc::new(AppState {
@@ -137,8 +145,18 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Adds the API version header to every answer and logs one line per request.
-async fn access_log(req: Request, next: Next) -> Response {
+async fn access_log(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
+    // HTTP/2 carries the host as :authority; token realms are built from a Host header.
+    if !req.headers().contains_key("host") {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert("host", v);
+        }
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut resp = next.run(req).await;
@@ -161,6 +179,76 @@ async fn access_log(req: Request, next: Next) -> Response {
         micros = start.elapsed().as_micros() as u64,
     );
     resp
+}
+
+type App = axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>;
+
+async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    });
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections, finishing in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+    };
+    let mut stopped = stop_rx;
+    let bounded = async move {
+        let _ = stopped.wait_for(|v| *v).await;
+        tokio::time::sleep(grace).await;
+        tracing::warn!("grace period over, dropping remaining connections");
+    };
+    tokio::select! {
+        r = async { tokio::join!(server, signal).0 } => r.map_err(ServeError::Serve),
+        () = bounded => Ok(()),
+    }
+}
+
+/// HTTPS with rustls (ring provider: no C toolchain beyond what `ring` builds).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: App,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(|source| ServeError::Tls {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source,
+        })?;
+    let std_listener = listener.into_std().map_err(ServeError::Serve)?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections, finishing in-flight requests"
+        );
+        h.graceful_shutdown(Some(grace));
+    });
+    axum_server::from_tcp_rustls(std_listener, config)
+        .handle(handle)
+        .serve(app)
+        .await
+        .map_err(ServeError::Serve)
 }
 
 /// Binds `cfg.registry.addr` and serves until `shutdown` resolves; in-flight requests then get
@@ -216,34 +304,10 @@ pub async fn serve(
     };
 
     let grace = Duration::from_secs(cfg.registry.shutdown_grace_secs);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown({
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    });
-    let signal = async move {
-        shutdown.await;
-        tracing::info!(
-            grace_secs = grace.as_secs(),
-            "shutting down: no new connections, finishing in-flight requests"
-        );
-        let _ = stop_tx.send(true);
-    };
-    let mut stopped = stop_rx;
-    let bounded = async move {
-        let _ = stopped.wait_for(|v| *v).await;
-        tokio::time::sleep(grace).await;
-        tracing::warn!("grace period over, dropping remaining connections");
-    };
-    let result = tokio::select! {
-        r = async { tokio::join!(server, signal).0 } => r.map_err(ServeError::Serve),
-        () = bounded => Ok(()),
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = match cfg.registry.tls() {
+        Some((cert, key)) => serve_tls(listener, app, &cert, &key, shutdown, grace).await,
+        _ => serve_plain(listener, app, shutdown, grace).await,
     };
     sweeper.abort();
     result
