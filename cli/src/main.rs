@@ -34,6 +34,10 @@ enum Command {
     },
     /// Manage users, organisations, visibility, tokens; read the audit log.
     Admin(cmd::admin::AdminArgs),
+    /// Log in to a registry (credentials kept in docker's config.json format).
+    Login(cmd::login::LoginArgs),
+    /// Forget the credentials of a registry.
+    Logout(cmd::login::LogoutArgs),
     /// Show configuration.
     Config {
         #[command(subcommand)]
@@ -48,6 +52,8 @@ fn main() -> ExitCode {
         Command::Registry { command } => cmd::serve::run_registry(cli.config.as_deref(), command),
         Command::Config { command } => cmd::config::run(cli.config.as_deref(), command),
         Command::Admin(args) => cmd::admin::run(cli.config.as_deref(), args),
+        Command::Login(args) => cmd::login::login(args),
+        Command::Logout(args) => cmd::login::logout(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,8 @@
 //! distribution-spec HTTP server with its storage and metadata. The server half must never be
 //! linked into `node` or `builder` (they use only the pure types and, later, the client).
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod digest;
 pub mod error;
 pub mod manifest;

@@ -976,3 +976,76 @@ fn tls_serves_https_and_skopeo_logs_in_over_it() {
         .env("REGISTRY_AUTH_FILE", tmp.path().join("auth.json")));
     assert!(raw.contains("schemaVersion"), "{raw}");
 }
+
+#[test]
+fn reg_login_saves_docker_format_credentials_and_refuses_bad_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    admin(
+        &data,
+        &["user", "add", "alice", "--password-stdin"],
+        &format!("{PW}\n"),
+    );
+    let reg = Registry::start_on(&data, &[]);
+    let cfg_dir = tmp.path().join("cfg");
+    let login = |password: &str| {
+        use std::io::Write;
+        let mut child = Command::new(reg_bin())
+            .args(["login", &reg.host, "-u", "alice", "--password-stdin"])
+            .env("REG_CONFIG_DIR", &cfg_dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("reg login");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(password.as_bytes())
+            .expect("password");
+        child.wait_with_output().expect("reg login")
+    };
+    let bad = login("wrong password\n");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("refused the credentials"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(
+        !cfg_dir.join("config.json").exists(),
+        "nothing saved for a failed login"
+    );
+
+    let ok = login(&format!("{PW}\n"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cfg_dir.join("config.json")).expect("config.json"))
+            .expect("json");
+    assert!(
+        saved["auths"][reg.host.as_str()]["auth"].is_string(),
+        "{saved}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cfg_dir.join("config.json"))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = Command::new(reg_bin())
+        .args(["logout", &reg.host])
+        .env("REG_CONFIG_DIR", &cfg_dir)
+        .output()
+        .expect("logout");
+    assert!(out.status.success());
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cfg_dir.join("config.json")).expect("config.json"))
+            .expect("json");
+    assert!(saved["auths"].get(reg.host.as_str()).is_none());
+}

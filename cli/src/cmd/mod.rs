@@ -2,4 +2,5 @@
 
 pub mod admin;
 pub mod config;
+pub mod login;
 pub mod serve;

@@ -1,0 +1,287 @@
+//! The registry client used by the cli, the node and the builder: credentials in docker's
+//! `config.json` format and the login handshake (Basic or Docker's token flow).
+//! Only this module talks to a registry over the network; it never links the server.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach registry {server}: {source}")]
+    Connect {
+        server: String,
+        source: reqwest::Error,
+    },
+    #[error("registry {server} refused the credentials (401): check the user name and password, or the token's expiry")]
+    BadCredentials { server: String },
+    #[error("registry {server} answered {status} to {what}")]
+    Status {
+        server: String,
+        status: u16,
+        what: String,
+    },
+    #[error("credentials file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("credentials file {path} is not valid JSON: {message}")]
+    Json { path: PathBuf, message: String },
+}
+
+/// Docker's `config.json`: only `auths` is ours to change; other keys are kept as they were.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct DockerConfig {
+    #[serde(default)]
+    pub auths: BTreeMap<String, AuthEntry>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuthEntry {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub auth: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identitytoken: String,
+}
+
+/// reg's own credentials file: `$REG_CONFIG_DIR/config.json`, else `$XDG_CONFIG_HOME/reg/…`,
+/// else `~/.config/reg/config.json`.
+pub fn credentials_path() -> PathBuf {
+    if let Some(d) = std::env::var_os("REG_CONFIG_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d).join("config.json");
+    }
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d).join("reg/config.json");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".config/reg/config.json")
+}
+
+/// Docker's own file, read (never written) as a fallback.
+pub fn docker_config_path() -> PathBuf {
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d).join("config.json");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".docker/config.json")
+}
+
+pub fn read_config(path: &Path) -> Result<DockerConfig, ClientError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| ClientError::Json {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerConfig::default()),
+        Err(source) => Err(ClientError::File {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes `cfg` to `path` atomically with mode 0600.
+pub fn write_config(path: &Path, cfg: &DockerConfig) -> Result<(), ClientError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| ClientError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let body = serde_json::to_vec_pretty(cfg).map_err(|e| err(std::io::Error::other(e)))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(&body)
+        .and_then(|()| f.sync_all())
+        .map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// User and password for `server`: reg's file first, then docker's.
+pub fn lookup(server: &str) -> Result<Option<(String, String)>, ClientError> {
+    for path in [credentials_path(), docker_config_path()] {
+        let cfg = read_config(&path)?;
+        let entry = cfg
+            .auths
+            .get(server)
+            .or_else(|| cfg.auths.get(&format!("https://{server}")))
+            .or_else(|| cfg.auths.get(&format!("http://{server}")));
+        if let Some(e) = entry {
+            if let Some(pair) = decode_auth(&e.auth) {
+                return Ok(Some(pair));
+            }
+        }
+    }
+    Ok(None)
+}
+
+pub fn encode_auth(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+fn decode_auth(a: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(a.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// The base URL of `server`: plain HTTP for loopback (as docker does), HTTPS otherwise.
+pub fn base_url(server: &str) -> String {
+    if server.starts_with("http://") || server.starts_with("https://") {
+        return server.trim_end_matches('/').to_string();
+    }
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+    let loopback = host == "localhost" || host.starts_with("127.") || host == "[::1]";
+    format!("{}://{server}", if loopback { "http" } else { "https" })
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("reg/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Checks credentials the way `docker login` does: `GET /v2/`, and on a Bearer challenge, the
+/// token endpoint with Basic credentials.
+pub async fn check_login(server: &str, user: &str, password: &str) -> Result<(), ClientError> {
+    let base = base_url(server);
+    let c = http();
+    let connect = |source| ClientError::Connect {
+        server: server.to_string(),
+        source,
+    };
+    let r = c.get(format!("{base}/v2/")).send().await.map_err(connect)?;
+    if r.status().is_success() {
+        // An open registry: still make sure the credentials are not rejected.
+        let r = c
+            .get(format!("{base}/v2/"))
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .map_err(connect)?;
+        return match r.status().as_u16() {
+            200..=299 => Ok(()),
+            401 => Err(ClientError::BadCredentials {
+                server: server.to_string(),
+            }),
+            s => Err(ClientError::Status {
+                server: server.to_string(),
+                status: s,
+                what: "GET /v2/".into(),
+            }),
+        };
+    }
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (realm, service) = parse_bearer_challenge(&challenge);
+    let resp = match realm {
+        Some(realm) => {
+            let mut req = c.get(&realm).basic_auth(user, Some(password));
+            if let Some(s) = service {
+                req = req.query(&[("service", s)]);
+            }
+            req.send().await.map_err(connect)?
+        }
+        None => c
+            .get(format!("{base}/v2/"))
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .map_err(connect)?,
+    };
+    match resp.status().as_u16() {
+        200..=299 => Ok(()),
+        401 | 403 => Err(ClientError::BadCredentials {
+            server: server.to_string(),
+        }),
+        s => Err(ClientError::Status {
+            server: server.to_string(),
+            status: s,
+            what: "the login".into(),
+        }),
+    }
+}
+
+/// `Bearer realm="…",service="…"` → (realm, service).
+pub fn parse_bearer_challenge(h: &str) -> (Option<String>, Option<String>) {
+    let Some(rest) = h.strip_prefix("Bearer ") else {
+        return (None, None);
+    };
+    let mut realm = None;
+    let mut service = None;
+    for part in rest.split(',') {
+        if let Some((k, v)) = part.trim().split_once('=') {
+            let v = v.trim_matches('"').to_string();
+            match k {
+                "realm" => realm = Some(v),
+                "service" => service = Some(v),
+                _ => {}
+            }
+        }
+    }
+    (realm, service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_parsing() {
+        let (r, s) = parse_bearer_challenge(
+            r#"Bearer realm="http://h:5000/auth/token",service="reg",scope="repository:a:pull""#,
+        );
+        assert_eq!(r.as_deref(), Some("http://h:5000/auth/token"));
+        assert_eq!(s.as_deref(), Some("reg"));
+    }
+
+    #[test]
+    fn loopback_is_plain_http() {
+        assert_eq!(base_url("127.0.0.1:5000"), "http://127.0.0.1:5000");
+        assert_eq!(base_url("localhost:5000"), "http://localhost:5000");
+        assert_eq!(
+            base_url("registry.example.com"),
+            "https://registry.example.com"
+        );
+    }
+
+    #[test]
+    fn config_keeps_unknown_keys() {
+        let cfg: DockerConfig =
+            serde_json::from_str(r#"{"auths":{"h":{"auth":"dTpw"}},"credsStore":"x"}"#)
+                .expect("json");
+        assert_eq!(
+            decode_auth(&cfg.auths["h"].auth),
+            Some(("u".into(), "p".into()))
+        );
+        let back = serde_json::to_string(&cfg).expect("json");
+        assert!(back.contains("credsStore"));
+    }
+}
