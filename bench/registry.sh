@@ -121,6 +121,21 @@ for name in reg dist; do
     R[$name.rss]=$(awk '/VmHWM/{print $2/1024}' "/proc/$pid/status")
 done
 
+# --- auth cost: the same manifest GETs with a bearer token vs anonymous, on a registry with auth on
+auth_port=$(free_port)
+echo "bench-password" | "$REG" admin --data "$work/auth-data" user add bench --password-stdin >/dev/null
+"$REG" admin --data "$work/auth-data" repo visibility bench/img public >/dev/null
+REG_LOG=warn "$REG" registry serve --addr "127.0.0.1:$auth_port" --data "$work/auth-data" 2>"$work/auth.log" &
+pids+=("$!")
+wait_up_auth() { for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$1/v2/")" = 401 ] && return 0; sleep 0.1; done; echo "bench: $1 did not start"; exit 1; }
+wait_up_auth "127.0.0.1:$auth_port"
+skopeo copy -q --dest-tls-verify=false --dest-creds bench:bench-password "oci:$work/layout:v1" "docker://127.0.0.1:$auth_port/bench/img:v1" >/dev/null
+auth_url="http://127.0.0.1:$auth_port/v2/bench/img/manifests/v1"
+token=$(curl -s -u bench:bench-password "http://127.0.0.1:$auth_port/auth/token?service=reg&scope=repository:bench/img:pull" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+rps() { awk '/Requests\/sec/{print $2}'; }
+anon_rps=$(hey -n "$REQS" -c "$CONC" -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$auth_url" | rps)
+token_rps=$(hey -n "$REQS" -c "$CONC" -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H "Authorization: Bearer $token" "$auth_url" | rps)
+
 t0=$(date +%s.%N); openssl dgst -sha256 "$work/blob" >/dev/null; t1=$(date +%s.%N)
 sha_mbps=$(python3 -c "print(f'{$BLOB_MIB/($t1-$t0):.0f}')")
 
@@ -144,5 +159,8 @@ row "manifest GET req/s" "${R[reg.rps]}" "${R[dist.rps]}" "$(ratio "${R[reg.rps]
 row "manifest GET p99 ms" "${R[reg.p99]}" "${R[dist.p99]}" "$(ratio "${R[reg.p99]}" "${R[dist.p99]}")"
 row "server peak RSS MiB" "${R[reg.rss]}" "${R[dist.rss]}" "$(ratio "${R[reg.rss]}" "${R[dist.rss]}")"
 row "non-200 answers under load" "${R[reg.non200]}" "${R[dist.non200]}" "-"
+echo
+printf '| %-38s | %12s | %12s | %10s |\n' "reg with auth on" "bearer" "anonymous" "bearer/anon"
+row "manifest GET req/s (public repo)" "$token_rps" "$anon_rps" "$(ratio "$token_rps" "$anon_rps")"
 echo
 echo "reference: openssl dgst -sha256 on one core: $sha_mbps MB/s (target: reg blob push >= half of it)"

@@ -54,6 +54,15 @@ impl Registry {
         r
     }
 
+    /// Starts a registry on a fresh data dir prepared by `prepare` (e.g. users added).
+    pub fn start_fresh(prepare: impl FnOnce(&Path)) -> Registry {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        prepare(tmp.path());
+        let mut r = Registry::start_on(tmp.path(), &[]);
+        r._tmp = Some(tmp);
+        r
+    }
+
     /// Starts a registry on `data` (kept by the caller) with extra environment.
     pub fn start_on(data: &Path, env: &[(&str, &str)]) -> Registry {
         let mut cmd = Command::new(reg_bin());
@@ -161,10 +170,33 @@ impl Drop for Registry {
     }
 }
 
-pub fn client() -> Client {
+/// reqwest is built with rustls without a default provider (see the workspace): pick ring.
+fn builder() -> reqwest::blocking::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::builder()
+}
+
+pub fn client() -> Client {
+    builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client")
+}
+
+/// A client that sends Basic credentials on every request.
+pub fn client_as(user: &str, password: &str) -> Client {
+    use base64::Engine as _;
+    let mut h = reqwest::header::HeaderMap::new();
+    let v = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    h.insert("authorization", v.parse().expect("header value"));
+    builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(120))
+        .default_headers(h)
         .build()
         .expect("http client")
 }
