@@ -1,5 +1,8 @@
 //! The node: local image store, layer snapshots, the container runtime (namespaces, cgroups,
 //! overlayfs), networking and the node agent with its REST API.
 //!
-//! Not implemented yet (issue "Node"). It may use the registry's types and client, never the
-//! registry server, and never the `builder` crate.
+//! So far: [`unpack`], which turns one layer tarball into a snapshot directory that overlayfs can
+//! use as a lower dir, refusing anything that would escape it. It may use the registry's types
+//! and client, never the registry server, and never the `builder` crate.
+
+pub mod unpack;
