@@ -2,7 +2,9 @@
 //! overlayfs), networking and the node agent with its REST API.
 //!
 //! So far: [`unpack`], which turns one layer tarball into a snapshot directory that overlayfs can
-//! use as a lower dir, refusing anything that would escape it. It may use the registry's types
+//! use as a lower dir, refusing anything that would escape it; and [`image`], the image store
+//! that pulls images (layers downloaded, verified and unpacked in parallel, in one pass). It may use the registry's types
 //! and client, never the registry server, and never the `builder` crate.
 
+pub mod image;
 pub mod unpack;

@@ -57,6 +57,8 @@ pub fn detect(magic: &[u8]) -> Compression {
 pub struct Stats {
     pub entries: u64,
     pub whiteouts: u64,
+    /// Digest of the uncompressed tar stream, when asked for.
+    pub diff_id: Option<reg_registry::Digest>,
 }
 
 /// Options of an unpack.
@@ -64,13 +66,32 @@ pub struct Stats {
 pub struct Options {
     /// Running as root: ownership is restored, device files and whiteouts are created.
     pub root: bool,
+    /// Hash the uncompressed stream (the layer's diff id) with this algorithm.
+    pub diff_algorithm: Option<reg_registry::Algorithm>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             root: nix::unistd::geteuid().is_root(),
+            diff_algorithm: None,
         }
+    }
+}
+
+/// Hashes what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Option<reg_registry::Hasher>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
     }
 }
 
@@ -97,10 +118,15 @@ pub fn unpack(
         )?),
         Compression::None => Box::new(buffered),
     };
-    let mut archive = tar::Archive::new(reader);
+    let hashing = Hashing {
+        inner: reader,
+        hasher: opts.diff_algorithm.map(reg_registry::Hasher::new),
+    };
+    let mut archive = tar::Archive::new(hashing);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(opts.root);
+    // Ownership is applied below, leniently: an empty uid field means 0, as Go's archive/tar reads it.
+    archive.set_preserve_ownerships(false);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
     let mut u = Unpacker {
@@ -120,7 +146,15 @@ pub fn unpack(
         })?;
         u.entry(entry)?;
     }
-    Ok(u.stats)
+    let mut stats = u.stats;
+    // The diff id covers the whole stream, including the padding after the end-of-archive.
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|source| UnpackError::Format {
+        layer: layer.to_string(),
+        source,
+    })?;
+    stats.diff_id = rest.hasher.map(reg_registry::Hasher::finish);
+    Ok(stats)
 }
 
 struct Unpacker<'a> {
@@ -318,7 +352,21 @@ impl Unpacker<'_> {
             // pax/GNU metadata entries are consumed by the tar reader; anything else is skipped.
             _ => return Ok(()),
         }
+        let (uid, gid) = (
+            entry.header().uid().unwrap_or(0),
+            entry.header().gid().unwrap_or(0),
+        );
         entry.unpack(&full).map_err(|e| self.io(&full, e))?;
+        if self.opts.root {
+            nix::unistd::fchownat(
+                None,
+                &full,
+                Some(nix::unistd::Uid::from_raw(uid as u32)),
+                Some(nix::unistd::Gid::from_raw(gid as u32)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.io(&full, e.into()))?;
+        }
         Ok(())
     }
 }

@@ -249,6 +249,210 @@ pub fn parse_bearer_challenge(h: &str) -> (Option<String>, Option<String>) {
     (realm, service)
 }
 
+/// A client for one registry: answers 401 challenges (Basic or Docker's token flow) with the
+/// stored credentials and caches tokens per scope.
+pub struct RegistryClient {
+    server: String,
+    base: String,
+    http: reqwest::Client,
+    creds: Option<(String, String)>,
+    tokens: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// Manifest media types a client accepts.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+impl RegistryClient {
+    /// A client using the credentials saved by `reg login` (or docker's) for `server`.
+    pub fn new(server: &str) -> Result<RegistryClient, ClientError> {
+        let creds = lookup(server)?;
+        Ok(Self::with_credentials(server, creds))
+    }
+
+    pub fn with_credentials(server: &str, creds: Option<(String, String)>) -> RegistryClient {
+        RegistryClient {
+            server: server.to_string(),
+            base: base_url(server),
+            http: http(),
+            creds,
+            tokens: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Another client for the same registry and credentials (tokens are fetched anew).
+    pub fn clone_for(other: &RegistryClient) -> RegistryClient {
+        RegistryClient {
+            server: other.server.clone(),
+            base: other.base.clone(),
+            http: other.http.clone(),
+            creds: other.creds.clone(),
+            tokens: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn connect(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Connect {
+            server: self.server.clone(),
+            source,
+        }
+    }
+
+    /// GET `path` with `scope` for the token flow; retries once after answering a challenge.
+    async fn get(
+        &self,
+        path: &str,
+        scope: &str,
+        headers: &[(&str, String)],
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let build = |auth: Option<&str>| {
+            let mut r = self.http.get(&url);
+            for (k, v) in headers {
+                r = r.header(*k, v);
+            }
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            r
+        };
+        let cached = self.tokens.lock().await.get(scope).cloned();
+        let resp = build(cached.as_deref())
+            .send()
+            .await
+            .map_err(|e| self.connect(e))?;
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let auth = if challenge.starts_with("Bearer ") {
+            let (realm, service) = parse_bearer_challenge(&challenge);
+            let realm = realm.ok_or_else(|| ClientError::Status {
+                server: self.server.clone(),
+                status: 401,
+                what: "a challenge without a realm".into(),
+            })?;
+            let mut req = self.http.get(&realm).query(&[("scope", scope)]);
+            if let Some(s) = service {
+                req = req.query(&[("service", s)]);
+            }
+            if let Some((u, p)) = &self.creds {
+                req = req.basic_auth(u, Some(p));
+            }
+            let t = req.send().await.map_err(|e| self.connect(e))?;
+            if !t.status().is_success() {
+                return Err(ClientError::BadCredentials {
+                    server: self.server.clone(),
+                });
+            }
+            #[derive(Deserialize)]
+            struct Tok {
+                token: Option<String>,
+                access_token: Option<String>,
+            }
+            let tok: Tok = t.json().await.map_err(|e| self.connect(e))?;
+            let token = tok.token.or(tok.access_token).unwrap_or_default();
+            let value = format!("Bearer {token}");
+            self.tokens
+                .lock()
+                .await
+                .insert(scope.to_string(), value.clone());
+            value
+        } else if let Some((u, p)) = &self.creds {
+            format!("Basic {}", encode_auth(u, p))
+        } else {
+            return Err(ClientError::Status {
+                server: self.server.clone(),
+                status: 401,
+                what: format!("{path}: log in first with `reg login {}`", self.server),
+            });
+        };
+        build(Some(&auth)).send().await.map_err(|e| self.connect(e))
+    }
+
+    /// Fetches a manifest; returns its bytes, media type and digest (verified when pinned).
+    pub async fn manifest(
+        &self,
+        repo: &crate::RepoName,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, crate::Digest), ClientError> {
+        let scope = format!("repository:{repo}:pull");
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let r = self
+            .get(&path, &scope, &[("accept", MANIFEST_ACCEPT.to_string())])
+            .await?;
+        let status = r.status().as_u16();
+        if status != 200 {
+            return Err(ClientError::Status {
+                server: self.server.clone(),
+                status,
+                what: format!(
+                    "manifest {repo}:{reference} (is the name right, and are you logged in?)"
+                ),
+            });
+        }
+        let media_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = r.bytes().await.map_err(|e| self.connect(e))?.to_vec();
+        let digest = match crate::Digest::parse(reference) {
+            Ok(want) => {
+                let got = crate::Digest::of(want.algorithm(), &body);
+                if got != want {
+                    return Err(ClientError::Status {
+                        server: self.server.clone(),
+                        status: 200,
+                        what: format!("manifest {reference}: content has digest {got}"),
+                    });
+                }
+                want
+            }
+            Err(_) => crate::Digest::sha256_of(&body),
+        };
+        Ok((body, media_type, digest))
+    }
+
+    /// Starts a blob download at byte `offset` (a `Range` request when not 0).
+    pub async fn blob(
+        &self,
+        repo: &crate::RepoName,
+        digest: &crate::Digest,
+        offset: u64,
+    ) -> Result<reqwest::Response, ClientError> {
+        let scope = format!("repository:{repo}:pull");
+        let mut headers = Vec::new();
+        if offset > 0 {
+            headers.push(("range", format!("bytes={offset}-")));
+        }
+        let r = self
+            .get(&format!("/v2/{repo}/blobs/{digest}"), &scope, &headers)
+            .await?;
+        let status = r.status().as_u16();
+        if status != 200 && status != 206 {
+            return Err(ClientError::Status {
+                server: self.server.clone(),
+                status,
+                what: format!("blob {digest} of {repo}"),
+            });
+        }
+        if offset > 0 && status != 206 {
+            return Err(ClientError::Status {
+                server: self.server.clone(),
+                status,
+                what: format!("a resumed download of {digest} (the registry ignored the Range)"),
+            });
+        }
+        Ok(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

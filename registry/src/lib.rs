@@ -18,4 +18,4 @@ pub mod server;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::ErrorCode;
-pub use name::{NameError, RepoName, TagName};
+pub use name::{NameError, Reference, ReferenceError, RepoName, TagName};

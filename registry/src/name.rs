@@ -151,3 +151,113 @@ mod tests {
         tag("", false);
     }
 }
+
+/// An image reference such as `127.0.0.1:5000/team/app:1.2` or `team/app@sha256:…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// `host[:port]` of the registry.
+    pub registry: String,
+    pub repo: RepoName,
+    /// A tag, or `None` when only a digest is given.
+    pub tag: Option<TagName>,
+    pub digest: Option<crate::digest::Digest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("image reference {0:?} is invalid: {1}")]
+    Invalid(String, String),
+}
+
+impl Reference {
+    /// Parses a reference; a first component with a `.` or `:` or equal to `localhost` is the
+    /// registry, otherwise `default_registry` is used. No tag and no digest means `latest`.
+    pub fn parse(s: &str, default_registry: &str) -> Result<Reference, ReferenceError> {
+        let bad = |why: String| ReferenceError::Invalid(s.to_string(), why);
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (
+                r,
+                Some(crate::digest::Digest::parse(d).map_err(|e| bad(e.to_string()))?),
+            ),
+            None => (s, None),
+        };
+        let (registry, path) = match rest.split_once('/') {
+            Some((first, after))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_string(), after)
+            }
+            _ => (default_registry.to_string(), rest),
+        };
+        // A ':' after the last '/' separates the tag.
+        let (name, tag) = match path.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => {
+                (n, Some(TagName::parse(t).map_err(|e| bad(e.to_string()))?))
+            }
+            _ => (path, None),
+        };
+        let repo = RepoName::parse(name).map_err(|e| bad(e.to_string()))?;
+        let tag = match (&tag, &digest) {
+            (None, None) => Some(TagName("latest".into())),
+            _ => tag,
+        };
+        Ok(Reference {
+            registry,
+            repo,
+            tag,
+            digest,
+        })
+    }
+
+    /// What to ask the registry for: the digest if pinned, else the tag.
+    pub fn reference(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.to_string(),
+            (None, None) => "latest".into(),
+        }
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repo)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(input: &str, want: &str) {
+        let got = Reference::parse(input, "127.0.0.1:5000").map(|r| r.to_string());
+        assert_eq!(got.as_deref().unwrap_or("ERR"), want, "{input}");
+    }
+
+    #[test]
+    fn references() {
+        check("app", "127.0.0.1:5000/app:latest");
+        check("team/app:1.2", "127.0.0.1:5000/team/app:1.2");
+        check("localhost:5000/team/app", "localhost:5000/team/app:latest");
+        check("registry.example.com/a/b:c", "registry.example.com/a/b:c");
+        let d = format!("sha256:{}", "a".repeat(64));
+        check(
+            &format!("127.0.0.1:5000/app@{d}"),
+            &format!("127.0.0.1:5000/app@{d}"),
+        );
+        check(
+            &format!("app:v1@{d}"),
+            &format!("127.0.0.1:5000/app:v1@{d}"),
+        );
+        check("Bad/Name", "ERR");
+        check("app:bad tag", "ERR");
+    }
+}

@@ -341,6 +341,8 @@ pub fn tar_layer(files: &[LayerFile<'_>]) -> Vec<u8> {
         h.set_mode(0o755);
         h.set_size(0);
         h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
         b.append_data(&mut h, format!("{}/", d.display()), std::io::empty())
             .expect("tar dir");
     }
@@ -349,6 +351,8 @@ pub fn tar_layer(files: &[LayerFile<'_>]) -> Vec<u8> {
         h.set_mode(f.mode);
         h.set_size(f.data.len() as u64);
         h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
         b.append_data(&mut h, f.path, f.data).expect("tar file");
     }
     b.into_inner().expect("tar finish")
@@ -482,4 +486,44 @@ pub fn bearer(
     assert_eq!(r.status(), 200, "token endpoint");
     let v: serde_json::Value = r.json().expect("token json");
     Some(v["token"].as_str().expect("token field").to_string())
+}
+
+/// Pushes an image of gzip `layers` (uncompressed tars) over HTTP with `c`; returns the
+/// manifest digest.
+pub fn push_layers(
+    c: &Client,
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+    layers: &[Vec<u8>],
+) -> String {
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for l in layers {
+        diff_ids.push(sha256(l));
+        let gz = gzip(l);
+        let d = push_blob(c, reg, repo, &gz);
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()}));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/busybox", "sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    })
+    .to_string();
+    let cd = push_blob(c, reg, repo, config.as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": config.len()},
+        "layers": descs,
+    })
+    .to_string();
+    let r = c
+        .put(reg.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .expect("PUT manifest");
+    assert_eq!(r.status(), 201, "push manifest: {:?}", r.text());
+    sha256(manifest.as_bytes())
 }

@@ -1,0 +1,557 @@
+//! The node's image store: pulled blobs (content-addressed), one unpacked snapshot per layer
+//! keyed by chain id (shared by every image and container that has that layer), and an index of
+//! image references in SQLite.
+//!
+//! A pull streams each layer once: bytes from the registry are written to the blob file, hashed
+//! (compressed digest), decompressed, hashed again (diff id) and untarred into a temporary
+//! snapshot, all in the same pass; layers run in parallel. Only when both digests match does
+//! the snapshot get its final name (a rename), so a crash or a lying registry never leaves a
+//! half-unpacked or unverified layer behind. A broken connection resumes with a `Range`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reg_registry::client::{ClientError, RegistryClient};
+use reg_registry::manifest::Descriptor;
+use reg_registry::{media, Digest, Hasher, Reference};
+use serde::{Deserialize, Serialize};
+
+use crate::unpack::{self, UnpackError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error("{what} of {reference} is not valid: {message}")]
+    Invalid {
+        reference: String,
+        what: String,
+        message: String,
+    },
+    #[error("{reference} has no image for {platform}; it offers {offered}")]
+    NoPlatform {
+        reference: String,
+        platform: String,
+        offered: String,
+    },
+    #[error("layer {layer} of {reference}: {message}; nothing of it was kept")]
+    Verify {
+        reference: String,
+        layer: String,
+        message: String,
+    },
+    #[error("image store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image store database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("download of layer {layer} failed after {tries} tries: {message}")]
+    Download {
+        layer: String,
+        tries: u32,
+        message: String,
+    },
+}
+
+/// What a pull reports as it goes (for progress displays).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Resolved {
+        digest: String,
+        layers: usize,
+    },
+    LayerCached {
+        digest: String,
+    },
+    LayerBytes {
+        digest: String,
+        done: u64,
+        total: u64,
+    },
+    LayerDone {
+        digest: String,
+    },
+}
+
+/// A pulled image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    pub reference: String,
+    /// Digest of the (platform) manifest.
+    pub digest: String,
+    /// Digest of the config: docker's image id.
+    pub id: String,
+    pub config: serde_json::Value,
+    /// Chain ids of the layers, bottom first: the snapshot directories.
+    pub chain: Vec<String>,
+    pub size: u64,
+}
+
+pub struct ImageStore {
+    root: PathBuf,
+    db: Mutex<rusqlite::Connection>,
+}
+
+/// The platform this node runs (`linux/amd64`, `linux/arm64`, …).
+pub fn node_platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    ("linux", arch)
+}
+
+fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::sha256_of(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// A `Read` over chunks arriving on a channel (the network side runs on the async runtime).
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Passes bytes through while writing them to the blob file and hashing them.
+struct Tee<R> {
+    inner: R,
+    file: std::fs::File,
+    hasher: Hasher,
+    total: u64,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.file.write_all(&buf[..n])?;
+        self.hasher.update(&buf[..n]);
+        self.total += n as u64;
+        Ok(n)
+    }
+}
+
+impl ImageStore {
+    /// Opens (creating) the store under `root` (the node's part of the data dir).
+    pub fn open(root: &Path) -> Result<ImageStore, PullError> {
+        for d in ["blobs/sha256", "blobs/sha512", "snapshots", "tmp"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(|source| PullError::Io { path: p, source })?;
+        }
+        // Leftovers of a crash mid-pull are never trusted.
+        if let Ok(entries) = std::fs::read_dir(root.join("tmp")) {
+            for e in entries.flatten() {
+                let _ =
+                    std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+            }
+        }
+        let db = rusqlite::Connection::open(root.join("images.db"))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.busy_timeout(std::time::Duration::from_secs(30))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS images (reference TEXT PRIMARY KEY, record TEXT NOT NULL, created_at INTEGER NOT NULL)",
+        )?;
+        Ok(ImageStore {
+            root: root.to_path_buf(),
+            db: Mutex::new(db),
+        })
+    }
+
+    pub fn snapshot_dir(&self, chain_id: &str) -> PathBuf {
+        self.root.join("snapshots").join(chain_id.replace(':', "-"))
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(d.hex())
+    }
+
+    fn tmp_path(&self, what: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// A pulled image by reference.
+    pub fn get(&self, reference: &str) -> Result<Option<ImageRecord>, PullError> {
+        let db = self.db.lock().map_err(|_| PullError::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other("image index lock poisoned"),
+        })?;
+        let rec: Option<String> = db
+            .query_row(
+                "SELECT record FROM images WHERE reference = ?1",
+                [reference],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|e| {
+                if e == rusqlite::Error::QueryReturnedNoRows {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            })?;
+        Ok(rec.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    fn put(&self, rec: &ImageRecord) -> Result<(), PullError> {
+        let db = self.db.lock().map_err(|_| PullError::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other("image index lock poisoned"),
+        })?;
+        let json = serde_json::to_string(rec).map_err(|e| PullError::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        db.execute(
+            "INSERT INTO images(reference, record, created_at) VALUES (?1, ?2, strftime('%s','now')) \
+             ON CONFLICT(reference) DO UPDATE SET record = excluded.record, created_at = excluded.created_at",
+            rusqlite::params![rec.reference, json],
+        )?;
+        Ok(())
+    }
+
+    /// Pulls `r` for this node's platform; layers already present are not fetched again.
+    pub async fn pull(
+        self: &Arc<Self>,
+        client: &RegistryClient,
+        r: &Reference,
+        progress: impl Fn(Progress) + Send + Sync + 'static,
+    ) -> Result<ImageRecord, PullError> {
+        let progress = Arc::new(progress);
+        let name = r.to_string();
+        let invalid = |what: &str, message: String| PullError::Invalid {
+            reference: name.clone(),
+            what: what.to_string(),
+            message,
+        };
+        let (mut body, mut media_type, mut digest) =
+            client.manifest(&r.repo, &r.reference()).await?;
+        let raw: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| invalid("manifest", e.to_string()))?;
+        if media_type.starts_with(media::OCI_INDEX)
+            || media_type.starts_with(media::DOCKER_LIST)
+            || raw.get("manifests").is_some()
+        {
+            let (os, arch) = node_platform();
+            let list: Vec<Descriptor> = serde_json::from_value(raw["manifests"].clone())
+                .map_err(|e| invalid("index", e.to_string()))?;
+            let mut offered = Vec::new();
+            let chosen = list.iter().find(|m| {
+                let p = m.platform.as_ref();
+                let (o, a) = (
+                    p.and_then(|p| p["os"].as_str()).unwrap_or(""),
+                    p.and_then(|p| p["architecture"].as_str()).unwrap_or(""),
+                );
+                offered.push(format!("{o}/{a}"));
+                o == os && a == arch
+            });
+            let Some(chosen) = chosen else {
+                return Err(PullError::NoPlatform {
+                    reference: name,
+                    platform: format!("{os}/{arch}"),
+                    offered: offered.join(", "),
+                });
+            };
+            let d = Digest::parse(&chosen.digest).map_err(|e| invalid("index", e.to_string()))?;
+            (body, media_type, digest) = client.manifest(&r.repo, &d.to_string()).await?;
+        }
+        let _ = media_type;
+        #[derive(Deserialize)]
+        struct M {
+            config: Descriptor,
+            #[serde(default)]
+            layers: Vec<Descriptor>,
+        }
+        let m: M = serde_json::from_slice(&body).map_err(|e| invalid("manifest", e.to_string()))?;
+        let config_digest =
+            Digest::parse(&m.config.digest).map_err(|e| invalid("manifest", e.to_string()))?;
+        let config_bytes = {
+            let resp = client.blob(&r.repo, &config_digest, 0).await?;
+            let b = resp.bytes().await.map_err(|e| PullError::Download {
+                layer: config_digest.to_string(),
+                tries: 1,
+                message: e.to_string(),
+            })?;
+            if Digest::of(config_digest.algorithm(), &b) != config_digest {
+                return Err(PullError::Verify {
+                    reference: name,
+                    layer: config_digest.to_string(),
+                    message: "config content does not match its digest".into(),
+                });
+            }
+            b
+        };
+        let config: serde_json::Value =
+            serde_json::from_slice(&config_bytes).map_err(|e| invalid("config", e.to_string()))?;
+        let diff_ids: Vec<Digest> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().and_then(|s| Digest::parse(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if diff_ids.len() != m.layers.len() {
+            return Err(invalid(
+                "config",
+                format!("{} diff_ids for {} layers", diff_ids.len(), m.layers.len()),
+            ));
+        }
+        let chain = chain_ids(&diff_ids);
+        progress(Progress::Resolved {
+            digest: digest.to_string(),
+            layers: m.layers.len(),
+        });
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let client = Arc::new(RegistryClient::clone_for(client));
+        for ((layer, diff), chain_id) in m.layers.iter().zip(&diff_ids).zip(&chain) {
+            let layer_digest =
+                Digest::parse(&layer.digest).map_err(|e| invalid("manifest", e.to_string()))?;
+            if self.snapshot_dir(&chain_id.to_string()).is_dir() {
+                progress(Progress::LayerCached {
+                    digest: layer.digest.clone(),
+                });
+                continue;
+            }
+            let (store, client, progress, repo, name) = (
+                self.clone(),
+                client.clone(),
+                progress.clone(),
+                r.repo.clone(),
+                name.clone(),
+            );
+            let (diff, chain_id, size) = (diff.clone(), chain_id.clone(), layer.size.max(0) as u64);
+            tasks.spawn(async move {
+                store
+                    .fetch_layer(
+                        &client,
+                        &repo,
+                        &name,
+                        &layer_digest,
+                        &diff,
+                        &chain_id,
+                        size,
+                        progress,
+                    )
+                    .await
+            });
+        }
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            let result = done.unwrap_or_else(|e| {
+                Err(PullError::Io {
+                    path: self.root.clone(),
+                    source: std::io::Error::other(e),
+                })
+            });
+            // Siblings run to their end: each removes its own temporary data on failure, and a
+            // layer that verified is worth keeping for the next pull.
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let rec = ImageRecord {
+            reference: name,
+            digest: digest.to_string(),
+            id: config_digest.to_string(),
+            config,
+            chain: chain.iter().map(ToString::to_string).collect(),
+            size: m.layers.iter().map(|l| l.size.max(0) as u64).sum(),
+        };
+        let store = self.clone();
+        let rec2 = rec.clone();
+        tokio::task::spawn_blocking(move || store.put(&rec2))
+            .await
+            .map_err(|e| PullError::Io {
+                path: self.root.clone(),
+                source: std::io::Error::other(e),
+            })??;
+        Ok(rec)
+    }
+
+    /// Downloads, verifies and unpacks one layer in a single pass; resumes a broken download.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_layer(
+        self: Arc<Self>,
+        client: &RegistryClient,
+        repo: &reg_registry::RepoName,
+        reference: &str,
+        layer: &Digest,
+        diff: &Digest,
+        chain_id: &Digest,
+        size: u64,
+        progress: Arc<impl Fn(Progress) + Send + Sync + 'static>,
+    ) -> Result<(), PullError> {
+        let blob_tmp = self.tmp_path("blob");
+        let snap_tmp = self.tmp_path("snap");
+        let io = |path: &Path, source| PullError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir(&snap_tmp).map_err(|e| io(&snap_tmp, e))?;
+        let file = std::fs::File::create(&blob_tmp).map_err(|e| io(&blob_tmp, e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let (layer_name, snap) = (layer.to_string(), snap_tmp.clone());
+        let (layer_alg, diff_alg) = (layer.algorithm(), diff.algorithm());
+        let worker = tokio::task::spawn_blocking(
+            move || -> Result<(Digest, Option<Digest>, u64), PullError> {
+                let mut tee = Tee {
+                    inner: ChannelReader {
+                        rx,
+                        cur: Bytes::new(),
+                    },
+                    file,
+                    hasher: Hasher::new(layer_alg),
+                    total: 0,
+                };
+                let opts = unpack::Options {
+                    diff_algorithm: Some(diff_alg),
+                    ..unpack::Options::default()
+                };
+                let stats = unpack::unpack(&mut tee, &snap, &layer_name, opts)?;
+                // Whatever the tar reader left (padding) still belongs to the blob and its digest.
+                std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| PullError::Io {
+                    path: snap.clone(),
+                    source: e,
+                })?;
+                tee.file.sync_all().map_err(|e| PullError::Io {
+                    path: snap.clone(),
+                    source: e,
+                })?;
+                Ok((tee.hasher.finish(), stats.diff_id, tee.total))
+            },
+        );
+
+        let mut received = 0u64;
+        let mut tries = 0u32;
+        let mut complete = false;
+        let mut last_error = String::new();
+        'download: while tries < 4 {
+            tries += 1;
+            let resp = match client.blob(repo, layer, received).await {
+                Ok(r) => r,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(b) => {
+                        received += b.len() as u64;
+                        if tx.send(b).await.is_err() {
+                            break 'download; // the worker stopped: its result says why
+                        }
+                        progress(Progress::LayerBytes {
+                            digest: layer.to_string(),
+                            done: received,
+                            total: size,
+                        });
+                    }
+                    Err(e) => {
+                        last_error = e.to_string();
+                        continue 'download;
+                    }
+                }
+            }
+            complete = true;
+            break;
+        }
+        drop(tx);
+        let cleanup = || {
+            let _ = std::fs::remove_file(&blob_tmp);
+            let _ = std::fs::remove_dir_all(&snap_tmp);
+        };
+        let outcome = worker.await.map_err(|e| PullError::Io {
+            path: snap_tmp.clone(),
+            source: std::io::Error::other(e),
+        });
+        let (got, got_diff, _total) = match outcome {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) | Err(e) => {
+                cleanup();
+                if !complete && !last_error.is_empty() {
+                    return Err(PullError::Download {
+                        layer: layer.to_string(),
+                        tries,
+                        message: last_error,
+                    });
+                }
+                return Err(e);
+            }
+        };
+        if !complete {
+            cleanup();
+            return Err(PullError::Download {
+                layer: layer.to_string(),
+                tries,
+                message: last_error,
+            });
+        }
+        if &got != layer || got_diff.as_ref() != Some(diff) {
+            cleanup();
+            return Err(PullError::Verify {
+                reference: reference.to_string(),
+                layer: layer.to_string(),
+                message: format!(
+                    "content has digest {got} (diff id {}), expected {layer} (diff id {diff})",
+                    got_diff.map(|d| d.to_string()).unwrap_or_default()
+                ),
+            });
+        }
+        let blob = self.blob_path(layer);
+        std::fs::rename(&blob_tmp, &blob).map_err(|e| io(&blob, e))?;
+        let dest = self.snapshot_dir(&chain_id.to_string());
+        if let Err(e) = std::fs::rename(&snap_tmp, &dest) {
+            // Another pull finished the same layer first: theirs is as good as ours.
+            let _ = std::fs::remove_dir_all(&snap_tmp);
+            if !dest.is_dir() {
+                return Err(io(&dest, e));
+            }
+        }
+        progress(Progress::LayerDone {
+            digest: layer.to_string(),
+        });
+        Ok(())
+    }
+}
