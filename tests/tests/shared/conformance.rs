@@ -555,57 +555,47 @@ fn tags_and_catalog_paginate_with_link_headers() {
     assert_eq!(v["name"], "team/app");
     assert_eq!(v["tags"], serde_json::json!(["a", "b", "c", "d", "e"]));
 
-    let r = c
-        .get(reg.url("/v2/team/app/tags/list?n=2"))
-        .send()
-        .expect("GET");
-    assert_eq!(
-        header(&r, "link").as_deref(),
-        Some("</v2/team/app/tags/list?n=2&last=b>; rel=\"next\"")
-    );
-    assert_eq!(
-        r.json::<serde_json::Value>().expect("json")["tags"],
-        serde_json::json!(["a", "b"])
-    );
-    let r = c
-        .get(reg.url("/v2/team/app/tags/list?n=2&last=b"))
-        .send()
-        .expect("GET");
-    assert_eq!(
-        r.json::<serde_json::Value>().expect("json")["tags"],
-        serde_json::json!(["c", "d"])
-    );
-    let r = c
-        .get(reg.url("/v2/team/app/tags/list?n=2&last=d"))
-        .send()
-        .expect("GET");
-    assert!(header(&r, "link").is_none());
-    assert_eq!(
-        r.json::<serde_json::Value>().expect("json")["tags"],
-        serde_json::json!(["e"])
-    );
+    // (path, list key, expected items, expected Link header)
+    let pages: [(&str, &str, &[&str], Option<&str>); 5] = [
+        (
+            "/v2/team/app/tags/list?n=2",
+            "tags",
+            &["a", "b"],
+            Some("</v2/team/app/tags/list?n=2&last=b>; rel=\"next\""),
+        ),
+        (
+            "/v2/team/app/tags/list?n=2&last=b",
+            "tags",
+            &["c", "d"],
+            Some("</v2/team/app/tags/list?n=2&last=d>; rel=\"next\""),
+        ),
+        ("/v2/team/app/tags/list?n=2&last=d", "tags", &["e"], None),
+        (
+            "/v2/_catalog?n=2",
+            "repositories",
+            &["alpha", "team/app"],
+            Some("</v2/_catalog?n=2&last=team/app>; rel=\"next\""),
+        ),
+        (
+            "/v2/_catalog?n=2&last=team/app",
+            "repositories",
+            &["zeta"],
+            None,
+        ),
+    ];
+    for (path, key, items, link) in pages {
+        let r = c.get(reg.url(path)).send().expect("GET");
+        assert_eq!(header(&r, "link").as_deref(), link, "{path}");
+        assert_eq!(
+            r.json::<serde_json::Value>().expect("json")[key],
+            serde_json::json!(items),
+            "{path}"
+        );
+    }
 
     let r = c.get(reg.url("/v2/unknown/tags/list")).send().expect("GET");
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r), "NAME_UNKNOWN");
-
-    let r = c.get(reg.url("/v2/_catalog?n=2")).send().expect("GET");
-    assert_eq!(
-        header(&r, "link").as_deref(),
-        Some("</v2/_catalog?n=2&last=team/app>; rel=\"next\"")
-    );
-    assert_eq!(
-        r.json::<serde_json::Value>().expect("json")["repositories"],
-        serde_json::json!(["alpha", "team/app"])
-    );
-    let r = c
-        .get(reg.url("/v2/_catalog?n=2&last=team/app"))
-        .send()
-        .expect("GET");
-    assert_eq!(
-        r.json::<serde_json::Value>().expect("json")["repositories"],
-        serde_json::json!(["zeta"])
-    );
 }
 
 #[test]
