@@ -19,6 +19,9 @@ struct Cli {
     /// Configuration file (TOML). REG_* environment variables override it.
     #[arg(long, global = true, env = "REG_CONFIG")]
     config: Option<PathBuf>,
+    /// Node agent to talk to: unix:///path/to/node.sock (default: the configured socket).
+    #[arg(long, global = true, env = "REG_HOST")]
+    host: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +37,17 @@ enum Command {
     },
     /// Manage users, organisations, visibility, tokens; read the audit log.
     Admin(cmd::admin::AdminArgs),
+    /// Node agent commands.
+    Node {
+        #[command(subcommand)]
+        command: cmd::serve::NodeCommand,
+    },
+    /// Pull an image into the node's store (through the agent).
+    Pull(cmd::image::PullArgs),
+    /// List the node's images.
+    Images,
+    /// Show an image as JSON (docker-style: an array of one object with Id).
+    Inspect(cmd::image::InspectArgs),
     /// Log in to a registry (credentials kept in docker's config.json format).
     Login(cmd::login::LoginArgs),
     /// Forget the credentials of a registry.
@@ -53,6 +67,12 @@ fn main() -> ExitCode {
         Command::Config { command } => cmd::config::run(cli.config.as_deref(), command),
         Command::Admin(args) => cmd::admin::run(cli.config.as_deref(), args),
         Command::Login(args) => cmd::login::login(args),
+        Command::Node { command } => cmd::serve::run_node(cli.config.as_deref(), command),
+        Command::Pull(args) => cmd::image::pull(cli.config.as_deref(), cli.host.as_deref(), args),
+        Command::Images => cmd::image::images(cli.config.as_deref(), cli.host.as_deref()),
+        Command::Inspect(args) => {
+            cmd::image::inspect(cli.config.as_deref(), cli.host.as_deref(), args)
+        }
         Command::Logout(args) => cmd::login::logout(args),
     };
     match result {

@@ -37,7 +37,27 @@ pub struct Config {
     /// Root of everything `reg` stores on this machine.
     pub data_dir: PathBuf,
     pub registry: RegistryConfig,
+    pub node: NodeConfig,
     pub log: LogConfig,
+}
+
+/// Settings of the node agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Unix socket of the agent's API; empty: `<data_dir>/node.sock`.
+    pub socket: String,
+    /// Registry used for references without a host (there is no Docker Hub here).
+    pub default_registry: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            socket: String::new(),
+            default_registry: "127.0.0.1:5000".to_string(),
+        }
+    }
 }
 
 /// Settings of the registry server.
@@ -90,6 +110,7 @@ impl Default for Config {
         Config {
             data_dir: default_data_dir(),
             registry: RegistryConfig::default(),
+            node: NodeConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -171,6 +192,10 @@ impl DataLayout {
     /// The token signing key.
     pub fn registry_auth(&self) -> PathBuf {
         self.root.join("registry/auth")
+    }
+    /// The node's image store (blobs, snapshots, index).
+    pub fn node_root(&self) -> PathBuf {
+        self.root.join("node")
     }
     /// SQLite database of the registry's metadata.
     pub fn registry_db(&self) -> PathBuf {
@@ -266,6 +291,15 @@ impl Config {
             return Err(invalid("data_dir", "must not be empty".into()));
         }
         Ok(())
+    }
+
+    /// The agent's socket path.
+    pub fn node_socket(&self) -> PathBuf {
+        if self.node.socket.is_empty() {
+            self.data_dir.join("node.sock")
+        } else {
+            PathBuf::from(&self.node.socket)
+        }
     }
 
     pub fn layout(&self) -> DataLayout {

@@ -228,6 +228,23 @@ impl ImageStore {
         Ok(rec.and_then(|r| serde_json::from_str(&r).ok()))
     }
 
+    /// Every pulled image, by reference.
+    pub fn list(&self) -> Result<Vec<ImageRecord>, PullError> {
+        let db = self.db.lock().map_err(|_| PullError::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other("image index lock poisoned"),
+        })?;
+        let mut st = db.prepare("SELECT record FROM images ORDER BY reference")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Ok(rec) = serde_json::from_str(&r?) {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
     fn put(&self, rec: &ImageRecord) -> Result<(), PullError> {
         let db = self.db.lock().map_err(|_| PullError::Io {
             path: self.root.clone(),

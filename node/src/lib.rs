@@ -3,8 +3,10 @@
 //!
 //! So far: [`unpack`], which turns one layer tarball into a snapshot directory that overlayfs can
 //! use as a lower dir, refusing anything that would escape it; and [`image`], the image store
-//! that pulls images (layers downloaded, verified and unpacked in parallel, in one pass). It may use the registry's types
+//! that pulls images (layers downloaded, verified and unpacked in parallel, in one pass); and
+//! [`agent`], the node agent's REST API on a unix socket with its client (images so far). It may use the registry's types
 //! and client, never the registry server, and never the `builder` crate.
 
+pub mod agent;
 pub mod image;
 pub mod unpack;

@@ -65,8 +65,18 @@ impl Registry {
 
     /// Starts a registry on `data` (kept by the caller) with extra environment.
     pub fn start_on(data: &Path, env: &[(&str, &str)]) -> Registry {
+        Registry::spawn(&["registry", "serve"], data, env)
+    }
+
+    /// Starts `reg serve` (registry + node agent, whose socket is `<data>/node.sock`).
+    pub fn start_all(data: &Path) -> Registry {
+        Registry::spawn(&["serve"], data, &[])
+    }
+
+    fn spawn(verb: &[&str], data: &Path, env: &[(&str, &str)]) -> Registry {
         let mut cmd = Command::new(reg_bin());
-        cmd.args(["registry", "serve", "--addr", "127.0.0.1:0", "--data"])
+        cmd.args(verb)
+            .args(["--addr", "127.0.0.1:0", "--data"])
             .arg(data)
             .env("REG_LOG", "info")
             .stdin(Stdio::null())

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod config;
+pub mod image;
 pub mod login;
 pub mod serve;

@@ -32,8 +32,95 @@ pub enum RegistryCommand {
     Serve(ServeArgs),
 }
 
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Serve the node agent's API on its unix socket.
+    Serve(NodeServeArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct NodeServeArgs {
+    /// Socket path (default: <data>/node.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// `reg serve`: the registry, and (as root) the node agent beside it.
 pub fn run(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
-    serve_registry(file, args)
+    let cfg = load(file, &args)?;
+    init_logging(&cfg);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let agent = if nix_is_root() {
+            let (sock, data, reg) = (cfg.node_socket(), cfg.layout().node_root(), cfg.node.default_registry.clone());
+            let stop = stopped(stop_rx.clone());
+            Some(tokio::spawn(async move { reg_node::agent::serve(&sock, &data, reg, stop).await }))
+        } else {
+            tracing::warn!("node agent not started: it needs root (namespaces, cgroups, mounts); the registry runs alone");
+            None
+        };
+        let signal = async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        };
+        tokio::spawn(signal);
+        let registry = registry_future(&cfg, stopped(stop_rx.clone())).await;
+        if let Some(a) = agent {
+            match a.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "node agent failed"),
+                Err(e) => tracing::error!(error = %e, "node agent task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        registry
+    })
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Short blocking jobs only (SQLite, renames): transfers run on threads of their own.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(32)
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn run_node(file: Option<&Path>, command: NodeCommand) -> anyhow::Result<()> {
+    let NodeCommand::Serve(args) = command;
+    let mut cfg = Config::load(file)?;
+    if let Some(d) = &args.data {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(s) = &args.socket {
+        cfg.node.socket = s.display().to_string();
+    }
+    init_logging(&cfg);
+    let rt = runtime()?;
+    rt.block_on(reg_node::agent::serve(
+        &cfg.node_socket(),
+        &cfg.layout().node_root(),
+        cfg.node.default_registry.clone(),
+        shutdown_signal(),
+    ))?;
+    Ok(())
 }
 
 pub fn run_registry(file: Option<&Path>, command: RegistryCommand) -> anyhow::Result<()> {
@@ -78,29 +165,29 @@ fn init_logging(cfg: &Config) {
 fn serve_registry(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let cfg = load(file, &args)?;
     init_logging(&cfg);
-    // Short blocking jobs only (SQLite, renames): transfers run on threads of their own.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(32)
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async {
-        let data = cfg.data_dir.clone();
-        let scheme = if cfg.registry.tls().is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        reg_registry::server::serve(&cfg, shutdown_signal(), |addr| {
-            tracing::info!(
-                data_dir = %data.display(),
-                metadata = "sqlite",
-                blobs = "local filesystem",
-                "registry listening on {scheme}://{addr}"
-            );
-        })
-        .await
+    let rt = runtime()?;
+    rt.block_on(registry_future(&cfg, shutdown_signal()))
+}
+
+async fn registry_future(
+    cfg: &Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data = cfg.data_dir.clone();
+    let scheme = if cfg.registry.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    reg_registry::server::serve(cfg, shutdown, |addr| {
+        tracing::info!(
+            data_dir = %data.display(),
+            metadata = "sqlite",
+            blobs = "local filesystem",
+            "registry listening on {scheme}://{addr}"
+        );
     })
+    .await
     .with_context(|| {
         format!(
             "registry on {} with data under {}",

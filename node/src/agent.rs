@@ -1,0 +1,312 @@
+//! The node agent: a REST + JSON API on a unix socket (mode 0660), the way `dockerd` serves the
+//! docker client, and the client the cli uses to talk to it. So far it serves images: pull
+//! (progress streamed as JSON lines), list, inspect, version.
+//!
+//! Registry credentials travel with each request in `X-Registry-Auth` (base64 JSON
+//! `{"username","password"}`), as with docker: the agent never reads a user's credential files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+
+use crate::image::{ImageStore, Progress};
+use reg_registry::client::RegistryClient;
+use reg_registry::Reference;
+
+/// The API version this agent speaks (checked by the client).
+pub const API_VERSION: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("node agent socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::image::PullError),
+    #[error("cannot reach the node agent at {path}: {source}; is `reg node serve` (or `reg serve`) running, and may you open its socket?")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("node agent: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Api(String),
+}
+
+pub struct AgentState {
+    pub store: Arc<ImageStore>,
+    pub default_registry: String,
+}
+
+/// Credentials sent by the client for the registry of this request.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+pub fn encode_auth(a: &RegistryAuth) -> String {
+    base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(a).unwrap_or_default())
+}
+
+fn decode_auth(h: &HeaderMap) -> Option<(String, String)> {
+    let v = h.get("x-registry-auth")?.to_str().ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE.decode(v).ok()?;
+    let a: RegistryAuth = serde_json::from_slice(&raw).ok()?;
+    (!a.username.is_empty()).then_some((a.username, a.password))
+}
+
+fn api_error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "message": message }))).into_response()
+}
+
+pub fn router(state: Arc<AgentState>) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/images", get(list_images))
+        .route("/images/pull", post(pull))
+        .route("/images/inspect", get(inspect_image))
+        .with_state(state)
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": API_VERSION,
+        "Os": "linux",
+        "Arch": crate::image::node_platform().1,
+    }))
+}
+
+async fn list_images(State(st): State<Arc<AgentState>>) -> Response {
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.list()).await {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct RefQuery {
+    reference: String,
+}
+
+async fn inspect_image(State(st): State<Arc<AgentState>>, Query(q): Query<RefQuery>) -> Response {
+    let Ok(r) = Reference::parse(&q.reference, &st.default_registry) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid reference {:?}", q.reference),
+        );
+    };
+    let (store, key) = (st.store.clone(), r.to_string());
+    match tokio::task::spawn_blocking(move || store.get(&key)).await {
+        Ok(Ok(Some(rec))) => Json(rec).into_response(),
+        Ok(Ok(None)) => api_error(
+            StatusCode::NOT_FOUND,
+            format!("no such image: {}", q.reference),
+        ),
+        Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /images/pull?reference=…`: progress as JSON lines, ending with `{"done": record}` or
+/// `{"error": message}`.
+async fn pull(
+    State(st): State<Arc<AgentState>>,
+    headers: HeaderMap,
+    Query(q): Query<RefQuery>,
+) -> Response {
+    let r = match Reference::parse(&q.reference, &st.default_registry) {
+        Ok(r) => r,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let client = RegistryClient::with_credentials(&r.registry, decode_auth(&headers));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let store = st.store.clone();
+    // The pull belongs to this request: it ends when the pull ends (a client that goes away
+    // only stops reading; verified layers are still worth finishing).
+    tokio::spawn(async move {
+        let ptx = tx.clone();
+        let result = store
+            .pull(&client, &r, move |p: Progress| {
+                let line = match p {
+                    Progress::Resolved { digest, layers } => serde_json::json!({"status": "resolved", "digest": digest, "layers": layers}),
+                    Progress::LayerCached { digest } => serde_json::json!({"status": "exists", "layer": digest}),
+                    Progress::LayerBytes { digest, done, total } => serde_json::json!({"status": "downloading", "layer": digest, "done": done, "total": total}),
+                    Progress::LayerDone { digest } => serde_json::json!({"status": "done", "layer": digest}),
+                };
+                let _ = ptx.send(Bytes::from(format!("{line}\n")));
+            })
+            .await;
+        let last = match result {
+            Ok(rec) => serde_json::json!({"image": rec}),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+        let _ = tx.send(Bytes::from(format!("{last}\n")));
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Serves the agent on `socket` (mode 0660) until `shutdown` resolves.
+pub async fn serve(
+    socket: &Path,
+    data: &Path,
+    default_registry: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let sock_err = |source| AgentError::Socket {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let store = Arc::new(tokio::task::block_in_place(|| ImageStore::open(data))?);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(sock_err)?;
+    }
+    // A socket file left by a killed agent is stale only if nobody answers on it.
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(sock_err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another agent is serving it",
+            )));
+        }
+        std::fs::remove_file(socket).map_err(sock_err)?;
+    }
+    let listener = tokio::net::UnixListener::bind(socket).map_err(sock_err)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+            .map_err(sock_err)?;
+    }
+    tracing::info!(socket = %socket.display(), data = %data.display(), "node agent listening");
+    let app = router(Arc::new(AgentState {
+        store,
+        default_registry,
+    }));
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = std::fs::remove_file(socket);
+    result.map_err(sock_err)
+}
+
+/// The cli's side: HTTP/1 over the agent's unix socket.
+pub struct AgentClient {
+    socket: PathBuf,
+}
+
+impl AgentClient {
+    /// `host` is `unix:///path/to/node.sock` (or a bare path).
+    pub fn new(host: &str) -> Result<AgentClient, AgentError> {
+        let path = host.strip_prefix("unix://").unwrap_or(host);
+        if host.contains("://") && !host.starts_with("unix://") {
+            return Err(AgentError::Protocol(format!(
+                "unsupported host {host:?}: use unix:///path/to/node.sock"
+            )));
+        }
+        Ok(AgentClient {
+            socket: PathBuf::from(path),
+        })
+    }
+
+    /// Sends one request; returns the status and the response body as a stream of lines
+    /// handed to `on_line` as they arrive.
+    pub async fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        mut on_line: impl FnMut(&str),
+    ) -> Result<u16, AgentError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| AgentError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| AgentError::Protocol(e.to_string()))?;
+        let driver = tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header("host", "node");
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| AgentError::Protocol(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| AgentError::Protocol(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| AgentError::Protocol(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                pending.extend_from_slice(data);
+                while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=pos).collect();
+                    on_line(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref());
+                }
+            }
+        }
+        if !pending.is_empty() {
+            on_line(String::from_utf8_lossy(&pending).as_ref());
+        }
+        driver.abort();
+        Ok(status)
+    }
+
+    /// A JSON request; non-2xx answers become errors with the agent's message.
+    pub async fn json(
+        &self,
+        method: &str,
+        path_and_query: &str,
+    ) -> Result<serde_json::Value, AgentError> {
+        let mut body = String::new();
+        let status = self
+            .request(method, path_and_query, &[], |l| {
+                body.push_str(l);
+                body.push('\n');
+            })
+            .await?;
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| AgentError::Protocol(format!("{e}: {body}")))?;
+        if !(200..300).contains(&status) {
+            return Err(AgentError::Api(
+                v["message"]
+                    .as_str()
+                    .unwrap_or("request failed")
+                    .to_string(),
+            ));
+        }
+        Ok(v)
+    }
+}
