@@ -44,6 +44,8 @@ enum Command {
     },
     /// Pull an image into the node's store (through the agent).
     Pull(cmd::image::PullArgs),
+    /// Run a command in a new container (foreground; pulls the image if missing).
+    Run(cmd::image::RunArgs),
     /// List the node's images.
     Images,
     /// Show an image as JSON (docker-style: an array of one object with Id).
@@ -61,6 +63,32 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands whose exit code is a container's.
+    let coded = match cli.command {
+        Command::Node {
+            command: cmd::serve::NodeCommand::Monitor { ref spec },
+        } => Some(cmd::serve::monitor(spec)),
+        Command::Run(ref _args) => None,
+        _ => None,
+    };
+    if let Some(r) = coded {
+        return match r {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("reg: {e:#}");
+                ExitCode::from(125)
+            }
+        };
+    }
+    if let Command::Run(args) = cli.command {
+        return match cmd::image::run(cli.config.as_deref(), cli.host.as_deref(), args) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("reg: {e:#}");
+                ExitCode::from(125)
+            }
+        };
+    }
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(cli.config.as_deref(), args),
         Command::Registry { command } => cmd::serve::run_registry(cli.config.as_deref(), command),
@@ -70,6 +98,7 @@ fn main() -> ExitCode {
         Command::Node { command } => cmd::serve::run_node(cli.config.as_deref(), command),
         Command::Pull(args) => cmd::image::pull(cli.config.as_deref(), cli.host.as_deref(), args),
         Command::Images => cmd::image::images(cli.config.as_deref(), cli.host.as_deref()),
+        Command::Run(_) => Ok(()),
         Command::Inspect(args) => {
             cmd::image::inspect(cli.config.as_deref(), cli.host.as_deref(), args)
         }

@@ -49,6 +49,8 @@ pub enum AgentError {
 pub struct AgentState {
     pub store: Arc<ImageStore>,
     pub default_registry: String,
+    /// Where containers keep their directories.
+    pub containers: PathBuf,
 }
 
 /// Credentials sent by the client for the registry of this request.
@@ -69,7 +71,7 @@ fn decode_auth(h: &HeaderMap) -> Option<(String, String)> {
     (!a.username.is_empty()).then_some((a.username, a.password))
 }
 
-fn api_error(status: StatusCode, message: String) -> Response {
+pub(crate) fn api_error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "message": message }))).into_response()
 }
 
@@ -79,6 +81,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/images", get(list_images))
         .route("/images/pull", post(pull))
         .route("/images/inspect", get(inspect_image))
+        .route("/containers/run", post(crate::containers::run))
         .with_state(state)
 }
 
@@ -200,9 +203,12 @@ pub async fn serve(
             .map_err(sock_err)?;
     }
     tracing::info!(socket = %socket.display(), data = %data.display(), "node agent listening");
+    let containers = data.join("containers");
+    std::fs::create_dir_all(&containers).map_err(sock_err)?;
     let app = router(Arc::new(AgentState {
         store,
         default_registry,
+        containers,
     }));
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -237,6 +243,19 @@ impl AgentClient {
         method: &str,
         path_and_query: &str,
         headers: &[(&str, String)],
+        on_line: impl FnMut(&str),
+    ) -> Result<u16, AgentError> {
+        self.request_with_body(method, path_and_query, headers, Bytes::new(), on_line)
+            .await
+    }
+
+    /// Like [`AgentClient::request`] with a JSON body.
+    pub async fn request_with_body(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
         mut on_line: impl FnMut(&str),
     ) -> Result<u16, AgentError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
@@ -257,8 +276,11 @@ impl AgentClient {
         for (k, v) in headers {
             req = req.header(*k, v);
         }
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
         let req = req
-            .body(http_body_util::Empty::<Bytes>::new())
+            .body(http_body_util::Full::new(body))
             .map_err(|e| AgentError::Protocol(e.to_string()))?;
         let resp = sender
             .send_request(req)

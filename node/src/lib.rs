@@ -8,5 +8,7 @@
 //! and client, never the registry server, and never the `builder` crate.
 
 pub mod agent;
+pub mod containers;
 pub mod image;
+pub mod runtime;
 pub mod unpack;

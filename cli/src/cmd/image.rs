@@ -56,6 +56,16 @@ fn mib(b: u64) -> String {
 }
 
 pub fn pull(config: Option<&Path>, host: Option<&str>, args: PullArgs) -> anyhow::Result<()> {
+    pull_to(config, host, args, &mut std::io::stdout())
+}
+
+/// Pulls, writing progress to `w` (stdout for `reg pull`, stderr inside `reg run`, as docker).
+fn pull_to(
+    config: Option<&Path>,
+    host: Option<&str>,
+    args: PullArgs,
+    w: &mut dyn Write,
+) -> anyhow::Result<()> {
     let (agent, cfg) = agent(config, host)?;
     let r = Reference::parse(&args.image, &cfg.node.default_registry)?;
     let mut headers = Vec::new();
@@ -66,7 +76,7 @@ pub fn pull(config: Option<&Path>, host: Option<&str>, args: PullArgs) -> anyhow
         ));
     }
     let path = format!("/images/pull?reference={}", query_value(&r.to_string()));
-    println!("Pulling {r}");
+    let _ = writeln!(w, "Pulling {r}");
     let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
     let mut last_draw = std::time::Instant::now();
     let mut outcome: Option<Result<serde_json::Value, String>> = None;
@@ -84,10 +94,19 @@ pub fn pull(config: Option<&Path>, host: Option<&str>, args: PullArgs) -> anyhow
         };
         match v["status"].as_str() {
             Some("resolved") => {
-                println!("{}: resolved, {} layers", short(&v["digest"]), v["layers"])
+                let _ = writeln!(
+                    w,
+                    "{}: resolved, {} layers",
+                    short(&v["digest"]),
+                    v["layers"]
+                );
             }
-            Some("exists") => println!("{}: already exists", short(&v["layer"])),
-            Some("done") => println!("{}: pull complete", short(&v["layer"])),
+            Some("exists") => {
+                let _ = writeln!(w, "{}: already exists", short(&v["layer"]));
+            }
+            Some("done") => {
+                let _ = writeln!(w, "{}: pull complete", short(&v["layer"]));
+            }
             Some("downloading") => {
                 layers.insert(
                     short(&v["layer"]),
@@ -100,8 +119,8 @@ pub fn pull(config: Option<&Path>, host: Option<&str>, args: PullArgs) -> anyhow
                     last_draw = std::time::Instant::now();
                     let (done, total) =
                         layers.values().fold((0, 0), |a, (d, t)| (a.0 + d, a.1 + t));
-                    print!("\rdownloading {} / {}   ", mib(done), mib(total));
-                    let _ = std::io::stdout().flush();
+                    let _ = write!(w, "\rdownloading {} / {}   ", mib(done), mib(total));
+                    let _ = w.flush();
                 }
             }
             _ => {
@@ -115,8 +134,8 @@ pub fn pull(config: Option<&Path>, host: Option<&str>, args: PullArgs) -> anyhow
     }))?;
     match outcome {
         Some(Ok(img)) => {
-            println!("Digest: {}", img["digest"].as_str().unwrap_or(""));
-            println!("Status: image is up to date for {r}");
+            let _ = writeln!(w, "Digest: {}", img["digest"].as_str().unwrap_or(""));
+            let _ = writeln!(w, "Status: image is up to date for {r}");
             Ok(())
         }
         Some(Err(e)) => bail!("pull of {r} failed: {e}"),
@@ -167,4 +186,100 @@ pub fn inspect(config: Option<&Path>, host: Option<&str>, args: InspectArgs) -> 
     }]);
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits (the only mode so far: containers run in the foreground).
+    #[arg(long)]
+    rm: bool,
+    /// Set an environment variable (KEY=VALUE).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Overwrite the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Network mode; only `none` exists so far (bridge networks come with the networking issue).
+    #[arg(long, default_value = "none")]
+    network: String,
+    image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// `reg run`: pull if missing, run in the foreground, exit with the container's code.
+pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::Result<u8> {
+    if args.network != "none" {
+        bail!(
+            "--network {}: only `none` is implemented so far",
+            args.network
+        );
+    }
+    let (agent, cfg) = agent(config, host)?;
+    let r = Reference::parse(&args.image, &cfg.node.default_registry)?;
+    let rt = rt()?;
+    let present = rt.block_on(agent.json(
+        "GET",
+        &format!("/images/inspect?reference={}", query_value(&r.to_string())),
+    ));
+    if present.is_err() {
+        eprintln!("Unable to find image '{r}' locally");
+        pull_to(
+            config,
+            host,
+            PullArgs {
+                image: r.to_string(),
+            },
+            &mut std::io::stderr(),
+        )?;
+    }
+    let body = serde_json::json!({
+        "image": r.to_string(),
+        "cmd": args.cmd,
+        "entrypoint": args.entrypoint.map(|e| vec![e]),
+        "env": args.env,
+        "workdir": args.workdir,
+        "hostname": args.hostname,
+        "rm": args.rm,
+    });
+    let mut exit: Option<i64> = None;
+    let mut failure: Option<String> = None;
+    let status = rt.block_on(agent.request_with_body(
+        "POST",
+        "/containers/run",
+        &[],
+        serde_json::to_vec(&body)?.into(),
+        |line| {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                return;
+            };
+            if let Some(s) = v["stdout"].as_str() {
+                print!("{s}");
+                let _ = std::io::stdout().flush();
+            } else if let Some(s) = v["stderr"].as_str() {
+                eprint!("{s}");
+            } else if let Some(c) = v["exit"].as_i64() {
+                exit = Some(c);
+            } else if let Some(m) = v["message"].as_str() {
+                failure = Some(m.to_string());
+            }
+        },
+    ))?;
+    match (exit, failure) {
+        (Some(c), _) => Ok(u8::try_from(c).unwrap_or(125)),
+        (None, Some(m)) => {
+            eprintln!("reg: {m}");
+            Ok(125)
+        }
+        (None, None) => {
+            eprintln!("reg: the agent answered {status} without an exit code");
+            Ok(125)
+        }
+    }
 }

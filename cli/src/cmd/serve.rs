@@ -36,6 +36,12 @@ pub enum RegistryCommand {
 pub enum NodeCommand {
     /// Serve the node agent's API on its unix socket.
     Serve(NodeServeArgs),
+    /// (internal) The per-container monitor the agent starts: runs one container.
+    #[command(hide = true)]
+    Monitor {
+        #[arg(long)]
+        spec: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -103,8 +109,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// The monitor: single-threaded on purpose (no runtime is started), then exits with the
+/// container's code.
+pub fn monitor(spec: &Path) -> anyhow::Result<u8> {
+    let bytes = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
+    let spec: reg_node::runtime::Spec =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", spec.display()))?;
+    let code = reg_node::runtime::run(&spec);
+    Ok(u8::try_from(code).unwrap_or(125))
+}
+
 pub fn run_node(file: Option<&Path>, command: NodeCommand) -> anyhow::Result<()> {
-    let NodeCommand::Serve(args) = command;
+    let args = match command {
+        NodeCommand::Serve(a) => a,
+        NodeCommand::Monitor { .. } => {
+            anyhow::bail!("internal: the monitor is dispatched before this point")
+        }
+    };
     let mut cfg = Config::load(file)?;
     if let Some(d) = &args.data {
         cfg.data_dir = d.clone();

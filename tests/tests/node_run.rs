@@ -1,0 +1,169 @@
+//! `reg run` (foreground, removed on exit) in real namespaces on an overlay of the image's
+//! layers: PID 1 inside, its own hostname, docker's exit codes, copy-on-write, and nothing left
+//! mounted or on disk afterwards.
+
+use std::process::Command;
+
+use reg_tests::*;
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+struct Node {
+    server: Registry,
+    host: String,
+    tmp: tempfile::TempDir,
+}
+
+fn node() -> Option<Node> {
+    if !is_root() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("container tests need root under CI=true");
+        }
+        eprintln!("SKIP: containers need root");
+        return None;
+    }
+    let layers = busybox_layers()?;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Registry::start_all(tmp.path());
+    push_layers(&client(), &server, "node/run", "v1", &layers);
+    let sock = tmp.path().join("node.sock");
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(Node {
+        host: format!("unix://{}", sock.display()),
+        server,
+        tmp,
+    })
+}
+
+impl Node {
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(reg_bin())
+            .arg("run")
+            .arg("--rm")
+            .args(args)
+            .env("REG_HOST", &self.host)
+            .env("REG_NODE_DEFAULT_REGISTRY", &self.server.host)
+            .env("REG_CONFIG_DIR", "/nonexistent-reg-config")
+            .output()
+            .expect("reg run");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn mounts_under_data(&self) -> usize {
+        let data = self.tmp.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&data))
+            .count()
+    }
+}
+
+const IMG: &str = "node/run:v1";
+
+#[test]
+fn container_is_pid_1_with_its_own_hostname_and_no_host_processes() {
+    let Some(n) = node() else { return };
+    let (code, out, err) = n.run(&[
+        IMG,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo pid=$$; /bin/busybox hostname; /bin/busybox ps | /bin/busybox wc -l",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pid=1");
+    assert_eq!(
+        lines[1].len(),
+        12,
+        "hostname is the short container id: {out}"
+    );
+    // header + sh + ps + wc: nothing of the host.
+    assert!(lines[2].trim().parse::<u32>().unwrap_or(99) <= 5, "{out}");
+    let (_, out, _) = n.run(&["--hostname", "web1", IMG, "/bin/busybox", "hostname"]);
+    assert_eq!(out.trim(), "web1");
+}
+
+#[test]
+fn exit_codes_follow_docker() {
+    let Some(n) = node() else { return };
+    assert_eq!(n.run(&[IMG, "/bin/busybox", "sh", "-c", "exit 7"]).0, 7);
+    let (code, _, err) = n.run(&[IMG, "no-such-command"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("executable file not found"), "{err}");
+    assert_eq!(n.run(&[IMG, "/etc/hello.txt"]).0, 126, "not executable");
+}
+
+#[test]
+fn writes_stay_in_the_container_and_nothing_is_left_behind() {
+    let Some(n) = node() else { return };
+    let (code, _, err) = n.run(&[
+        IMG,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo x > /bin/new && rm /etc/hello.txt",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = n.run(&[
+        IMG,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox cat /etc/hello.txt; /bin/busybox ls /bin",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("hello from layer 2"),
+        "the image is unchanged: {out}"
+    );
+    assert!(
+        !out.contains("new"),
+        "another container does not see the write: {out}"
+    );
+    assert_eq!(n.mounts_under_data(), 0, "no mount left on the host");
+    let left = std::fs::read_dir(n.tmp.path().join("node/containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "--rm removes the container's directory");
+}
+
+#[test]
+fn env_workdir_and_image_defaults() {
+    let Some(n) = node() else { return };
+    let (code, out, err) = n.run(&[
+        "-e",
+        "GREETING=hi there",
+        "-w",
+        "/tmp/work",
+        IMG,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo $GREETING; /bin/busybox pwd; echo $PATH; echo $HOME",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        ["hi there", "/tmp/work", "/bin", "/root"],
+        "image Env (PATH=/bin) kept, HOME added"
+    );
+}
