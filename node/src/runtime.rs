@@ -35,6 +35,48 @@ pub struct Spec {
     pub hostname: String,
 }
 
+/// Docker's default capability set; everything else leaves the bounding set.
+const DEFAULT_CAPS: [caps::Capability; 14] = [
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_DAC_OVERRIDE,
+    caps::Capability::CAP_FSETID,
+    caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_MKNOD,
+    caps::Capability::CAP_NET_RAW,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETFCAP,
+    caps::Capability::CAP_SETPCAP,
+    caps::Capability::CAP_NET_BIND_SERVICE,
+    caps::Capability::CAP_SYS_CHROOT,
+    caps::Capability::CAP_KILL,
+    caps::Capability::CAP_AUDIT_WRITE,
+];
+
+/// Docker's default masked paths (hidden behind /dev/null or an empty read-only tmpfs).
+const MASKED: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's default read-only paths.
+const READONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs the container to its end and returns its exit code (docker's numbering).
@@ -210,6 +252,7 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
     .map_err(|e| err("mounting /dev/shm", e))?;
 
     nix::unistd::sethostname(&spec.hostname).map_err(|e| err("setting the hostname", e))?;
+    etc_files(spec, &rootfs)?;
 
     let old = sub(".reg-old-root");
     ensure_dir(&old)?;
@@ -218,6 +261,8 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
     umount2("/.reg-old-root", MntFlags::MNT_DETACH)
         .map_err(|e| err("detaching the old root", e))?;
     let _ = std::fs::remove_dir("/.reg-old-root");
+    mask_and_protect()?;
+    loopback_up().map_err(|e| err("bringing up lo", e))?;
     let cwd = if spec.cwd.is_empty() {
         "/"
     } else {
@@ -245,6 +290,124 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
         .unwrap_or_else(|| PathBuf::from(format!("\0not-found:{arg0}"))))
 }
 
+/// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, written beside the container and bind
+/// mounted over the image's (as docker does), so the image itself is never changed.
+fn etc_files(spec: &Spec, rootfs: &Path) -> Result<(), String> {
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    // Loopback resolvers of the host mean nothing inside the container's own network.
+    let resolv: String = host_resolv
+        .lines()
+        .filter(|l| !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1"))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let files = [
+        (
+            "hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+                spec.hostname
+            ),
+        ),
+        ("hostname", format!("{}\n", spec.hostname)),
+        ("resolv.conf", resolv),
+    ];
+    let etc = rootfs.join("etc");
+    std::fs::create_dir_all(&etc).map_err(|e| err("creating /etc", e))?;
+    let none: Option<&str> = None;
+    for (name, content) in files {
+        let src = spec.dir.join(name);
+        std::fs::write(&src, content).map_err(|e| err(&format!("writing {}", src.display()), e))?;
+        let dst = etc.join(name);
+        // A symlink in the image (e.g. resolv.conf -> elsewhere) would be followed by the mount.
+        if std::fs::symlink_metadata(&dst).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(&dst).map_err(|e| err(&format!("replacing /etc/{name}"), e))?;
+        }
+        if !dst.exists() {
+            std::fs::write(&dst, "").map_err(|e| err(&format!("creating /etc/{name}"), e))?;
+        }
+        mount(Some(&src), &dst, none, MsFlags::MS_BIND, none)
+            .map_err(|e| err(&format!("mounting /etc/{name}"), e))?;
+    }
+    Ok(())
+}
+
+/// Masks and write-protects what docker does in /proc and /sys.
+fn mask_and_protect() -> Result<(), String> {
+    let none: Option<&str> = None;
+    for p in MASKED {
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            continue;
+        };
+        if m.is_dir() {
+            mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, none)
+                .map_err(|e| err(&format!("masking {p}"), e))?;
+        } else {
+            mount(Some("/dev/null"), p, none, MsFlags::MS_BIND, none)
+                .map_err(|e| err(&format!("masking {p}"), e))?;
+        }
+    }
+    for p in READONLY {
+        if std::fs::symlink_metadata(p).is_err() {
+            continue;
+        }
+        mount(Some(p), p, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)
+            .map_err(|e| err(&format!("binding {p}"), e))?;
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC;
+        mount(none, p, none, flags, none).map_err(|e| err(&format!("making {p} read-only"), e))?;
+    }
+    Ok(())
+}
+
+nix::ioctl_read_bad!(get_if_flags, nix::libc::SIOCGIFFLAGS, nix::libc::ifreq);
+nix::ioctl_write_ptr_bad!(set_if_flags, nix::libc::SIOCSIFFLAGS, nix::libc::ifreq);
+
+/// Brings up `lo` in the container's network namespace (docker's `none` network has it up).
+#[allow(unsafe_code)]
+fn loopback_up() -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value for it.
+    let mut req: nix::libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as nix::libc::c_char;
+    }
+    // SAFETY: the fd is a valid socket and `req` a valid ifreq that outlives both calls; the
+    // union field written is the flags member that SIOCGIFFLAGS filled in.
+    unsafe {
+        get_if_flags(sock.as_raw_fd(), &mut req)?;
+        req.ifr_ifru.ifru_flags |=
+            (nix::libc::IFF_UP | nix::libc::IFF_RUNNING) as nix::libc::c_short;
+        set_if_flags(sock.as_raw_fd(), &req)?;
+    }
+    Ok(())
+}
+
+/// Drops every capability outside docker's default set and sets no_new_privs.
+fn drop_privileges() -> Result<(), String> {
+    let keep: caps::CapsHashSet = DEFAULT_CAPS.iter().copied().collect();
+    for c in caps::all() {
+        if !keep.contains(&c) {
+            caps::drop(None, caps::CapSet::Bounding, c)
+                .map_err(|e| err(&format!("dropping {c}"), e))?;
+        }
+    }
+    caps::set(None, caps::CapSet::Inheritable, &keep)
+        .map_err(|e| err("setting inheritable capabilities", e))?;
+    let _ = caps::clear(None, caps::CapSet::Ambient);
+    nix::sys::prctl::set_no_new_privs().map_err(|e| err("setting no_new_privs", e))?;
+    Ok(())
+}
+
 fn exec(spec: &Spec, program: &Path) -> isize {
     let shown = program.display().to_string();
     if let Some(name) = shown.strip_prefix("\0not-found:") {
@@ -253,6 +416,10 @@ fn exec(spec: &Spec, program: &Path) -> isize {
             spec.id
         );
         return 127;
+    }
+    if let Err(e) = drop_privileges() {
+        eprintln!("reg: container {}: {e}", spec.id);
+        return 125;
     }
     let cstr = |s: &str| CString::new(s.as_bytes()).unwrap_or_default();
     let args: Vec<CString> = spec.args.iter().map(|a| cstr(a)).collect();

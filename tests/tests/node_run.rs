@@ -167,3 +167,35 @@ fn env_workdir_and_image_defaults() {
         "image Env (PATH=/bin) kept, HOME added"
     );
 }
+
+#[test]
+fn docker_default_hardening_applies() {
+    let Some(n) = node() else { return };
+    let script = "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; \
+                  for f in /proc/kcore /proc/keys /proc/timer_list; do [ -e $f ] && echo masked:$f:$(/bin/busybox wc -c < $f); done; \
+                  (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null && echo sys-writable || echo sys-readonly; \
+                  /bin/busybox cat /etc/hostname /etc/hosts; \
+                  /bin/busybox ip link show lo | /bin/busybox grep -o 'state [A-Z]*\\|UP' | /bin/busybox head -1";
+    let (code, out, err) = n.run(&[
+        IMG,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        &script.replace("grep ", "/bin/busybox grep "),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("CapEff:\t00000000a80425fb"),
+        "docker's default capabilities: {out}"
+    );
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    let masked: Vec<&str> = out.lines().filter(|l| l.starts_with("masked:")).collect();
+    assert!(
+        !masked.is_empty() && masked.iter().all(|l| l.ends_with(":0")),
+        "masked paths read empty: {out}"
+    );
+    assert!(out.contains("sys-readonly"), "{out}");
+    assert!(out.contains("localhost"), "/etc/hosts: {out}");
+    assert!(out.contains("UP"), "lo is up: {out}");
+}
