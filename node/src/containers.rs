@@ -34,6 +34,8 @@ pub struct RunRequest {
     pub workdir: Option<String>,
     #[serde(default)]
     pub hostname: Option<String>,
+    #[serde(default)]
+    pub limits: crate::runtime::Limits,
 }
 
 fn new_id() -> String {
@@ -142,6 +144,7 @@ pub async fn run(State(st): State<Arc<AgentState>>, Json(req): Json<RunRequest>)
         env,
         cwd,
         hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+        limits: req.limits.clone(),
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return api_error(

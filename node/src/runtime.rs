@@ -12,6 +12,7 @@
 //! cannot be executed; 127 when it is not found; 128+N when killed by signal N.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,71 @@ pub struct Spec {
     pub env: Vec<String>,
     pub cwd: String,
     pub hostname: String,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Resource limits applied through the container's cgroup (libcgroups: v1, hybrid and v2).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Limits {
+    /// Memory limit in bytes (`--memory`).
+    pub memory: Option<i64>,
+    /// Maximum number of processes (`--pids-limit`).
+    pub pids: Option<i64>,
+    /// CPUs as a fraction of one (`--cpus 0.5`), applied as a CFS quota.
+    pub cpus: Option<f64>,
+}
+
+fn resources(l: &Limits) -> Result<oci_spec::runtime::LinuxResources, String> {
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
+    let mut b = LinuxResourcesBuilder::default();
+    if let Some(m) = l.memory {
+        b = b.memory(
+            LinuxMemoryBuilder::default()
+                .limit(m)
+                .build()
+                .map_err(|e| err("memory limit", e))?,
+        );
+    }
+    if let Some(p) = l.pids {
+        b = b.pids(
+            LinuxPidsBuilder::default()
+                .limit(p)
+                .build()
+                .map_err(|e| err("pids limit", e))?,
+        );
+    }
+    if let Some(c) = l.cpus {
+        let period: u64 = 100_000;
+        let quota = (c * period as f64).round() as i64;
+        b = b.cpu(
+            LinuxCpuBuilder::default()
+                .period(period)
+                .quota(quota)
+                .build()
+                .map_err(|e| err("cpu quota", e))?,
+        );
+    }
+    b.build().map_err(|e| err("resources", e))
+}
+
+/// The container's cgroup, removed when dropped.
+struct Cgroup(libcgroups::common::AnyCgroupManager);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        use libcgroups::common::CgroupManager;
+        // The init is gone; stray processes (there can be none left in a dead pid namespace)
+        // would keep the cgroup busy, so retry briefly.
+        for _ in 0..50 {
+            if self.0.remove().is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Docker's default capability set; everything else leaves the bounding set.
@@ -93,6 +159,33 @@ pub fn run(spec: &Spec) -> i32 {
             return 125;
         }
     }
+    let cgroup = match libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: PathBuf::from(format!("/reg/{}", spec.id)),
+        systemd_cgroup: false,
+        container_name: spec.id.clone(),
+    }) {
+        Ok(m) => Cgroup(m),
+        Err(e) => {
+            eprintln!("reg: container {}: cgroups: {e}", spec.id);
+            return 125;
+        }
+    };
+    let res = match resources(&spec.limits) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("reg: container {}: {e}", spec.id);
+            return 125;
+        }
+    };
+    // The init waits on this pipe until it has been put into its cgroup.
+    let (ready_r, ready_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("reg: container {}: pipe: {e}", spec.id);
+            return 125;
+        }
+    };
+    let ready_w_raw = ready_w.as_raw_fd();
     let mut stack = vec![0u8; 1024 * 1024];
     let flags = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNS
@@ -105,7 +198,15 @@ pub fn run(spec: &Spec) -> i32 {
     // callback only makes syscalls and exits or execs.
     let pid = unsafe {
         nix::sched::clone(
-            Box::new(move || init(&child_spec)),
+            Box::new(move || {
+                // Our copy of the write end must go, or a dead monitor would leave us waiting.
+                let _ = nix::unistd::close(ready_w_raw);
+                let mut b = [0u8; 1];
+                if !matches!(nix::unistd::read(ready_r.as_raw_fd(), &mut b), Ok(1)) {
+                    return 125;
+                }
+                init(&child_spec)
+            }),
             &mut stack,
             flags,
             Some(nix::sys::signal::Signal::SIGCHLD as i32),
@@ -118,6 +219,34 @@ pub fn run(spec: &Spec) -> i32 {
             return 125;
         }
     };
+    {
+        use libcgroups::common::{CgroupManager, ControllerOpt};
+        let joined = cgroup
+            .0
+            .add_task(pid)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                cgroup
+                    .0
+                    .apply(&ControllerOpt {
+                        resources: &res,
+                        disable_oom_killer: false,
+                        oom_score_adj: None,
+                        freezer_state: None,
+                    })
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = joined {
+            eprintln!("reg: container {}: cgroups: {e}", spec.id);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return 125;
+        }
+        if nix::unistd::write(&ready_w, &[1]).is_err() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        drop(ready_w);
+    }
     loop {
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => return code,
@@ -369,7 +498,6 @@ nix::ioctl_write_ptr_bad!(set_if_flags, nix::libc::SIOCSIFFLAGS, nix::libc::ifre
 /// Brings up `lo` in the container's network namespace (docker's `none` network has it up).
 #[allow(unsafe_code)]
 fn loopback_up() -> nix::Result<()> {
-    use std::os::fd::AsRawFd;
     let sock = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,

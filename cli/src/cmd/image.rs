@@ -204,6 +204,15 @@ pub struct RunArgs {
     /// Overwrite the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Memory limit, e.g. 64m, 1g (over it, the container is OOM-killed: exit 137).
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Maximum number of processes in the container.
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// CPUs, e.g. 0.5 (a CFS quota).
+    #[arg(long)]
+    cpus: Option<f64>,
     /// Network mode; only `none` exists so far (bridge networks come with the networking issue).
     #[arg(long, default_value = "none")]
     network: String,
@@ -211,6 +220,25 @@ pub struct RunArgs {
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
+}
+
+/// `64m`, `1g`, `512k`, `1048576` → bytes.
+fn parse_size(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("--memory {s:?}: use e.g. 64m or 1g"))?;
+    if n <= 0.0 {
+        bail!("--memory {s:?} must be positive");
+    }
+    Ok((n * mult as f64) as i64)
 }
 
 /// `reg run`: pull if missing, run in the foreground, exit with the container's code.
@@ -247,6 +275,11 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
         "workdir": args.workdir,
         "hostname": args.hostname,
         "rm": args.rm,
+        "limits": {
+            "memory": args.memory.as_deref().map(parse_size).transpose()?,
+            "pids": args.pids_limit,
+            "cpus": args.cpus,
+        },
     });
     let mut exit: Option<i64> = None;
     let mut failure: Option<String> = None;
