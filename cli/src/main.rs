@@ -44,12 +44,28 @@ enum Command {
     },
     /// Pull an image into the node's store (through the agent).
     Pull(cmd::image::PullArgs),
-    /// Run a command in a new container (foreground; pulls the image if missing).
-    Run(cmd::image::RunArgs),
+    /// Run a command in a new container (pulls the image if missing).
+    Run(Box<cmd::container::RunArgs>),
+    /// Start stopped containers.
+    Start(cmd::container::StartArgs),
+    /// List containers.
+    Ps(cmd::container::PsArgs),
+    /// Show a container's output.
+    Logs(cmd::container::LogsArgs),
+    /// Stop containers: their stop signal, then SIGKILL after a grace period.
+    Stop(cmd::container::StopArgs),
+    /// Send a signal to containers (default SIGKILL).
+    Kill(cmd::container::KillArgs),
+    /// Remove containers.
+    Rm(cmd::container::RmArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(cmd::container::WaitArgs),
+    /// Run a command in a running container.
+    Exec(cmd::container::ExecArgs),
     /// List the node's images.
     Images,
-    /// Show an image as JSON (docker-style: an array of one object with Id).
-    Inspect(cmd::image::InspectArgs),
+    /// Show containers or images as JSON (docker-style: an array of objects with Id).
+    Inspect(cmd::container::InspectArgs),
     /// Log in to a registry (credentials kept in docker's config.json format).
     Login(cmd::login::LoginArgs),
     /// Forget the credentials of a registry.
@@ -63,52 +79,51 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Commands whose exit code is a container's.
+    let (config, host) = (cli.config.as_deref(), cli.host.as_deref());
+    // Commands whose exit code is a container's (125 when reg itself fails, as docker).
     let coded = match cli.command {
         Command::Node {
             command: cmd::serve::NodeCommand::Monitor { ref spec },
         } => Some(cmd::serve::monitor(spec)),
-        Command::Run(ref _args) => None,
+        Command::Node {
+            command: cmd::serve::NodeCommand::Enter { ref spec },
+        } => Some(cmd::serve::enter(spec)),
         _ => None,
     };
     if let Some(r) = coded {
-        return match r {
-            Ok(code) => ExitCode::from(code),
-            Err(e) => {
-                eprintln!("reg: {e:#}");
-                ExitCode::from(125)
-            }
-        };
-    }
-    if let Command::Run(args) = cli.command {
-        return match cmd::image::run(cli.config.as_deref(), cli.host.as_deref(), args) {
-            Ok(code) => ExitCode::from(code),
-            Err(e) => {
-                eprintln!("reg: {e:#}");
-                ExitCode::from(125)
-            }
-        };
+        return exit(r, 125);
     }
     let result = match cli.command {
-        Command::Serve(args) => cmd::serve::run(cli.config.as_deref(), args),
-        Command::Registry { command } => cmd::serve::run_registry(cli.config.as_deref(), command),
-        Command::Config { command } => cmd::config::run(cli.config.as_deref(), command),
-        Command::Admin(args) => cmd::admin::run(cli.config.as_deref(), args),
+        Command::Run(args) => return exit(cmd::container::run(config, host, *args), 125),
+        Command::Exec(args) => return exit(cmd::container::exec(config, host, args), 125),
+        Command::Start(args) => return exit(cmd::container::start(config, host, args), 1),
+        Command::Stop(args) => return exit(cmd::container::stop(config, host, args), 1),
+        Command::Kill(args) => return exit(cmd::container::kill(config, host, args), 1),
+        Command::Rm(args) => return exit(cmd::container::rm(config, host, args), 1),
+        Command::Wait(args) => return exit(cmd::container::wait(config, host, args), 1),
+        Command::Ps(args) => cmd::container::ps(config, host, args),
+        Command::Logs(args) => cmd::container::logs(config, host, args),
+        Command::Inspect(args) => cmd::container::inspect(config, host, args),
+        Command::Serve(args) => cmd::serve::run(config, args),
+        Command::Registry { command } => cmd::serve::run_registry(config, command),
+        Command::Config { command } => cmd::config::run(config, command),
+        Command::Admin(args) => cmd::admin::run(config, args),
         Command::Login(args) => cmd::login::login(args),
-        Command::Node { command } => cmd::serve::run_node(cli.config.as_deref(), command),
-        Command::Pull(args) => cmd::image::pull(cli.config.as_deref(), cli.host.as_deref(), args),
-        Command::Images => cmd::image::images(cli.config.as_deref(), cli.host.as_deref()),
-        Command::Run(_) => Ok(()),
-        Command::Inspect(args) => {
-            cmd::image::inspect(cli.config.as_deref(), cli.host.as_deref(), args)
-        }
+        Command::Node { command } => cmd::serve::run_node(config, command),
+        Command::Pull(args) => cmd::image::pull(config, host, args),
+        Command::Images => cmd::image::images(config, host),
         Command::Logout(args) => cmd::login::logout(args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    exit(result.map(|()| 0), 1)
+}
+
+/// The process's exit code: the command's own, or `on_error` after printing the error.
+fn exit(r: anyhow::Result<u8>, on_error: u8) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("reg: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(on_error)
         }
     }
 }

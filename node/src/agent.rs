@@ -1,6 +1,7 @@
 //! The node agent: a REST + JSON API on a unix socket (mode 0660), the way `dockerd` serves the
 //! docker client, and the client the cli uses to talk to it. So far it serves images: pull
-//! (progress streamed as JSON lines), list, inspect, version.
+//! (progress streamed as JSON lines), list, inspect, version; and containers (see
+//! [`crate::containers`]).
 //!
 //! Registry credentials travel with each request in `X-Registry-Auth` (base64 JSON
 //! `{"username","password"}`), as with docker: the agent never reads a user's credential files.
@@ -49,8 +50,7 @@ pub enum AgentError {
 pub struct AgentState {
     pub store: Arc<ImageStore>,
     pub default_registry: String,
-    /// Where containers keep their directories.
-    pub containers: PathBuf,
+    pub containers: Arc<crate::containers::Containers>,
 }
 
 /// Credentials sent by the client for the registry of this request.
@@ -81,7 +81,22 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/images", get(list_images))
         .route("/images/pull", post(pull))
         .route("/images/inspect", get(inspect_image))
-        .route("/containers/run", post(crate::containers::run))
+        .route("/containers", get(crate::containers::list))
+        .route("/containers/create", post(crate::containers::create))
+        .route("/containers/{id}/json", get(crate::containers::inspect))
+        .route(
+            "/containers/{id}/start",
+            post(crate::containers::start_handler),
+        )
+        .route("/containers/{id}/logs", get(crate::containers::logs))
+        .route("/containers/{id}/stop", post(crate::containers::stop))
+        .route("/containers/{id}/kill", post(crate::containers::kill))
+        .route("/containers/{id}/wait", post(crate::containers::wait))
+        .route("/containers/{id}/exec", post(crate::containers::exec))
+        .route(
+            "/containers/{id}",
+            axum::routing::delete(crate::containers::delete),
+        )
         .with_state(state)
 }
 
@@ -203,8 +218,9 @@ pub async fn serve(
             .map_err(sock_err)?;
     }
     tracing::info!(socket = %socket.display(), data = %data.display(), "node agent listening");
-    let containers = data.join("containers");
-    std::fs::create_dir_all(&containers).map_err(sock_err)?;
+    let containers = crate::containers::Containers::open(data)
+        .map_err(|e| sock_err(std::io::Error::other(format!("containers.db: {e}"))))?;
+    containers.reattach();
     let app = router(Arc::new(AgentState {
         store,
         default_registry,
@@ -312,15 +328,35 @@ impl AgentClient {
         method: &str,
         path_and_query: &str,
     ) -> Result<serde_json::Value, AgentError> {
-        let mut body = String::new();
+        self.json_body(method, path_and_query, &serde_json::Value::Null)
+            .await
+    }
+
+    /// Like [`AgentClient::json`] with a JSON body (none for `null`); an empty answer
+    /// (204) is `null`.
+    pub async fn json_body(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, AgentError> {
+        let bytes = if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(serde_json::to_vec(body).map_err(|e| AgentError::Protocol(e.to_string()))?)
+        };
+        let mut text = String::new();
         let status = self
-            .request(method, path_and_query, &[], |l| {
-                body.push_str(l);
-                body.push('\n');
+            .request_with_body(method, path_and_query, &[], bytes, |l| {
+                text.push_str(l);
+                text.push('\n');
             })
             .await?;
-        let v: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|e| AgentError::Protocol(format!("{e}: {body}")))?;
+        let v: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|e| AgentError::Protocol(format!("{e}: {text}")))?
+        };
         if !(200..300).contains(&status) {
             return Err(AgentError::Api(
                 v["message"]

@@ -1,29 +1,48 @@
-//! Containers through the agent. First increment: `POST /containers/run` runs a container in
-//! the foreground and removes it afterwards (`docker run --rm` without `-d`/`-t`): the agent
-//! starts a monitor process (a re-exec of `reg node monitor`) that runs [`crate::runtime`], and
-//! streams its stdout and stderr back as JSON lines, ending with `{"exit": code}`.
+//! Containers through the agent, docker's lifecycle: create → start → (running) → exited →
+//! start again or remove. Each started container gets one monitor process (a re-exec of
+//! `reg node monitor` from the sealed copy of the binary, in its own process group) that owns
+//! the container and writes what happens into the container's directory: `container.log`
+//! (JSON lines), `pid`, `exit`, `oom`. The agent keeps the records in SQLite
+//! (`containers.db`) and learns everything else from those files, so containers keep running
+//! and logging while the agent restarts, and a restarted agent re-attaches from its records.
+//!
+//! API (JSON; streams are JSON lines `{"stdout": …}`, `{"stderr": …}`, ending with
+//! `{"exit": code}` when following a container to its end):
+//! `POST /containers/create`, `GET /containers?all=1`, `GET /containers/{id}/json`,
+//! `POST /containers/{id}/start[?attach=1]`, `GET /containers/{id}/logs?follow=1&tail=N`,
+//! `POST /containers/{id}/stop?t=S`, `POST /containers/{id}/kill?signal=S`,
+//! `POST /containers/{id}/wait`, `DELETE /containers/{id}?force=1`,
+//! `POST /containers/{id}/exec` (streams).
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use serde::Deserialize;
-use tokio::io::AsyncReadExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::agent::{api_error, AgentState};
+use crate::exe::SealedExe;
+use crate::monitor::{EXIT, LOG, OOM, PID};
 use crate::runtime::Spec;
 use reg_registry::Reference;
 
-/// `reg run` options the agent understands so far.
-#[derive(Debug, Deserialize)]
+/// What `reg run` / `reg create` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunRequest {
     pub image: String,
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(default)]
     pub cmd: Vec<String>,
     #[serde(default)]
@@ -33,32 +52,548 @@ pub struct RunRequest {
     #[serde(default)]
     pub workdir: Option<String>,
     #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
     pub hostname: Option<String>,
     #[serde(default)]
     pub limits: crate::runtime::Limits,
+    /// Remove the container when it exits (`--rm`).
+    #[serde(default)]
+    pub rm: bool,
+    /// `no`, `on-failure[:N]`, `always`, `unless-stopped`.
+    #[serde(default)]
+    pub restart: Option<String>,
+    #[serde(default)]
+    pub security: crate::runtime::Security,
 }
 
-fn new_id() -> String {
-    let mut s = String::new();
-    while s.len() < 64 {
-        s.push_str(&uuid_hex());
+/// A container's state, docker's fields.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// `created`, `running` or `exited`.
+    pub status: String,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub started_at: String,
+    pub finished_at: String,
+    pub restart_count: u32,
+    /// Stopped or killed by a user: the restart policy leaves it alone.
+    pub manually_stopped: bool,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    /// The image reference it was created from, and that image's id.
+    pub image: String,
+    pub image_id: String,
+    pub created: String,
+    pub stop_signal: String,
+    pub request: RunRequest,
+    pub spec: Spec,
+    pub state: ContainerState,
+}
+
+impl Record {
+    /// `docker inspect`'s shape.
+    pub fn docker_json(&self) -> serde_json::Value {
+        let s = &self.state;
+        let running = s.status == "running";
+        let (policy, retries) = restart_policy(self.request.restart.as_deref()).unwrap_or_default();
+        let lower: Vec<String> = self
+            .spec
+            .layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
+        serde_json::json!({
+            "Id": self.id,
+            "Created": self.created,
+            "Path": self.spec.args.first(),
+            "Args": self.spec.args.get(1..).unwrap_or_default(),
+            "State": {
+                "Status": s.status,
+                "Running": running,
+                "Paused": false,
+                "Restarting": false,
+                "OOMKilled": s.oom_killed,
+                "Dead": false,
+                "Pid": if running { s.pid } else { 0 },
+                "ExitCode": s.exit_code,
+                "Error": s.error,
+                "StartedAt": if s.started_at.is_empty() { "0001-01-01T00:00:00Z" } else { &s.started_at },
+                "FinishedAt": if s.finished_at.is_empty() { "0001-01-01T00:00:00Z" } else { &s.finished_at },
+            },
+            "Image": self.image_id,
+            "Name": format!("/{}", self.name),
+            "RestartCount": s.restart_count,
+            "LogPath": self.spec.dir.join(LOG),
+            "Driver": "overlay",
+            "HostConfig": {
+                "AutoRemove": self.request.rm,
+                "NetworkMode": "none",
+                "Memory": self.request.limits.memory.unwrap_or(0),
+                "NanoCpus": self.request.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+                "PidsLimit": self.request.limits.pids,
+                "RestartPolicy": { "Name": policy, "MaximumRetryCount": retries },
+                "Privileged": self.spec.security.privileged,
+                "CapAdd": self.request.security.cap_add,
+                "CapDrop": self.request.security.cap_drop,
+                "SecurityOpt": self.request.security.seccomp.as_ref().map(|p| vec![format!("seccomp={p}")]),
+            },
+            "Config": {
+                "Hostname": self.spec.hostname,
+                "User": self.request.user.clone().unwrap_or_default(),
+                "Env": self.spec.env,
+                "Cmd": self.request.cmd,
+                "Image": self.image,
+                "WorkingDir": self.spec.cwd,
+                "Entrypoint": self.request.entrypoint,
+                "StopSignal": self.stop_signal,
+            },
+            "GraphDriver": {
+                "Name": "overlay",
+                "Data": {
+                    "LowerDir": lower.join(":"),
+                    "UpperDir": self.spec.dir.join("upper"),
+                    "WorkDir": self.spec.dir.join("work"),
+                    "MergedDir": self.spec.dir.join("rootfs"),
+                },
+            },
+        })
     }
-    s.truncate(64);
-    s
 }
 
-fn uuid_hex() -> String {
-    // Random enough for ids: the registry's random source (OS RNG through uuid).
-    reg_registry::Digest::sha256_of(
-        format!(
-            "{:?}{:?}",
-            std::time::SystemTime::now(),
-            std::thread::current().id()
-        )
-        .as_bytes(),
-    )
-    .hex()
-    .to_string()
+/// `on-failure:3` → ("on-failure", 3).
+fn restart_policy(p: Option<&str>) -> Result<(String, u32), String> {
+    let p = p.unwrap_or("no");
+    let (name, n) = match p.split_once(':') {
+        Some((name, n)) => (
+            name,
+            n.parse::<u32>()
+                .map_err(|_| format!("invalid restart policy {p:?}: the count must be a number"))?,
+        ),
+        None => (p, 0),
+    };
+    match name {
+        "no" | "always" | "unless-stopped" if n == 0 => Ok((name.to_string(), 0)),
+        "on-failure" => Ok((name.to_string(), n)),
+        "no" | "always" | "unless-stopped" => Err(format!(
+            "invalid restart policy {p:?}: only on-failure takes a count"
+        )),
+        _ => Err(format!(
+            "invalid restart policy {p:?}: use no, on-failure[:N], always or unless-stopped"
+        )),
+    }
+}
+
+/// The agent's containers: records in SQLite, change notifications, the sealed binary.
+pub struct Containers {
+    root: PathBuf,
+    db: Mutex<rusqlite::Connection>,
+    changed: tokio::sync::watch::Sender<u64>,
+    exe: tokio::sync::OnceCell<Arc<SealedExe>>,
+    /// Exit codes of containers removed on exit (`--rm`), for whoever follows them.
+    last_exit: Mutex<HashMap<String, i32>>,
+    /// Containers due for a restart by their policy (started by one task: see `reattach`).
+    restarts: tokio::sync::mpsc::UnboundedSender<String>,
+    restarts_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+}
+
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        api_error(self.0, self.1)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// 64 hex digits from the OS's random source.
+fn new_id() -> std::io::Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+const ADJECTIVES: [&str; 16] = [
+    "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nimble", "proud", "quiet", "sharp", "tender", "witty",
+];
+const NOUNS: [&str; 16] = [
+    "albatross",
+    "badger",
+    "crane",
+    "dolphin",
+    "falcon",
+    "gecko",
+    "heron",
+    "ibis",
+    "jaguar",
+    "koala",
+    "lemur",
+    "marmot",
+    "newt",
+    "otter",
+    "panda",
+    "quokka",
+];
+
+fn read_file(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(name))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Whether the monitor of container `id` still runs (its command line names the container).
+fn monitor_alive(pid: i32, id: &str) -> bool {
+    pid > 0
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(id))
+}
+
+impl Containers {
+    pub fn open(node_root: &Path) -> Result<Arc<Containers>, rusqlite::Error> {
+        let root = node_root.join("containers");
+        let _ = std::fs::create_dir_all(&root);
+        let db = rusqlite::Connection::open(node_root.join("containers.db"))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS containers (
+                 id TEXT PRIMARY KEY,
+                 name TEXT NOT NULL UNIQUE,
+                 record TEXT NOT NULL
+             );",
+        )?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok(Arc::new(Containers {
+            root,
+            db: Mutex::new(db),
+            changed: tokio::sync::watch::channel(0).0,
+            exe: tokio::sync::OnceCell::new(),
+            last_exit: Mutex::new(HashMap::new()),
+            restarts: tx,
+            restarts_rx: Mutex::new(Some(rx)),
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    fn db(&self) -> Result<std::sync::MutexGuard<'_, rusqlite::Connection>, ApiError> {
+        self.db
+            .lock()
+            .map_err(|_| internal("container database lock poisoned"))
+    }
+
+    pub fn list(&self) -> Result<Vec<Record>, ApiError> {
+        let db = self.db()?;
+        let mut st = db
+            .prepare("SELECT record FROM containers")
+            .map_err(internal)?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(internal)?;
+        let mut out: Vec<Record> = rows
+            .filter_map(|r| r.ok())
+            .filter_map(|s| serde_json::from_str(&s).ok())
+            .collect();
+        out.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(out)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Record>, ApiError> {
+        use rusqlite::OptionalExtension;
+        let db = self.db()?;
+        let s: Option<String> = db
+            .query_row("SELECT record FROM containers WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(internal)?;
+        Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// A container by full id, unique id prefix, or name.
+    pub fn resolve(&self, key: &str) -> Result<Record, ApiError> {
+        let key = key.trim_start_matches('/');
+        let all = self.list()?;
+        if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
+            return Ok(r.clone());
+        }
+        let matches: Vec<&Record> = all
+            .iter()
+            .filter(|r| !key.is_empty() && r.id.starts_with(key))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no such container: {key}"),
+            )),
+            n => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{key:?} matches {n} containers: give more of the id"),
+            )),
+        }
+    }
+
+    fn put(&self, r: &Record) -> Result<(), ApiError> {
+        let json = serde_json::to_string(r).map_err(internal)?;
+        self.db()?
+            .execute(
+                "INSERT INTO containers (id, name, record) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+                rusqlite::params![r.id, r.name, json],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    ApiError(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "the name {:?} is already in use by another container: remove it or choose another name",
+                            r.name
+                        ),
+                    )
+                }
+                e => internal(e),
+            })?;
+        self.changed.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// Changes a stored record in place (no-op when it is gone).
+    fn update(&self, id: &str, f: impl FnOnce(&mut Record)) -> Result<Option<Record>, ApiError> {
+        let Some(mut r) = self.get(id)? else {
+            return Ok(None);
+        };
+        f(&mut r);
+        self.put(&r)?;
+        Ok(Some(r))
+    }
+
+    async fn sealed_exe(&self) -> Result<Arc<SealedExe>, ApiError> {
+        self.exe
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(SealedExe::new)
+                    .await
+                    .map_err(internal)?
+                    .map(Arc::new)
+                    .map_err(|e| internal(format!("sealing a copy of the reg binary: {e}")))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Waits until `id` is no longer running (or gone); false on timeout.
+    async fn wait_stopped(&self, id: &str, timeout: Duration) -> bool {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.get(id) {
+                Ok(Some(r)) if r.state.status == "running" => {}
+                _ => return true,
+            }
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
+    }
+
+    /// Re-attaches to the containers a previous agent left running, and starts the task that
+    /// restarts containers by their policy. Call once, inside the runtime.
+    pub fn reattach(self: &Arc<Self>) {
+        if let Some(mut rx) = self.restarts_rx.lock().ok().and_then(|mut r| r.take()) {
+            let cs = self.clone();
+            tokio::spawn(async move {
+                while let Some(id) = rx.recv().await {
+                    let still = matches!(cs.get(&id), Ok(Some(r)) if r.state.status == "exited" && !r.state.manually_stopped);
+                    if still {
+                        let _ = cs.update(&id, |r| r.state.restart_count += 1);
+                        if let Err(e) = start(&cs, &id).await {
+                            tracing::warn!(container = %id, error = %e.1, "restart failed");
+                        }
+                    }
+                }
+            });
+        }
+        let Ok(all) = self.list() else { return };
+        for r in all.into_iter().filter(|r| r.state.status == "running") {
+            tracing::info!(container = %r.id, "re-attaching");
+            tokio::spawn(watch_exit(
+                self.clone(),
+                r.id.clone(),
+                None,
+                r.state.monitor_pid,
+            ));
+        }
+    }
+}
+
+/// Starts the monitor of an existing container and marks it running.
+async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
+    let rec = cs
+        .get(id)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such container: {id}")))?;
+    if rec.state.status == "running" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("container {} is already running", rec.name),
+        ));
+    }
+    let dir = rec.spec.dir.clone();
+    for f in [PID, EXIT, OOM] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let spec_path = dir.join("spec.json");
+    let bytes = serde_json::to_string(&rec.spec).map_err(internal)?;
+    crate::monitor::write_atomic(&dir, "spec.json", &bytes)
+        .map_err(|e| internal(format!("{}: {e}", spec_path.display())))?;
+    let exe = cs.sealed_exe().await?;
+    let child = tokio::process::Command::new(exe.path())
+        .args(["node", "monitor", "--spec"])
+        .arg(&spec_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group: a ^C meant for a foreground agent does not reach it.
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| internal(format!("starting the container monitor: {e}")))?;
+    let monitor_pid = child.id().map(|p| p as i32).unwrap_or(0);
+    // The monitor writes `pid` once the init is in its namespaces and cgroup (or `exit`).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut pid = 0;
+    while std::time::Instant::now() < deadline {
+        if let Some(p) = read_file(&dir, PID).and_then(|p| p.parse().ok()) {
+            pid = p;
+            break;
+        }
+        if dir.join(EXIT).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rec = cs
+        .update(id, |r| {
+            r.state = ContainerState {
+                status: "running".into(),
+                pid,
+                monitor_pid,
+                started_at: now(),
+                restart_count: r.state.restart_count,
+                ..ContainerState::default()
+            };
+        })?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such container: {id}")))?;
+    tokio::spawn(watch_exit(
+        cs.clone(),
+        id.to_string(),
+        Some(child),
+        monitor_pid,
+    ));
+    Ok(rec)
+}
+
+/// Waits for a container's monitor to end, then records the exit and applies `--rm` and the
+/// restart policy. `child` is the monitor when this agent started it; a re-attached monitor
+/// (started by an earlier agent) is watched through its files.
+async fn watch_exit(
+    cs: Arc<Containers>,
+    id: String,
+    child: Option<tokio::process::Child>,
+    monitor_pid: i32,
+) {
+    let Ok(Some(rec)) = cs.get(&id) else { return };
+    let dir = rec.spec.dir.clone();
+    match child {
+        Some(mut c) => {
+            let _ = c.wait().await;
+        }
+        None => {
+            while !dir.join(EXIT).exists() && monitor_alive(monitor_pid, &id) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let (code, error) = match read_file(&dir, EXIT).and_then(|c| c.parse::<i32>().ok()) {
+        Some(c) => (c, String::new()),
+        None => (
+            255,
+            "the container's monitor ended without recording an exit code".into(),
+        ),
+    };
+    let oom = dir.join(OOM).exists();
+    if let Ok(mut m) = cs.last_exit.lock() {
+        m.insert(id.clone(), code);
+    }
+    if rec.request.rm {
+        // Removed before anyone following it hears the exit code: `run --rm` returns after.
+        let _ = remove(&cs, &rec).await;
+        return;
+    }
+    let Ok(Some(rec)) = cs.update(&id, |r| {
+        r.state.status = "exited".into();
+        r.state.exit_code = code;
+        r.state.oom_killed = oom;
+        r.state.finished_at = now();
+        r.state.error = error;
+    }) else {
+        return;
+    };
+    let (policy, max) = restart_policy(rec.request.restart.as_deref()).unwrap_or_default();
+    let again = !rec.state.manually_stopped
+        && match policy.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => code != 0 && (max == 0 || rec.state.restart_count < max),
+            _ => false,
+        };
+    if again {
+        // docker's back-off: 100 ms doubling, capped at a minute.
+        let delay = 100u64 << rec.state.restart_count.min(9);
+        tokio::time::sleep(Duration::from_millis(delay.min(60_000))).await;
+        let _ = cs.restarts.send(id);
+    }
+}
+
+async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), ApiError> {
+    // The directory goes first: whoever sees the record gone may rely on it being gone.
+    let dir = rec.spec.dir.clone();
+    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("{}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    })
+    .await
+    .map_err(internal)?;
+    if let Err(e) = removed {
+        tracing::warn!(container = %rec.id, error = %e, "removing the container's directory");
+    }
+    cs.db()?
+        .execute("DELETE FROM containers WHERE id = ?1", [&rec.id])
+        .map_err(internal)?;
+    cs.changed.send_modify(|g| *g += 1);
+    Ok(())
 }
 
 /// The container's argv and env from the image config and the request (docker's rules:
@@ -94,9 +629,6 @@ fn command(config: &serde_json::Value, req: &RunRequest) -> (Vec<String>, Vec<St
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push("HOME=/root".into());
-    }
     let cwd = req
         .workdir
         .clone()
@@ -106,32 +638,54 @@ fn command(config: &serde_json::Value, req: &RunRequest) -> (Vec<String>, Vec<St
     (entrypoint.into_iter().chain(cmd).collect(), env, cwd)
 }
 
-pub async fn run(State(st): State<Arc<AgentState>>, Json(req): Json<RunRequest>) -> Response {
-    let r = match Reference::parse(&req.image, &st.default_registry) {
-        Ok(r) => r,
-        Err(e) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+pub async fn create(
+    State(st): State<Arc<AgentState>>,
+    Json(req): Json<RunRequest>,
+) -> Result<Response, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let r = Reference::parse(&req.image, &st.default_registry).map_err(|e| bad(e.to_string()))?;
+    restart_policy(req.restart.as_deref()).map_err(bad)?;
+    if req.rm && !matches!(req.restart.as_deref(), None | Some("no")) {
+        return Err(bad(
+            "conflicting options: --restart and --rm (a removed container cannot restart)".into(),
+        ));
+    }
+    if let Some(n) = &req.name {
+        let valid = !n.is_empty()
+            && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Err(bad(format!(
+                "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+    }
+    let security = crate::runtime::resolve_security(&req.security).map_err(bad)?;
     let (store, key) = (st.store.clone(), r.to_string());
-    let image = match tokio::task::spawn_blocking(move || store.get(&key)).await {
-        Ok(Ok(Some(i))) => i,
-        Ok(Ok(None)) => {
-            return api_error(
+    let image = tokio::task::spawn_blocking(move || store.get(&key))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?
+        .ok_or_else(|| {
+            ApiError(
                 StatusCode::NOT_FOUND,
                 format!("no such image: {r} (pull it first)"),
             )
-        }
-        Ok(Err(e)) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let id = new_id();
-    let dir = st.containers.join(&id);
+        })?;
+    let id = new_id().map_err(internal)?;
+    let dir = st.containers.dir().join(&id);
     let (args, env, cwd) = command(&image.config, &req);
     if args.is_empty() {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            format!("no command: {r} has no Cmd or Entrypoint; give one after the image"),
-        );
+        return Err(bad(format!(
+            "no command: {r} has no Cmd or Entrypoint; give one after the image"
+        )));
     }
+    let user = req
+        .user
+        .clone()
+        .or_else(|| image.config["config"]["User"].as_str().map(str::to_string))
+        .filter(|u| !u.is_empty());
     let spec = Spec {
         id: id.clone(),
         layers: image
@@ -143,86 +697,133 @@ pub async fn run(State(st): State<Arc<AgentState>>, Json(req): Json<RunRequest>)
         args,
         env,
         cwd,
+        user,
         hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
         limits: req.limits.clone(),
+        security,
     };
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        return api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{}: {e}", dir.display()),
-        );
-    }
-    let spec_path = dir.join("spec.json");
-    let written = serde_json::to_vec(&spec)
-        .map_err(std::io::Error::other)
-        .and_then(|b| std::fs::write(&spec_path, b));
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&dir);
-        return api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{}: {e}", spec_path.display()),
-        );
-    }
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    let child = tokio::process::Command::new(exe)
-        .args(["node", "monitor", "--spec"])
-        .arg(&spec_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("starting the container monitor: {e}"),
-            );
+    std::fs::create_dir_all(&dir).map_err(|e| internal(format!("{}: {e}", dir.display())))?;
+    let names: Vec<String> = match &req.name {
+        Some(n) => vec![n.clone()],
+        None => (0..8)
+            .map(|i| {
+                let b = id.as_bytes();
+                let a = ADJECTIVES[(b[i] as usize) % ADJECTIVES.len()];
+                let n = NOUNS[(b[i + 8] as usize) % NOUNS.len()];
+                format!(
+                    "{a}_{n}{}",
+                    if i == 0 { String::new() } else { i.to_string() }
+                )
+            })
+            .chain(std::iter::once(id[..12].to_string()))
+            .collect(),
+    };
+    let mut rec = Record {
+        id: id.clone(),
+        name: String::new(),
+        image: r.to_string(),
+        image_id: image.id.clone(),
+        created: now(),
+        stop_signal: image.config["config"]["StopSignal"]
+            .as_str()
+            .unwrap_or("SIGTERM")
+            .to_string(),
+        request: req.clone(),
+        spec,
+        state: ContainerState {
+            status: "created".into(),
+            ..ContainerState::default()
+        },
+    };
+    let mut last = None;
+    for n in names {
+        rec.name = n;
+        match st.containers.put(&rec) {
+            Ok(()) => {
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e),
         }
-    };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-    tokio::spawn(async move {
-        let pump = |pipe: Option<tokio::process::ChildStdout>,
-                    tx: tokio::sync::mpsc::UnboundedSender<Bytes>| async move {
-            let Some(mut p) = pipe else { return };
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n) = p.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let line = serde_json::json!({ "stdout": String::from_utf8_lossy(&buf[..n]) });
-                let _ = tx.send(Bytes::from(format!("{line}\n")));
-            }
-        };
-        let pump_err = |pipe: Option<tokio::process::ChildStderr>,
-                        tx: tokio::sync::mpsc::UnboundedSender<Bytes>| async move {
-            let Some(mut p) = pipe else { return };
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n) = p.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let line = serde_json::json!({ "stderr": String::from_utf8_lossy(&buf[..n]) });
-                let _ = tx.send(Bytes::from(format!("{line}\n")));
-            }
-        };
-        tokio::join!(
-            pump(out.take(), tx.clone()),
-            pump_err(err.take(), tx.clone())
-        );
-        let code = match child.wait().await {
-            Ok(s) => s.code().unwrap_or(125),
-            Err(_) => 125,
-        };
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
-        let _ = tx.send(Bytes::from(format!(
-            "{}\n",
-            serde_json::json!({ "exit": code, "id": id })
-        )));
-    });
+    }
+    if let Some(e) = last {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    Ok(Json(serde_json::json!({ "Id": id, "Name": rec.name, "Warnings": [] })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    all: Option<String>,
+}
+
+fn truthy(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("1" | "true" | "yes"))
+}
+
+pub async fn list(
+    State(st): State<Arc<AgentState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let all = truthy(&q.all);
+    let list: Vec<serde_json::Value> = st
+        .containers
+        .list()?
+        .into_iter()
+        .filter(|r| all || r.state.status == "running")
+        .map(|r| r.docker_json())
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+pub async fn inspect(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(st.containers.resolve(&id)?.docker_json()).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct StartQuery {
+    #[serde(default)]
+    attach: Option<String>,
+}
+
+/// `POST /containers/{id}/start[?attach=1]`: with attach, streams the output of this run and
+/// its exit code (what `docker run` without `-d` and `docker start -a` show).
+pub async fn start_handler(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<StartQuery>,
+) -> Result<Response, ApiError> {
+    let rec = st.containers.resolve(&id)?;
+    let cs = st.containers.clone();
+    if !truthy(&q.attach) {
+        start(&cs, &rec.id).await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    // Open the log before starting, at its current end: everything this run writes is ours.
+    let log = open_log(&rec.spec.dir).map_err(internal)?;
+    let mut file = tokio::fs::File::from_std(log);
+    use tokio::io::AsyncSeekExt;
+    file.seek(std::io::SeekFrom::End(0))
+        .await
+        .map_err(internal)?;
+    start(&cs, &rec.id).await?;
+    Ok(stream_response(follow_log(cs, rec.id, file, true, None)))
+}
+
+fn open_log(dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(dir.join(LOG))
+}
+
+fn stream_response(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Response {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });
@@ -230,4 +831,364 @@ pub async fn run(State(st): State<Arc<AgentState>>, Json(req): Json<RunRequest>)
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Turns a log record into the stream's line.
+fn forward(record: &str, tx: &UnboundedSender<Bytes>) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(record) else {
+        return;
+    };
+    let stream = if v["stream"] == "stderr" {
+        "stderr"
+    } else {
+        "stdout"
+    };
+    let line = serde_json::json!({ stream: v["log"], "time": v["time"] });
+    let _ = tx.send(Bytes::from(format!("{line}\n")));
+}
+
+/// Streams a container's log from `file`'s position; with `follow`, until the container is no
+/// longer running, then its exit code.
+fn follow_log(
+    cs: Arc<Containers>,
+    id: String,
+    file: tokio::fs::File,
+    follow: bool,
+    tail: Option<usize>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Bytes> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    tokio::spawn(async move {
+        let mut changed = cs.changed.subscribe();
+        let mut reader = tokio::io::BufReader::new(file);
+        let mut pending = String::new();
+        let mut first = tail;
+        loop {
+            // Whether the container had ended before this read: then the log is complete.
+            let state = cs.get(&id).ok().flatten().map(|r| r.state);
+            let ended = match &state {
+                Some(s) => s.status != "running",
+                None => true,
+            };
+            let mut batch = Vec::new();
+            loop {
+                match reader.read_line(&mut pending).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if pending.ends_with('\n') => batch.push(std::mem::take(&mut pending)),
+                    Ok(_) => {}
+                }
+            }
+            if let Some(n) = first.take() {
+                let skip = batch.len().saturating_sub(n);
+                batch.drain(..skip);
+            }
+            for record in &batch {
+                forward(record, &tx);
+            }
+            if tx.is_closed() {
+                return;
+            }
+            if !follow {
+                return;
+            }
+            if ended {
+                let code = match state {
+                    Some(s) => s.exit_code,
+                    None => cs
+                        .last_exit
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&id).copied())
+                        .unwrap_or(255),
+                };
+                let _ = tx.send(Bytes::from(format!(
+                    "{}\n",
+                    serde_json::json!({ "exit": code, "id": id })
+                )));
+                return;
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    });
+    rx
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    follow: Option<String>,
+    #[serde(default)]
+    tail: Option<String>,
+}
+
+pub async fn logs(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let rec = st.containers.resolve(&id)?;
+    let tail = match q.tail.as_deref() {
+        None | Some("all") => None,
+        Some(n) => Some(n.parse::<usize>().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("--tail {n:?}: give a number or \"all\""),
+            )
+        })?),
+    };
+    let file = tokio::fs::File::from_std(open_log(&rec.spec.dir).map_err(internal)?);
+    Ok(stream_response(follow_log(
+        st.containers.clone(),
+        rec.id,
+        file,
+        truthy(&q.follow),
+        tail,
+    )))
+}
+
+fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, ApiError> {
+    use std::str::FromStr;
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid signal {s:?}")));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name)
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid signal {s:?}")))
+}
+
+fn signal(rec: &Record, sig: nix::sys::signal::Signal) -> Result<(), ApiError> {
+    if rec.state.pid <= 0 {
+        return Err(internal(format!("container {} has no process", rec.name)));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.state.pid), sig)
+        .map_err(|e| internal(format!("signalling container {}: {e}", rec.name)))
+}
+
+#[derive(Deserialize)]
+pub struct StopQuery {
+    #[serde(default)]
+    t: Option<u64>,
+}
+
+/// `stop`: the image's STOPSIGNAL (default SIGTERM), then SIGKILL after `t` seconds (10).
+pub async fn stop(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<StopQuery>,
+) -> Result<Response, ApiError> {
+    let rec = st.containers.resolve(&id)?;
+    if rec.state.status != "running" {
+        let _ = st
+            .containers
+            .update(&rec.id, |r| r.state.manually_stopped = true);
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let rec = st
+        .containers
+        .update(&rec.id, |r| r.state.manually_stopped = true)?
+        .unwrap_or(rec);
+    let sig = parse_signal(&rec.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM);
+    let _ = signal(&rec, sig);
+    let t = Duration::from_secs(q.t.unwrap_or(10));
+    if !st.containers.wait_stopped(&rec.id, t).await {
+        let _ = signal(&rec, nix::sys::signal::Signal::SIGKILL);
+        st.containers
+            .wait_stopped(&rec.id, Duration::from_secs(60))
+            .await;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct KillQuery {
+    #[serde(default)]
+    signal: Option<String>,
+}
+
+pub async fn kill(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<KillQuery>,
+) -> Result<Response, ApiError> {
+    let rec = st.containers.resolve(&id)?;
+    let sig = parse_signal(q.signal.as_deref().unwrap_or("SIGKILL"))?;
+    if rec.state.status != "running" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("container {} is not running", rec.name),
+        ));
+    }
+    use nix::sys::signal::Signal::*;
+    if matches!(sig, SIGKILL | SIGTERM | SIGINT | SIGQUIT) {
+        st.containers
+            .update(&rec.id, |r| r.state.manually_stopped = true)?;
+    }
+    signal(&rec, sig)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn wait(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let rec = st.containers.resolve(&id)?;
+    let mut rx = st.containers.changed.subscribe();
+    loop {
+        match st.containers.get(&rec.id)? {
+            Some(r) if r.state.status == "exited" => {
+                return Ok(
+                    Json(serde_json::json!({ "StatusCode": r.state.exit_code })).into_response()
+                )
+            }
+            Some(_) => {}
+            None => {
+                let code = st
+                    .containers
+                    .last_exit
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&rec.id).copied())
+                    .unwrap_or(0);
+                return Ok(Json(serde_json::json!({ "StatusCode": code })).into_response());
+            }
+        }
+        let _ = rx.changed().await;
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RemoveQuery {
+    #[serde(default)]
+    force: Option<String>,
+}
+
+pub async fn delete(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Result<Response, ApiError> {
+    let rec = st.containers.resolve(&id)?;
+    if rec.state.status == "running" {
+        if !truthy(&q.force) {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "cannot remove running container {}: stop it first, or use rm -f",
+                    rec.name
+                ),
+            ));
+        }
+        st.containers
+            .update(&rec.id, |r| r.state.manually_stopped = true)?;
+        let _ = signal(&rec, nix::sys::signal::Signal::SIGKILL);
+        st.containers
+            .wait_stopped(&rec.id, Duration::from_secs(60))
+            .await;
+    }
+    let rec = st.containers.get(&rec.id)?.unwrap_or(rec);
+    remove(&st.containers, &rec).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// What `reg exec` asks for.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// `POST /containers/{id}/exec`: runs a process inside the running container (a helper from
+/// the sealed binary joins its namespaces and cgroup) and streams its output and exit code.
+pub async fn exec(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<ExecRequest>,
+) -> Result<Response, ApiError> {
+    let rec = st.containers.resolve(&id)?;
+    if rec.state.status != "running" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("container {} is not running", rec.name),
+        ));
+    }
+    if req.cmd.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "exec needs a command".into(),
+        ));
+    }
+    let mut env = rec.spec.env.clone();
+    for e in &req.env {
+        let key = e.split('=').next().unwrap_or(e);
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    let spec = crate::runtime::ExecSpec {
+        id: rec.id.clone(),
+        pid: rec.state.pid,
+        args: req.cmd.clone(),
+        env,
+        cwd: req.workdir.clone().unwrap_or_else(|| rec.spec.cwd.clone()),
+        user: req.user.clone().or_else(|| rec.spec.user.clone()),
+        security: rec.spec.security.clone(),
+    };
+    let json = serde_json::to_string(&spec).map_err(internal)?;
+    let exe = st.containers.sealed_exe().await?;
+    let mut child = tokio::process::Command::new(exe.path())
+        .args(["node", "enter", "--spec"])
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| internal(format!("starting the exec helper: {e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    async fn pump<R: tokio::io::AsyncRead + Unpin>(
+        pipe: Option<R>,
+        name: &'static str,
+        tx: UnboundedSender<Bytes>,
+    ) {
+        use tokio::io::AsyncReadExt;
+        let Some(mut p) = pipe else { return };
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = p.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let line = serde_json::json!({ name: String::from_utf8_lossy(&buf[..n]) });
+            let _ = tx.send(Bytes::from(format!("{line}\n")));
+        }
+    }
+    tokio::spawn(async move {
+        tokio::join!(
+            pump(out, "stdout", tx.clone()),
+            pump(err, "stderr", tx.clone())
+        );
+        let code = match child.wait().await {
+            Ok(s) => s.code().unwrap_or(125),
+            Err(_) => 125,
+        };
+        let _ = tx.send(Bytes::from(format!(
+            "{}\n",
+            serde_json::json!({ "exit": code })
+        )));
+    });
+    Ok(stream_response(rx))
 }

@@ -9,6 +9,9 @@
 
 pub mod agent;
 pub mod containers;
+pub mod exe;
 pub mod image;
+pub mod monitor;
 pub mod runtime;
+pub mod seccomp;
 pub mod unpack;

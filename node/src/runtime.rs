@@ -34,8 +34,93 @@ pub struct Spec {
     pub env: Vec<String>,
     pub cwd: String,
     pub hostname: String,
+    /// `-u USER[:GROUP]` (names resolved in the container's /etc/passwd and /etc/group).
+    #[serde(default)]
+    pub user: Option<String>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub security: SecuritySpec,
+}
+
+/// What a user asks for: `--privileged`, `--cap-add`, `--cap-drop`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Security {
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--security-opt seccomp=…`: `unconfined`, or a docker-format profile's JSON.
+    #[serde(default)]
+    pub seccomp: Option<String>,
+}
+
+/// The resolved security settings the runtime applies.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SecuritySpec {
+    pub privileged: bool,
+    /// The capability set (bounding, and effective/permitted for root).
+    pub caps: Vec<String>,
+    /// `None`: no filter (`unconfined` or `--privileged`).
+    pub seccomp: Option<crate::seccomp::Profile>,
+}
+
+impl Default for SecuritySpec {
+    fn default() -> Self {
+        SecuritySpec {
+            privileged: false,
+            caps: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
+            seccomp: Some(crate::seccomp::Profile::default_profile()),
+        }
+    }
+}
+
+fn parse_cap(name: &str) -> Result<caps::Capability, String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    full.parse::<caps::Capability>()
+        .map_err(|_| format!("unknown capability {name:?} (e.g. NET_ADMIN, SYS_PTRACE)"))
+}
+
+/// docker's rules: start from the default set (or all with `--privileged`), add `--cap-add`
+/// (`ALL` = every capability), then remove `--cap-drop` (`ALL` = every capability).
+pub fn resolve_security(req: &Security) -> Result<SecuritySpec, String> {
+    let mut set: std::collections::BTreeSet<String> = if req.privileged {
+        caps::all().iter().map(|c| c.to_string()).collect()
+    } else {
+        DEFAULT_CAPS.iter().map(|c| c.to_string()).collect()
+    };
+    for c in &req.cap_add {
+        if c.eq_ignore_ascii_case("all") {
+            set.extend(caps::all().iter().map(|c| c.to_string()));
+        } else {
+            set.insert(parse_cap(c)?.to_string());
+        }
+    }
+    for c in &req.cap_drop {
+        if c.eq_ignore_ascii_case("all") {
+            set.clear();
+        } else {
+            set.remove(&parse_cap(c)?.to_string());
+        }
+    }
+    let seccomp = match req.seccomp.as_deref() {
+        _ if req.privileged => None,
+        Some("unconfined") => None,
+        None => Some(crate::seccomp::Profile::default_profile()),
+        Some(json) => Some(crate::seccomp::Profile::from_docker_json(json)?),
+    };
+    Ok(SecuritySpec {
+        privileged: req.privileged,
+        caps: set.into_iter().collect(),
+        seccomp,
+    })
 }
 
 /// Resource limits applied through the container's cgroup (libcgroups: v1, hybrid and v2).
@@ -83,9 +168,6 @@ fn resources(l: &Limits) -> Result<oci_spec::runtime::LinuxResources, String> {
     }
     b.build().map_err(|e| err("resources", e))
 }
-
-/// The container's cgroup, removed when dropped.
-struct Cgroup(libcgroups::common::AnyCgroupManager);
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
@@ -147,8 +229,41 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Runs the container to its end and returns its exit code (docker's numbering).
 /// Output goes to the monitor's stdout/stderr, which the caller points at the log.
-#[allow(unsafe_code)]
 pub fn run(spec: &Spec) -> i32 {
+    match start(spec) {
+        Ok((pid, cgroup)) => {
+            let code = wait(spec, pid);
+            drop(cgroup);
+            code
+        }
+        Err(code) => code,
+    }
+}
+
+/// A started container's cgroup; dropping it removes the cgroup (after the container ended).
+pub struct Cgroup(libcgroups::common::AnyCgroupManager);
+
+/// Waits for the container's init and returns docker's exit code.
+pub fn wait(spec: &Spec, pid: nix::unistd::Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("reg: container {}: wait: {e}", spec.id);
+                return 125;
+            }
+        }
+    }
+}
+
+/// Starts the container: its init runs in new namespaces inside its cgroup. Must be called
+/// while the process is single-threaded. `Err` carries the exit code (125) after the reason
+/// was written to stderr.
+#[allow(unsafe_code)]
+pub fn start(spec: &Spec) -> Result<(nix::unistd::Pid, Cgroup), i32> {
     for d in ["upper", "work", "rootfs"] {
         if let Err(e) = std::fs::create_dir_all(spec.dir.join(d)) {
             eprintln!(
@@ -156,7 +271,7 @@ pub fn run(spec: &Spec) -> i32 {
                 spec.id,
                 spec.dir.join(d).display()
             );
-            return 125;
+            return Err(125);
         }
     }
     let cgroup = match libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
@@ -167,14 +282,14 @@ pub fn run(spec: &Spec) -> i32 {
         Ok(m) => Cgroup(m),
         Err(e) => {
             eprintln!("reg: container {}: cgroups: {e}", spec.id);
-            return 125;
+            return Err(125);
         }
     };
     let res = match resources(&spec.limits) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("reg: container {}: {e}", spec.id);
-            return 125;
+            return Err(125);
         }
     };
     // The init waits on this pipe until it has been put into its cgroup.
@@ -182,8 +297,18 @@ pub fn run(spec: &Spec) -> i32 {
         Ok(p) => p,
         Err(e) => {
             eprintln!("reg: container {}: pipe: {e}", spec.id);
-            return 125;
+            return Err(125);
         }
+    };
+    let filters = match &spec.security.seccomp {
+        Some(p) => match p.compile(&spec.security.caps) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("reg: container {}: {e}", spec.id);
+                return Err(125);
+            }
+        },
+        None => Vec::new(),
     };
     let ready_w_raw = ready_w.as_raw_fd();
     let mut stack = vec![0u8; 1024 * 1024];
@@ -194,8 +319,8 @@ pub fn run(spec: &Spec) -> i32 {
         | CloneFlags::CLONE_NEWNET;
     let child_spec = spec.clone();
     // SAFETY: the monitor is single-threaded (no other thread can hold a lock the child would
-    // need), the stack outlives the child's use of it (we wait for the child below), and the
-    // callback only makes syscalls and exits or execs.
+    // need); without CLONE_VM the child runs on its own copy of `stack`, so the parent may free
+    // its copy; the callback only makes syscalls and exits or execs.
     let pid = unsafe {
         nix::sched::clone(
             Box::new(move || {
@@ -205,7 +330,7 @@ pub fn run(spec: &Spec) -> i32 {
                 if !matches!(nix::unistd::read(ready_r.as_raw_fd(), &mut b), Ok(1)) {
                     return 125;
                 }
-                init(&child_spec)
+                init(&child_spec, &filters)
             }),
             &mut stack,
             flags,
@@ -216,7 +341,7 @@ pub fn run(spec: &Spec) -> i32 {
         Ok(p) => p,
         Err(e) => {
             eprintln!("reg: container {}: cannot create namespaces: {e}", spec.id);
-            return 125;
+            return Err(125);
         }
     };
     {
@@ -240,31 +365,28 @@ pub fn run(spec: &Spec) -> i32 {
             eprintln!("reg: container {}: cgroups: {e}", spec.id);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = waitpid(pid, None);
-            return 125;
+            return Err(125);
         }
         if nix::unistd::write(&ready_w, &[1]).is_err() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         drop(ready_w);
     }
-    loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                eprintln!("reg: container {}: wait: {e}", spec.id);
-                return 125;
-            }
-        }
-    }
+    Ok((pid, cgroup))
 }
 
 /// The container's init before exec. Never returns on success.
-fn init(spec: &Spec) -> isize {
+fn init(spec: &Spec, filters: &[seccompiler::BpfProgram]) -> isize {
     match setup(spec) {
-        Ok(program) => exec(spec, &program),
+        Ok(program) => exec(
+            &spec.id,
+            &program,
+            &spec.args,
+            &spec.env,
+            spec.user.as_deref(),
+            &spec.security,
+            filters,
+        ),
         Err(e) => {
             eprintln!("reg: container {}: {e}", spec.id);
             125
@@ -320,7 +442,11 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
         Some("sysfs"),
         &sub("sys"),
         Some("sysfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        if spec.security.privileged {
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
+        } else {
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY
+        },
         none,
     )
     .map_err(|e| err("mounting /sys", e))?;
@@ -390,7 +516,9 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
     umount2("/.reg-old-root", MntFlags::MNT_DETACH)
         .map_err(|e| err("detaching the old root", e))?;
     let _ = std::fs::remove_dir("/.reg-old-root");
-    mask_and_protect()?;
+    if !spec.security.privileged {
+        mask_and_protect()?;
+    }
     loopback_up().map_err(|e| err("bringing up lo", e))?;
     let cwd = if spec.cwd.is_empty() {
         "/"
@@ -400,14 +528,18 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
     std::fs::create_dir_all(cwd).map_err(|e| err(&format!("creating the working dir {cwd}"), e))?;
     nix::unistd::chdir(cwd).map_err(|e| err(&format!("chdir {cwd}"), e))?;
 
-    let Some(arg0) = spec.args.first() else {
+    find_program(&spec.args, &spec.env)
+}
+
+/// The executable for `args[0]`: a path as given, else searched in the `PATH` of `env`.
+fn find_program(args: &[String], env: &[String]) -> Result<PathBuf, String> {
+    let Some(arg0) = args.first() else {
         return Err("no command given and the image has none".into());
     };
     if arg0.contains('/') {
         return Ok(PathBuf::from(arg0));
     }
-    let path = spec
-        .env
+    let path = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
@@ -520,9 +652,10 @@ fn loopback_up() -> nix::Result<()> {
     Ok(())
 }
 
-/// Drops every capability outside docker's default set and sets no_new_privs.
-fn drop_privileges() -> Result<(), String> {
-    let keep: caps::CapsHashSet = DEFAULT_CAPS.iter().copied().collect();
+/// Keeps only `keep` in the bounding and inheritable sets (root's effective and permitted
+/// sets follow the bounding set at exec).
+fn drop_privileges(keep: &[String]) -> Result<(), String> {
+    let keep: caps::CapsHashSet = keep.iter().filter_map(|c| c.parse().ok()).collect();
     for c in caps::all() {
         if !keep.contains(&c) {
             caps::drop(None, caps::CapSet::Bounding, c)
@@ -532,35 +665,314 @@ fn drop_privileges() -> Result<(), String> {
     caps::set(None, caps::CapSet::Inheritable, &keep)
         .map_err(|e| err("setting inheritable capabilities", e))?;
     let _ = caps::clear(None, caps::CapSet::Ambient);
-    nix::sys::prctl::set_no_new_privs().map_err(|e| err("setting no_new_privs", e))?;
     Ok(())
 }
 
-fn exec(spec: &Spec, program: &Path) -> isize {
+/// docker's default `nofile` limit (1048576), clamped to the hard limit this process has:
+/// without CAP_SYS_RESOURCE (DESIGN.md §7) a hard limit can only go down.
+fn set_rlimits() -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| err("getrlimit", e))?;
+    let want = 1_048_576.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, want, want).map_err(|e| err("setting RLIMIT_NOFILE", e))
+}
+
+/// A user's ids as the container's /etc/passwd and /etc/group define them.
+#[derive(Debug, PartialEq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
+}
+
+/// Resolves `USER[:GROUP]` (names or numbers) against passwd/group file contents, the way
+/// docker does: an unknown name is an error, an unknown number is used as is.
+pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<Ids, String> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 7)
+        .collect();
+    let found = entries
+        .iter()
+        .find(|f| f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u));
+    let (uid, mut gid, home, name) = match (found, u.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse::<u32>()
+                .map_err(|_| format!("bad uid in /etc/passwd for {u}"))?,
+            f[3].parse::<u32>().unwrap_or(0),
+            f[5].to_string(),
+            Some(f[0].to_string()),
+        ),
+        (None, Ok(n)) => (n, 0, "/".to_string(), None),
+        (None, Err(_)) => {
+            return Err(format!(
+                "unable to find user {u}: no matching entries in passwd file"
+            ))
+        }
+    };
+    let groups_file: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    if let Some(g) = g {
+        gid = match groups_file.iter().find(|f| f[0] == g) {
+            Some(f) => f[2]
+                .parse()
+                .map_err(|_| format!("bad gid in /etc/group for {g}"))?,
+            None => g.parse().map_err(|_| {
+                format!("unable to find group {g}: no matching entries in group file")
+            })?,
+        };
+    }
+    let mut groups = vec![gid];
+    if let Some(name) = name {
+        for f in &groups_file {
+            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                if let Ok(n) = f[2].parse::<u32>() {
+                    if !groups.contains(&n) {
+                        groups.push(n);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Ids {
+        uid,
+        gid,
+        groups,
+        home,
+    })
+}
+
+/// Last steps before the user's program, shared by a container's init and `exec`:
+/// capabilities, rlimits, user, no_new_privs, seccomp, execve.
+fn exec(
+    id: &str,
+    program: &Path,
+    args: &[String],
+    env: &[String],
+    user: Option<&str>,
+    security: &SecuritySpec,
+    filters: &[seccompiler::BpfProgram],
+) -> isize {
     let shown = program.display().to_string();
     if let Some(name) = shown.strip_prefix("\0not-found:") {
-        eprintln!(
-            "reg: container {}: exec: {name:?}: executable file not found in $PATH",
-            spec.id
-        );
+        eprintln!("reg: container {id}: exec: {name:?}: executable file not found in $PATH");
         return 127;
     }
-    if let Err(e) = drop_privileges() {
-        eprintln!("reg: container {}: {e}", spec.id);
+    let mut env = env.to_vec();
+    let ids = match user {
+        Some(u) => {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+            match resolve_user(u, &passwd, &group) {
+                Ok(ids) => Some(ids),
+                Err(e) => {
+                    eprintln!("reg: container {id}: {e}");
+                    return 125;
+                }
+            }
+        }
+        None => None,
+    };
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = match &ids {
+            Some(i) if !i.home.is_empty() => i.home.clone(),
+            Some(_) => "/".to_string(),
+            None => "/root".to_string(),
+        };
+        env.push(format!("HOME={home}"));
+    }
+    let prepared = drop_privileges(&security.caps)
+        .and_then(|()| set_rlimits())
+        .and_then(|()| match &ids {
+            Some(i) => {
+                let gids: Vec<nix::unistd::Gid> = i
+                    .groups
+                    .iter()
+                    .map(|g| nix::unistd::Gid::from_raw(*g))
+                    .collect();
+                nix::unistd::setgroups(&gids)
+                    .map_err(|e| err("setgroups", e))
+                    .and_then(|()| {
+                        nix::unistd::setgid(nix::unistd::Gid::from_raw(i.gid))
+                            .map_err(|e| err("setgid", e))
+                    })
+                    .and_then(|()| {
+                        nix::unistd::setuid(nix::unistd::Uid::from_raw(i.uid))
+                            .map_err(|e| err("setuid", e))
+                    })
+            }
+            None => Ok(()),
+        })
+        .and_then(|()| {
+            nix::sys::prctl::set_no_new_privs().map_err(|e| err("setting no_new_privs", e))
+        })
+        .and_then(|()| crate::seccomp::install(filters));
+    if let Err(e) = prepared {
+        eprintln!("reg: container {id}: {e}");
         return 125;
     }
     let cstr = |s: &str| CString::new(s.as_bytes()).unwrap_or_default();
-    let args: Vec<CString> = spec.args.iter().map(|a| cstr(a)).collect();
-    let env: Vec<CString> = spec.env.iter().map(|e| cstr(e)).collect();
+    let args: Vec<CString> = args.iter().map(|a| cstr(a)).collect();
+    let env: Vec<CString> = env.iter().map(|e| cstr(e)).collect();
     let err = nix::unistd::execve(&cstr(&shown), &args, &env).err();
     let code = match err {
         Some(nix::errno::Errno::ENOENT) => 127,
         _ => 126,
     };
     eprintln!(
-        "reg: container {}: exec {shown:?}: {}",
-        spec.id,
+        "reg: container {id}: exec {shown:?}: {}",
         err.map(|e| e.desc()).unwrap_or("failed")
     );
     code
+}
+
+/// What `reg exec` runs: a process joining a running container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub id: String,
+    /// The container init's host pid.
+    pub pid: i32,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: Option<String>,
+    pub security: SecuritySpec,
+}
+
+/// Joins the container's cgroup and namespaces and runs the command in it; returns its exit
+/// code. Runs in a fresh single-threaded process (`reg node enter`), itself started from the
+/// sealed binary.
+#[allow(unsafe_code)]
+pub fn enter(e: &ExecSpec) -> i32 {
+    use nix::sched::{setns, CloneFlags as F};
+    let fail = |what: String| {
+        eprintln!("reg: exec in container {}: {what}", e.id);
+        125
+    };
+    let filters = match &e.security.seccomp {
+        Some(p) => match p.compile(&e.security.caps) {
+            Ok(f) => f,
+            Err(m) => return fail(m),
+        },
+        None => Vec::new(),
+    };
+    // Open every namespace first: once in the mount namespace, the host's /proc is gone.
+    let mut nss = Vec::new();
+    for (name, flag) in [
+        ("ipc", F::CLONE_NEWIPC),
+        ("uts", F::CLONE_NEWUTS),
+        ("net", F::CLONE_NEWNET),
+        ("pid", F::CLONE_NEWPID),
+        ("mnt", F::CLONE_NEWNS),
+    ] {
+        match std::fs::File::open(format!("/proc/{}/ns/{name}", e.pid)) {
+            Ok(f) => nss.push((name, f, flag)),
+            Err(err) => {
+                return fail(format!(
+                    "the container is not running ({name} namespace: {err})"
+                ))
+            }
+        }
+    }
+    {
+        use libcgroups::common::CgroupManager;
+        let joined = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: PathBuf::from(format!("/reg/{}", e.id)),
+            systemd_cgroup: false,
+            container_name: e.id.clone(),
+        })
+        .map_err(|x| x.to_string())
+        .and_then(|m| m.add_task(nix::unistd::getpid()).map_err(|x| x.to_string()));
+        if let Err(x) = joined {
+            return fail(format!("joining the cgroup: {x}"));
+        }
+    }
+    for (name, f, flag) in &nss {
+        if let Err(x) = setns(f, *flag) {
+            return fail(format!("joining the {name} namespace: {x}"));
+        }
+    }
+    drop(nss);
+    // The pid namespace applies to children: fork one that lives in the container.
+    // SAFETY: this process is single-threaded (a fresh `reg node enter`), so the child may
+    // run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let cwd = if e.cwd.is_empty() {
+                "/"
+            } else {
+                e.cwd.as_str()
+            };
+            if let Err(x) = nix::unistd::chdir(cwd) {
+                eprintln!("reg: exec in container {}: chdir {cwd}: {x}", e.id);
+                std::process::exit(125);
+            }
+            let code = match find_program(&e.args, &e.env) {
+                Ok(p) => exec(
+                    &e.id,
+                    &p,
+                    &e.args,
+                    &e.env,
+                    e.user.as_deref(),
+                    &e.security,
+                    &filters,
+                ),
+                Err(x) => {
+                    eprintln!("reg: exec in container {}: {x}", e.id);
+                    125
+                }
+            };
+            std::process::exit(code as i32);
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(x) => return fail(format!("wait: {x}")),
+            }
+        },
+        Err(x) => fail(format!("fork: {x}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nwheel:x:10:app,root\n";
+
+    #[test]
+    fn users_resolve_like_docker() {
+        let app = resolve_user("app", PASSWD, GROUP).expect("app");
+        assert_eq!(
+            app,
+            Ids {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000, 10],
+                home: "/home/app".into()
+            }
+        );
+        let n = resolve_user("1234:5678", PASSWD, GROUP).expect("numeric");
+        assert_eq!((n.uid, n.gid, n.home.as_str()), (1234, 5678, "/"));
+        let g = resolve_user("nobody:wheel", PASSWD, GROUP).expect("group by name");
+        assert_eq!((g.uid, g.gid), (65534, 10));
+        let by_uid = resolve_user("1000", PASSWD, GROUP).expect("uid in passwd");
+        assert_eq!(by_uid.home, "/home/app");
+        let e = resolve_user("ghost", PASSWD, GROUP).expect_err("unknown");
+        assert!(e.contains("unable to find user ghost"), "{e}");
+        let e = resolve_user("app:ghosts", PASSWD, GROUP).expect_err("unknown group");
+        assert!(e.contains("unable to find group ghosts"), "{e}");
+    }
 }

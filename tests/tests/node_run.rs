@@ -142,7 +142,10 @@ fn writes_stay_in_the_container_and_nothing_is_left_behind() {
     let left = std::fs::read_dir(n.tmp.path().join("node/containers"))
         .map(|d| d.count())
         .unwrap_or(0);
-    assert_eq!(left, 0, "--rm removes the container's directory");
+    let names: Vec<_> = std::fs::read_dir(n.tmp.path().join("node/containers"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(left, 0, "--rm removes the container's directory: {names:?}");
 }
 
 #[test]

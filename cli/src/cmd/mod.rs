@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod container;
 pub mod image;
 pub mod login;
 pub mod serve;

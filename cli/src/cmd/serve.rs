@@ -42,6 +42,12 @@ pub enum NodeCommand {
         #[arg(long)]
         spec: PathBuf,
     },
+    /// (internal) The `exec` helper: joins a running container and runs a command in it.
+    #[command(hide = true)]
+    Enter {
+        #[arg(long)]
+        spec: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -115,14 +121,21 @@ pub fn monitor(spec: &Path) -> anyhow::Result<u8> {
     let bytes = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
     let spec: reg_node::runtime::Spec =
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", spec.display()))?;
-    let code = reg_node::runtime::run(&spec);
+    let code = reg_node::monitor::monitor(&spec);
     Ok(u8::try_from(code).unwrap_or(125))
+}
+
+/// The exec helper: single-threaded too (setns into a mount namespace needs it).
+pub fn enter(spec: &str) -> anyhow::Result<u8> {
+    let spec: reg_node::runtime::ExecSpec =
+        serde_json::from_str(spec).context("parsing the exec spec")?;
+    Ok(u8::try_from(reg_node::runtime::enter(&spec)).unwrap_or(125))
 }
 
 pub fn run_node(file: Option<&Path>, command: NodeCommand) -> anyhow::Result<()> {
     let args = match command {
         NodeCommand::Serve(a) => a,
-        NodeCommand::Monitor { .. } => {
+        NodeCommand::Monitor { .. } | NodeCommand::Enter { .. } => {
             anyhow::bail!("internal: the monitor is dispatched before this point")
         }
     };

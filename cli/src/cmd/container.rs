@@ -1,0 +1,624 @@
+//! Container commands (`run`, `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `exec`, `start`,
+//! `inspect`), all through the node agent's API, printed the way docker prints them.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use reg_node::agent::AgentClient;
+use reg_registry::Reference;
+
+use super::image::{agent, pull_to, query_value, rt, PullArgs};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Name the container (default: a generated adjective_animal).
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass this shell's value).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments).
+    #[arg(long = "env-file")]
+    env_file: Vec<std::path::PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// User to run as: USER[:GROUP], names or numeric ids.
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Overwrite the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Memory limit, e.g. 64m, 1g (over it, the container is OOM-killed: exit 137).
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Maximum number of processes in the container.
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// CPUs, e.g. 0.5 (a CFS quota).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Network mode; only `none` exists so far (bridge networks come with the networking issue).
+    #[arg(long, default_value = "none")]
+    network: String,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long)]
+    restart: Option<String>,
+    /// Add a Linux capability (e.g. NET_ADMIN, or ALL).
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (e.g. CHOWN, or ALL).
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, no masked paths, writable /sys.
+    #[arg(long)]
+    privileged: bool,
+    /// seccomp=unconfined or seccomp=PROFILE.json (docker's profile format).
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// `64m`, `1g`, `512k`, `1048576` → bytes.
+fn parse_size(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("--memory {s:?}: use e.g. 64m or 1g"))?;
+    if n <= 0.0 {
+        bail!("--memory {s:?} must be positive");
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+/// `-e K=V` as given; `-e K` takes this shell's value (dropped when unset), like docker.
+fn env_entries(args: &RunArgs) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut add = |e: &str| {
+        if e.contains('=') {
+            out.push(e.to_string());
+        } else if let Ok(v) = std::env::var(e) {
+            out.push(format!("{e}={v}"));
+        }
+    };
+    for f in &args.env_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("--env-file {}", f.display()))?;
+        for line in text.lines() {
+            let l = line.trim_start();
+            if !l.is_empty() && !l.starts_with('#') {
+                add(l);
+            }
+        }
+    }
+    for e in &args.env {
+        add(e);
+    }
+    Ok(out)
+}
+
+fn security(args: &RunArgs) -> anyhow::Result<serde_json::Value> {
+    let mut seccomp = None;
+    for o in &args.security_opt {
+        let (k, v) = o.split_once(['=', ':']).with_context(|| {
+            format!("--security-opt {o:?}: use seccomp=unconfined or seccomp=PROFILE.json")
+        })?;
+        match k {
+            "seccomp" if v == "unconfined" => seccomp = Some(v.to_string()),
+            "seccomp" => {
+                seccomp = Some(
+                    std::fs::read_to_string(v)
+                        .with_context(|| format!("reading seccomp profile {v}"))?,
+                )
+            }
+            "no-new-privileges" => {}
+            _ => bail!("--security-opt {o:?}: only seccomp=… is supported"),
+        }
+    }
+    Ok(serde_json::json!({
+        "privileged": args.privileged,
+        "cap_add": args.cap_add,
+        "cap_drop": args.cap_drop,
+        "seccomp": seccomp,
+    }))
+}
+
+/// Prints one streamed line of container output; returns the exit code when it is the end.
+fn print_stream(line: &str, failure: &mut Option<String>) -> Option<i64> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return None;
+    };
+    if let Some(s) = v["stdout"].as_str() {
+        print!("{s}");
+        let _ = std::io::stdout().flush();
+    } else if let Some(s) = v["stderr"].as_str() {
+        eprint!("{s}");
+    } else if let Some(c) = v["exit"].as_i64() {
+        return Some(c);
+    } else if let Some(m) = v["message"].as_str() {
+        *failure = Some(m.to_string());
+    }
+    None
+}
+
+/// Follows a streaming request to its exit code (125 with the reason when there is none).
+fn stream_to_exit(
+    agent: &AgentClient,
+    rt: &tokio::runtime::Runtime,
+    method: &str,
+    path: &str,
+    body: bytes::Bytes,
+) -> anyhow::Result<u8> {
+    let mut exit = None;
+    let mut failure = None;
+    let status = rt.block_on(agent.request_with_body(method, path, &[], body, |line| {
+        if let Some(c) = print_stream(line, &mut failure) {
+            exit = Some(c);
+        }
+    }))?;
+    match (exit, failure) {
+        (Some(c), _) => Ok(u8::try_from(c).unwrap_or(125)),
+        (None, Some(m)) => {
+            eprintln!("reg: {m}");
+            Ok(125)
+        }
+        (None, None) => {
+            eprintln!("reg: the agent answered {status} without an exit code");
+            Ok(125)
+        }
+    }
+}
+
+/// `reg run`: pull if missing, create, start; in the foreground follow the output to the exit
+/// code, with `-d` print the id.
+pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::Result<u8> {
+    if args.network != "none" {
+        bail!(
+            "--network {}: only `none` is implemented so far",
+            args.network
+        );
+    }
+    if args.detach && args.rm && args.restart.is_some() {
+        bail!("conflicting options: --restart and --rm");
+    }
+    let (agent, cfg) = agent(config, host)?;
+    let r = Reference::parse(&args.image, &cfg.node.default_registry)?;
+    let rt = rt()?;
+    let present = rt.block_on(agent.json(
+        "GET",
+        &format!("/images/inspect?reference={}", query_value(&r.to_string())),
+    ));
+    if present.is_err() {
+        eprintln!("Unable to find image '{r}' locally");
+        pull_to(
+            config,
+            host,
+            PullArgs {
+                image: r.to_string(),
+            },
+            &mut std::io::stderr(),
+        )?;
+    }
+    let body = serde_json::json!({
+        "image": r.to_string(),
+        "name": args.name,
+        "cmd": args.cmd,
+        "entrypoint": args.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        "env": env_entries(&args)?,
+        "workdir": args.workdir,
+        "user": args.user,
+        "hostname": args.hostname,
+        "rm": args.rm,
+        "restart": args.restart,
+        "limits": {
+            "memory": args.memory.as_deref().map(parse_size).transpose()?,
+            "pids": args.pids_limit,
+            "cpus": args.cpus,
+        },
+        "security": security(&args)?,
+    });
+    let created = rt.block_on(agent.json_body("POST", "/containers/create", &body))?;
+    let id = created["Id"].as_str().unwrap_or_default().to_string();
+    if args.detach {
+        rt.block_on(agent.json_body(
+            "POST",
+            &format!("/containers/{id}/start"),
+            &serde_json::Value::Null,
+        ))?;
+        println!("{id}");
+        return Ok(0);
+    }
+    stream_to_exit(
+        &agent,
+        &rt,
+        "POST",
+        &format!("/containers/{id}/start?attach=1"),
+        bytes::Bytes::new(),
+    )
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Follow the output and exit with the container's code.
+    #[arg(short = 'a', long)]
+    attach: bool,
+    containers: Vec<String>,
+}
+
+pub fn start(config: Option<&Path>, host: Option<&str>, args: StartArgs) -> anyhow::Result<u8> {
+    let (agent, _) = agent(config, host)?;
+    let rt = rt()?;
+    if args.attach {
+        let [one] = args.containers.as_slice() else {
+            bail!("start -a takes exactly one container");
+        };
+        return stream_to_exit(
+            &agent,
+            &rt,
+            "POST",
+            &format!("/containers/{}/start?attach=1", query_value(one)),
+            bytes::Bytes::new(),
+        );
+    }
+    each(&rt, &agent, &args.containers, "POST", |c| {
+        format!("/containers/{}/start", query_value(c))
+    })
+}
+
+/// Runs one request per container, printing each name as docker does; 1 when any failed.
+fn each(
+    rt: &tokio::runtime::Runtime,
+    agent: &AgentClient,
+    containers: &[String],
+    method: &str,
+    path: impl Fn(&str) -> String,
+) -> anyhow::Result<u8> {
+    if containers.is_empty() {
+        bail!("give at least one container (name or id)");
+    }
+    let mut failed = false;
+    for c in containers {
+        match rt.block_on(agent.json_body(method, &path(c), &serde_json::Value::Null)) {
+            Ok(_) => println!("{c}"),
+            Err(e) => {
+                eprintln!("reg: {c}: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only ids.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Full ids and commands.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+}
+
+fn ago(rfc3339: &str) -> String {
+    let Ok(t) = humantime::parse_rfc3339_weak(
+        rfc3339
+            .trim_end_matches('Z')
+            .split('.')
+            .next()
+            .unwrap_or(""),
+    ) else {
+        return String::new();
+    };
+    let secs = std::time::SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match secs {
+        0..=1 => "Less than a second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=3599 => format!("{} minutes", secs / 60),
+        3600..=86_399 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+pub fn ps(config: Option<&Path>, host: Option<&str>, args: PsArgs) -> anyhow::Result<()> {
+    let (agent, _) = agent(config, host)?;
+    let path = if args.all {
+        "/containers?all=1"
+    } else {
+        "/containers"
+    };
+    let list = rt()?.block_on(agent.json("GET", path))?;
+    let rows = list.as_array().cloned().unwrap_or_default();
+    if args.quiet {
+        for c in rows {
+            let id = c["Id"].as_str().unwrap_or("");
+            println!(
+                "{}",
+                if args.no_trunc {
+                    id
+                } else {
+                    &id[..id.len().min(12)]
+                }
+            );
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<12}   {:<28} {:<24} {:<16} {:<26} NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+    );
+    for c in rows {
+        let id = c["Id"].as_str().unwrap_or("");
+        let mut command: Vec<String> = vec![c["Path"].as_str().unwrap_or("").to_string()];
+        command.extend(
+            c["Args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_string)),
+        );
+        let mut command = format!("\"{}\"", command.join(" "));
+        if !args.no_trunc && command.len() > 22 {
+            command = format!("{}…\"", &command[..command.floor_char_boundary(20)]);
+        }
+        let st = &c["State"];
+        let status = match st["Status"].as_str().unwrap_or("") {
+            "running" => format!("Up {}", ago(st["StartedAt"].as_str().unwrap_or(""))),
+            "exited" => format!(
+                "Exited ({}) {} ago",
+                st["ExitCode"],
+                ago(st["FinishedAt"].as_str().unwrap_or(""))
+            ),
+            other => {
+                let mut s = other.to_string();
+                if let Some(f) = s.get_mut(..1) {
+                    f.make_ascii_uppercase();
+                }
+                s
+            }
+        };
+        println!(
+            "{:<12}   {:<28} {:<24} {:<16} {:<26} {}",
+            if args.no_trunc {
+                id
+            } else {
+                &id[..id.len().min(12)]
+            },
+            c["Config"]["Image"].as_str().unwrap_or(""),
+            command,
+            format!("{} ago", ago(c["Created"].as_str().unwrap_or(""))),
+            status,
+            c["Name"].as_str().unwrap_or("").trim_start_matches('/'),
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Keep following the output until the container stops.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Only the last N lines ("all" by default).
+    #[arg(short = 'n', long)]
+    tail: Option<String>,
+    /// Prefix each line with its timestamp.
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    container: String,
+}
+
+pub fn logs(config: Option<&Path>, host: Option<&str>, args: LogsArgs) -> anyhow::Result<()> {
+    let (agent, _) = agent(config, host)?;
+    let mut path = format!(
+        "/containers/{}/logs?follow={}",
+        query_value(&args.container),
+        u8::from(args.follow)
+    );
+    if let Some(t) = &args.tail {
+        path.push_str(&format!("&tail={}", query_value(t)));
+    }
+    let mut failure = None;
+    let status = rt()?.block_on(agent.request("GET", &path, &[], |line| {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        let ts = if args.timestamps {
+            format!("{} ", v["time"].as_str().unwrap_or(""))
+        } else {
+            String::new()
+        };
+        if let Some(s) = v["stdout"].as_str() {
+            print!("{ts}{s}");
+            let _ = std::io::stdout().flush();
+        } else if let Some(s) = v["stderr"].as_str() {
+            eprint!("{ts}{s}");
+        } else if let Some(m) = v["message"].as_str() {
+            failure = Some(m.to_string());
+        }
+    }))?;
+    if let Some(m) = failure {
+        bail!("{m}");
+    }
+    if !(200..300).contains(&status) {
+        bail!("the agent answered {status}");
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait for the stop signal to work before SIGKILL.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    time: u64,
+    containers: Vec<String>,
+}
+
+pub fn stop(config: Option<&Path>, host: Option<&str>, args: StopArgs) -> anyhow::Result<u8> {
+    let (agent, _) = agent(config, host)?;
+    each(&rt()?, &agent, &args.containers, "POST", |c| {
+        format!("/containers/{}/stop?t={}", query_value(c), args.time)
+    })
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal to send (name or number).
+    #[arg(short = 's', long = "signal", default_value = "KILL")]
+    signal: String,
+    containers: Vec<String>,
+}
+
+pub fn kill(config: Option<&Path>, host: Option<&str>, args: KillArgs) -> anyhow::Result<u8> {
+    let (agent, _) = agent(config, host)?;
+    each(&rt()?, &agent, &args.containers, "POST", |c| {
+        format!(
+            "/containers/{}/kill?signal={}",
+            query_value(c),
+            query_value(&args.signal)
+        )
+    })
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Kill and remove a running container.
+    #[arg(short = 'f', long)]
+    force: bool,
+    containers: Vec<String>,
+}
+
+pub fn rm(config: Option<&Path>, host: Option<&str>, args: RmArgs) -> anyhow::Result<u8> {
+    let (agent, _) = agent(config, host)?;
+    each(&rt()?, &agent, &args.containers, "DELETE", |c| {
+        format!(
+            "/containers/{}?force={}",
+            query_value(c),
+            u8::from(args.force)
+        )
+    })
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    containers: Vec<String>,
+}
+
+/// Prints each container's exit code once it has stopped.
+pub fn wait(config: Option<&Path>, host: Option<&str>, args: WaitArgs) -> anyhow::Result<u8> {
+    let (agent, _) = agent(config, host)?;
+    let rt = rt()?;
+    if args.containers.is_empty() {
+        bail!("give at least one container (name or id)");
+    }
+    let mut failed = false;
+    for c in &args.containers {
+        match rt.block_on(agent.json_body(
+            "POST",
+            &format!("/containers/{}/wait", query_value(c)),
+            &serde_json::Value::Null,
+        )) {
+            Ok(v) => println!("{}", v["StatusCode"]),
+            Err(e) => {
+                eprintln!("reg: {c}: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Set an environment variable (KEY=VALUE).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// User to run as: USER[:GROUP].
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    cmd: Vec<String>,
+}
+
+pub fn exec(config: Option<&Path>, host: Option<&str>, args: ExecArgs) -> anyhow::Result<u8> {
+    let (agent, _) = agent(config, host)?;
+    let body = serde_json::json!({
+        "cmd": args.cmd,
+        "env": args.env,
+        "workdir": args.workdir,
+        "user": args.user,
+    });
+    stream_to_exit(
+        &agent,
+        &rt()?,
+        "POST",
+        &format!("/containers/{}/exec", query_value(&args.container)),
+        serde_json::to_vec(&body)?.into(),
+    )
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Containers or images (containers first, as docker).
+    names: Vec<String>,
+}
+
+pub fn inspect(config: Option<&Path>, host: Option<&str>, args: InspectArgs) -> anyhow::Result<()> {
+    let (agent, _) = agent(config, host)?;
+    let rt = rt()?;
+    let mut out = Vec::new();
+    for name in &args.names {
+        let q = query_value(name);
+        if let Ok(c) = rt.block_on(agent.json("GET", &format!("/containers/{q}/json"))) {
+            out.push(c);
+            continue;
+        }
+        let v = rt
+            .block_on(agent.json("GET", &format!("/images/inspect?reference={q}")))
+            .map_err(|_| anyhow::anyhow!("no such container or image: {name}"))?;
+        out.push(serde_json::json!({
+            "Id": v["id"],
+            "RepoTags": [v["reference"]],
+            "RepoDigests": [v["digest"]],
+            "Size": v["size"],
+            "Config": v["config"]["config"],
+            "RootFS": v["config"]["rootfs"],
+            "Architecture": v["config"]["architecture"],
+            "Os": v["config"]["os"],
+        }));
+    }
+    if out.is_empty() {
+        bail!("give at least one container or image");
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The per-container monitor (`reg node monitor --spec …`), started by the agent in its own
+//! process group so that it outlives agent restarts. It owns the container: its stdout and
+//! stderr go through pipes into `<dir>/container.log` (JSON lines, docker's json-file shape),
+//! the init's host pid into `<dir>/pid`, and the exit code into `<dir>/exit` — written
+//! atomically, so the agent (this one or a restarted one) learns everything from the files.
+
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::runtime::{self, Spec};
+
+pub const LOG: &str = "container.log";
+pub const PID: &str = "pid";
+pub const EXIT: &str = "exit";
+pub const OOM: &str = "oom";
+
+/// Writes `content` to `dir/name` atomically (temp + rename).
+pub fn write_atomic(dir: &Path, name: &str, content: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// One log record.
+pub fn log_line(stream: &str, text: &str) -> String {
+    let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    format!(
+        "{}\n",
+        serde_json::json!({ "stream": stream, "log": text, "time": time })
+    )
+}
+
+fn pump(
+    from: std::fs::File,
+    stream: &'static str,
+    log: Arc<Mutex<std::fs::File>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        // One record per line, like docker's json-file driver (a very long line is cut into
+        // records of at most 16 KiB; a last line without newline is written at the end).
+        let mut from = std::io::BufReader::with_capacity(16 * 1024, from);
+        let mut buf = Vec::with_capacity(16 * 1024);
+        loop {
+            buf.clear();
+            match (&mut from).take(16 * 1024).read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let line = log_line(stream, &String::from_utf8_lossy(&buf));
+                    if let Ok(mut f) = log.lock() {
+                        let _ = f.write_all(line.as_bytes());
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Whether the kernel OOM-killed a process of the container's cgroup (v1 or v2).
+fn oom_killed(id: &str) -> bool {
+    let candidates = [
+        format!("/sys/fs/cgroup/memory/reg/{id}/memory.oom_control"),
+        format!("/sys/fs/cgroup/reg/{id}/memory.events"),
+        format!("/sys/fs/cgroup/unified/reg/{id}/memory.events"),
+    ];
+    candidates.iter().any(|p| {
+        std::fs::read_to_string(p).is_ok_and(|s| {
+            s.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
+}
+
+fn redirect(fd: &OwnedFd, target: i32) -> nix::Result<()> {
+    nix::unistd::dup2(fd.as_raw_fd(), target).map(|_| ())
+}
+
+/// Runs the container described by `spec` to its end; returns its exit code.
+pub fn monitor(spec: &Spec) -> i32 {
+    let dir = spec.dir.clone();
+    let fail = |why: String| {
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(LOG))
+            .and_then(|mut f| f.write_all(log_line("stderr", &format!("reg: {why}\n")).as_bytes()));
+        let _ = write_atomic(&dir, EXIT, "125");
+        125
+    };
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(LOG))
+    {
+        Ok(f) => Arc::new(Mutex::new(f)),
+        Err(e) => return fail(format!("{}: {e}", dir.join(LOG).display())),
+    };
+    let pipes = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .and_then(|o| Ok((o, nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)));
+    let ((out_r, out_w), (err_r, err_w)) = match pipes {
+        Ok(p) => p,
+        Err(e) => return fail(format!("pipes: {e}")),
+    };
+    let devnull = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => return fail(format!("/dev/null: {e}")),
+    };
+    // The init inherits fds 0, 1, 2: nothing to read, and the two pipes.
+    if let Err(e) = redirect(&devnull, 0)
+        .and_then(|()| redirect(&out_w, 1))
+        .and_then(|()| redirect(&err_w, 2))
+    {
+        return fail(format!("redirecting output: {e}"));
+    }
+    drop((out_w, err_w));
+    let started = runtime::start(spec);
+    // Our own copies of the write ends go, so the readers see EOF when the container ends.
+    let _ = redirect(&devnull, 1).and_then(|()| redirect(&devnull, 2));
+    let readers = [
+        pump(std::fs::File::from(out_r), "stdout", log.clone()),
+        pump(std::fs::File::from(err_r), "stderr", log.clone()),
+    ];
+    let code = match started {
+        Ok((pid, cgroup)) => {
+            let _ = write_atomic(&dir, PID, &pid.as_raw().to_string());
+            let code = runtime::wait(spec, pid);
+            if oom_killed(&spec.id) {
+                let _ = write_atomic(&dir, OOM, "1");
+            }
+            drop(cgroup);
+            code
+        }
+        Err(code) => code,
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    let _ = write_atomic(&dir, EXIT, &code.to_string());
+    code
+}
