@@ -655,7 +655,14 @@ fn loopback_up() -> nix::Result<()> {
 /// Keeps only `keep` in the bounding and inheritable sets (root's effective and permitted
 /// sets follow the bounding set at exec).
 fn drop_privileges(keep: &[String]) -> Result<(), String> {
-    let keep: caps::CapsHashSet = keep.iter().filter_map(|c| c.parse().ok()).collect();
+    // Only what this process has can be kept (root here may lack some, DESIGN.md §7).
+    let have =
+        caps::read(None, caps::CapSet::Bounding).map_err(|e| err("reading the bounding set", e))?;
+    let keep: caps::CapsHashSet = keep
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .filter(|c| have.contains(c))
+        .collect();
     for c in caps::all() {
         if !keep.contains(&c) {
             caps::drop(None, caps::CapSet::Bounding, c)

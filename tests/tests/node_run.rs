@@ -2,80 +2,9 @@
 //! layers: PID 1 inside, its own hostname, docker's exit codes, copy-on-write, and nothing left
 //! mounted or on disk afterwards.
 
-use std::process::Command;
-
-use reg_tests::*;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-struct Node {
-    server: Registry,
-    host: String,
-    tmp: tempfile::TempDir,
-}
-
-fn node() -> Option<Node> {
-    if !is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("container tests need root under CI=true");
-        }
-        eprintln!("SKIP: containers need root");
-        return None;
-    }
-    let layers = busybox_layers()?;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Registry::start_all(tmp.path());
-    push_layers(&client(), &server, "node/run", "v1", &layers);
-    let sock = tmp.path().join("node.sock");
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Some(Node {
-        host: format!("unix://{}", sock.display()),
-        server,
-        tmp,
-    })
-}
-
-impl Node {
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(reg_bin())
-            .arg("run")
-            .arg("--rm")
-            .args(args)
-            .env("REG_HOST", &self.host)
-            .env("REG_NODE_DEFAULT_REGISTRY", &self.server.host)
-            .env("REG_CONFIG_DIR", "/nonexistent-reg-config")
-            .output()
-            .expect("reg run");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn mounts_under_data(&self) -> usize {
-        let data = self.tmp.path().display().to_string();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&data))
-            .count()
-    }
-}
-
-const IMG: &str = "node/run:v1";
+#[path = "shared/node.rs"]
+mod shared_node;
+use shared_node::*;
 
 #[test]
 fn container_is_pid_1_with_its_own_hostname_and_no_host_processes() {
@@ -139,13 +68,11 @@ fn writes_stay_in_the_container_and_nothing_is_left_behind() {
         "another container does not see the write: {out}"
     );
     assert_eq!(n.mounts_under_data(), 0, "no mount left on the host");
-    let left = std::fs::read_dir(n.tmp.path().join("node/containers"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let names: Vec<_> = std::fs::read_dir(n.tmp.path().join("node/containers"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert_eq!(left, 0, "--rm removes the container's directory: {names:?}");
+    assert_eq!(
+        n.container_dirs(),
+        0,
+        "--rm removes the container's directory"
+    );
 }
 
 #[test]
@@ -203,15 +130,26 @@ fn docker_default_hardening_applies() {
     assert!(out.contains("UP"), "lo is up: {out}");
 }
 
+/// Containers' cgroups under /reg; other tests of this file run containers too, so wait for
+/// theirs to go.
 fn reg_cgroups_left() -> usize {
-    ["memory", "pids", "cpu,cpuacct", "unified"]
-        .iter()
-        .map(|c| {
-            std::fs::read_dir(format!("/sys/fs/cgroup/{c}/reg"))
-                .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
-                .unwrap_or(0)
-        })
-        .sum()
+    let count = || -> usize {
+        ["memory", "pids", "cpu,cpuacct", "unified"]
+            .iter()
+            .map(|c| {
+                std::fs::read_dir(format!("/sys/fs/cgroup/{c}/reg"))
+                    .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    for _ in 0..100 {
+        if count() == 0 {
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    count()
 }
 
 #[test]

@@ -1,0 +1,393 @@
+//! docker's container lifecycle through the agent: `run -d`, `ps`, `logs`, `exec`, `stop`,
+//! `kill`, `start`, `wait`, `rm`, `inspect`; restart policies; containers that outlive an agent
+//! restart; and the security knobs (`-u`, capabilities, seccomp, the sealed binary).
+
+#[path = "shared/node.rs"]
+mod shared_node;
+use shared_node::*;
+
+use reg_tests::{tar_layer, LayerFile};
+
+const B: &str = "/bin/busybox";
+
+fn sh(script: &str) -> Vec<String> {
+    vec![B.into(), "sh".into(), "-c".into(), script.into()]
+}
+
+fn args<'a>(pre: &[&'a str], script: &'a [String]) -> Vec<&'a str> {
+    pre.iter()
+        .copied()
+        .chain(script.iter().map(String::as_str))
+        .collect()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn detached_container_lives_through_ps_logs_exec_stop_start_and_rm() {
+    let Some(n) = node() else { return };
+    let script = sh(
+        "echo started; i=0; while true; do echo tick $i; i=$((i+1)); /bin/busybox sleep 0.1; done",
+    );
+    let id = n.run_d(&args(&["--name", "ticker", IMG], &script));
+    assert_eq!(id.len(), 64, "the full id: {id}");
+
+    let (_, ps, _) = n.reg(&["ps"]);
+    assert!(
+        ps.contains("ticker") && ps.contains(&id[..12]) && ps.contains("Up "),
+        "{ps}"
+    );
+    wait_until("three ticks in the log", || {
+        n.reg(&["logs", "ticker"]).1.contains("tick 3")
+    });
+    let (_, tail, _) = n.reg(&["logs", "--tail", "2", "ticker"]);
+    assert_eq!(tail.lines().count(), 2, "--tail 2: {tail}");
+
+    // exec: the container's namespaces (hostname, pid 1 is the script), its env, its code.
+    let (code, out, err) = n.reg(&["exec", "-e", "X=42", "ticker", B, "sh", "-c", "/bin/busybox hostname; echo $X; /bin/busybox cat /proc/1/cmdline | /bin/busybox tr '\\0' ' '; exit 3"]);
+    assert_eq!(code, 3, "exec exit code: {out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], &id[..12], "exec sees the container's hostname");
+    assert_eq!(lines[1], "42");
+    assert!(
+        lines[2].contains("while true"),
+        "pid 1 is the container's: {out}"
+    );
+    let (code, _, err) = n.reg(&["exec", "ticker", "no-such-tool"]);
+    assert_eq!(code, 127, "{err}");
+
+    // rm refuses a running container.
+    let (code, _, err) = n.reg(&["rm", "ticker"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("stop it first"), "{err}");
+
+    // stop: sh as PID 1 ignores SIGTERM, so SIGKILL after the grace period → 137.
+    let t0 = std::time::Instant::now();
+    let (code, out, err) = n.reg(&["stop", "-t", "1", "ticker"]);
+    assert_eq!((code, out.trim()), (0, "ticker"), "{err}");
+    assert!(
+        t0.elapsed().as_secs_f64() < 8.0,
+        "stop took {:?}",
+        t0.elapsed()
+    );
+    let v = n.inspect("ticker");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 137);
+    assert_eq!(v["Name"], "/ticker");
+    let (_, ps, _) = n.reg(&["ps"]);
+    assert!(!ps.contains("ticker"), "ps hides stopped containers: {ps}");
+    let (_, ps, _) = n.reg(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    let (code, out, _) = n.reg(&["wait", "ticker"]);
+    assert_eq!((code, out.trim()), (0, "137"));
+    let (code, _, err) = n.reg(&["exec", "ticker", B, "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not running"), "{err}");
+
+    // start again: same container, same filesystem, the log continues.
+    let (code, _, err) = n.reg(&["start", &id[..8]]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(n.inspect(&id)["State"]["Status"], "running");
+    wait_until("the second run's output", || {
+        n.reg(&["logs", "ticker"]).1.matches("started").count() == 2
+    });
+    let (code, _, _) = n.reg(&["kill", "ticker"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = n.reg(&["wait", "ticker"]);
+    assert_eq!(out.trim(), "137");
+
+    let (code, _, err) = n.reg(&["rm", "ticker"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = n.reg(&["inspect", "ticker"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no such container"), "{err}");
+    assert_eq!(n.container_dirs(), 0);
+    assert!(cgroup_dirs(&id).is_empty(), "{:?}", cgroup_dirs(&id));
+    assert!(n.monitors().is_empty());
+}
+
+#[test]
+fn rm_f_logs_f_and_name_conflicts() {
+    let Some(n) = node() else { return };
+    let id = n.run_d(&args(
+        &["--name", "sleeper", IMG],
+        &sh("echo up; exec /bin/busybox sleep 600"),
+    ));
+    let (code, _, err) = n.reg(&["run", "-d", "--name", "sleeper", IMG]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already in use"), "{err}");
+    let (code, out, err) = n.reg(&["rm", "-f", "sleeper"]);
+    assert_eq!((code, out.trim()), (0, "sleeper"), "{err}");
+    assert!(cgroup_dirs(&id).is_empty());
+
+    // logs -f follows to the end and returns when the container exits.
+    let script =
+        sh("for i in 1 2 3; do echo line $i; /bin/busybox sleep 0.2; done; echo oops >&2; exit 4");
+    let id = n.run_d(&args(&[IMG], &script));
+    let (code, out, err) = n.reg(&["logs", "-f", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "line 1\nline 2\nline 3\n");
+    assert_eq!(err, "oops\n", "stderr stays stderr");
+    let (_, out, _) = n.reg(&["wait", &id]);
+    assert_eq!(out.trim(), "4");
+    // A generated docker-style name.
+    let name = n.inspect(&id)["Name"].as_str().unwrap_or("").to_string();
+    assert!(name.starts_with('/') && name.contains('_'), "{name}");
+    assert_eq!(n.reg(&["rm", &id]).0, 0);
+}
+
+#[test]
+fn restart_policy_on_failure_counts_and_stops() {
+    let Some(n) = node() else { return };
+    let id = n.run_d(&args(
+        &["--restart", "on-failure:2", IMG],
+        &sh("echo run; exit 3"),
+    ));
+    wait_until("two restarts", || {
+        let v = n.inspect(&id);
+        v["RestartCount"] == 2 && v["State"]["Status"] == "exited"
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let v = n.inspect(&id);
+    assert_eq!(v["RestartCount"], 2, "no third restart");
+    assert_eq!(v["State"]["ExitCode"], 3);
+    assert_eq!(n.reg(&["logs", &id]).1.matches("run").count(), 3);
+    let (code, _, err) = n.reg(&["run", "--rm", "--restart", "always", IMG]);
+    assert_eq!(code, 125);
+    assert!(err.contains("conflicting options"), "{err}");
+}
+
+#[test]
+fn containers_outlive_an_agent_restart_and_are_reattached() {
+    let Some(mut n) = node() else { return };
+    let id = n.run_d(&args(
+        &["--name", "survivor", IMG],
+        &sh("i=0; while [ $i -lt 600 ]; do echo n $i; i=$((i+1)); /bin/busybox sleep 0.05; done"),
+    ));
+    wait_until("output", || n.reg(&["logs", "survivor"]).1.contains("n 2"));
+    let pid = n.inspect(&id)["State"]["Pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0);
+
+    // kill -9 the agent (and registry): the container keeps running and logging.
+    n.server.kill9();
+    let before = std::fs::read_to_string(
+        n.tmp
+            .path()
+            .join(format!("node/containers/{id}/container.log")),
+    )
+    .map(|s| s.len())
+    .unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after = std::fs::read_to_string(
+        n.tmp
+            .path()
+            .join(format!("node/containers/{id}/container.log")),
+    )
+    .map(|s| s.len())
+    .unwrap_or(0);
+    assert!(after > before, "logs keep flowing without an agent");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    n.server = reg_tests::Registry::start_all(n.tmp.path());
+    n.wait_for_agent();
+    let v = n.inspect("survivor");
+    assert_eq!(v["State"]["Status"], "running", "re-attached");
+    assert_eq!(v["State"]["Pid"], pid);
+    let (code, _, err) = n.reg(&["exec", "survivor", B, "true"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(n.reg(&["kill", "-s", "TERM", "survivor"]).0, 0);
+    // sh ignores SIGTERM as PID 1: still running; SIGKILL ends it, and the new agent sees it.
+    assert_eq!(n.reg(&["kill", "survivor"]).0, 0);
+    let (_, out, _) = n.reg(&["wait", "survivor"]);
+    assert_eq!(out.trim(), "137");
+    assert_eq!(n.reg(&["rm", "survivor"]).0, 0);
+    assert!(cgroup_dirs(&id).is_empty());
+}
+
+#[test]
+fn oom_killed_shows_in_inspect() {
+    let Some(n) = node() else { return };
+    let id = n.run_d(&args(
+        &["--memory", "32m", IMG],
+        &sh("x=$(/bin/busybox head -c 200000000 /dev/zero | /bin/busybox tr '\\0' a)"),
+    ));
+    let (_, out, _) = n.reg(&["wait", &id]);
+    assert_eq!(out.trim(), "137");
+    let v = n.inspect(&id);
+    assert_eq!(v["State"]["OOMKilled"], true, "{v}");
+    assert_eq!(v["HostConfig"]["Memory"], 32 << 20);
+    assert_eq!(n.reg(&["rm", &id]).0, 0);
+}
+
+fn passwd_layer() -> Vec<u8> {
+    tar_layer(&[
+        LayerFile {
+            path: "etc/passwd",
+            mode: 0o644,
+            data: b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        },
+        LayerFile {
+            path: "etc/group",
+            mode: 0o644,
+            data: b"root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
+        },
+    ])
+}
+
+#[test]
+fn users_capabilities_and_rlimits() {
+    let Some(n) = node_with(&[passwd_layer()]) else {
+        return;
+    };
+    let id_cmd =
+        sh("/bin/busybox id; echo $HOME; /bin/busybox grep CapEff /proc/self/status; ulimit -n");
+    let (code, out, err) = n.run(&args(&["-u", "app", IMG], &id_cmd));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("uid=1000(app) gid=1000(app)") && out.contains("50(staff)"),
+        "{out}"
+    );
+    assert!(out.contains("/home/app"), "HOME from passwd: {out}");
+    assert!(
+        out.contains("CapEff:\t0000000000000000"),
+        "a non-root user has no effective caps: {out}"
+    );
+    let (_, out, _) = n.run(&args(&["-u", "4242:4343", IMG], &id_cmd));
+    assert!(out.contains("uid=4242 gid=4343"), "{out}");
+    let (code, _, err) = n.run(&args(&["-u", "ghost", IMG], &id_cmd));
+    assert_eq!(code, 125);
+    assert!(err.contains("unable to find user ghost"), "{err}");
+
+    // nofile: docker's 1048576, or this host's hard limit if lower.
+    let (_, out, _) = n.run(&args(&[IMG], &id_cmd));
+    let hard: u64 = String::from_utf8_lossy(
+        &std::process::Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .expect("sh")
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .unwrap_or(1_048_576);
+    assert_eq!(
+        out.lines().last().unwrap_or(""),
+        hard.min(1_048_576).to_string(),
+        "{out}"
+    );
+
+    let caps = |extra: &[&str]| {
+        let (code, out, err) = n.run(&args(
+            extra,
+            &sh("/bin/busybox grep CapEff /proc/self/status"),
+        ));
+        assert_eq!(code, 0, "{err}");
+        out.trim().trim_start_matches("CapEff:").trim().to_string()
+    };
+    assert_eq!(caps(&["--cap-drop", "ALL", IMG]), "0000000000000000");
+    // NET_ADMIN is bit 12.
+    let with_admin = u64::from_str_radix(&caps(&["--cap-add", "NET_ADMIN", IMG]), 16).unwrap_or(0);
+    assert_eq!(with_admin, 0xa80425fb | 1 << 12);
+    let without_chown = u64::from_str_radix(&caps(&["--cap-drop", "chown", IMG]), 16).unwrap_or(0);
+    assert_eq!(without_chown, 0xa80425fb & !1);
+    let privileged = u64::from_str_radix(&caps(&["--privileged", IMG]), 16).unwrap_or(0);
+    assert!(privileged.count_ones() >= 38, "{privileged:x}");
+    let (code, _, err) = n.run(&["--cap-add", "NOT_A_CAP", IMG]);
+    assert_eq!(code, 125);
+    assert!(err.contains("unknown capability"), "{err}");
+}
+
+#[test]
+fn seccomp_default_profile_custom_profile_and_unconfined() {
+    let Some(n) = node() else { return };
+    // Namespaces and mounts are refused by the default profile even with CAP_SYS_ADMIN's
+    // absence aside: unshare(2) fails with EPERM.
+    let probe =
+        sh("/bin/busybox unshare -u /bin/busybox true && echo unshare-ok || echo unshare-denied");
+    let (_, out, err) = n.run(&args(&[IMG], &probe));
+    assert!(out.contains("unshare-denied"), "{out}{err}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    // Adding SYS_ADMIN lets the namespace syscalls back in (as docker's profile does).
+    let (_, out, err) = n.run(&args(&["--cap-add", "SYS_ADMIN", IMG], &probe));
+    assert!(out.contains("unshare-ok"), "{out}{err}");
+    let (_, out, err) = n.run(&args(&["--privileged", IMG], &probe));
+    assert!(out.contains("unshare-ok"), "{out}{err}");
+
+    // A docker-format profile from a file: allow everything but mkdir.
+    let profile = n.tmp.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .expect("profile");
+    let opt = format!("seccomp={}", profile.display());
+    let mk = sh("/bin/busybox mkdir /x && echo made || echo refused");
+    let (_, out, err) = n.run(&args(&["--security-opt", &opt, IMG], &mk));
+    assert!(
+        out.contains("refused") && err.contains("Permission denied"),
+        "{out}{err}"
+    );
+    let (_, out, _) = n.run(&args(&[IMG], &mk));
+    assert!(out.contains("made"), "{out}");
+    let (_, out, _) = n.run(&args(
+        &[
+            "--security-opt",
+            "seccomp=unconfined",
+            "--cap-add",
+            "SYS_ADMIN",
+            IMG,
+        ],
+        &probe,
+    ));
+    assert!(out.contains("unshare-ok"), "{out}");
+    let bad = n.tmp.path().join("bad.json");
+    std::fs::write(&bad, "{not json").expect("write");
+    let (code, _, err) = n.run(&["--security-opt", &format!("seccomp={}", bad.display()), IMG]);
+    assert_eq!(code, 125);
+    assert!(err.contains("seccomp profile"), "{err}");
+}
+
+#[test]
+fn the_reg_binary_cannot_be_reached_through_proc_exe() {
+    let Some(n) = node() else { return };
+    let id = n.run_d(&args(&[IMG], &sh("exec /bin/busybox sleep 600")));
+    let pid = n.inspect(&id)["State"]["Pid"].as_i64().unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let ppid: i64 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // The monitor (the container's parent) runs from a sealed memfd, not from the reg file.
+    let exe = std::fs::read_link(format!("/proc/{ppid}/exe")).expect("monitor exe");
+    assert!(
+        exe.display().to_string().starts_with("/memfd:reg"),
+        "{}",
+        exe.display()
+    );
+    let w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{ppid}/exe"));
+    if let Ok(mut f) = w {
+        use std::io::Write;
+        assert!(
+            f.write_all(b"pwned").is_err(),
+            "the sealed copy refused the write"
+        );
+    }
+    // A process started inside by exec also runs the user's binary, and `reg exec`'s helper
+    // itself is sealed: the container's init sees busybox as its own exe.
+    let (code, out, _) = n.reg(&["exec", &id, B, "readlink", "/proc/1/exe"]);
+    assert_eq!((code, out.trim()), (0, "/bin/busybox"));
+    assert_eq!(n.reg(&["rm", "-f", &id]).0, 0);
+}

@@ -1,0 +1,186 @@
+//! A registry + node agent (`reg serve`, as root) with the busybox test image pushed, and
+//! `reg` commands pointed at it. Dropping it force-removes every container it still has, so a
+//! failing test leaves no process, mount or cgroup behind.
+
+#![allow(dead_code)]
+
+use std::process::Command;
+
+use reg_tests::*;
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+pub struct Node {
+    pub server: Registry,
+    pub host: String,
+    pub tmp: tempfile::TempDir,
+}
+
+pub const IMG: &str = "node/run:v1";
+
+/// `None` (skip) without root, except under CI=true where containers are required.
+pub fn node() -> Option<Node> {
+    node_with(&[])
+}
+
+/// Like [`node`], with extra layers on top of the busybox image.
+pub fn node_with(extra: &[Vec<u8>]) -> Option<Node> {
+    if !is_root() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("container tests need root under CI=true");
+        }
+        eprintln!("SKIP: containers need root");
+        return None;
+    }
+    let mut layers = busybox_layers()?;
+    layers.extend(extra.iter().cloned());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Registry::start_all(tmp.path());
+    push_layers(&client(), &server, "node/run", "v1", &layers);
+    let n = Node {
+        host: format!("unix://{}", tmp.path().join("node.sock").display()),
+        server,
+        tmp,
+    };
+    n.wait_for_agent();
+    Some(n)
+}
+
+impl Node {
+    pub fn wait_for_agent(&self) {
+        let sock = self.tmp.path().join("node.sock");
+        for _ in 0..200 {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the node agent did not come up on {}", sock.display());
+    }
+
+    /// Any `reg` command against this node: (exit code, stdout, stderr).
+    pub fn reg(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(reg_bin())
+            .args(args)
+            .env("REG_HOST", &self.host)
+            .env("REG_NODE_DEFAULT_REGISTRY", &self.server.host)
+            .env("REG_CONFIG_DIR", "/nonexistent-reg-config")
+            .output()
+            .expect("run reg");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `reg run --rm ARGS…` in the foreground.
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        self.reg(&all)
+    }
+
+    /// `reg run -d ARGS…`: the new container's id.
+    pub fn run_d(&self, args: &[&str]) -> String {
+        let mut all = vec!["run", "-d"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.reg(&all);
+        assert_eq!(code, 0, "reg run -d {args:?}: {err}");
+        out.trim().to_string()
+    }
+
+    /// `reg inspect X` → the one object.
+    pub fn inspect(&self, what: &str) -> serde_json::Value {
+        let (code, out, err) = self.reg(&["inspect", what]);
+        assert_eq!(code, 0, "inspect {what}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+        v[0].clone()
+    }
+
+    pub fn mounts_under_data(&self) -> usize {
+        let data = self.tmp.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&data))
+            .count()
+    }
+
+    /// Container directories still on disk.
+    pub fn container_dirs(&self) -> usize {
+        std::fs::read_dir(self.tmp.path().join("node/containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Monitors of this node still running (their command line names the data dir).
+    pub fn monitors(&self) -> Vec<i32> {
+        let data = self.tmp.path().display().to_string();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("monitor") && c.contains(&data)
+                })
+            })
+            .collect()
+    }
+}
+
+/// A container's cgroup directories on this host (v1 controllers and the unified tree).
+pub fn cgroup_dirs(id: &str) -> Vec<String> {
+    [
+        "memory",
+        "pids",
+        "cpu,cpuacct",
+        "unified",
+        "freezer",
+        "devices",
+    ]
+    .iter()
+    .map(|c| format!("/sys/fs/cgroup/{c}/reg/{id}"))
+    .filter(|p| std::path::Path::new(p).exists())
+    .collect()
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let (_, ids, _) = self.reg(&["ps", "-aq", "--no-trunc"]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            let _ = self.reg(&args);
+        }
+        // Whatever the agent could not reach (it may be the thing that failed).
+        for pid in self.monitors() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        for d in std::fs::read_dir(self.tmp.path().join("node/containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(p) = std::fs::read_to_string(d.path().join("pid")) {
+                let _ = Command::new("kill").args(["-9", p.trim()]).status();
+            }
+            let id = d.file_name().to_string_lossy().into_owned();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            for c in cgroup_dirs(&id) {
+                let _ = std::fs::remove_dir(c);
+            }
+        }
+    }
+}
