@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::unpack::{self, UnpackError};
 
+/// Layers fetched and unpacked at the same time.
+const PARALLEL_LAYERS: usize = 6;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error(transparent)]
@@ -357,6 +360,9 @@ impl ImageStore {
 
         let mut tasks = tokio::task::JoinSet::new();
         let client = Arc::new(RegistryClient::clone_for(client));
+        // Layers in parallel, but a bounded number at once: each unpacks on a blocking thread,
+        // and a registry in the same process (`reg serve`) needs that pool to send the bytes.
+        let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAYERS));
         for ((layer, diff), chain_id) in m.layers.iter().zip(&diff_ids).zip(&chain) {
             let layer_digest =
                 Digest::parse(&layer.digest).map_err(|e| invalid("manifest", e.to_string()))?;
@@ -374,7 +380,9 @@ impl ImageStore {
                 name.clone(),
             );
             let (diff, chain_id, size) = (diff.clone(), chain_id.clone(), layer.size.max(0) as u64);
+            let permit = limit.clone();
             tasks.spawn(async move {
+                let _permit = permit.acquire_owned().await;
                 store
                     .fetch_layer(
                         &client,

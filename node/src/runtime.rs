@@ -403,18 +403,26 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| err("making mounts private", e))?;
     let rootfs = spec.dir.join("rootfs");
-    let lower: Vec<String> = spec
-        .layers
-        .iter()
-        .rev()
-        .map(|p| p.display().to_string())
-        .collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        spec.dir.join("upper").display(),
-        spec.dir.join("work").display()
-    );
+    // The mount data is limited to one page: long snapshot paths would cap an image at a few
+    // dozen layers. So each layer gets a short symlink `l/N` in the container's directory, and
+    // the overlay is mounted with paths relative to it (the kernel takes up to 500 layers).
+    let links = spec.dir.join("l");
+    let _ = std::fs::remove_dir_all(&links);
+    std::fs::create_dir_all(&links).map_err(|e| err("creating the layer links", e))?;
+    let mut layers = spec.layers.clone();
+    if layers.is_empty() {
+        // An image without layers (FROM scratch + metadata) still needs a lower dir.
+        let empty = spec.dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(|e| err("creating an empty layer", e))?;
+        layers.push(empty);
+    }
+    for (i, l) in layers.iter().enumerate() {
+        std::os::unix::fs::symlink(l, links.join(i.to_string()))
+            .map_err(|e| err("linking a layer", e))?;
+    }
+    let lower: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
+    nix::unistd::chdir(&spec.dir).map_err(|e| err("chdir to the container's directory", e))?;
+    let data = format!("lowerdir={},upperdir=upper,workdir=work", lower.join(":"));
     mount(
         Some("overlay"),
         &rootfs,

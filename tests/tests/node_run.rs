@@ -186,3 +186,28 @@ fn limits_memory_hog_is_oom_killed_and_fork_bomb_stops_at_the_pids_limit() {
     );
     assert_eq!(reg_cgroups_left(), 0, "no cgroup left behind");
 }
+
+#[test]
+fn an_image_with_150_layers_still_mounts() {
+    let names: Vec<String> = (0..150).map(|i| format!("layers/f{i:03}")).collect();
+    let extra: Vec<Vec<u8>> = names
+        .iter()
+        .map(|p| {
+            reg_tests::tar_layer(&[reg_tests::LayerFile {
+                path: p,
+                mode: 0o644,
+                data: p.as_bytes(),
+            }])
+        })
+        .collect();
+    let Some(n) = node_with(&extra) else { return };
+    let (code, out, err) = n.run(&[
+        IMG,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox ls /layers | /bin/busybox wc -l; /bin/busybox cat /layers/f149",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "150\nlayers/f149", "every layer is in the rootfs");
+}
