@@ -62,6 +62,15 @@ enum Command {
     Wait(cmd::container::WaitArgs),
     /// Run a command in a running container.
     Exec(cmd::container::ExecArgs),
+    /// Manage volumes.
+    Volume {
+        #[command(subcommand)]
+        command: cmd::system::VolumeCommand,
+    },
+    /// What the node has and runs: containers, images, storage, cgroups, kernel.
+    Info,
+    /// Client and node agent versions.
+    Version,
     /// List the node's images.
     Images,
     /// Show containers or images as JSON (docker-style: an array of objects with Id).
@@ -101,6 +110,9 @@ fn main() -> ExitCode {
         Command::Kill(args) => return exit(cmd::container::kill(config, host, args), 1),
         Command::Rm(args) => return exit(cmd::container::rm(config, host, args), 1),
         Command::Wait(args) => return exit(cmd::container::wait(config, host, args), 1),
+        Command::Volume { command } => return exit(cmd::system::volume(config, host, command), 1),
+        Command::Info => cmd::system::info(config, host),
+        Command::Version => cmd::system::version(config, host),
         Command::Ps(args) => cmd::container::ps(config, host, args),
         Command::Logs(args) => cmd::container::logs(config, host, args),
         Command::Inspect(args) => cmd::container::inspect(config, host, args),

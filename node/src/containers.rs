@@ -65,6 +65,12 @@ pub struct RunRequest {
     pub restart: Option<String>,
     #[serde(default)]
     pub security: crate::runtime::Security,
+    /// `-v /host:/ctr[:ro]`, `-v NAME:/ctr[:ro]`, `-v /ctr` (anonymous volume).
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// `none` (default) or `host`.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// A container's state, docker's fields.
@@ -133,10 +139,17 @@ impl Record {
             "Name": format!("/{}", self.name),
             "RestartCount": s.restart_count,
             "LogPath": self.spec.dir.join(LOG),
+            "Mounts": self.spec.mounts.iter().map(|m| serde_json::json!({
+                "Source": m.source,
+                "Destination": m.target,
+                "RW": !m.readonly,
+                "Type": if m.source.starts_with(crate::volumes::root_of(&self.spec.dir)) { "volume" } else { "bind" },
+            })).collect::<Vec<_>>(),
             "Driver": "overlay",
             "HostConfig": {
                 "AutoRemove": self.request.rm,
-                "NetworkMode": "none",
+                "NetworkMode": self.spec.network,
+                "Binds": self.request.volumes,
                 "Memory": self.request.limits.memory.unwrap_or(0),
                 "NanoCpus": self.request.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
                 "PidsLimit": self.request.limits.pids,
@@ -195,6 +208,8 @@ fn restart_policy(p: Option<&str>) -> Result<(String, u32), String> {
 /// The agent's containers: records in SQLite, change notifications, the sealed binary.
 pub struct Containers {
     root: PathBuf,
+    /// Named volumes: `<node>/volumes/NAME/_data`.
+    pub volumes: PathBuf,
     db: Mutex<rusqlite::Connection>,
     changed: tokio::sync::watch::Sender<u64>,
     exe: tokio::sync::OnceCell<Arc<SealedExe>>,
@@ -282,6 +297,7 @@ impl Containers {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Containers {
             root,
+            volumes: node_root.join("volumes"),
             db: Mutex::new(db),
             changed: tokio::sync::watch::channel(0).0,
             exe: tokio::sync::OnceCell::new(),
@@ -589,6 +605,21 @@ async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), ApiError> {
     if let Err(e) = removed {
         tracing::warn!(container = %rec.id, error = %e, "removing the container's directory");
     }
+    // Anonymous volumes (`-v /path`, named by 64 hex digits) go with their container.
+    for m in &rec.spec.mounts {
+        let anonymous = m.source.starts_with(&cs.volumes)
+            && m.source
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| {
+                    n.len() == 64 && n.to_string_lossy().bytes().all(|b| b.is_ascii_hexdigit())
+                });
+        if anonymous {
+            if let Some(vol) = m.source.parent() {
+                let _ = std::fs::remove_dir_all(vol);
+            }
+        }
+    }
     cs.db()?
         .execute("DELETE FROM containers WHERE id = ?1", [&rec.id])
         .map_err(internal)?;
@@ -662,6 +693,19 @@ pub async fn create(
         }
     }
     let security = crate::runtime::resolve_security(&req.security).map_err(bad)?;
+    let network = match req.network.as_deref() {
+        None | Some("none") => "none",
+        Some("host") => "host",
+        Some(other) => {
+            return Err(bad(format!(
+                "--network {other}: only none and host exist so far (bridge networks come with the networking issue)"
+            )))
+        }
+    };
+    let mut mounts = Vec::new();
+    for v in &req.volumes {
+        mounts.push(crate::volumes::resolve(&st.containers.volumes, v).map_err(bad)?);
+    }
     let (store, key) = (st.store.clone(), r.to_string());
     let image = tokio::task::spawn_blocking(move || store.get(&key))
         .await
@@ -698,9 +742,19 @@ pub async fn create(
         env,
         cwd,
         user,
-        hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+        hostname: req.hostname.clone().unwrap_or_else(|| {
+            if network == "host" {
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| id[..12].to_string())
+            } else {
+                id[..12].to_string()
+            }
+        }),
         limits: req.limits.clone(),
         security,
+        mounts,
+        network: network.to_string(),
     };
     std::fs::create_dir_all(&dir).map_err(|e| internal(format!("{}: {e}", dir.display())))?;
     let names: Vec<String> = match &req.name {

@@ -15,3 +15,4 @@ pub mod monitor;
 pub mod runtime;
 pub mod seccomp;
 pub mod unpack;
+pub mod volumes;

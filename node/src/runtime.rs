@@ -41,6 +41,21 @@ pub struct Spec {
     pub limits: Limits,
     #[serde(default)]
     pub security: SecuritySpec,
+    /// Bind mounts (host paths and volumes), in order.
+    #[serde(default)]
+    pub mounts: Vec<BindMount>,
+    /// `none` (own network namespace with `lo`) or `host`.
+    #[serde(default)]
+    pub network: String,
+}
+
+/// `-v SOURCE:TARGET[:ro]` once resolved to a host path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: String,
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 /// What a user asks for: `--privileged`, `--cap-add`, `--cap-drop`.
@@ -316,7 +331,11 @@ pub fn start(spec: &Spec) -> Result<(nix::unistd::Pid, Cgroup), i32> {
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET;
+        | if spec.network == "host" {
+            CloneFlags::empty()
+        } else {
+            CloneFlags::CLONE_NEWNET
+        };
     let child_spec = spec.clone();
     // SAFETY: the monitor is single-threaded (no other thread can hold a lock the child would
     // need); without CLONE_VM the child runs on its own copy of `stack`, so the parent may free
@@ -516,6 +535,9 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
 
     nix::unistd::sethostname(&spec.hostname).map_err(|e| err("setting the hostname", e))?;
     etc_files(spec, &rootfs)?;
+    for m in &spec.mounts {
+        bind(&rootfs, m)?;
+    }
 
     let old = sub(".reg-old-root");
     ensure_dir(&old)?;
@@ -527,7 +549,9 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
     if !spec.security.privileged {
         mask_and_protect()?;
     }
-    loopback_up().map_err(|e| err("bringing up lo", e))?;
+    if spec.network != "host" {
+        loopback_up().map_err(|e| err("bringing up lo", e))?;
+    }
     let cwd = if spec.cwd.is_empty() {
         "/"
     } else {
@@ -559,14 +583,99 @@ fn find_program(args: &[String], env: &[String]) -> Result<PathBuf, String> {
         .unwrap_or_else(|| PathBuf::from(format!("\0not-found:{arg0}"))))
 }
 
+/// Resolves `path` inside `root` the way the container will see it: symlinks (absolute ones
+/// relative to `root`) and `..` never lead outside `root`. Components that do not exist yet
+/// are appended as they are.
+pub fn secure_join(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let mut todo: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut parts: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            parts.pop();
+            continue;
+        }
+        let here: PathBuf = parts
+            .iter()
+            .fold(root.to_path_buf(), |p, c| p.join(c))
+            .join(&c);
+        match std::fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(format!("{path}: too many levels of symbolic links"));
+                }
+                let target = std::fs::read_link(&here)
+                    .map_err(|e| err(&format!("reading link {}", here.display()), e))?;
+                let t = target.to_string_lossy().to_string();
+                if t.starts_with('/') {
+                    parts.clear();
+                }
+                todo.extend(
+                    t.split('/')
+                        .filter(|c| !c.is_empty() && *c != ".")
+                        .rev()
+                        .map(str::to_string),
+                );
+            }
+            _ => parts.push(c),
+        }
+    }
+    Ok(parts.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
+}
+
+/// Bind-mounts a volume or host path into the rootfs (before `pivot_root`).
+fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
+    let none: Option<&str> = None;
+    let target = secure_join(rootfs, &m.target)?;
+    let what = format!("mounting {} at {}", m.source.display(), m.target);
+    let src_meta = std::fs::metadata(&m.source).map_err(|e| err(&what, e))?;
+    if src_meta.is_dir() {
+        std::fs::create_dir_all(&target).map_err(|e| err(&what, e))?;
+    } else if !target.exists() {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| err(&what, e))?;
+        }
+        std::fs::write(&target, "").map_err(|e| err(&what, e))?;
+    }
+    mount(
+        Some(&m.source),
+        &target,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(|e| err(&what, e))?;
+    if m.readonly {
+        mount(
+            none,
+            &target,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            none,
+        )
+        .map_err(|e| err(&format!("making {} read-only", m.target), e))?;
+    }
+    Ok(())
+}
+
 /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, written beside the container and bind
 /// mounted over the image's (as docker does), so the image itself is never changed.
 fn etc_files(spec: &Spec, rootfs: &Path) -> Result<(), String> {
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let host_network = spec.network == "host";
     // Loopback resolvers of the host mean nothing inside the container's own network.
     let resolv: String = host_resolv
         .lines()
-        .filter(|l| !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1"))))
+        .filter(|l| {
+            host_network
+                || !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1")))
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     let files = [
@@ -966,6 +1075,23 @@ mod tests {
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nwheel:x:10:app,root\n";
+
+    #[test]
+    fn secure_join_stays_inside_the_root() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path();
+        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        std::os::unix::fs::symlink("/etc", root.join("abs")).expect("link");
+        std::os::unix::fs::symlink("../../../..", root.join("a/up")).expect("link");
+        std::os::unix::fs::symlink("b", root.join("a/rel")).expect("link");
+        let j = |p: &str| secure_join(root, p).expect("join");
+        assert_eq!(j("/abs/passwd"), root.join("etc/passwd"));
+        assert_eq!(j("/a/up/x"), root.join("x"));
+        assert_eq!(j("/../../x"), root.join("x"));
+        assert_eq!(j("/a/rel/c"), root.join("a/b/c"));
+        std::os::unix::fs::symlink("loop", root.join("loop")).expect("link");
+        assert!(secure_join(root, "/loop").is_err());
+    }
 
     #[test]
     fn users_resolve_like_docker() {

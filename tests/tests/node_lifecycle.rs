@@ -391,3 +391,116 @@ fn the_reg_binary_cannot_be_reached_through_proc_exe() {
     assert_eq!((code, out.trim()), (0, "/bin/busybox"));
     assert_eq!(n.reg(&["rm", "-f", &id]).0, 0);
 }
+
+#[test]
+fn volumes_bind_mounts_and_read_only() {
+    let Some(n) = node() else { return };
+    let host_dir = n.tmp.path().join("shared");
+    std::fs::create_dir_all(&host_dir).expect("mkdir");
+    std::fs::write(host_dir.join("in.txt"), "from the host\n").expect("write");
+    let bind = format!("{}:/mnt/host", host_dir.display());
+    let (code, out, err) = n.run(&args(
+        &["-v", &bind, IMG],
+        &sh("/bin/busybox cat /mnt/host/in.txt; echo back > /mnt/host/out.txt"),
+    ));
+    assert_eq!((code, out.as_str()), (0, "from the host\n"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("out.txt")).unwrap_or_default(),
+        "back\n",
+        "writes reach the host"
+    );
+    let ro = format!("{bind}:ro");
+    let (_, out, _) = n.run(&args(
+        &["-v", &ro, IMG],
+        &sh("echo x > /mnt/host/ro.txt && echo wrote || echo refused"),
+    ));
+    assert_eq!(out.trim(), "refused", "read-only bind");
+
+    // A named volume survives its containers and is shared by the next one.
+    let (code, out, err) = n.reg(&["volume", "create", "data1"]);
+    assert_eq!((code, out.trim()), (0, "data1"), "{err}");
+    let (code, _, err) = n.run(&args(
+        &["-v", "data1:/data", IMG],
+        &sh("echo kept > /data/f"),
+    ));
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = n.run(&args(
+        &["-v", "data1:/data:ro", IMG],
+        &sh("/bin/busybox cat /data/f"),
+    ));
+    assert_eq!(out, "kept\n");
+    // Auto-created by -v; listed; in use → refused; removed once unused.
+    let id = n.run_d(&args(
+        &["-v", "data2:/d", IMG],
+        &sh("exec /bin/busybox sleep 600"),
+    ));
+    let (_, ls, _) = n.reg(&["volume", "ls", "-q"]);
+    assert_eq!(ls, "data1\ndata2\n");
+    let (code, _, err) = n.reg(&["volume", "rm", "data2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("in use by container"), "{err}");
+    assert_eq!(n.inspect(&id)["Mounts"][0]["Destination"], "/d");
+    assert_eq!(n.reg(&["rm", "-f", &id]).0, 0);
+    assert_eq!(n.reg(&["volume", "rm", "data1", "data2"]).0, 0);
+    let (_, ls, _) = n.reg(&["volume", "ls", "-q"]);
+    assert_eq!(ls, "");
+
+    // A symlink in the image pointing at an absolute path stays inside the rootfs.
+    let (code, out, err) = n.run(&args(
+        &["-v", &bind, IMG],
+        &sh("/bin/busybox ls /mnt/host/in.txt"),
+    ));
+    assert_eq!((code, out.trim()), (0, "/mnt/host/in.txt"), "{err}");
+    let (code, _, err) = n.run(&["-v", "relative/path", IMG]);
+    assert_eq!(code, 125);
+    assert!(err.contains("must be absolute"), "{err}");
+}
+
+#[test]
+fn host_network_info_and_version() {
+    let Some(n) = node() else { return };
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let ns = |extra: &[&str]| {
+        let (code, out, err) = n.run(&args(
+            extra,
+            &sh("/bin/busybox readlink /proc/self/ns/net; /bin/busybox hostname"),
+        ));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let host_net = std::fs::read_link("/proc/self/ns/net")
+        .expect("ns")
+        .display()
+        .to_string();
+    let out = ns(&["--network", "host", IMG]);
+    assert!(
+        out.starts_with(&host_net),
+        "host network shares the namespace: {out}"
+    );
+    assert!(out.ends_with(&host_name), "and the host's name: {out}");
+    let out = ns(&[IMG]);
+    assert!(!out.starts_with(&host_net), "{out}");
+    let (code, _, err) = n.run(&["--network", "bridge", IMG]);
+    assert_eq!(code, 125);
+    assert!(err.contains("only none and host"), "{err}");
+
+    let id = n.run_d(&args(&[IMG], &sh("exec /bin/busybox sleep 600")));
+    let (code, out, err) = n.reg(&["info"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Containers: 1") && out.contains("Running: 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Images: 1") && out.contains("Storage Driver: overlay"),
+        "{out}"
+    );
+    assert!(out.contains("Cgroup Version: "), "{out}");
+    let (code, out, err) = n.reg(&["version"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Client:") && out.contains("Server (node agent):"),
+        "{out}"
+    );
+    assert_eq!(n.reg(&["rm", "-f", &id]).0, 0);
+}

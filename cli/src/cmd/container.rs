@@ -48,9 +48,13 @@ pub struct RunArgs {
     /// CPUs, e.g. 0.5 (a CFS quota).
     #[arg(long)]
     cpus: Option<f64>,
-    /// Network mode; only `none` exists so far (bridge networks come with the networking issue).
+    /// Network: none (own namespace with lo, the default) or host (bridge networks come with
+    /// the networking issue).
     #[arg(long, default_value = "none")]
     network: String,
+    /// Bind mount a host path or a named volume: /host:/ctr[:ro], NAME:/ctr[:ro], or /ctr.
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long)]
     restart: Option<String>,
@@ -192,12 +196,6 @@ fn stream_to_exit(
 /// `reg run`: pull if missing, create, start; in the foreground follow the output to the exit
 /// code, with `-d` print the id.
 pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::Result<u8> {
-    if args.network != "none" {
-        bail!(
-            "--network {}: only `none` is implemented so far",
-            args.network
-        );
-    }
     if args.detach && args.rm && args.restart.is_some() {
         bail!("conflicting options: --restart and --rm");
     }
@@ -236,6 +234,8 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
             "cpus": args.cpus,
         },
         "security": security(&args)?,
+        "volumes": args.volume,
+        "network": args.network,
     });
     let created = rt.block_on(agent.json_body("POST", "/containers/create", &body))?;
     let id = created["Id"].as_str().unwrap_or_default().to_string();

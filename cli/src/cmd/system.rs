@@ -1,0 +1,171 @@
+//! `reg volume …`, `reg info`, `reg version`: through the node agent.
+
+use std::path::Path;
+
+use anyhow::bail;
+use clap::Subcommand;
+
+use super::image::{agent, query_value, rt};
+
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    /// Create a named volume (a random name when none is given).
+    Create { name: Option<String> },
+    /// List volumes.
+    Ls {
+        /// Only names.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Show volumes as JSON.
+    Inspect { names: Vec<String> },
+    /// Remove volumes no container uses.
+    Rm {
+        /// No error when a volume does not exist.
+        #[arg(short = 'f', long)]
+        force: bool,
+        names: Vec<String>,
+    },
+}
+
+pub fn volume(config: Option<&Path>, host: Option<&str>, cmd: VolumeCommand) -> anyhow::Result<u8> {
+    let (agent, _) = agent(config, host)?;
+    let rt = rt()?;
+    match cmd {
+        VolumeCommand::Create { name } => {
+            let v = rt.block_on(agent.json_body(
+                "POST",
+                "/volumes/create",
+                &serde_json::json!({ "Name": name }),
+            ))?;
+            println!("{}", v["Name"].as_str().unwrap_or(""));
+        }
+        VolumeCommand::Ls { quiet } => {
+            let list = rt.block_on(agent.json("GET", "/volumes"))?;
+            if !quiet {
+                println!("{:<10} VOLUME NAME", "DRIVER");
+            }
+            for v in list.as_array().into_iter().flatten() {
+                let name = v["Name"].as_str().unwrap_or("");
+                if quiet {
+                    println!("{name}");
+                } else {
+                    println!("{:<10} {name}", v["Driver"].as_str().unwrap_or("local"));
+                }
+            }
+        }
+        VolumeCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for n in &names {
+                out.push(rt.block_on(agent.json("GET", &format!("/volumes/{}", query_value(n))))?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        VolumeCommand::Rm { force, names } => {
+            if names.is_empty() {
+                bail!("give at least one volume");
+            }
+            let mut failed = false;
+            for n in &names {
+                let path = format!("/volumes/{}?force={}", query_value(n), u8::from(force));
+                match rt.block_on(agent.json_body("DELETE", &path, &serde_json::Value::Null)) {
+                    Ok(_) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("reg: {n}: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(u8::from(failed));
+        }
+    }
+    Ok(0)
+}
+
+/// What `docker info` shows, from the agent.
+pub fn info(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
+    let (agent, _) = agent(config, host)?;
+    let v = rt()?.block_on(agent.json("GET", "/info"))?;
+    println!("Server:");
+    println!(" Containers: {}", v["Containers"]);
+    println!("  Running: {}", v["ContainersRunning"]);
+    println!("  Stopped: {}", v["ContainersStopped"]);
+    println!(" Images: {}", v["Images"]);
+    println!(
+        " Server Version: {}",
+        v["ServerVersion"].as_str().unwrap_or("")
+    );
+    println!(" Storage Driver: {}", v["Driver"].as_str().unwrap_or(""));
+    println!(
+        " Cgroup Driver: {}",
+        v["CgroupDriver"].as_str().unwrap_or("")
+    );
+    println!(
+        " Cgroup Version: {}",
+        v["CgroupVersion"].as_str().unwrap_or("")
+    );
+    println!(
+        " Security Options: {}",
+        v["SecurityOptions"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    );
+    println!(
+        " Kernel Version: {}",
+        v["KernelVersion"].as_str().unwrap_or("")
+    );
+    println!(
+        " Operating System: {}",
+        v["OperatingSystem"].as_str().unwrap_or("")
+    );
+    println!(
+        " Architecture: {}",
+        v["Architecture"].as_str().unwrap_or("")
+    );
+    println!(" CPUs: {}", v["NCPU"]);
+    println!(
+        " Total Memory: {:.2} GiB",
+        v["MemTotal"].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64
+    );
+    println!(
+        " Docker Root Dir: {}",
+        v["DockerRootDir"].as_str().unwrap_or("")
+    );
+    println!(
+        " Default Registry: {}",
+        v["DefaultRegistry"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
+/// Client and agent versions (the agent part fails softly when it is not running).
+pub fn version(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
+    println!("Client:");
+    println!(" Version:     {}", env!("CARGO_PKG_VERSION"));
+    println!(" API version: {}", reg_node::agent::API_VERSION);
+    println!(" OS/Arch:     linux/{}", reg_node::image::node_platform().1);
+    let (agent, _) = agent(config, host)?;
+    match rt()?.block_on(agent.json("GET", "/version")) {
+        Ok(v) => {
+            println!("\nServer (node agent):");
+            println!(" Version:     {}", v["Version"].as_str().unwrap_or(""));
+            println!(" API version: {}", v["ApiVersion"].as_str().unwrap_or(""));
+            println!(
+                " OS/Arch:     {}/{}",
+                v["Os"].as_str().unwrap_or(""),
+                v["Arch"].as_str().unwrap_or("")
+            );
+            println!(
+                " Kernel:      {}",
+                v["KernelVersion"].as_str().unwrap_or("")
+            );
+            Ok(())
+        }
+        Err(e) => bail!("{e}"),
+    }
+}
