@@ -73,6 +73,12 @@ enum Command {
     Version,
     /// List the node's images.
     Images,
+    /// Push an image from the node's store to its registry (only missing layers travel).
+    Push(cmd::image::PushArgs),
+    /// Give an image another name (SOURCE TARGET).
+    Tag(cmd::image::TagArgs),
+    /// Remove images (and the layers nothing else uses).
+    Rmi(cmd::image::RmiArgs),
     /// Show containers or images as JSON (docker-style: an array of objects with Id).
     Inspect(cmd::container::InspectArgs),
     /// Log in to a registry (credentials kept in docker's config.json format).
@@ -111,6 +117,9 @@ fn main() -> ExitCode {
         Command::Rm(args) => return exit(cmd::container::rm(config, host, args), 1),
         Command::Wait(args) => return exit(cmd::container::wait(config, host, args), 1),
         Command::Volume { command } => return exit(cmd::system::volume(config, host, command), 1),
+        Command::Rmi(args) => return exit(cmd::image::rmi(config, host, args), 1),
+        Command::Push(args) => cmd::image::push(config, host, args),
+        Command::Tag(args) => cmd::image::tag(config, host, args),
         Command::Info => cmd::system::info(config, host),
         Command::Version => cmd::system::version(config, host),
         Command::Ps(args) => cmd::container::ps(config, host, args),

@@ -82,6 +82,9 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/images", get(list_images))
         .route("/images/pull", post(pull))
         .route("/images/inspect", get(inspect_image))
+        .route("/images/push", post(push))
+        .route("/images/tag", post(tag))
+        .route("/images", axum::routing::delete(remove_image))
         .route("/containers", get(crate::containers::list))
         .route("/containers/create", post(crate::containers::create))
         .route("/containers/{id}/json", get(crate::containers::inspect))
@@ -265,6 +268,133 @@ async fn pull(
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn stored(st: &AgentState, reference: &str) -> Result<crate::image::ImageRecord, Response> {
+    let r = Reference::parse(reference, &st.default_registry)
+        .map_err(|e| api_error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let (store, key) = (st.store.clone(), r.to_string());
+    match tokio::task::spawn_blocking(move || store.get(&key)).await {
+        Ok(Ok(Some(rec))) => Ok(rec),
+        Ok(Ok(None)) => Err(api_error(
+            StatusCode::NOT_FOUND,
+            format!("no such image: {reference}"),
+        )),
+        Ok(Err(e)) => Err(api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// `POST /images/push?reference=…`: progress as JSON lines, ending with `{"pushed": digest}`
+/// or `{"error": message}`.
+async fn push(
+    State(st): State<Arc<AgentState>>,
+    headers: HeaderMap,
+    Query(q): Query<RefQuery>,
+) -> Response {
+    let rec = match stored(&st, &q.reference).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let target = match Reference::parse(&q.reference, &st.default_registry) {
+        Ok(r) => r,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let client = RegistryClient::with_credentials(&target.registry, decode_auth(&headers));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let store = st.store.clone();
+    tokio::spawn(async move {
+        let ptx = tx.clone();
+        let result = store
+            .push(&client, &rec, &target, move |p: Progress| {
+                let line = match p {
+                    Progress::Resolved { digest, layers } => serde_json::json!({"status": "resolved", "digest": digest, "layers": layers}),
+                    Progress::LayerCached { digest } => serde_json::json!({"status": "exists", "layer": digest}),
+                    Progress::LayerBytes { digest, done, total } => serde_json::json!({"status": "uploading", "layer": digest, "done": done, "total": total}),
+                    Progress::LayerDone { digest } => serde_json::json!({"status": "pushed", "layer": digest}),
+                };
+                let _ = ptx.send(Bytes::from(format!("{line}\n")));
+            })
+            .await;
+        let last = match result {
+            Ok(d) => serde_json::json!({"pushed": d, "size": rec.size}),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+        let _ = tx.send(Bytes::from(format!("{last}\n")));
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct TagQuery {
+    source: String,
+    target: String,
+}
+
+async fn tag(State(st): State<Arc<AgentState>>, Query(q): Query<TagQuery>) -> Response {
+    let rec = match stored(&st, &q.source).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let target = match Reference::parse(&q.target, &st.default_registry) {
+        Ok(r) => r.to_string(),
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.tag(&rec, &target)).await {
+        Ok(Ok(rec)) => Json(rec).into_response(),
+        Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    reference: String,
+    #[serde(default)]
+    force: Option<String>,
+}
+
+/// `DELETE /images?reference=…[&force=1]`: refuses an image a container uses (unless forced;
+/// its layers stay as long as the container does).
+async fn remove_image(State(st): State<Arc<AgentState>>, Query(q): Query<RemoveQuery>) -> Response {
+    let rec = match stored(&st, &q.reference).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let containers = st.containers.list().unwrap_or_default();
+    let users: Vec<&str> = containers
+        .iter()
+        .filter(|c| c.image == rec.reference)
+        .map(|c| c.name.as_str())
+        .collect();
+    let force = matches!(q.force.as_deref(), Some("1" | "true"));
+    if !users.is_empty() && !force {
+        return api_error(
+            StatusCode::CONFLICT,
+            format!(
+                "unable to remove {}: container {} uses it (remove the container, or rmi -f)",
+                rec.reference,
+                users.join(", ")
+            ),
+        );
+    }
+    let in_use: std::collections::HashSet<PathBuf> = containers
+        .iter()
+        .flat_map(|c| c.spec.layers.iter().cloned())
+        .collect();
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.remove(&rec.reference, &in_use)).await {
+        Ok(Ok(deleted)) => Json(deleted).into_response(),
+        Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// Serves the agent on `socket` (mode 0660) until `shutdown` resolves.

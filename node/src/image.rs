@@ -95,6 +95,13 @@ pub struct ImageRecord {
     /// Chain ids of the layers, bottom first: the snapshot directories.
     pub chain: Vec<String>,
     pub size: u64,
+    /// The manifest and config exactly as pulled (to push them elsewhere byte for byte).
+    #[serde(default)]
+    pub manifest: String,
+    #[serde(default)]
+    pub media_type: String,
+    #[serde(default)]
+    pub config_raw: String,
 }
 
 pub struct ImageStore {
@@ -266,6 +273,207 @@ impl ImageStore {
     }
 
     /// Pulls `r` for this node's platform; layers already present are not fetched again.
+    /// Stores `rec` under another reference (`reg tag`).
+    pub fn tag(&self, rec: &ImageRecord, target: &str) -> Result<ImageRecord, PullError> {
+        let mut copy = rec.clone();
+        copy.reference = target.to_string();
+        self.put(&copy)?;
+        Ok(copy)
+    }
+
+    /// Removes a reference; then every snapshot and blob that no image and none of `in_use`
+    /// (snapshot directories of containers) needs. Returns what was deleted.
+    pub fn remove(
+        &self,
+        reference: &str,
+        in_use: &std::collections::HashSet<PathBuf>,
+    ) -> Result<Vec<String>, PullError> {
+        {
+            let db = self.db.lock().map_err(|_| PullError::Io {
+                path: self.root.clone(),
+                source: std::io::Error::other("image index lock poisoned"),
+            })?;
+            db.execute("DELETE FROM images WHERE reference = ?1", [reference])?;
+        }
+        let mut deleted = vec![format!("Untagged: {reference}")];
+        let images = self.list()?;
+        let mut keep_snaps: std::collections::HashSet<PathBuf> = in_use.clone();
+        let mut keep_blobs = std::collections::HashSet::new();
+        let mut unknown_blobs = false;
+        for i in &images {
+            keep_snaps.extend(i.chain.iter().map(|c| self.snapshot_dir(c)));
+            match serde_json::from_str::<serde_json::Value>(&i.manifest) {
+                Ok(m) => keep_blobs.extend(
+                    m["layers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|l| l["digest"].as_str().map(str::to_string)),
+                ),
+                // Recorded before manifests were kept: its blobs are unknown, keep them all.
+                Err(_) => unknown_blobs = true,
+            }
+        }
+        for e in std::fs::read_dir(self.root.join("snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if !keep_snaps.contains(&e.path()) && std::fs::remove_dir_all(e.path()).is_ok() {
+                deleted.push(format!(
+                    "Deleted: {}",
+                    e.file_name().to_string_lossy().replacen('-', ":", 1)
+                ));
+            }
+        }
+        if !unknown_blobs {
+            for alg in std::fs::read_dir(self.root.join("blobs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for b in std::fs::read_dir(alg.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let d = format!(
+                        "{}:{}",
+                        alg.file_name().to_string_lossy(),
+                        b.file_name().to_string_lossy()
+                    );
+                    if !keep_blobs.contains(&d) {
+                        let _ = std::fs::remove_file(b.path());
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Pushes a stored image to `target` (any registry/repo/tag): only the blobs the registry
+    /// lacks are uploaded, then the manifest byte for byte (so the digest stays the same).
+    pub async fn push(
+        &self,
+        client: &RegistryClient,
+        rec: &ImageRecord,
+        target: &Reference,
+        progress: impl Fn(Progress) + Send + Sync + 'static,
+    ) -> Result<String, PullError> {
+        let invalid = |message: String| PullError::Invalid {
+            reference: rec.reference.clone(),
+            what: "stored image".into(),
+            message,
+        };
+        if rec.manifest.is_empty() || rec.config_raw.is_empty() {
+            return Err(invalid(
+                "it was pulled by an older reg that did not keep its manifest: pull it again"
+                    .into(),
+            ));
+        }
+        let m: serde_json::Value =
+            serde_json::from_str(&rec.manifest).map_err(|e| invalid(e.to_string()))?;
+        let config_digest = Digest::parse(&rec.id).map_err(|e| invalid(e.to_string()))?;
+        if Digest::of(config_digest.algorithm(), rec.config_raw.as_bytes()) != config_digest {
+            return Err(invalid(
+                "the stored config does not match its digest".into(),
+            ));
+        }
+        let layers: Vec<(Digest, u64)> = m["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                let d = Digest::parse(l["digest"].as_str().unwrap_or(""))
+                    .map_err(|e| invalid(e.to_string()))?;
+                Ok((d, l["size"].as_u64().unwrap_or(0)))
+            })
+            .collect::<Result<_, PullError>>()?;
+        progress(Progress::Resolved {
+            digest: Digest::sha256_of(rec.manifest.as_bytes()).to_string(),
+            layers: layers.len(),
+        });
+        let progress = Arc::new(progress);
+        let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAYERS));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (d, size) in layers {
+            let (client, repo, path, progress, limit) = (
+                RegistryClient::clone_for(client),
+                target.repo.clone(),
+                self.blob_path(&d),
+                progress.clone(),
+                limit.clone(),
+            );
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                if client.has_blob(&repo, &d).await? {
+                    progress(Progress::LayerCached {
+                        digest: d.to_string(),
+                    });
+                    return Ok::<(), ClientError>(());
+                }
+                let (p2, d2) = (progress.clone(), d.to_string());
+                client
+                    .push_blob_file(&repo, &d, &path, move |done| {
+                        p2(Progress::LayerBytes {
+                            digest: d2.clone(),
+                            done,
+                            total: size,
+                        })
+                    })
+                    .await?;
+                progress(Progress::LayerDone {
+                    digest: d.to_string(),
+                });
+                Ok(())
+            });
+        }
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(PullError::Client(e));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(PullError::Io {
+                        path: self.root.clone(),
+                        source: std::io::Error::other(e),
+                    });
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if !client.has_blob(&target.repo, &config_digest).await? {
+            client
+                .push_blob_bytes(
+                    &target.repo,
+                    &config_digest,
+                    Bytes::from(rec.config_raw.clone()),
+                )
+                .await?;
+        }
+        let media_type = if rec.media_type.is_empty() {
+            m["mediaType"]
+                .as_str()
+                .unwrap_or(media::OCI_MANIFEST)
+                .to_string()
+        } else {
+            rec.media_type.clone()
+        };
+        client
+            .put_manifest(
+                &target.repo,
+                &target.reference(),
+                &media_type,
+                Bytes::from(rec.manifest.clone()),
+            )
+            .await?;
+        Ok(Digest::sha256_of(rec.manifest.as_bytes()).to_string())
+    }
+
     pub async fn pull(
         self: &Arc<Self>,
         client: &RegistryClient,
@@ -310,7 +518,6 @@ impl ImageStore {
             let d = Digest::parse(&chosen.digest).map_err(|e| invalid("index", e.to_string()))?;
             (body, media_type, digest) = client.manifest(&r.repo, &d.to_string()).await?;
         }
-        let _ = media_type;
         #[derive(Deserialize)]
         struct M {
             config: Descriptor,
@@ -421,6 +628,14 @@ impl ImageStore {
             config,
             chain: chain.iter().map(ToString::to_string).collect(),
             size: m.layers.iter().map(|l| l.size.max(0) as u64).sum(),
+            manifest: String::from_utf8_lossy(&body).into_owned(),
+            media_type: media_type
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+            config_raw: String::from_utf8_lossy(&config_bytes).into_owned(),
         };
         let store = self.clone();
         let rec2 = rec.clone();

@@ -304,11 +304,35 @@ impl RegistryClient {
         scope: &str,
         headers: &[(&str, String)],
     ) -> Result<reqwest::Response, ClientError> {
-        let url = format!("{}{}", self.base, path);
+        self.send(
+            reqwest::Method::GET,
+            path,
+            scope,
+            headers,
+            bytes::Bytes::new(),
+        )
+        .await
+    }
+
+    /// `method` on `path` (or an absolute URL) with a body that can be sent twice; answers a
+    /// challenge for `scope` once, like [`RegistryClient::get`].
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        scope: &str,
+        headers: &[(&str, String)],
+        body: bytes::Bytes,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = self.url(path);
         let build = |auth: Option<&str>| {
-            let mut r = self.http.get(&url);
+            let mut r = self.http.request(method.clone(), &url);
             for (k, v) in headers {
                 r = r.header(*k, v);
+            }
+            if !body.is_empty() || method == reqwest::Method::PUT || method == reqwest::Method::POST
+            {
+                r = r.body(body.clone());
             }
             if let Some(a) = auth {
                 r = r.header("authorization", a);
@@ -372,6 +396,170 @@ impl RegistryClient {
             });
         };
         build(Some(&auth)).send().await.map_err(|e| self.connect(e))
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    fn status(&self, status: u16, what: String) -> ClientError {
+        ClientError::Status {
+            server: self.server.clone(),
+            status,
+            what,
+        }
+    }
+
+    /// Whether `repo` has the blob (HEAD).
+    pub async fn has_blob(
+        &self,
+        repo: &crate::RepoName,
+        digest: &crate::Digest,
+    ) -> Result<bool, ClientError> {
+        let scope = format!("repository:{repo}:pull,push");
+        let r = self
+            .send(
+                reqwest::Method::HEAD,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                &scope,
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await?;
+        Ok(r.status().is_success())
+    }
+
+    /// Opens an upload session; returns its absolute URL with `digest` added.
+    async fn start_upload(
+        &self,
+        repo: &crate::RepoName,
+        digest: &crate::Digest,
+    ) -> Result<String, ClientError> {
+        let scope = format!("repository:{repo}:pull,push");
+        let r = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &scope,
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await?;
+        if r.status().as_u16() != 202 {
+            return Err(self.status(
+                r.status().as_u16(),
+                format!("starting an upload to {repo} (may you push to it? `reg login`)"),
+            ));
+        }
+        let loc = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.status(202, "an upload without a Location".into()))?;
+        let loc = if loc.starts_with('/') {
+            format!("{}{loc}", self.base)
+        } else {
+            loc.to_string()
+        };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        Ok(format!("{loc}{sep}digest={digest}"))
+    }
+
+    /// Uploads a blob held in memory (configs), in one monolithic PUT.
+    pub async fn push_blob_bytes(
+        &self,
+        repo: &crate::RepoName,
+        digest: &crate::Digest,
+        data: bytes::Bytes,
+    ) -> Result<(), ClientError> {
+        let url = self.start_upload(repo, digest).await?;
+        let scope = format!("repository:{repo}:pull,push");
+        let r = self
+            .send(
+                reqwest::Method::PUT,
+                &url,
+                &scope,
+                &[("content-type", "application/octet-stream".into())],
+                data,
+            )
+            .await?;
+        if r.status().as_u16() != 201 {
+            return Err(self.status(r.status().as_u16(), format!("uploading {digest} to {repo}")));
+        }
+        Ok(())
+    }
+
+    /// Uploads a blob from a file, streamed (one PUT); `on_bytes` hears the bytes sent so far.
+    pub async fn push_blob_file(
+        &self,
+        repo: &crate::RepoName,
+        digest: &crate::Digest,
+        path: &std::path::Path,
+        on_bytes: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<(), ClientError> {
+        use futures::StreamExt;
+        let file = tokio::fs::File::open(path).await.map_err(|e| {
+            self.status(0, format!("{}: {e} (pull the image again)", path.display()))
+        })?;
+        let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let url = self.start_upload(repo, digest).await?;
+        let scope = format!("repository:{repo}:pull,push");
+        // The upload session was opened with this scope: its token is cached.
+        let auth = self.tokens.lock().await.get(&scope).cloned();
+        let mut sent = 0u64;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |c| {
+            if let Ok(b) = &c {
+                sent += b.len() as u64;
+                on_bytes(sent);
+            }
+            c
+        });
+        let mut req = self
+            .http
+            .put(&url)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", len)
+            .body(reqwest::Body::wrap_stream(stream));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        } else if let Some((u, p)) = &self.creds {
+            req = req.basic_auth(u, Some(p));
+        }
+        let r = req.send().await.map_err(|e| self.connect(e))?;
+        if r.status().as_u16() != 201 {
+            return Err(self.status(r.status().as_u16(), format!("uploading {digest} to {repo}")));
+        }
+        Ok(())
+    }
+
+    /// PUTs a manifest under `reference` (a tag or its digest).
+    pub async fn put_manifest(
+        &self,
+        repo: &crate::RepoName,
+        reference: &str,
+        media_type: &str,
+        body: bytes::Bytes,
+    ) -> Result<(), ClientError> {
+        let scope = format!("repository:{repo}:pull,push");
+        let r = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v2/{repo}/manifests/{reference}"),
+                &scope,
+                &[("content-type", media_type.to_string())],
+                body,
+            )
+            .await?;
+        if r.status().as_u16() != 201 {
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            return Err(self.status(status, format!("manifest {repo}:{reference}: {text}")));
+        }
+        Ok(())
     }
 
     /// Fetches a manifest; returns its bytes, media type and digest (verified when pinned).

@@ -593,7 +593,7 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(config: Option<&Path>, host: Option<&str>, args: InspectArgs) -> anyhow::Result<()> {
-    let (agent, _) = agent(config, host)?;
+    let (agent, cfg) = agent(config, host)?;
     let rt = rt()?;
     let mut out = Vec::new();
     for name in &args.names {
@@ -602,8 +602,11 @@ pub fn inspect(config: Option<&Path>, host: Option<&str>, args: InspectArgs) -> 
             out.push(c);
             continue;
         }
+        let image = Reference::parse(name, &cfg.node.default_registry)
+            .map(|r| query_value(&r.to_string()))
+            .unwrap_or(q);
         let v = rt
-            .block_on(agent.json("GET", &format!("/images/inspect?reference={q}")))
+            .block_on(agent.json("GET", &format!("/images/inspect?reference={image}")))
             .map_err(|_| anyhow::anyhow!("no such container or image: {name}"))?;
         out.push(serde_json::json!({
             "Id": v["id"],

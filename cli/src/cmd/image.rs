@@ -162,3 +162,135 @@ pub fn images(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// Image reference in the node's store, e.g. 127.0.0.1:5000/team/app:1.0
+    image: String,
+}
+
+/// `reg push`: uploads what the registry lacks, with progress; prints the digest.
+pub fn push(config: Option<&Path>, host: Option<&str>, args: PushArgs) -> anyhow::Result<()> {
+    let (agent, cfg) = agent(config, host)?;
+    let r = Reference::parse(&args.image, &cfg.node.default_registry)?;
+    let mut headers = Vec::new();
+    if let Some((username, password)) = client::lookup(&r.registry)? {
+        headers.push((
+            "x-registry-auth",
+            encode_auth(&RegistryAuth { username, password }),
+        ));
+    }
+    println!("The push refers to repository [{}/{}]", r.registry, r.repo);
+    let path = format!("/images/push?reference={}", query_value(&r.to_string()));
+    let mut outcome: Option<Result<serde_json::Value, String>> = None;
+    let mut last_draw = std::time::Instant::now();
+    let status = rt()?.block_on(agent.request("POST", &path, &headers, |line| {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        let short = |d: &serde_json::Value| {
+            d.as_str()
+                .unwrap_or("")
+                .trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect::<String>()
+        };
+        match v["status"].as_str() {
+            Some("exists") => println!("{}: Layer already exists", short(&v["layer"])),
+            Some("pushed") => println!("{}: Pushed", short(&v["layer"])),
+            Some("uploading") if last_draw.elapsed().as_millis() > 500 => {
+                last_draw = std::time::Instant::now();
+                print!(
+                    "\r{}: uploading {} / {}   ",
+                    short(&v["layer"]),
+                    mib(v["done"].as_u64().unwrap_or(0)),
+                    mib(v["total"].as_u64().unwrap_or(0))
+                );
+                let _ = std::io::stdout().flush();
+            }
+            _ => {
+                if v.get("pushed").is_some() {
+                    outcome = Some(Ok(v.clone()));
+                } else if let Some(e) = v["error"].as_str().or(v["message"].as_str()) {
+                    outcome = Some(Err(e.to_string()));
+                }
+            }
+        }
+    }))?;
+    match outcome {
+        Some(Ok(v)) => {
+            println!(
+                "{}: digest: {} size: {}",
+                r.tag
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "latest".into()),
+                v["pushed"].as_str().unwrap_or(""),
+                v["size"]
+            );
+            Ok(())
+        }
+        Some(Err(e)) => bail!("push of {r} failed: {e}"),
+        None => bail!("push of {r} failed: the agent answered {status} without a result"),
+    }
+}
+
+#[derive(Args)]
+pub struct TagArgs {
+    source: String,
+    target: String,
+}
+
+pub fn tag(config: Option<&Path>, host: Option<&str>, args: TagArgs) -> anyhow::Result<()> {
+    let (agent, cfg) = agent(config, host)?;
+    let source = Reference::parse(&args.source, &cfg.node.default_registry)?;
+    let target = Reference::parse(&args.target, &cfg.node.default_registry)?;
+    rt()?.block_on(agent.json_body(
+        "POST",
+        &format!(
+            "/images/tag?source={}&target={}",
+            query_value(&source.to_string()),
+            query_value(&target.to_string())
+        ),
+        &serde_json::Value::Null,
+    ))?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RmiArgs {
+    /// Remove even when a container uses it (its layers stay until the container goes).
+    #[arg(short = 'f', long)]
+    force: bool,
+    images: Vec<String>,
+}
+
+pub fn rmi(config: Option<&Path>, host: Option<&str>, args: RmiArgs) -> anyhow::Result<u8> {
+    let (agent, cfg) = agent(config, host)?;
+    let rt = rt()?;
+    if args.images.is_empty() {
+        bail!("give at least one image");
+    }
+    let mut failed = false;
+    for i in &args.images {
+        let r = Reference::parse(i, &cfg.node.default_registry)?;
+        let path = format!(
+            "/images?reference={}&force={}",
+            query_value(&r.to_string()),
+            u8::from(args.force)
+        );
+        match rt.block_on(agent.json_body("DELETE", &path, &serde_json::Value::Null)) {
+            Ok(v) => {
+                for l in v.as_array().into_iter().flatten() {
+                    println!("{}", l.as_str().unwrap_or(""));
+                }
+            }
+            Err(e) => {
+                eprintln!("reg: {i}: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
