@@ -444,6 +444,40 @@ pub async fn serve(
     result.map_err(sock_err)
 }
 
+/// This process's stdin as a request body (read on a thread of its own; ends at end-of-file).
+pub fn stdin_body() -> http_body_util::combinators::BoxBody<Bytes, std::io::Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|r| (r.map(hyper::body::Frame::data), rx))
+    });
+    http_body_util::StreamBody::new(frames).boxed()
+}
+
 /// The cli's side: HTTP/1 over the agent's unix socket.
 pub struct AgentClient {
     socket: PathBuf,
@@ -483,6 +517,25 @@ impl AgentClient {
         path_and_query: &str,
         headers: &[(&str, String)],
         body: Bytes,
+        on_line: impl FnMut(&str),
+    ) -> Result<u16, AgentError> {
+        let json = !body.is_empty();
+        let body = http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed();
+        self.request_streaming(method, path_and_query, headers, json, body, on_line)
+            .await
+    }
+
+    /// Like [`AgentClient::request`], sending `body` as it comes (the request and the
+    /// answer stream at the same time: `reg run -i` sends stdin this way).
+    pub async fn request_streaming(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        json: bool,
+        body: http_body_util::combinators::BoxBody<Bytes, std::io::Error>,
         mut on_line: impl FnMut(&str),
     ) -> Result<u16, AgentError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
@@ -503,11 +556,11 @@ impl AgentClient {
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        if !body.is_empty() {
+        if json {
             req = req.header("content-type", "application/json");
         }
         let req = req
-            .body(http_body_util::Full::new(body))
+            .body(body)
             .map_err(|e| AgentError::Protocol(e.to_string()))?;
         let resp = sender
             .send_request(req)

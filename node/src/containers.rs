@@ -843,6 +843,9 @@ pub async fn inspect(
 pub struct StartQuery {
     #[serde(default)]
     attach: Option<String>,
+    /// `-i`: the request body is the container's stdin.
+    #[serde(default)]
+    stdin: Option<String>,
 }
 
 /// `POST /containers/{id}/start[?attach=1]`: with attach, streams the output of this run and
@@ -851,9 +854,15 @@ pub async fn start_handler(
     State(st): State<Arc<AgentState>>,
     UrlPath(id): UrlPath<String>,
     Query(q): Query<StartQuery>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let rec = st.containers.resolve(&id)?;
     let cs = st.containers.clone();
+    let stdin = if truthy(&q.stdin) {
+        Some(open_stdin(&rec.spec.dir).map_err(internal)?)
+    } else {
+        None
+    };
     if !truthy(&q.attach) {
         start(&cs, &rec.id).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -866,7 +875,53 @@ pub async fn start_handler(
         .await
         .map_err(internal)?;
     start(&cs, &rec.id).await?;
+    if let Some(rw) = stdin {
+        // The monitor has opened the read end. Write through a write-only handle, so that
+        // writes fail (instead of blocking forever) once the container stops reading, and let
+        // the name go (a later restart gets no stdin).
+        let path = rec.spec.dir.join(crate::monitor::STDIN);
+        use std::os::unix::fs::OpenOptionsExt;
+        let wo = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&path);
+        let _ = std::fs::remove_file(&path);
+        drop(rw);
+        if let Ok(f) = wo {
+            use std::os::fd::AsRawFd;
+            let _ = nix::fcntl::fcntl(
+                f.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+            );
+            tokio::spawn(pump_stdin(body, f));
+        }
+    }
     Ok(stream_response(follow_log(cs, rec.id, file, true, None)))
+}
+
+/// Makes the container's stdin FIFO and opens its write end (read-write, so it never blocks).
+fn open_stdin(dir: &Path) -> std::io::Result<std::fs::File> {
+    let path = dir.join(crate::monitor::STDIN);
+    let _ = std::fs::remove_file(&path);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+}
+
+/// Copies the request body into the FIFO; closing it gives the container end-of-file.
+async fn pump_stdin(body: Body, fifo: std::fs::File) {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut fifo = tokio::fs::File::from_std(fifo);
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        if fifo.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = fifo.flush().await;
 }
 
 fn open_log(dir: &Path) -> std::io::Result<std::fs::File> {

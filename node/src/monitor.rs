@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +16,8 @@ pub const LOG: &str = "container.log";
 pub const PID: &str = "pid";
 pub const EXIT: &str = "exit";
 pub const OOM: &str = "oom";
+/// The FIFO a `-i` container reads (made by the agent, removed once the container has it).
+pub const STDIN: &str = "stdin";
 
 /// Writes `content` to `dir/name` atomically (temp + rename).
 pub fn write_atomic(dir: &Path, name: &str, content: &str) -> std::io::Result<()> {
@@ -113,8 +116,28 @@ pub fn monitor(spec: &Spec) -> i32 {
         Ok(f) => OwnedFd::from(f),
         Err(e) => return fail(format!("/dev/null: {e}")),
     };
-    // The init inherits fds 0, 1, 2: nothing to read, and the two pipes.
-    if let Err(e) = redirect(&devnull, 0)
+    // `-i`: the agent made a FIFO `stdin` and holds its write end; without a writer, reads see
+    // end-of-file at once, as with /dev/null.
+    let stdin = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(dir.join(STDIN))
+    {
+        Ok(f) => {
+            let fd = OwnedFd::from(f);
+            let _ = nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+            );
+            fd
+        }
+        Err(_) => match devnull.try_clone() {
+            Ok(d) => d,
+            Err(e) => return fail(format!("/dev/null: {e}")),
+        },
+    };
+    // The init inherits fds 0, 1, 2: its input, and the two pipes.
+    if let Err(e) = redirect(&stdin, 0)
         .and_then(|()| redirect(&out_w, 1))
         .and_then(|()| redirect(&err_w, 2))
     {
@@ -123,7 +146,10 @@ pub fn monitor(spec: &Spec) -> i32 {
     drop((out_w, err_w));
     let started = runtime::start(spec);
     // Our own copies of the write ends go, so the readers see EOF when the container ends.
-    let _ = redirect(&devnull, 1).and_then(|()| redirect(&devnull, 2));
+    let _ = redirect(&devnull, 0)
+        .and_then(|()| redirect(&devnull, 1))
+        .and_then(|()| redirect(&devnull, 2));
+    drop(stdin);
     let readers = [
         pump(std::fs::File::from(out_r), "stdout", log.clone()),
         pump(std::fs::File::from(err_r), "stderr", log.clone()),

@@ -504,3 +504,52 @@ fn host_network_info_and_version() {
     );
     assert_eq!(n.reg(&["rm", "-f", &id]).0, 0);
 }
+
+#[test]
+fn run_i_streams_stdin_to_the_container() {
+    use std::io::Write;
+    let Some(n) = node() else { return };
+    let run_i = |input: &[u8], script: &str| {
+        let mut child = std::process::Command::new(reg_tests::reg_bin())
+            .args(["run", "-i", "--rm", IMG, B, "sh", "-c", script])
+            .env("REG_HOST", &n.host)
+            .env("REG_NODE_DEFAULT_REGISTRY", &n.server.host)
+            .env("REG_CONFIG_DIR", "/nonexistent-reg-config")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("reg run -i");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait");
+        let _ = writer.join();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run_i(b"one\ntwo\nthree\n", "/bin/busybox wc -l");
+    assert_eq!((code, out.trim()), (0, "3"), "{err}");
+    // 4 MiB through the pipe, counted inside.
+    let big = vec![b'x'; 4 << 20];
+    let (code, out, err) = run_i(&big, "/bin/busybox wc -c");
+    assert_eq!(
+        (code, out.trim()),
+        (0, (4u32 << 20).to_string().as_str()),
+        "{err}"
+    );
+    // A container that stops reading early still ends.
+    let (code, out, _) = run_i(&big, "/bin/busybox head -c 5; echo; exit 9");
+    assert_eq!((code, out.as_str()), (9, "xxxxx\n"));
+    // Without -i, stdin is empty.
+    let (code, out, _) = n.run(&[IMG, B, "wc", "-c"]);
+    assert_eq!((code, out.trim()), (0, "0"));
+    let (code, _, err) = n.run(&["-t", IMG]);
+    assert_eq!(code, 125);
+    assert!(err.contains("not supported yet"), "{err}");
+}

@@ -19,6 +19,12 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// Keep stdin open: this terminal's (or pipe's) input goes to the container.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal (not supported yet: see the README).
+    #[arg(short = 't', long)]
+    tty: bool,
     /// Name the container (default: a generated adjective_animal).
     #[arg(long)]
     name: Option<String>,
@@ -180,15 +186,20 @@ fn stream_to_exit(
             exit = Some(c);
         }
     }))?;
+    Ok(finish(exit, failure, status))
+}
+
+/// The exit code of a followed container: its own, or 125 with the reason.
+fn finish(exit: Option<i64>, failure: Option<String>, status: u16) -> u8 {
     match (exit, failure) {
-        (Some(c), _) => Ok(u8::try_from(c).unwrap_or(125)),
+        (Some(c), _) => u8::try_from(c).unwrap_or(125),
         (None, Some(m)) => {
             eprintln!("reg: {m}");
-            Ok(125)
+            125
         }
         (None, None) => {
             eprintln!("reg: the agent answered {status} without an exit code");
-            Ok(125)
+            125
         }
     }
 }
@@ -196,6 +207,9 @@ fn stream_to_exit(
 /// `reg run`: pull if missing, create, start; in the foreground follow the output to the exit
 /// code, with `-d` print the id.
 pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::Result<u8> {
+    if args.tty {
+        bail!("-t (a pseudo-terminal) is not supported yet; -i alone streams stdin");
+    }
     if args.detach && args.rm && args.restart.is_some() {
         bail!("conflicting options: --restart and --rm");
     }
@@ -247,6 +261,23 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
         ))?;
         println!("{id}");
         return Ok(0);
+    }
+    if args.interactive {
+        let mut exit = None;
+        let mut failure = None;
+        let status = rt.block_on(agent.request_streaming(
+            "POST",
+            &format!("/containers/{id}/start?attach=1&stdin=1"),
+            &[],
+            false,
+            reg_node::agent::stdin_body(),
+            |line| {
+                if let Some(c) = print_stream(line, &mut failure) {
+                    exit = Some(c);
+                }
+            },
+        ))?;
+        return Ok(finish(exit, failure, status));
     }
     stream_to_exit(
         &agent,
