@@ -479,14 +479,20 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
     for f in [PID, EXIT, OOM] {
         let _ = std::fs::remove_file(dir.join(f));
     }
-    let spec_path = dir.join("spec.json");
-    let bytes = serde_json::to_string(&rec.spec).map_err(internal)?;
-    crate::monitor::write_atomic(&dir, "spec.json", &bytes)
-        .map_err(|e| internal(format!("{}: {e}", spec_path.display())))?;
+    let spec = rec.spec.clone();
+    tokio::task::spawn_blocking(move || crate::bundle::write(&spec))
+        .await
+        .map_err(internal)?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("container {}: {e}", rec.name),
+            )
+        })?;
     let exe = cs.sealed_exe().await?;
     let child = tokio::process::Command::new(exe.path())
-        .args(["node", "monitor", "--spec"])
-        .arg(&spec_path)
+        .args(["node", "monitor", "--bundle"])
+        .arg(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -864,7 +870,7 @@ pub async fn start_handler(
         None
     };
     if !truthy(&q.attach) {
-        start(&cs, &rec.id).await?;
+        started(&cs, &rec, start(&cs, &rec.id).await).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     // Open the log before starting, at its current end: everything this run writes is ours.
@@ -874,7 +880,7 @@ pub async fn start_handler(
     file.seek(std::io::SeekFrom::End(0))
         .await
         .map_err(internal)?;
-    start(&cs, &rec.id).await?;
+    started(&cs, &rec, start(&cs, &rec.id).await).await?;
     if let Some(rw) = stdin {
         // The monitor has opened the read end. Write through a write-only handle, so that
         // writes fail (instead of blocking forever) once the container stops reading, and let
@@ -897,6 +903,18 @@ pub async fn start_handler(
         }
     }
     Ok(stream_response(follow_log(cs, rec.id, file, true, None)))
+}
+
+/// A container created with `--rm` that could not start is removed, as docker does.
+async fn started(
+    cs: &Arc<Containers>,
+    rec: &Record,
+    r: Result<Record, ApiError>,
+) -> Result<Record, ApiError> {
+    if r.is_err() && rec.request.rm && rec.state.status == "created" {
+        let _ = remove(cs, rec).await;
+    }
+    r
 }
 
 /// Makes the container's stdin FIFO and opens its write end (read-write, so it never blocks).

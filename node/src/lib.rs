@@ -8,6 +8,7 @@
 //! and client, never the registry server, and never the `builder` crate.
 
 pub mod agent;
+pub mod bundle;
 pub mod containers;
 pub mod exe;
 pub mod image;

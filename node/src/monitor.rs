@@ -82,6 +82,17 @@ fn redirect(fd: &OwnedFd, target: i32) -> nix::Result<()> {
     nix::unistd::dup2(fd.as_raw_fd(), target).map(|_| ())
 }
 
+/// Records a failure to start (125) the way a run would: a log line and the exit file.
+pub fn fail(dir: &Path, why: &str) -> i32 {
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(LOG))
+        .and_then(|mut f| f.write_all(log_line("stderr", &format!("reg: {why}\n")).as_bytes()));
+    let _ = write_atomic(dir, EXIT, "125");
+    125
+}
+
 /// Runs the container described by `spec` to its end; returns its exit code.
 pub fn monitor(spec: &Spec) -> i32 {
     let dir = spec.dir.clone();

@@ -217,7 +217,7 @@ const DEFAULT_CAPS: [caps::Capability; 14] = [
 ];
 
 /// Docker's default masked paths (hidden behind /dev/null or an empty read-only tmpfs).
-const MASKED: [&str; 11] = [
+pub(crate) const MASKED: [&str; 11] = [
     "/proc/asound",
     "/proc/acpi",
     "/proc/kcore",
@@ -232,7 +232,7 @@ const MASKED: [&str; 11] = [
 ];
 
 /// Docker's default read-only paths.
-const READONLY: [&str; 5] = [
+pub(crate) const READONLY: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
@@ -666,7 +666,8 @@ fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
 
 /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, written beside the container and bind
 /// mounted over the image's (as docker does), so the image itself is never changed.
-fn etc_files(spec: &Spec, rootfs: &Path) -> Result<(), String> {
+/// The contents of `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for `spec`.
+pub(crate) fn etc_contents(spec: &Spec) -> [(&'static str, String); 3] {
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let host_network = spec.network == "host";
     // Loopback resolvers of the host mean nothing inside the container's own network.
@@ -678,7 +679,7 @@ fn etc_files(spec: &Spec, rootfs: &Path) -> Result<(), String> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let files = [
+    [
         (
             "hosts",
             format!(
@@ -688,7 +689,11 @@ fn etc_files(spec: &Spec, rootfs: &Path) -> Result<(), String> {
         ),
         ("hostname", format!("{}\n", spec.hostname)),
         ("resolv.conf", resolv),
-    ];
+    ]
+}
+
+fn etc_files(spec: &Spec, rootfs: &Path) -> Result<(), String> {
+    let files = etc_contents(spec);
     let etc = rootfs.join("etc");
     std::fs::create_dir_all(&etc).map_err(|e| err("creating /etc", e))?;
     let none: Option<&str> = None;
@@ -795,10 +800,16 @@ fn drop_privileges(keep: &[String]) -> Result<(), String> {
 /// docker's default `nofile` limit (1048576), clamped to the hard limit this process has:
 /// without CAP_SYS_RESOURCE (DESIGN.md §7) a hard limit can only go down.
 fn set_rlimits() -> Result<(), String> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| err("getrlimit", e))?;
-    let want = 1_048_576.min(hard);
+    use nix::sys::resource::{setrlimit, Resource};
+    let want = nofile_limit();
     setrlimit(Resource::RLIMIT_NOFILE, want, want).map_err(|e| err("setting RLIMIT_NOFILE", e))
+}
+
+/// The `nofile` limit containers get: docker's 1048576, or this process's hard limit if lower.
+pub fn nofile_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard.min(1_048_576))
+        .unwrap_or(1024)
 }
 
 /// A user's ids as the container's /etc/passwd and /etc/group define them.

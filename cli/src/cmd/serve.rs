@@ -39,8 +39,9 @@ pub enum NodeCommand {
     /// (internal) The per-container monitor the agent starts: runs one container.
     #[command(hide = true)]
     Monitor {
+        /// The container's OCI bundle directory (config.json + rootfs).
         #[arg(long)]
-        spec: PathBuf,
+        bundle: PathBuf,
     },
     /// (internal) The `exec` helper: joins a running container and runs a command in it.
     #[command(hide = true)]
@@ -117,11 +118,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The monitor: single-threaded on purpose (no runtime is started), then exits with the
 /// container's code.
-pub fn monitor(spec: &Path) -> anyhow::Result<u8> {
-    let bytes = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
-    let spec: reg_node::runtime::Spec =
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", spec.display()))?;
-    let code = reg_node::monitor::monitor(&spec);
+pub fn monitor(bundle: &Path) -> anyhow::Result<u8> {
+    let code = match reg_node::bundle::read(bundle) {
+        Ok(spec) => reg_node::monitor::monitor(&spec),
+        Err(e) => reg_node::monitor::fail(bundle, &e),
+    };
     Ok(u8::try_from(code).unwrap_or(125))
 }
 

@@ -1,0 +1,350 @@
+//! The container as an OCI runtime-spec bundle: `config.json` (written and read with
+//! `oci-spec`) beside `rootfs/` in the container's directory. The agent writes it before every
+//! start; the monitor reads it back and runs what it says. The same bundle runs under `runc`
+//! once the rootfs is mounted (a test does exactly that).
+//!
+//! What OCI has no field for travels in annotations: the image's layer snapshots
+//! (`org.reg.layers`, mounted as the overlay rootfs by our runtime), the user as given
+//! (`org.reg.user`, names are resolved inside the container), `org.reg.privileged`.
+
+use std::path::Path;
+
+use crate::runtime::{BindMount, Limits, SecuritySpec, Spec, MASKED, READONLY};
+use crate::seccomp::{Action, Op, Profile};
+
+pub const CONFIG: &str = "config.json";
+
+fn err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+/// The first `path` found going down the image's layers (e.g. `etc/passwd`).
+fn image_file(layers: &[std::path::PathBuf], path: &str) -> String {
+    layers
+        .iter()
+        .rev()
+        .find_map(|l| std::fs::read_to_string(l.join(path)).ok())
+        .unwrap_or_default()
+}
+
+fn action_name(a: &Action) -> (&'static str, Option<u32>) {
+    match a {
+        Action::Allow => ("SCMP_ACT_ALLOW", None),
+        Action::Errno(n) => ("SCMP_ACT_ERRNO", Some(*n)),
+        Action::KillThread => ("SCMP_ACT_KILL_THREAD", None),
+        Action::KillProcess => ("SCMP_ACT_KILL_PROCESS", None),
+        Action::Trap => ("SCMP_ACT_TRAP", None),
+        Action::Log => ("SCMP_ACT_LOG", None),
+        Action::Trace(n) => ("SCMP_ACT_TRACE", Some(*n)),
+    }
+}
+
+/// The profile as OCI's `linux.seccomp`, with the capability conditions already decided.
+fn seccomp_json(p: &Profile, caps: &[String]) -> serde_json::Value {
+    let holds = |c: &String| caps.iter().any(|h| h == c);
+    let mut syscalls = Vec::new();
+    for r in &p.rules {
+        if !r.if_caps.iter().all(holds) || r.unless_caps.iter().any(holds) {
+            continue;
+        }
+        let (action, errno) = action_name(&r.action);
+        let args: Vec<serde_json::Value> = r
+            .args
+            .iter()
+            .map(|a| {
+                let (op, value, two) = match a.op {
+                    Op::Eq => ("SCMP_CMP_EQ", a.value, 0),
+                    Op::Ne => ("SCMP_CMP_NE", a.value, 0),
+                    Op::Lt => ("SCMP_CMP_LT", a.value, 0),
+                    Op::Le => ("SCMP_CMP_LE", a.value, 0),
+                    Op::Gt => ("SCMP_CMP_GT", a.value, 0),
+                    Op::Ge => ("SCMP_CMP_GE", a.value, 0),
+                    Op::MaskedEq(mask) => ("SCMP_CMP_MASKED_EQ", mask, a.value),
+                };
+                serde_json::json!({ "index": a.index, "value": value, "valueTwo": two, "op": op })
+            })
+            .collect();
+        let mut s = serde_json::json!({ "names": r.names, "action": action });
+        if let Some(n) = errno {
+            s["errnoRet"] = n.into();
+        }
+        if !args.is_empty() {
+            s["args"] = args.into();
+        }
+        syscalls.push(s);
+    }
+    let (default, errno) = action_name(&p.default_action);
+    let arches: &[&str] = match std::env::consts::ARCH {
+        "x86_64" => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "aarch64" => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        _ => &[],
+    };
+    let mut v = serde_json::json!({
+        "defaultAction": default,
+        "architectures": arches,
+        "syscalls": syscalls,
+    });
+    if let Some(n) = errno {
+        v["defaultErrnoRet"] = n.into();
+    }
+    v
+}
+
+/// Writes `config.json` (and the /etc files it bind-mounts) into `spec.dir`.
+pub fn write(spec: &Spec) -> Result<(), String> {
+    std::fs::create_dir_all(spec.dir.join("rootfs")).map_err(|e| err("creating rootfs", e))?;
+    let ids = match &spec.user {
+        Some(u) => Some(crate::runtime::resolve_user(
+            u,
+            &image_file(&spec.layers, "etc/passwd"),
+            &image_file(&spec.layers, "etc/group"),
+        )?),
+        None => None,
+    };
+    let (uid, gid, groups) = ids
+        .as_ref()
+        .map(|i| (i.uid, i.gid, i.groups.clone()))
+        .unwrap_or((0, 0, Vec::new()));
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = match &ids {
+            Some(i) if !i.home.is_empty() => i.home.clone(),
+            Some(_) => "/".into(),
+            None => "/root".into(),
+        };
+        env.push(format!("HOME={home}"));
+    }
+    // A non-root user keeps capabilities only in the bounding set, as docker does.
+    let caps = &spec.security.caps;
+    let live: &[String] = if uid == 0 { caps } else { &[] };
+    for (name, content) in crate::runtime::etc_contents(spec) {
+        crate::monitor::write_atomic(&spec.dir, name, &content)
+            .map_err(|e| err(&format!("writing {name}"), e))?;
+    }
+    let mut mounts = vec![
+        serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        serde_json::json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        serde_json::json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if spec.security.privileged { vec!["nosuid", "noexec", "nodev"] } else { vec!["nosuid", "noexec", "nodev", "ro"] }}),
+    ];
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        mounts.push(serde_json::json!({
+            "destination": format!("/etc/{name}"), "type": "bind",
+            "source": spec.dir.join(name), "options": ["rbind", "rprivate"],
+        }));
+    }
+    for m in &spec.mounts {
+        let mut options = vec!["rbind", "rprivate"];
+        if m.readonly {
+            options.push("ro");
+        }
+        mounts.push(serde_json::json!({
+            "destination": m.target, "type": "bind", "source": m.source, "options": options,
+        }));
+    }
+    let mut namespaces = vec![
+        serde_json::json!({"type": "pid"}),
+        serde_json::json!({"type": "mount"}),
+        serde_json::json!({"type": "uts"}),
+        serde_json::json!({"type": "ipc"}),
+    ];
+    if spec.network != "host" {
+        namespaces.push(serde_json::json!({"type": "network"}));
+    }
+    let mut resources = serde_json::json!({ "devices": [{"allow": false, "access": "rwm"}] });
+    if let Some(m) = spec.limits.memory {
+        resources["memory"] = serde_json::json!({ "limit": m });
+    }
+    if let Some(c) = spec.limits.cpus {
+        resources["cpu"] =
+            serde_json::json!({ "quota": (c * 100_000.0).round() as i64, "period": 100_000 });
+    }
+    if let Some(p) = spec.limits.pids {
+        resources["pids"] = serde_json::json!({ "limit": p });
+    }
+    let mut linux = serde_json::json!({
+        "namespaces": namespaces,
+        "cgroupsPath": format!("/reg/{}", spec.id),
+        "resources": resources,
+    });
+    if !spec.security.privileged {
+        linux["maskedPaths"] = serde_json::json!(MASKED);
+        linux["readonlyPaths"] = serde_json::json!(READONLY);
+    }
+    if let Some(p) = &spec.security.seccomp {
+        linux["seccomp"] = seccomp_json(p, caps);
+    }
+    let nofile = crate::runtime::nofile_limit();
+    let layers: Vec<String> = spec
+        .layers
+        .iter()
+        .map(|l| l.display().to_string())
+        .collect();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": { "path": "rootfs", "readonly": false },
+        "hostname": spec.hostname,
+        "process": {
+            "terminal": false,
+            "user": { "uid": uid, "gid": gid, "additionalGids": groups },
+            "args": spec.args,
+            "env": env,
+            "cwd": spec.cwd,
+            "capabilities": {
+                "bounding": caps, "effective": live, "permitted": live, "inheritable": [],
+            },
+            "noNewPrivileges": true,
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }],
+        },
+        "mounts": mounts,
+        "linux": linux,
+        "annotations": {
+            "org.reg.id": spec.id,
+            "org.reg.layers": serde_json::to_string(&layers).unwrap_or_default(),
+            "org.reg.user": spec.user.clone().unwrap_or_default(),
+            "org.reg.privileged": spec.security.privileged.to_string(),
+            "org.reg.limits": serde_json::to_string(&spec.limits).unwrap_or_default(),
+        },
+    });
+    let oci: oci_spec::runtime::Spec =
+        serde_json::from_value(config).map_err(|e| err("building the OCI runtime spec", e))?;
+    let tmp = spec.dir.join(".config.json.tmp");
+    oci.save(&tmp).map_err(|e| err("writing config.json", e))?;
+    std::fs::rename(&tmp, spec.dir.join(CONFIG)).map_err(|e| err("writing config.json", e))
+}
+
+/// Reads the bundle in `dir` back into what the runtime runs.
+pub fn read(dir: &Path) -> Result<Spec, String> {
+    let oci = oci_spec::runtime::Spec::load(dir.join(CONFIG))
+        .map_err(|e| err(&format!("reading {}", dir.join(CONFIG).display()), e))?;
+    let v = serde_json::to_value(&oci).map_err(|e| err("config.json", e))?;
+    let a = &v["annotations"];
+    let strings = |x: &serde_json::Value| -> Vec<String> {
+        x.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let layers: Vec<String> =
+        serde_json::from_str(a["org.reg.layers"].as_str().unwrap_or("[]")).unwrap_or_default();
+    let user = a["org.reg.user"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .map(str::to_string);
+    let limits: Limits =
+        serde_json::from_str(a["org.reg.limits"].as_str().unwrap_or("{}")).unwrap_or_default();
+    let p = &v["process"];
+    let standard = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+    let mounts = v["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["type"] == "bind" && !standard.contains(&m["destination"].as_str().unwrap_or(""))
+        })
+        .map(|m| BindMount {
+            source: m["source"].as_str().unwrap_or("").into(),
+            target: m["destination"].as_str().unwrap_or("").to_string(),
+            readonly: strings(&m["options"]).iter().any(|o| o == "ro"),
+        })
+        .collect();
+    let network = v["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| n["type"] == "network");
+    let seccomp = match v["linux"].get("seccomp") {
+        Some(s) if !s.is_null() => Some(Profile::from_docker_json(&s.to_string())?),
+        _ => None,
+    };
+    let id = a["org.reg.id"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    Ok(Spec {
+        id,
+        layers: layers.into_iter().map(Into::into).collect(),
+        dir: dir.to_path_buf(),
+        args: strings(&p["args"]),
+        env: strings(&p["env"]),
+        cwd: p["cwd"].as_str().unwrap_or("/").to_string(),
+        hostname: v["hostname"].as_str().unwrap_or("").to_string(),
+        user,
+        limits,
+        security: SecuritySpec {
+            privileged: a["org.reg.privileged"] == "true",
+            caps: strings(&p["capabilities"]["bounding"]),
+            seccomp,
+        },
+        mounts,
+        network: if network { "none" } else { "host" }.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_reads_back_as_the_spec_it_was_written_from() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let spec = Spec {
+            id: "abc123".into(),
+            layers: vec![t.path().join("l0"), t.path().join("l1")],
+            dir: t.path().to_path_buf(),
+            args: vec!["/bin/sh".into(), "-c".into(), "echo hi".into()],
+            env: vec!["PATH=/bin".into(), "HOME=/root".into()],
+            cwd: "/work".into(),
+            hostname: "abc".into(),
+            user: Some("1000:1000".into()),
+            limits: Limits {
+                memory: Some(64 << 20),
+                pids: Some(10),
+                cpus: Some(0.5),
+            },
+            security: SecuritySpec::default(),
+            mounts: vec![BindMount {
+                source: "/srv/data".into(),
+                target: "/data".into(),
+                readonly: true,
+            }],
+            network: "none".into(),
+        };
+        write(&spec).expect("write");
+        let back = read(t.path()).expect("read");
+        assert_eq!(back.args, spec.args);
+        assert_eq!(back.env, spec.env);
+        assert_eq!(back.cwd, spec.cwd);
+        assert_eq!(back.user, spec.user);
+        assert_eq!(back.limits, spec.limits);
+        assert_eq!(back.mounts, spec.mounts);
+        assert_eq!(back.layers, spec.layers);
+        assert_eq!(back.network, "none");
+        let sorted = |c: &[String]| {
+            let mut c = c.to_vec();
+            c.sort();
+            c
+        };
+        assert_eq!(sorted(&back.security.caps), sorted(&spec.security.caps));
+        // The seccomp profile survives the trip with the capability conditions decided.
+        let compiled = |s: &Spec| {
+            s.security
+                .seccomp
+                .as_ref()
+                .map(|p| p.compile(&s.security.caps).expect("compile"))
+        };
+        assert_eq!(compiled(&back), compiled(&spec));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(t.path().join(CONFIG)).expect("config"))
+                .expect("json");
+        assert_eq!(json["process"]["user"]["uid"], 1000);
+        assert_eq!(
+            json["process"]["capabilities"]["effective"],
+            serde_json::json!([])
+        );
+        assert_eq!(json["linux"]["resources"]["memory"]["limit"], 64 << 20);
+    }
+}
