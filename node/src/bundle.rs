@@ -186,7 +186,8 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         "root": { "path": "rootfs", "readonly": false },
         "hostname": spec.hostname,
         "process": {
-            "terminal": false,
+            "terminal": spec.tty,
+            "consoleSize": spec.tty_size.map(|(h, w)| serde_json::json!({ "height": h, "width": w })),
             "user": { "uid": uid, "gid": gid, "additionalGids": groups },
             "args": spec.args,
             "env": env,
@@ -281,6 +282,11 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
         },
         mounts,
         network: if network { "none" } else { "host" }.into(),
+        tty: p["terminal"].as_bool().unwrap_or(false),
+        tty_size: p["consoleSize"]["height"]
+            .as_u64()
+            .zip(p["consoleSize"]["width"].as_u64())
+            .map(|(h, w)| (h as u16, w as u16)),
     })
 }
 
@@ -312,6 +318,8 @@ mod tests {
                 readonly: true,
             }],
             network: "none".into(),
+            tty: true,
+            tty_size: Some((30, 100)),
         };
         write(&spec).expect("write");
         let back = read(t.path()).expect("read");
@@ -323,6 +331,7 @@ mod tests {
         assert_eq!(back.mounts, spec.mounts);
         assert_eq!(back.layers, spec.layers);
         assert_eq!(back.network, "none");
+        assert_eq!((back.tty, back.tty_size), (true, Some((30, 100))));
         let sorted = |c: &[String]| {
             let mut c = c.to_vec();
             c.sort();

@@ -71,6 +71,11 @@ pub struct RunRequest {
     /// `none` (default) or `host`.
     #[serde(default)]
     pub network: Option<String>,
+    /// `-t`: a pseudo-terminal, of this size (rows, columns).
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
 }
 
 /// A container's state, docker's fields.
@@ -161,6 +166,7 @@ impl Record {
             },
             "Config": {
                 "Hostname": self.spec.hostname,
+                "Tty": self.spec.tty,
                 "User": self.request.user.clone().unwrap_or_default(),
                 "Env": self.spec.env,
                 "Cmd": self.request.cmd,
@@ -761,6 +767,8 @@ pub async fn create(
         security,
         mounts,
         network: network.to_string(),
+        tty: req.tty,
+        tty_size: req.tty.then(|| req.tty_size.unwrap_or((24, 80))),
     };
     std::fs::create_dir_all(&dir).map_err(|e| internal(format!("{}: {e}", dir.display())))?;
     let names: Vec<String> = match &req.name {
@@ -934,9 +942,12 @@ async fn pump_stdin(body: Body, fifo: std::fs::File) {
     use tokio::io::AsyncWriteExt;
     let mut fifo = tokio::fs::File::from_std(fifo);
     let mut stream = body.into_data_stream();
+    let mut open = true;
     while let Some(Ok(chunk)) = stream.next().await {
-        if fifo.write_all(&chunk).await.is_err() {
-            break;
+        // Once the container stops reading, the rest is drained (a connection closed with
+        // unread input would be reset, and the client could lose the end of the output).
+        if open && fifo.write_all(&chunk).await.is_err() {
+            open = false;
         }
     }
     let _ = fifo.flush().await;

@@ -60,6 +60,25 @@ fn pump(
     })
 }
 
+/// Copies the container's input into its terminal until either side closes.
+fn copy_input(mut from: std::fs::File, mut to: std::fs::File) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                // End of input: an EOF character tells the terminal's reader, as ^D would.
+                let _ = to.write_all(&[4]);
+                return;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Whether the kernel OOM-killed a process of the container's cgroup (v1 or v2).
 fn oom_killed(id: &str) -> bool {
     let candidates = [
@@ -129,7 +148,7 @@ pub fn monitor(spec: &Spec) -> i32 {
     };
     // `-i`: the agent made a FIFO `stdin` and holds its write end; without a writer, reads see
     // end-of-file at once, as with /dev/null.
-    let stdin = match std::fs::OpenOptions::new()
+    let (stdin, has_input) = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(dir.join(STDIN))
@@ -140,14 +159,15 @@ pub fn monitor(spec: &Spec) -> i32 {
                 fd.as_raw_fd(),
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
             );
-            fd
+            (fd, true)
         }
         Err(_) => match devnull.try_clone() {
-            Ok(d) => d,
+            Ok(d) => (d, false),
             Err(e) => return fail(format!("/dev/null: {e}")),
         },
     };
-    // The init inherits fds 0, 1, 2: its input, and the two pipes.
+    // The init inherits fds 0, 1, 2: its input and the two pipes. With `-t` it replaces them
+    // with a terminal it allocates inside the container and sends us the master end.
     if let Err(e) = redirect(&stdin, 0)
         .and_then(|()| redirect(&out_w, 1))
         .and_then(|()| redirect(&err_w, 2))
@@ -155,16 +175,43 @@ pub fn monitor(spec: &Spec) -> i32 {
         return fail(format!("redirecting output: {e}"));
     }
     drop((out_w, err_w));
-    let started = runtime::start(spec);
+    let console = if spec.tty {
+        match nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        ) {
+            Ok(pair) => Some(pair),
+            Err(e) => return fail(format!("console socket: {e}")),
+        }
+    } else {
+        None
+    };
+    let started = runtime::start(spec, console.as_ref().map(|(_, init)| init));
     // Our own copies of the write ends go, so the readers see EOF when the container ends.
     let _ = redirect(&devnull, 0)
         .and_then(|()| redirect(&devnull, 1))
         .and_then(|()| redirect(&devnull, 2));
-    drop(stdin);
-    let readers = [
+    let mut readers = vec![
         pump(std::fs::File::from(out_r), "stdout", log.clone()),
         pump(std::fs::File::from(err_r), "stderr", log.clone()),
     ];
+    if let Some((ours, theirs)) = console {
+        drop(theirs);
+        // The master arrives once the init has its terminal (nothing if it failed before).
+        if let Some(master) = runtime::receive_fd(&ours) {
+            let master = std::fs::File::from(master);
+            // Without -i nobody types: the terminal stays open and silent, as with docker.
+            if has_input {
+                if let Ok(input) = master.try_clone() {
+                    let from = std::fs::File::from(stdin);
+                    std::thread::spawn(move || copy_input(from, input));
+                }
+            }
+            readers.push(pump(master, "stdout", log.clone()));
+        }
+    }
     let code = match started {
         Ok((pid, cgroup)) => {
             let _ = write_atomic(&dir, PID, &pid.as_raw().to_string());

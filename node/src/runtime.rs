@@ -47,6 +47,12 @@ pub struct Spec {
     /// `none` (own network namespace with `lo`) or `host`.
     #[serde(default)]
     pub network: String,
+    /// `-t`: stdio is a pseudo-terminal (the init's controlling terminal).
+    #[serde(default)]
+    pub tty: bool,
+    /// Its size (rows, columns).
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
 }
 
 /// `-v SOURCE:TARGET[:ro]` once resolved to a host path.
@@ -245,7 +251,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Runs the container to its end and returns its exit code (docker's numbering).
 /// Output goes to the monitor's stdout/stderr, which the caller points at the log.
 pub fn run(spec: &Spec) -> i32 {
-    match start(spec) {
+    match start(spec, None) {
         Ok((pid, cgroup)) => {
             let code = wait(spec, pid);
             drop(cgroup);
@@ -278,7 +284,13 @@ pub fn wait(spec: &Spec, pid: nix::unistd::Pid) -> i32 {
 /// while the process is single-threaded. `Err` carries the exit code (125) after the reason
 /// was written to stderr.
 #[allow(unsafe_code)]
-pub fn start(spec: &Spec) -> Result<(nix::unistd::Pid, Cgroup), i32> {
+/// `console`: with `-t`, the init's end of a socket on which it sends the master of the
+/// terminal it allocates inside the container.
+pub fn start(
+    spec: &Spec,
+    console: Option<&std::os::fd::OwnedFd>,
+) -> Result<(nix::unistd::Pid, Cgroup), i32> {
+    let console_fd = console.map(|c| c.as_raw_fd());
     for d in ["upper", "work", "rootfs"] {
         if let Err(e) = std::fs::create_dir_all(spec.dir.join(d)) {
             eprintln!(
@@ -349,7 +361,7 @@ pub fn start(spec: &Spec) -> Result<(nix::unistd::Pid, Cgroup), i32> {
                 if !matches!(nix::unistd::read(ready_r.as_raw_fd(), &mut b), Ok(1)) {
                     return 125;
                 }
-                init(&child_spec, &filters)
+                init(&child_spec, &filters, console_fd)
             }),
             &mut stack,
             flags,
@@ -395,8 +407,17 @@ pub fn start(spec: &Spec) -> Result<(nix::unistd::Pid, Cgroup), i32> {
 }
 
 /// The container's init before exec. Never returns on success.
-fn init(spec: &Spec, filters: &[seccompiler::BpfProgram]) -> isize {
-    match setup(spec) {
+fn init(
+    spec: &Spec,
+    filters: &[seccompiler::BpfProgram],
+    console: Option<std::os::fd::RawFd>,
+) -> isize {
+    match setup(spec).and_then(|program| {
+        if let Some(sock) = console {
+            terminal(sock, spec.tty_size)?;
+        }
+        Ok(program)
+    }) {
         Ok(program) => exec(
             &spec.id,
             &program,
@@ -744,6 +765,89 @@ fn mask_and_protect() -> Result<(), String> {
         mount(none, p, none, flags, none).map_err(|e| err(&format!("making {p} read-only"), e))?;
     }
     Ok(())
+}
+
+nix::ioctl_write_int_bad!(set_ctty, nix::libc::TIOCSCTTY);
+nix::ioctl_write_ptr_bad!(set_win_size, nix::libc::TIOCSWINSZ, nix::libc::winsize);
+
+/// `-t`, inside the container (after pivot_root): a terminal from the container's own devpts
+/// (so `tty` names it), made the controlling terminal of a new session and stdio 0-2; its
+/// master goes to the monitor over `sock` (as runc's console socket).
+#[allow(unsafe_code)]
+fn terminal(sock: std::os::fd::RawFd, size: Option<(u16, u16)>) -> Result<(), String> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| err("opening /dev/ptmx", e))?;
+    nix::pty::grantpt(&master).map_err(|e| err("grantpt", e))?;
+    nix::pty::unlockpt(&master).map_err(|e| err("unlockpt", e))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| err("ptsname", e))?;
+    if let Some((rows, cols)) = size {
+        let ws = nix::libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: a valid terminal fd and a valid winsize that outlives the call.
+        unsafe { set_win_size(master.as_raw_fd(), &ws) }.map_err(|e| err("setting the size", e))?;
+    }
+    nix::unistd::setsid().map_err(|e| err("setsid", e))?;
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&name)
+        .map_err(|e| err(&format!("opening {name}"), e))?;
+    // SAFETY: the fd is the terminal just opened; TIOCSCTTY takes an int argument.
+    unsafe { set_ctty(slave.as_raw_fd(), 0) }
+        .map_err(|e| err("setting the controlling terminal", e))?;
+    for target in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), target).map_err(|e| err("dup2", e))?;
+    }
+    let fds = [master.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    nix::sys::socket::sendmsg::<()>(
+        sock,
+        &[std::io::IoSlice::new(b"t")],
+        &cmsg,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| err("sending the terminal to the monitor", e))?;
+    Ok(())
+}
+
+/// Receives one fd sent with [`terminal`]; `None` when the init ended without sending one.
+pub fn receive_fd(sock: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    let fd = msg.cmsgs().ok()?.find_map(|c| match c {
+        nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+        _ => None,
+    })?;
+    #[allow(unsafe_code)]
+    // SAFETY: the kernel just installed this fd in our table for us; nobody else owns it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+nix::ioctl_read_bad!(get_win_size, nix::libc::TIOCGWINSZ, nix::libc::winsize);
+
+/// The size (rows, columns) of the terminal on `fd`, if it is one.
+#[allow(unsafe_code)]
+pub fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain old data; the ioctl fills it or fails.
+    let mut ws: nix::libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and a valid out-pointer that outlives the call.
+    unsafe { get_win_size(fd.as_raw_fd(), &mut ws) }.ok()?;
+    (ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 nix::ioctl_read_bad!(get_if_flags, nix::libc::SIOCGIFFLAGS, nix::libc::ifreq);

@@ -544,12 +544,46 @@ fn run_i_streams_stdin_to_the_container() {
         "{err}"
     );
     // A container that stops reading early still ends.
-    let (code, out, _) = run_i(&big, "/bin/busybox head -c 5; echo; exit 9");
-    assert_eq!((code, out.as_str()), (9, "xxxxx\n"));
+    let (code, out, err) = run_i(&big, "/bin/busybox head -c 5; echo; exit 9");
+    assert_eq!((code, out.as_str()), (9, "xxxxx\n"), "{err}");
     // Without -i, stdin is empty.
     let (code, out, _) = n.run(&[IMG, B, "wc", "-c"]);
     assert_eq!((code, out.trim()), (0, "0"));
-    let (code, _, err) = n.run(&["-t", IMG]);
-    assert_eq!(code, 125);
-    assert!(err.contains("not supported yet"), "{err}");
+    // -t: a pseudo-terminal inside (24x80 when the client has none); -it drives a shell.
+    let (code, out, err) = n.run(&[
+        "-t",
+        IMG,
+        B,
+        "sh",
+        "-c",
+        "/bin/busybox tty; /bin/busybox stty size",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("/dev/pts/0") && out.contains("24 80"),
+        "{out:?}"
+    );
+    let mut child = std::process::Command::new(reg_tests::reg_bin())
+        .args(["run", "-it", "--rm", IMG, B, "sh"])
+        .env("REG_HOST", &n.host)
+        .env("REG_NODE_DEFAULT_REGISTRY", &n.server.host)
+        .env("REG_CONFIG_DIR", "/nonexistent-reg-config")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("reg run -it");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"echo hi-$((40+2))\nexit 3\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("hi-42"),
+        "the shell ran the typed command: {text:?}"
+    );
 }

@@ -2,6 +2,7 @@
 //! `inspect`), all through the node agent's API, printed the way docker prints them.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -22,7 +23,7 @@ pub struct RunArgs {
     /// Keep stdin open: this terminal's (or pipe's) input goes to the container.
     #[arg(short = 'i', long)]
     interactive: bool,
-    /// Allocate a pseudo-terminal (not supported yet: see the README).
+    /// Allocate a pseudo-terminal (with -i, this terminal goes raw and talks to it).
     #[arg(short = 't', long)]
     tty: bool,
     /// Name the container (default: a generated adjective_animal).
@@ -189,6 +190,34 @@ fn stream_to_exit(
     Ok(finish(exit, failure, status))
 }
 
+/// This process's terminal in raw mode while it lives (when stdin is a terminal).
+struct RawMode(nix::sys::termios::Termios);
+
+impl RawMode {
+    fn enter() -> Option<RawMode> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        if !std::io::IsTerminal::is_terminal(&stdin) {
+            return None;
+        }
+        let saved = tcgetattr(stdin.as_fd()).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin().as_fd(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}
+
 /// The exit code of a followed container: its own, or 125 with the reason.
 fn finish(exit: Option<i64>, failure: Option<String>, status: u16) -> u8 {
     match (exit, failure) {
@@ -207,9 +236,6 @@ fn finish(exit: Option<i64>, failure: Option<String>, status: u16) -> u8 {
 /// `reg run`: pull if missing, create, start; in the foreground follow the output to the exit
 /// code, with `-d` print the id.
 pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::Result<u8> {
-    if args.tty {
-        bail!("-t (a pseudo-terminal) is not supported yet; -i alone streams stdin");
-    }
     if args.detach && args.rm && args.restart.is_some() {
         bail!("conflicting options: --restart and --rm");
     }
@@ -250,6 +276,8 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
         "security": security(&args)?,
         "volumes": args.volume,
         "network": args.network,
+        "tty": args.tty,
+        "tty_size": if args.tty { reg_node::runtime::terminal_size(std::io::stdout().as_fd()) } else { None },
     });
     let created = rt.block_on(agent.json_body("POST", "/containers/create", &body))?;
     let id = created["Id"].as_str().unwrap_or_default().to_string();
@@ -263,6 +291,8 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
         return Ok(0);
     }
     if args.interactive {
+        // Keystrokes go to the container's terminal as they are typed (restored on return).
+        let _raw = if args.tty { RawMode::enter() } else { None };
         let mut exit = None;
         let mut failure = None;
         let status = rt.block_on(agent.request_streaming(
