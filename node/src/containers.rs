@@ -1247,15 +1247,51 @@ pub struct ExecRequest {
     pub workdir: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
+}
+
+#[derive(Deserialize)]
+pub struct ExecQuery {
+    #[serde(default)]
+    stdin: Option<String>,
 }
 
 /// `POST /containers/{id}/exec`: runs a process inside the running container (a helper from
 /// the sealed binary joins its namespaces and cgroup) and streams its output and exit code.
+/// The request is the JSON body; with `?stdin=1` (`exec -i`) it travels in the `X-Reg-Exec`
+/// header (base64 JSON) and the body is the process's stdin.
 pub async fn exec(
     State(st): State<Arc<AgentState>>,
     UrlPath(id): UrlPath<String>,
-    Json(req): Json<ExecRequest>,
+    Query(q): Query<ExecQuery>,
+    headers: axum::http::HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let interactive = truthy(&q.stdin);
+    let (req, stdin): (ExecRequest, Option<Body>) = if interactive {
+        let raw = headers
+            .get("x-reg-exec")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| base64::engine::general_purpose::URL_SAFE.decode(v).ok())
+            .ok_or_else(|| bad("exec with stdin needs the X-Reg-Exec header".into()))?;
+        (
+            serde_json::from_slice(&raw).map_err(|e| bad(format!("X-Reg-Exec: {e}")))?,
+            Some(body),
+        )
+    } else {
+        let raw = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        (
+            serde_json::from_slice(&raw).map_err(|e| bad(format!("exec request: {e}")))?,
+            None,
+        )
+    };
     let rec = st.containers.resolve(&id)?;
     if rec.state.status != "running" {
         return Err(ApiError(
@@ -1283,18 +1319,38 @@ pub async fn exec(
         cwd: req.workdir.clone().unwrap_or_else(|| rec.spec.cwd.clone()),
         user: req.user.clone().or_else(|| rec.spec.user.clone()),
         security: rec.spec.security.clone(),
+        tty: req.tty,
+        tty_size: req.tty.then(|| req.tty_size.unwrap_or((24, 80))),
+        interactive,
     };
     let json = serde_json::to_string(&spec).map_err(internal)?;
     let exe = st.containers.sealed_exe().await?;
     let mut child = tokio::process::Command::new(exe.path())
         .args(["node", "enter", "--spec"])
         .arg(json)
-        .stdin(Stdio::null())
+        .stdin(if interactive {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| internal(format!("starting the exec helper: {e}")))?;
+    if let (Some(body), Some(input)) = (stdin, child.stdin.take()) {
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            use tokio::io::AsyncWriteExt;
+            let (mut input, mut open) = (input, true);
+            let mut stream = body.into_data_stream();
+            while let Some(Ok(chunk)) = stream.next().await {
+                if open && input.write_all(&chunk).await.is_err() {
+                    open = false;
+                }
+            }
+        });
+    }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let out = child.stdout.take();
     let err = child.stderr.take();

@@ -1074,6 +1074,55 @@ fn exec(
     code
 }
 
+/// Copies stdin (when `input`) to the terminal's master and the master to stdout until the
+/// terminal closes; single-threaded.
+fn relay(master: &std::os::fd::OwnedFd, input: bool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let mut reading = input;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if reading {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (master_ready, stdin_ready) = (ready(0), ready(1));
+        if master_ready {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => return, // EIO: the terminal's last user is gone
+                Ok(n) => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
+                }
+            }
+        }
+        if stdin_ready {
+            match nix::unistd::read(stdin.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => {
+                    // End of input: an EOF character tells the terminal's reader, as ^D would.
+                    let _ = nix::unistd::write(master, &[4]);
+                    reading = false;
+                }
+                Ok(n) => {
+                    let _ = nix::unistd::write(master, &buf[..n]);
+                }
+            }
+        }
+    }
+}
+
 /// What `reg exec` runs: a process joining a running container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecSpec {
@@ -1085,6 +1134,14 @@ pub struct ExecSpec {
     pub cwd: String,
     pub user: Option<String>,
     pub security: SecuritySpec,
+    /// `exec -t`: a terminal from the container's devpts, of this size.
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
+    /// `exec -i`: this helper's stdin is the process's input.
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 /// Joins the container's cgroup and namespaces and runs the command in it; returns its exit
@@ -1141,6 +1198,19 @@ pub fn enter(e: &ExecSpec) -> i32 {
         }
     }
     drop(nss);
+    let console = if e.tty {
+        match nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        ) {
+            Ok(pair) => Some(pair),
+            Err(x) => return fail(format!("console socket: {x}")),
+        }
+    } else {
+        None
+    };
     // The pid namespace applies to children: fork one that lives in the container.
     // SAFETY: this process is single-threaded (a fresh `reg node enter`), so the child may
     // run arbitrary code after fork.
@@ -1154,6 +1224,12 @@ pub fn enter(e: &ExecSpec) -> i32 {
             if let Err(x) = nix::unistd::chdir(cwd) {
                 eprintln!("reg: exec in container {}: chdir {cwd}: {x}", e.id);
                 std::process::exit(125);
+            }
+            if let Some((_, theirs)) = &console {
+                if let Err(x) = terminal(theirs.as_raw_fd(), e.tty_size) {
+                    eprintln!("reg: exec in container {}: {x}", e.id);
+                    std::process::exit(125);
+                }
             }
             let code = match find_program(&e.args, &e.env) {
                 Ok(p) => exec(
@@ -1172,14 +1248,25 @@ pub fn enter(e: &ExecSpec) -> i32 {
             };
             std::process::exit(code as i32);
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return code,
-                Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(x) => return fail(format!("wait: {x}")),
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            // With a terminal, relay: our stdin → its master → our stdout. No threads: after
+            // setns into a pid namespace this process may not create any (EINVAL), so a poll loop.
+            if let Some((ours, theirs)) = console {
+                drop(theirs);
+                if let Some(master) = receive_fd(&ours) {
+                    relay(&master, e.interactive);
+                }
             }
-        },
+            let code = loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => break code,
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(x) => return fail(format!("wait: {x}")),
+                }
+            };
+            code
+        }
         Err(x) => fail(format!("fork: {x}")),
     }
 }

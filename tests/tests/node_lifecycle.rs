@@ -63,6 +63,44 @@ fn detached_container_lives_through_ps_logs_exec_stop_start_and_rm() {
     );
     let (code, _, err) = n.reg(&["exec", "ticker", "no-such-tool"]);
     assert_eq!(code, 127, "{err}");
+    // exec -i takes input; exec -t gets a terminal from the container's own devpts.
+    let mut child = std::process::Command::new(reg_tests::reg_bin())
+        .args([
+            "exec",
+            "-i",
+            "ticker",
+            B,
+            "sh",
+            "-c",
+            "/bin/busybox wc -l; exit 5",
+        ])
+        .env("REG_HOST", &n.host)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("exec -i");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"a\nb\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let (code, out, err) = n.reg(&[
+        "exec",
+        "-t",
+        "ticker",
+        B,
+        "sh",
+        "-c",
+        "/bin/busybox tty; /bin/busybox stty size",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("/dev/pts/") && out.contains("24 80"),
+        "{out:?}"
+    );
 
     // rm refuses a running container.
     let (code, _, err) = n.reg(&["rm", "ticker"]);

@@ -616,6 +616,12 @@ pub fn wait(config: Option<&Path>, host: Option<&str>, args: WaitArgs) -> anyhow
 
 #[derive(Args)]
 pub struct ExecArgs {
+    /// Keep stdin open: this terminal's (or pipe's) input goes to the process.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
     /// Set an environment variable (KEY=VALUE).
     #[arg(short = 'e', long = "env")]
     env: Vec<String>,
@@ -637,12 +643,36 @@ pub fn exec(config: Option<&Path>, host: Option<&str>, args: ExecArgs) -> anyhow
         "env": args.env,
         "workdir": args.workdir,
         "user": args.user,
+        "tty": args.tty,
+        "tty_size": if args.tty { reg_node::runtime::terminal_size(std::io::stdout().as_fd()) } else { None },
     });
+    let rt = rt()?;
+    let path = format!("/containers/{}/exec", query_value(&args.container));
+    if args.interactive {
+        use base64::Engine as _;
+        let header = base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&body)?);
+        let _raw = if args.tty { RawMode::enter() } else { None };
+        let mut exit = None;
+        let mut failure = None;
+        let status = rt.block_on(agent.request_streaming(
+            "POST",
+            &format!("{path}?stdin=1"),
+            &[("x-reg-exec", header)],
+            false,
+            reg_node::agent::stdin_body(),
+            |line| {
+                if let Some(c) = print_stream(line, &mut failure) {
+                    exit = Some(c);
+                }
+            },
+        ))?;
+        return Ok(finish(exit, failure, status));
+    }
     stream_to_exit(
         &agent,
-        &rt()?,
+        &rt,
         "POST",
-        &format!("/containers/{}/exec", query_value(&args.container)),
+        &path,
         serde_json::to_vec(&body)?.into(),
     )
 }
