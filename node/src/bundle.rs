@@ -210,6 +210,14 @@ pub fn write(spec: &Spec) -> Result<(), String> {
     });
     let oci: oci_spec::runtime::Spec =
         serde_json::from_value(config).map_err(|e| err("building the OCI runtime spec", e))?;
+    if let Some(json) = linux.get("seccomp") {
+        // Keyed on the profile exactly as the monitor will read it back from config.json.
+        let p = Profile::from_docker_json(&json.to_string())?;
+        let programs = crate::seccomp::compile_cached(&p, caps)?;
+        let key = crate::seccomp::cache_key(&p, caps);
+        crate::seccomp::write_cache(&spec.dir, &key, &programs)
+            .map_err(|e| err("writing the compiled seccomp filter", e))?;
+    }
     let tmp = spec.dir.join(".config.json.tmp");
     oci.save(&tmp).map_err(|e| err("writing config.json", e))?;
     std::fs::rename(&tmp, spec.dir.join(CONFIG)).map_err(|e| err("writing config.json", e))
@@ -346,6 +354,15 @@ mod tests {
                 .map(|p| p.compile(&s.security.caps).expect("compile"))
         };
         assert_eq!(compiled(&back), compiled(&spec));
+        let p = back.security.seccomp.as_ref().expect("seccomp");
+        assert!(
+            crate::seccomp::read_cache(
+                t.path(),
+                &crate::seccomp::cache_key(p, &back.security.caps)
+            )
+            .is_some(),
+            "the monitor finds the filters compiled ahead"
+        );
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(t.path().join(CONFIG)).expect("config"))
                 .expect("json");

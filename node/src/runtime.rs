@@ -301,17 +301,6 @@ pub fn start(
             return Err(125);
         }
     }
-    let cgroup = match libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: PathBuf::from(format!("/reg/{}", spec.id)),
-        systemd_cgroup: false,
-        container_name: spec.id.clone(),
-    }) {
-        Ok(m) => Cgroup(m),
-        Err(e) => {
-            eprintln!("reg: container {}: cgroups: {e}", spec.id);
-            return Err(125);
-        }
-    };
     let res = match resources(&spec.limits) {
         Ok(r) => r,
         Err(e) => {
@@ -327,13 +316,20 @@ pub fn start(
             return Err(125);
         }
     };
+    // Compiled ahead by the agent when it wrote the bundle; compiled here otherwise.
     let filters = match &spec.security.seccomp {
-        Some(p) => match p.compile(&spec.security.caps) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("reg: container {}: {e}", spec.id);
-                return Err(125);
-            }
+        Some(p) => match crate::seccomp::read_cache(
+            &spec.dir,
+            &crate::seccomp::cache_key(p, &spec.security.caps),
+        ) {
+            Some(f) => f,
+            None => match p.compile(&spec.security.caps) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("reg: container {}: {e}", spec.id);
+                    return Err(125);
+                }
+            },
         },
         None => Vec::new(),
     };
@@ -357,11 +353,7 @@ pub fn start(
             Box::new(move || {
                 // Our copy of the write end must go, or a dead monitor would leave us waiting.
                 let _ = nix::unistd::close(ready_w_raw);
-                let mut b = [0u8; 1];
-                if !matches!(nix::unistd::read(ready_r.as_raw_fd(), &mut b), Ok(1)) {
-                    return 125;
-                }
-                init(&child_spec, &filters, console_fd)
+                init(&child_spec, &filters, console_fd, ready_r.as_raw_fd())
             }),
             &mut stack,
             flags,
@@ -372,6 +364,21 @@ pub fn start(
         Ok(p) => p,
         Err(e) => {
             eprintln!("reg: container {}: cannot create namespaces: {e}", spec.id);
+            return Err(125);
+        }
+    };
+    // The cgroup is made while the init sets up its mounts (libcgroups needs ~10 ms to find
+    // the controllers); the init waits for it before it execs.
+    let cgroup = match libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: PathBuf::from(format!("/reg/{}", spec.id)),
+        systemd_cgroup: false,
+        container_name: spec.id.clone(),
+    }) {
+        Ok(m) => Cgroup(m),
+        Err(e) => {
+            eprintln!("reg: container {}: cgroups: {e}", spec.id);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
             return Err(125);
         }
     };
@@ -411,13 +418,21 @@ fn init(
     spec: &Spec,
     filters: &[seccompiler::BpfProgram],
     console: Option<std::os::fd::RawFd>,
+    ready: std::os::fd::RawFd,
 ) -> isize {
-    match setup(spec).and_then(|program| {
+    let prepared = setup(spec).and_then(|program| {
         if let Some(sock) = console {
             terminal(sock, spec.tty_size)?;
         }
         Ok(program)
-    }) {
+    });
+    // Nothing of the user's runs before the init is in its cgroup.
+    let mut b = [0u8; 1];
+    let in_cgroup = matches!(nix::unistd::read(ready, &mut b), Ok(1));
+    if !in_cgroup {
+        return 125;
+    }
+    match prepared {
         Ok(program) => exec(
             &spec.id,
             &program,

@@ -242,21 +242,6 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
     let (agent, cfg) = agent(config, host)?;
     let r = Reference::parse(&args.image, &cfg.node.default_registry)?;
     let rt = rt()?;
-    let present = rt.block_on(agent.json(
-        "GET",
-        &format!("/images/inspect?reference={}", query_value(&r.to_string())),
-    ));
-    if present.is_err() {
-        eprintln!("Unable to find image '{r}' locally");
-        pull_to(
-            config,
-            host,
-            PullArgs {
-                image: r.to_string(),
-            },
-            &mut std::io::stderr(),
-        )?;
-    }
     let body = serde_json::json!({
         "image": r.to_string(),
         "name": args.name,
@@ -279,7 +264,22 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
         "tty": args.tty,
         "tty_size": if args.tty { reg_node::runtime::terminal_size(std::io::stdout().as_fd()) } else { None },
     });
-    let created = rt.block_on(agent.json_body("POST", "/containers/create", &body))?;
+    // Create at once; only a missing image costs a pull (and a second try).
+    let created = match rt.block_on(agent.json_body("POST", "/containers/create", &body)) {
+        Err(reg_node::agent::AgentError::Api(m)) if m.starts_with("no such image") => {
+            eprintln!("Unable to find image '{r}' locally");
+            pull_to(
+                config,
+                host,
+                PullArgs {
+                    image: r.to_string(),
+                },
+                &mut std::io::stderr(),
+            )?;
+            rt.block_on(agent.json_body("POST", "/containers/create", &body))?
+        }
+        other => other?,
+    };
     let id = created["Id"].as_str().unwrap_or_default().to_string();
     if args.detach {
         rt.block_on(agent.json_body(
