@@ -140,9 +140,10 @@ if have_docker; then
     start[docker]=$(median_ms docker run --rm --network none "$IMG" /bin/busybox true)
 fi
 if command -v podman >/dev/null; then
-    # podman's default nofile rlimit cannot be set without CAP_SYS_RESOURCE (DESIGN.md §7).
+    # podman's default nofile/nproc rlimits cannot be set without CAP_SYS_RESOURCE (DESIGN.md §7):
+    # give it this shell's own.
     if podman pull -q --tls-verify=false "$IMG" >/dev/null 2>&1 &&
-        v=$(median_ms podman run --rm --network none --ulimit host "$IMG" /bin/busybox true); then
+        v=$(median_ms podman run --rm --network none --ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit "nproc=$(ulimit -Su):$(ulimit -Hu)" "$IMG" /bin/busybox true); then
         start[podman]=$v
     else
         echo "bench: podman failed (see above); left out" >&2
