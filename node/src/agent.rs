@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -261,13 +260,7 @@ async fn pull(
         };
         let _ = tx.send(Bytes::from(format!("{last}\n")));
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    Response::builder()
-        .header("content-type", "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    crate::containers::stream_response(rx)
 }
 
 async fn stored(st: &AgentState, reference: &str) -> Result<crate::image::ImageRecord, Response> {
@@ -322,13 +315,7 @@ async fn push(
         };
         let _ = tx.send(Bytes::from(format!("{last}\n")));
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    Response::builder()
-        .header("content-type", "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    crate::containers::stream_response(rx)
 }
 
 #[derive(Deserialize)]

@@ -639,6 +639,15 @@ async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `KEY=VALUE` entries of `extra` replace those of `env` with the same key.
+fn merge_env(env: &mut Vec<String>, extra: &[String]) {
+    for e in extra {
+        let key = e.split('=').next().unwrap_or(e);
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+}
+
 /// The container's argv and env from the image config and the request (docker's rules:
 /// a CMD replaces the image's Cmd, an entrypoint replaces Entrypoint and drops the image's Cmd).
 fn command(config: &serde_json::Value, req: &RunRequest) -> (Vec<String>, Vec<String>, String) {
@@ -664,11 +673,7 @@ fn command(config: &serde_json::Value, req: &RunRequest) -> (Vec<String>, Vec<St
         strings(&c["Cmd"])
     };
     let mut env = strings(&c["Env"]);
-    for e in &req.env {
-        let key = e.split('=').next().unwrap_or(e);
-        env.retain(|x| x.split('=').next() != Some(key));
-        env.push(e.clone());
-    }
+    merge_env(&mut env, &req.env);
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
@@ -907,7 +912,7 @@ pub async fn start_handler(
                 f.as_raw_fd(),
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
             );
-            tokio::spawn(pump_stdin(body, f));
+            tokio::spawn(pump_stdin(body, tokio::fs::File::from_std(f)));
         }
     }
     Ok(stream_response(follow_log(cs, rec.id, file, true, None)))
@@ -936,11 +941,11 @@ fn open_stdin(dir: &Path) -> std::io::Result<std::fs::File> {
         .open(&path)
 }
 
-/// Copies the request body into the FIFO; closing it gives the container end-of-file.
-async fn pump_stdin(body: Body, fifo: std::fs::File) {
+/// Copies the request body into `fifo` (a container's stdin); closing it gives end-of-file.
+async fn pump_stdin(body: Body, fifo: impl tokio::io::AsyncWrite + Unpin) {
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
-    let mut fifo = tokio::fs::File::from_std(fifo);
+    let mut fifo = fifo;
     let mut stream = body.into_data_stream();
     let mut open = true;
     while let Some(Ok(chunk)) = stream.next().await {
@@ -961,7 +966,8 @@ fn open_log(dir: &Path) -> std::io::Result<std::fs::File> {
         .open(dir.join(LOG))
 }
 
-fn stream_response(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Response {
+/// A stream of JSON lines from a channel, as an `application/x-ndjson` answer.
+pub(crate) fn stream_response(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Response {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });
@@ -1306,11 +1312,7 @@ pub async fn exec(
         ));
     }
     let mut env = rec.spec.env.clone();
-    for e in &req.env {
-        let key = e.split('=').next().unwrap_or(e);
-        env.retain(|x| x.split('=').next() != Some(key));
-        env.push(e.clone());
-    }
+    merge_env(&mut env, &req.env);
     let spec = crate::runtime::ExecSpec {
         id: rec.id.clone(),
         pid: rec.state.pid,
@@ -1339,17 +1341,7 @@ pub async fn exec(
         .spawn()
         .map_err(|e| internal(format!("starting the exec helper: {e}")))?;
     if let (Some(body), Some(input)) = (stdin, child.stdin.take()) {
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            use tokio::io::AsyncWriteExt;
-            let (mut input, mut open) = (input, true);
-            let mut stream = body.into_data_stream();
-            while let Some(Ok(chunk)) = stream.next().await {
-                if open && input.write_all(&chunk).await.is_err() {
-                    open = false;
-                }
-            }
-        });
+        tokio::spawn(pump_stdin(body, input));
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let out = child.stdout.take();

@@ -28,6 +28,22 @@ fn container_is_pid_1_with_its_own_hostname_and_no_host_processes() {
     assert!(lines[2].trim().parse::<u32>().unwrap_or(99) <= 5, "{out}");
     let (_, out, _) = n.run(&["--hostname", "web1", IMG, "/bin/busybox", "hostname"]);
     assert_eq!(out.trim(), "web1");
+    // Its own mount table: the overlay as /, nothing of the host's.
+    let (code, out, _) = n.run(&[IMG, "/bin/busybox", "cat", "/proc/self/mountinfo"]);
+    assert_eq!(code, 0);
+    let root = out
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .unwrap_or("");
+    assert!(root.contains(" - overlay "), "/ is the overlay: {out}");
+    let data = n.tmp.path().display().to_string();
+    assert!(
+        !out.lines().any(|l| l
+            .split_whitespace()
+            .nth(4)
+            .is_some_and(|m| m.starts_with(&data) || m.starts_with("/sys/fs/cgroup/"))),
+        "no host mount point is visible: {out}"
+    );
 }
 
 #[test]

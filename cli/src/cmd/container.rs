@@ -218,6 +218,30 @@ impl Drop for RawMode {
     }
 }
 
+/// Like [`stream_to_exit`], sending this process's stdin as the request body (`-i`).
+fn stdin_to_exit(
+    agent: &AgentClient,
+    rt: &tokio::runtime::Runtime,
+    path: &str,
+    headers: &[(&str, String)],
+) -> anyhow::Result<u8> {
+    let mut exit = None;
+    let mut failure = None;
+    let status = rt.block_on(agent.request_streaming(
+        "POST",
+        path,
+        headers,
+        false,
+        reg_node::agent::stdin_body(),
+        |line| {
+            if let Some(c) = print_stream(line, &mut failure) {
+                exit = Some(c);
+            }
+        },
+    ))?;
+    Ok(finish(exit, failure, status))
+}
+
 /// The exit code of a followed container: its own, or 125 with the reason.
 fn finish(exit: Option<i64>, failure: Option<String>, status: u16) -> u8 {
     match (exit, failure) {
@@ -293,21 +317,12 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
     if args.interactive {
         // Keystrokes go to the container's terminal as they are typed (restored on return).
         let _raw = if args.tty { RawMode::enter() } else { None };
-        let mut exit = None;
-        let mut failure = None;
-        let status = rt.block_on(agent.request_streaming(
-            "POST",
+        return stdin_to_exit(
+            &agent,
+            &rt,
             &format!("/containers/{id}/start?attach=1&stdin=1"),
             &[],
-            false,
-            reg_node::agent::stdin_body(),
-            |line| {
-                if let Some(c) = print_stream(line, &mut failure) {
-                    exit = Some(c);
-                }
-            },
-        ))?;
-        return Ok(finish(exit, failure, status));
+        );
     }
     stream_to_exit(
         &agent,
@@ -652,21 +667,12 @@ pub fn exec(config: Option<&Path>, host: Option<&str>, args: ExecArgs) -> anyhow
         use base64::Engine as _;
         let header = base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&body)?);
         let _raw = if args.tty { RawMode::enter() } else { None };
-        let mut exit = None;
-        let mut failure = None;
-        let status = rt.block_on(agent.request_streaming(
-            "POST",
+        return stdin_to_exit(
+            &agent,
+            &rt,
             &format!("{path}?stdin=1"),
             &[("x-reg-exec", header)],
-            false,
-            reg_node::agent::stdin_body(),
-            |line| {
-                if let Some(c) = print_stream(line, &mut failure) {
-                    exit = Some(c);
-                }
-            },
-        ))?;
-        return Ok(finish(exit, failure, status));
+        );
     }
     stream_to_exit(
         &agent,

@@ -46,6 +46,16 @@ pub(crate) fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// A digest (JSON string) as docker shows layers: 12 hex digits.
+fn short(d: &serde_json::Value) -> String {
+    d.as_str()
+        .unwrap_or("")
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect()
+}
+
 fn mib(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1_000_000.0)
 }
@@ -78,14 +88,6 @@ pub(crate) fn pull_to(
     let status = rt()?.block_on(agent.request("POST", &path, &headers, |line| {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             return;
-        };
-        let short = |d: &serde_json::Value| {
-            d.as_str()
-                .unwrap_or("")
-                .trim_start_matches("sha256:")
-                .chars()
-                .take(12)
-                .collect::<String>()
         };
         match v["status"].as_str() {
             Some("resolved") => {
@@ -187,14 +189,6 @@ pub fn push(config: Option<&Path>, host: Option<&str>, args: PushArgs) -> anyhow
     let status = rt()?.block_on(agent.request("POST", &path, &headers, |line| {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             return;
-        };
-        let short = |d: &serde_json::Value| {
-            d.as_str()
-                .unwrap_or("")
-                .trim_start_matches("sha256:")
-                .chars()
-                .take(12)
-                .collect::<String>()
         };
         match v["status"].as_str() {
             Some("exists") => println!("{}: Layer already exists", short(&v["layer"])),
