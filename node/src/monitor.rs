@@ -176,12 +176,7 @@ pub fn monitor(spec: &Spec) -> i32 {
     }
     drop((out_w, err_w));
     let console = if spec.tty {
-        match nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        ) {
+        match runtime::console_socket() {
             Ok(pair) => Some(pair),
             Err(e) => return fail(format!("console socket: {e}")),
         }

@@ -831,6 +831,16 @@ fn terminal(sock: std::os::fd::RawFd, size: Option<(u16, u16)>) -> Result<(), St
     Ok(())
 }
 
+/// The pair of sockets over which an init (or exec'd process) sends its terminal's master.
+pub fn console_socket() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+}
+
 /// Receives one fd sent with [`terminal`]; `None` when the init ended without sending one.
 pub fn receive_fd(sock: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
@@ -1214,12 +1224,7 @@ pub fn enter(e: &ExecSpec) -> i32 {
     }
     drop(nss);
     let console = if e.tty {
-        match nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        ) {
+        match console_socket() {
             Ok(pair) => Some(pair),
             Err(x) => return fail(format!("console socket: {x}")),
         }
