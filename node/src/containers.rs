@@ -565,10 +565,16 @@ async fn watch_exit(
     }
     let (code, error) = match read_file(&dir, EXIT).and_then(|c| c.parse::<i32>().ok()) {
         Some(c) => (c, String::new()),
-        None => (
-            255,
-            "the container's monitor ended without recording an exit code".into(),
-        ),
+        None => {
+            // The monitor was killed: its init died with it (parent-death signal); what the
+            // monitor would have cleaned up, the agent does.
+            let id2 = id.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::runtime::remove_cgroup(&id2)).await;
+            (
+                255,
+                "the container's monitor ended without recording an exit code".into(),
+            )
+        }
     };
     let oom = dir.join(OOM).exists();
     if let Ok(mut m) = cs.last_exit.lock() {

@@ -261,6 +261,24 @@ pub fn run(spec: &Spec) -> i32 {
     }
 }
 
+/// Removes container `id`'s cgroup when its monitor could not (it was killed).
+pub fn remove_cgroup(id: &str) {
+    use libcgroups::common::CgroupManager;
+    let Ok(m) = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: PathBuf::from(format!("/reg/{id}")),
+        systemd_cgroup: false,
+        container_name: id.to_string(),
+    }) else {
+        return;
+    };
+    for _ in 0..50 {
+        if m.remove().is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A started container's cgroup; dropping it removes the cgroup (after the container ended).
 pub struct Cgroup(libcgroups::common::AnyCgroupManager);
 
@@ -353,6 +371,10 @@ pub fn start(
             Box::new(move || {
                 // Our copy of the write end must go, or a dead monitor would leave us waiting.
                 let _ = nix::unistd::close(ready_w_raw);
+                // The container lives no longer than its monitor, which records its end.
+                if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+                    return 125;
+                }
                 init(&child_spec, &filters, console_fd, ready_r.as_raw_fd())
             }),
             &mut stack,

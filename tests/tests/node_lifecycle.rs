@@ -625,3 +625,36 @@ fn run_i_streams_stdin_to_the_container() {
         "the shell ran the typed command: {text:?}"
     );
 }
+
+#[test]
+fn a_killed_monitor_takes_its_container_along_and_leaves_nothing() {
+    let Some(n) = node() else { return };
+    let id = n.run_d(&args(&[IMG], &sh("exec /bin/busybox sleep 600")));
+    let pid = n.inspect(&id)["State"]["Pid"].as_i64().unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let monitor: i64 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    assert!(monitor > 1);
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &monitor.to_string()])
+        .status();
+    let (_, code, _) = n.reg(&["wait", &id]);
+    assert_eq!(code.trim(), "255");
+    let v = n.inspect(&id);
+    assert!(
+        v["State"]["Error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("monitor"),
+        "{v}"
+    );
+    wait_until("the init to die with its monitor", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    wait_until("the cgroup to go", || cgroup_dirs(&id).is_empty());
+    assert_eq!(n.reg(&["rm", &id]).0, 0);
+}
