@@ -176,6 +176,13 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         linux["seccomp"] = seccomp_json(p, caps);
     }
     let nofile = crate::runtime::nofile_limit();
+    let mut rlimits =
+        vec![serde_json::json!({ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile })];
+    for l in &spec.security.rlimits {
+        let name = format!("RLIMIT_{}", l.name.to_ascii_uppercase());
+        rlimits.retain(|r| r["type"] != name.as_str());
+        rlimits.push(serde_json::json!({ "type": name, "hard": l.hard, "soft": l.soft }));
+    }
     let layers: Vec<String> = spec
         .layers
         .iter()
@@ -196,7 +203,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
                 "bounding": caps, "effective": live, "permitted": live, "inheritable": [],
             },
             "noNewPrivileges": true,
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }],
+            "rlimits": rlimits,
         },
         "mounts": mounts,
         "linux": linux,
@@ -287,6 +294,21 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
             privileged: a["org.reg.privileged"] == "true",
             caps: strings(&p["capabilities"]["bounding"]),
             seccomp,
+            rlimits: p["rlimits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| {
+                    Some(crate::runtime::Rlimit {
+                        name: r["type"]
+                            .as_str()?
+                            .strip_prefix("RLIMIT_")?
+                            .to_ascii_lowercase(),
+                        soft: r["soft"].as_u64()?,
+                        hard: r["hard"].as_u64()?,
+                    })
+                })
+                .collect(),
         },
         mounts,
         network: if network { "none" } else { "host" }.into(),

@@ -76,6 +76,83 @@ pub struct Security {
     /// `--security-opt seccomp=…`: `unconfined`, or a docker-format profile's JSON.
     #[serde(default)]
     pub seccomp: Option<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    #[serde(default)]
+    pub ulimits: Vec<String>,
+}
+
+/// One resource limit (`nofile`, `nproc`, …) set before the user's program starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rlimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+const RLIMITS: [(&str, nix::sys::resource::Resource); 15] = {
+    use nix::sys::resource::Resource as R;
+    [
+        ("as", R::RLIMIT_AS),
+        ("core", R::RLIMIT_CORE),
+        ("cpu", R::RLIMIT_CPU),
+        ("data", R::RLIMIT_DATA),
+        ("fsize", R::RLIMIT_FSIZE),
+        ("locks", R::RLIMIT_LOCKS),
+        ("memlock", R::RLIMIT_MEMLOCK),
+        ("msgqueue", R::RLIMIT_MSGQUEUE),
+        ("nice", R::RLIMIT_NICE),
+        ("nofile", R::RLIMIT_NOFILE),
+        ("nproc", R::RLIMIT_NPROC),
+        ("rtprio", R::RLIMIT_RTPRIO),
+        ("rttime", R::RLIMIT_RTTIME),
+        ("sigpending", R::RLIMIT_SIGPENDING),
+        ("stack", R::RLIMIT_STACK),
+    ]
+};
+
+fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    RLIMITS.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+}
+
+/// `nofile=1024:2048` → a limit this node can give (its own hard limit is the ceiling: without
+/// CAP_SYS_RESOURCE a hard limit can only go down).
+pub fn parse_ulimit(u: &str) -> Result<Rlimit, String> {
+    let bad = || format!("--ulimit {u:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+    let (name, values) = u.split_once('=').ok_or_else(bad)?;
+    let resource = rlimit_resource(name).ok_or_else(|| {
+        let names: Vec<&str> = RLIMITS.iter().map(|(n, _)| *n).collect();
+        format!(
+            "--ulimit {u:?}: unknown limit {name:?} (one of {})",
+            names.join(", ")
+        )
+    })?;
+    let num = |v: &str| -> Result<u64, String> {
+        if v == "-1" || v == "unlimited" {
+            Ok(u64::MAX)
+        } else {
+            v.parse().map_err(|_| bad())
+        }
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((s, h)) => (num(s)?, num(h)?),
+        None => (num(values)?, num(values)?),
+    };
+    if soft > hard {
+        return Err(format!(
+            "--ulimit {u:?}: the soft limit is above the hard limit"
+        ));
+    }
+    let (_, ceiling) = nix::sys::resource::getrlimit(resource).map_err(|e| e.to_string())?;
+    if hard > ceiling {
+        return Err(format!(
+            "--ulimit {u:?}: above this node's hard limit {ceiling} (it cannot raise it without CAP_SYS_RESOURCE)"
+        ));
+    }
+    Ok(Rlimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
 }
 
 /// The resolved security settings the runtime applies.
@@ -86,6 +163,9 @@ pub struct SecuritySpec {
     pub caps: Vec<String>,
     /// `None`: no filter (`unconfined` or `--privileged`).
     pub seccomp: Option<crate::seccomp::Profile>,
+    /// `--ulimit`s (on top of the default `nofile`).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
 }
 
 impl Default for SecuritySpec {
@@ -94,6 +174,7 @@ impl Default for SecuritySpec {
             privileged: false,
             caps: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
             seccomp: Some(crate::seccomp::Profile::default_profile()),
+            rlimits: Vec::new(),
         }
     }
 }
@@ -141,6 +222,11 @@ pub fn resolve_security(req: &Security) -> Result<SecuritySpec, String> {
         privileged: req.privileged,
         caps: set.into_iter().collect(),
         seccomp,
+        rlimits: req
+            .ulimits
+            .iter()
+            .map(|u| parse_ulimit(u))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -950,10 +1036,15 @@ fn drop_privileges(keep: &[String]) -> Result<(), String> {
 
 /// docker's default `nofile` limit (1048576), clamped to the hard limit this process has:
 /// without CAP_SYS_RESOURCE (DESIGN.md §7) a hard limit can only go down.
-fn set_rlimits() -> Result<(), String> {
+fn set_rlimits(extra: &[Rlimit]) -> Result<(), String> {
     use nix::sys::resource::{setrlimit, Resource};
     let want = nofile_limit();
-    setrlimit(Resource::RLIMIT_NOFILE, want, want).map_err(|e| err("setting RLIMIT_NOFILE", e))
+    setrlimit(Resource::RLIMIT_NOFILE, want, want).map_err(|e| err("setting RLIMIT_NOFILE", e))?;
+    for l in extra {
+        let r = rlimit_resource(&l.name).ok_or_else(|| format!("unknown rlimit {}", l.name))?;
+        setrlimit(r, l.soft, l.hard).map_err(|e| err(&format!("setting ulimit {}", l.name), e))?;
+    }
+    Ok(())
 }
 
 /// The `nofile` limit containers get: docker's 1048576, or this process's hard limit if lower.
@@ -1077,7 +1168,7 @@ fn exec(
         env.push(format!("HOME={home}"));
     }
     let prepared = drop_privileges(&security.caps)
-        .and_then(|()| set_rlimits())
+        .and_then(|()| set_rlimits(&security.rlimits))
         .and_then(|()| match &ids {
             Some(i) => {
                 let gids: Vec<nix::unistd::Gid> = i

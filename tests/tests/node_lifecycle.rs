@@ -322,6 +322,19 @@ fn users_capabilities_and_rlimits() {
         "{out}"
     );
 
+    // --ulimit, and a limit above the node's own hard limit refused with the reason.
+    let (code, out, err) = n.run(&args(
+        &["--ulimit", "nofile=512:1024", "--ulimit", "nproc=300", IMG],
+        &sh("ulimit -n; ulimit -Hn; ulimit -u"),
+    ));
+    assert_eq!((code, out.as_str()), (0, "512\n1024\n300\n"), "{err}");
+    let (code, _, err) = n.run(&["--ulimit", &format!("nofile={}", u64::MAX - 1), IMG]);
+    assert_eq!(code, 125);
+    assert!(err.contains("hard limit"), "{err}");
+    let (code, _, err) = n.run(&["--ulimit", "bogus=1", IMG]);
+    assert_eq!(code, 125);
+    assert!(err.contains("unknown limit"), "{err}");
+
     let caps = |extra: &[&str]| {
         let (code, out, err) = n.run(&args(
             extra,

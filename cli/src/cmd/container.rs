@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// seccomp=unconfined or seccomp=PROFILE.json (docker's profile format).
     #[arg(long = "security-opt")]
     security_opt: Vec<String>,
+    /// A resource limit: NAME=SOFT[:HARD], e.g. nofile=1024:2048, nproc=512.
+    #[arg(long = "ulimit")]
+    ulimit: Vec<String>,
     image: String,
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -151,6 +154,7 @@ fn security(args: &RunArgs) -> anyhow::Result<serde_json::Value> {
         "cap_add": args.cap_add,
         "cap_drop": args.cap_drop,
         "seccomp": seccomp,
+        "ulimits": args.ulimit,
     }))
 }
 
