@@ -186,6 +186,11 @@ fn load(file: Option<&Path>, args: &ServeArgs) -> anyhow::Result<Config> {
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    // libcgroups reports, for every container, which controllers this host lacks: noise.
+    let filter = match "libcgroups=error".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
