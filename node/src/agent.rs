@@ -225,6 +225,26 @@ async fn inspect_image(State(st): State<Arc<AgentState>>, Query(q): Query<RefQue
     }
 }
 
+/// One progress line of a transfer; `moving`/`moved` name its direction (`downloading`/`done`
+/// for a pull, `uploading`/`pushed` for a push).
+fn progress_line(p: Progress, moving: &str, moved: &str) -> Bytes {
+    let line = match p {
+        Progress::Resolved { digest, layers } => {
+            serde_json::json!({"status": "resolved", "digest": digest, "layers": layers})
+        }
+        Progress::LayerCached { digest } => {
+            serde_json::json!({"status": "exists", "layer": digest})
+        }
+        Progress::LayerBytes {
+            digest,
+            done,
+            total,
+        } => serde_json::json!({"status": moving, "layer": digest, "done": done, "total": total}),
+        Progress::LayerDone { digest } => serde_json::json!({"status": moved, "layer": digest}),
+    };
+    Bytes::from(format!("{line}\n"))
+}
+
 /// `POST /images/pull?reference=…`: progress as JSON lines, ending with `{"done": record}` or
 /// `{"error": message}`.
 async fn pull(
@@ -245,13 +265,7 @@ async fn pull(
         let ptx = tx.clone();
         let result = store
             .pull(&client, &r, move |p: Progress| {
-                let line = match p {
-                    Progress::Resolved { digest, layers } => serde_json::json!({"status": "resolved", "digest": digest, "layers": layers}),
-                    Progress::LayerCached { digest } => serde_json::json!({"status": "exists", "layer": digest}),
-                    Progress::LayerBytes { digest, done, total } => serde_json::json!({"status": "downloading", "layer": digest, "done": done, "total": total}),
-                    Progress::LayerDone { digest } => serde_json::json!({"status": "done", "layer": digest}),
-                };
-                let _ = ptx.send(Bytes::from(format!("{line}\n")));
+                let _ = ptx.send(progress_line(p, "downloading", "done"));
             })
             .await;
         let last = match result {
@@ -300,13 +314,7 @@ async fn push(
         let ptx = tx.clone();
         let result = store
             .push(&client, &rec, &target, move |p: Progress| {
-                let line = match p {
-                    Progress::Resolved { digest, layers } => serde_json::json!({"status": "resolved", "digest": digest, "layers": layers}),
-                    Progress::LayerCached { digest } => serde_json::json!({"status": "exists", "layer": digest}),
-                    Progress::LayerBytes { digest, done, total } => serde_json::json!({"status": "uploading", "layer": digest, "done": done, "total": total}),
-                    Progress::LayerDone { digest } => serde_json::json!({"status": "pushed", "layer": digest}),
-                };
-                let _ = ptx.send(Bytes::from(format!("{line}\n")));
+                let _ = ptx.send(progress_line(p, "uploading", "pushed"));
             })
             .await;
         let last = match result {

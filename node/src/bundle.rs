@@ -128,7 +128,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         serde_json::json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if spec.security.privileged { vec!["nosuid", "noexec", "nodev"] } else { vec!["nosuid", "noexec", "nodev", "ro"] }}),
     ];
-    for name in ["hosts", "hostname", "resolv.conf"] {
+    for name in crate::runtime::ETC_FILES {
         mounts.push(serde_json::json!({
             "destination": format!("/etc/{name}"), "type": "bind",
             "source": spec.dir.join(name), "options": ["rbind", "rprivate"],
@@ -252,13 +252,19 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
     let limits: Limits =
         serde_json::from_str(a["org.reg.limits"].as_str().unwrap_or("{}")).unwrap_or_default();
     let p = &v["process"];
-    let standard = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+    let standard: Vec<String> = crate::runtime::ETC_FILES
+        .iter()
+        .map(|n| format!("/etc/{n}"))
+        .collect();
     let mounts = v["mounts"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|m| {
-            m["type"] == "bind" && !standard.contains(&m["destination"].as_str().unwrap_or(""))
+            m["type"] == "bind"
+                && !standard
+                    .iter()
+                    .any(|s| m["destination"].as_str() == Some(s.as_str()))
         })
         .map(|m| BindMount {
             source: m["source"].as_str().unwrap_or("").into(),

@@ -243,8 +243,8 @@ fn now() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
 
-/// 64 hex digits from the OS's random source.
-fn new_id() -> std::io::Result<String> {
+/// 64 hex digits from the OS's random source (container ids, anonymous volume names).
+pub(crate) fn random_hex() -> std::io::Result<String> {
     let mut b = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
@@ -353,24 +353,40 @@ impl Containers {
 
     /// A container by full id, unique id prefix, or name.
     pub fn resolve(&self, key: &str) -> Result<Record, ApiError> {
+        use rusqlite::OptionalExtension;
         let key = key.trim_start_matches('/');
-        let all = self.list()?;
-        if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
-            return Ok(r.clone());
-        }
-        let matches: Vec<&Record> = all
-            .iter()
-            .filter(|r| !key.is_empty() && r.id.starts_with(key))
-            .collect();
-        match matches.len() {
-            1 => Ok(matches[0].clone()),
-            0 => Err(ApiError(
+        let db = self.db()?;
+        // A full id or a name: one indexed row. Otherwise an id prefix, which must be unique.
+        let exact: Option<String> = db
+            .query_row(
+                "SELECT record FROM containers WHERE id = ?1 OR name = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(internal)?;
+        let found: Vec<String> = match exact {
+            Some(r) => vec![r],
+            None if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) => Vec::new(),
+            None => {
+                let mut st = db
+                    .prepare("SELECT record FROM containers WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2")
+                    .map_err(internal)?;
+                let rows = st
+                    .query_map([key], |r| r.get::<_, String>(0))
+                    .map_err(internal)?;
+                rows.filter_map(Result::ok).collect()
+            }
+        };
+        match found.as_slice() {
+            [one] => serde_json::from_str(one).map_err(internal),
+            [] => Err(ApiError(
                 StatusCode::NOT_FOUND,
                 format!("no such container: {key}"),
             )),
-            n => Err(ApiError(
+            _ => Err(ApiError(
                 StatusCode::BAD_REQUEST,
-                format!("{key:?} matches {n} containers: give more of the id"),
+                format!("{key:?} matches several containers: give more of the id"),
             )),
         }
     }
@@ -740,7 +756,7 @@ pub async fn create(
                 format!("no such image: {r} (pull it first)"),
             )
         })?;
-    let id = new_id().map_err(internal)?;
+    let id = random_hex().map_err(internal)?;
     let dir = st.containers.dir().join(&id);
     let (args, env, cwd) = command(&image.config, &req);
     if args.is_empty() {
@@ -834,19 +850,21 @@ pub async fn create(
 
 #[derive(Deserialize)]
 pub struct ListQuery {
-    #[serde(default)]
-    all: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
+    all: bool,
 }
 
-fn truthy(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1" | "true" | "yes"))
+/// A query flag: `1`, `true` or `yes` (as docker's API takes them).
+pub(crate) fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v = String::deserialize(d)?;
+    Ok(matches!(v.as_str(), "1" | "true" | "yes"))
 }
 
 pub async fn list(
     State(st): State<Arc<AgentState>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let all = truthy(&q.all);
+    let all = q.all;
     let list: Vec<serde_json::Value> = st
         .containers
         .list()?
@@ -866,11 +884,11 @@ pub async fn inspect(
 
 #[derive(Deserialize)]
 pub struct StartQuery {
-    #[serde(default)]
-    attach: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
+    attach: bool,
     /// `-i`: the request body is the container's stdin.
-    #[serde(default)]
-    stdin: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
+    stdin: bool,
 }
 
 /// `POST /containers/{id}/start[?attach=1]`: with attach, streams the output of this run and
@@ -883,12 +901,12 @@ pub async fn start_handler(
 ) -> Result<Response, ApiError> {
     let rec = st.containers.resolve(&id)?;
     let cs = st.containers.clone();
-    let stdin = if truthy(&q.stdin) {
+    let stdin = if q.stdin {
         Some(open_stdin(&rec.spec.dir).map_err(internal)?)
     } else {
         None
     };
-    if !truthy(&q.attach) {
+    if !q.attach {
         started(&cs, &rec, start(&cs, &rec.id).await).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -1012,9 +1030,10 @@ fn follow_log(
         let mut reader = tokio::io::BufReader::new(file);
         let mut pending = String::new();
         let mut first = tail;
+        // Read again only when a record changed; in between, only the log file is polled.
+        let mut state = cs.get(&id).ok().flatten().map(|r| r.state);
         loop {
             // Whether the container had ended before this read: then the log is complete.
-            let state = cs.get(&id).ok().flatten().map(|r| r.state);
             let ended = match &state {
                 Some(s) => s.status != "running",
                 None => true,
@@ -1041,7 +1060,7 @@ fn follow_log(
                 return;
             }
             if ended {
-                let code = match state {
+                let code = match &state {
                     Some(s) => s.exit_code,
                     None => cs
                         .last_exit
@@ -1057,7 +1076,7 @@ fn follow_log(
                 return;
             }
             tokio::select! {
-                _ = changed.changed() => {}
+                _ = changed.changed() => state = cs.get(&id).ok().flatten().map(|r| r.state),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
@@ -1067,8 +1086,8 @@ fn follow_log(
 
 #[derive(Deserialize)]
 pub struct LogsQuery {
-    #[serde(default)]
-    follow: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
+    follow: bool,
     #[serde(default)]
     tail: Option<String>,
 }
@@ -1093,7 +1112,7 @@ pub async fn logs(
         st.containers.clone(),
         rec.id,
         file,
-        truthy(&q.follow),
+        q.follow,
         tail,
     )))
 }
@@ -1217,8 +1236,8 @@ pub async fn wait(
 
 #[derive(Deserialize)]
 pub struct RemoveQuery {
-    #[serde(default)]
-    force: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
+    force: bool,
 }
 
 pub async fn delete(
@@ -1228,7 +1247,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let rec = st.containers.resolve(&id)?;
     if rec.state.status == "running" {
-        if !truthy(&q.force) {
+        if !q.force {
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 format!(
@@ -1267,8 +1286,8 @@ pub struct ExecRequest {
 
 #[derive(Deserialize)]
 pub struct ExecQuery {
-    #[serde(default)]
-    stdin: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
+    stdin: bool,
 }
 
 /// `POST /containers/{id}/exec`: runs a process inside the running container (a helper from
@@ -1284,7 +1303,7 @@ pub async fn exec(
 ) -> Result<Response, ApiError> {
     use base64::Engine as _;
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
-    let interactive = truthy(&q.stdin);
+    let interactive = q.stdin;
     let (req, stdin): (ExecRequest, Option<Body>) = if interactive {
         let raw = headers
             .get("x-reg-exec")

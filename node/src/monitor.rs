@@ -115,15 +115,7 @@ pub fn fail(dir: &Path, why: &str) -> i32 {
 /// Runs the container described by `spec` to its end; returns its exit code.
 pub fn monitor(spec: &Spec) -> i32 {
     let dir = spec.dir.clone();
-    let fail = |why: String| {
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(LOG))
-            .and_then(|mut f| f.write_all(log_line("stderr", &format!("reg: {why}\n")).as_bytes()));
-        let _ = write_atomic(&dir, EXIT, "125");
-        125
-    };
+    let fail = |why: String| fail(&dir, &why);
     let log = match std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -278,15 +278,19 @@ fn resources(l: &Limits) -> Result<oci_spec::runtime::LinuxResources, String> {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        use libcgroups::common::CgroupManager;
-        // The init is gone; stray processes (there can be none left in a dead pid namespace)
-        // would keep the cgroup busy, so retry briefly.
-        for _ in 0..50 {
-            if self.0.remove().is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        remove_with_retries(&self.0);
+    }
+}
+
+/// Removes a cgroup whose container ended: an exiting cgroup can stay busy for a moment
+/// (there can be no process left in a dead pid namespace), so retry briefly.
+fn remove_with_retries(m: &libcgroups::common::AnyCgroupManager) {
+    use libcgroups::common::CgroupManager;
+    for _ in 0..50 {
+        if m.remove().is_ok() {
+            return;
         }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -334,34 +338,20 @@ pub(crate) const READONLY: [&str; 5] = [
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Runs the container to its end and returns its exit code (docker's numbering).
-/// Output goes to the monitor's stdout/stderr, which the caller points at the log.
-pub fn run(spec: &Spec) -> i32 {
-    match start(spec, None) {
-        Ok((pid, cgroup)) => {
-            let code = wait(spec, pid);
-            drop(cgroup);
-            code
-        }
-        Err(code) => code,
-    }
+/// The libcgroups manager of container `id`'s cgroup, `/reg/<id>` (v1, hybrid or v2).
+fn cgroup_manager(id: &str) -> Result<libcgroups::common::AnyCgroupManager, String> {
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: PathBuf::from(format!("/reg/{id}")),
+        systemd_cgroup: false,
+        container_name: id.to_string(),
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Removes container `id`'s cgroup when its monitor could not (it was killed).
 pub fn remove_cgroup(id: &str) {
-    use libcgroups::common::CgroupManager;
-    let Ok(m) = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: PathBuf::from(format!("/reg/{id}")),
-        systemd_cgroup: false,
-        container_name: id.to_string(),
-    }) else {
-        return;
-    };
-    for _ in 0..50 {
-        if m.remove().is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if let Ok(m) = cgroup_manager(id) {
+        remove_with_retries(&m);
     }
 }
 
@@ -477,11 +467,7 @@ pub fn start(
     };
     // The cgroup is made while the init sets up its mounts (libcgroups needs ~10 ms to find
     // the controllers); the init waits for it before it execs.
-    let cgroup = match libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: PathBuf::from(format!("/reg/{}", spec.id)),
-        systemd_cgroup: false,
-        container_name: spec.id.clone(),
-    }) {
+    let cgroup = match cgroup_manager(&spec.id) {
         Ok(m) => Cgroup(m),
         Err(e) => {
             eprintln!("reg: container {}: cgroups: {e}", spec.id);
@@ -808,8 +794,6 @@ fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
     Ok(())
 }
 
-/// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, written beside the container and bind
-/// mounted over the image's (as docker does), so the image itself is never changed.
 /// The contents of `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for `spec`.
 pub(crate) fn etc_contents(spec: &Spec) -> [(&'static str, String); 3] {
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -836,14 +820,16 @@ pub(crate) fn etc_contents(spec: &Spec) -> [(&'static str, String); 3] {
     ]
 }
 
+/// The `/etc` files a container gets from its bundle (written by [`crate::bundle::write`]).
+pub(crate) const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// Bind-mounts the bundle's `/etc` files over the image's, which stays unchanged.
 fn etc_files(spec: &Spec, rootfs: &Path) -> Result<(), String> {
-    let files = etc_contents(spec);
     let etc = rootfs.join("etc");
     std::fs::create_dir_all(&etc).map_err(|e| err("creating /etc", e))?;
     let none: Option<&str> = None;
-    for (name, content) in files {
+    for name in ETC_FILES {
         let src = spec.dir.join(name);
-        std::fs::write(&src, content).map_err(|e| err(&format!("writing {}", src.display()), e))?;
         let dst = etc.join(name);
         // A symlink in the image (e.g. resolv.conf -> elsewhere) would be followed by the mount.
         if std::fs::symlink_metadata(&dst).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -1319,13 +1305,8 @@ pub fn enter(e: &ExecSpec) -> i32 {
     }
     {
         use libcgroups::common::CgroupManager;
-        let joined = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-            cgroup_path: PathBuf::from(format!("/reg/{}", e.id)),
-            systemd_cgroup: false,
-            container_name: e.id.clone(),
-        })
-        .map_err(|x| x.to_string())
-        .and_then(|m| m.add_task(nix::unistd::getpid()).map_err(|x| x.to_string()));
+        let joined = cgroup_manager(&e.id)
+            .and_then(|m| m.add_task(nix::unistd::getpid()).map_err(|x| x.to_string()));
         if let Err(x) = joined {
             return fail(format!("joining the cgroup: {x}"));
         }

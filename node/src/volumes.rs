@@ -42,13 +42,6 @@ pub fn ensure(root: &Path, name: &str) -> Result<PathBuf, String> {
     Ok(data)
 }
 
-fn random_name() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// `-v` as docker reads it: `/host:/ctr[:ro|rw]`, `NAME:/ctr[:ro|rw]`, or `/ctr` alone (a new
 /// anonymous volume).
 pub fn resolve(root: &Path, spec: &str) -> Result<BindMount, String> {
@@ -82,7 +75,10 @@ pub fn resolve(root: &Path, spec: &str) -> Result<BindMount, String> {
             p
         }
         Some(name) => ensure(root, name)?,
-        None => ensure(root, &random_name())?,
+        None => ensure(
+            root,
+            &crate::containers::random_hex().map_err(|e| format!("-v {spec:?}: {e}"))?,
+        )?,
     };
     Ok(BindMount {
         source,
@@ -123,7 +119,11 @@ pub async fn create(
     State(st): State<Arc<AgentState>>,
     Json(req): Json<CreateRequest>,
 ) -> Result<Response, ApiError> {
-    let name = req.name.unwrap_or_else(random_name);
+    let name = match req.name {
+        Some(n) => n,
+        None => crate::containers::random_hex()
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+    };
     ensure(&st.containers.volumes, &name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(describe(&st.containers.volumes, &name)).into_response())
 }
@@ -143,8 +143,8 @@ pub async fn inspect(
 
 #[derive(Deserialize)]
 pub struct RemoveQuery {
-    #[serde(default)]
-    force: Option<String>,
+    #[serde(default, deserialize_with = "crate::containers::flag")]
+    force: bool,
 }
 
 /// Removes a volume no container uses (running or not, as docker).
@@ -155,7 +155,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let dir = st.containers.volumes.join(&name);
     if !valid_name(&name) || !dir.join("_data").is_dir() {
-        if matches!(q.force.as_deref(), Some("1" | "true")) {
+        if q.force {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         return Err(ApiError(

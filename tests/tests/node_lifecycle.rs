@@ -21,6 +21,16 @@ fn args<'a>(pre: &[&'a str], script: &'a [String]) -> Vec<&'a str> {
         .collect()
 }
 
+/// The parent pid of `pid` (a container's init → its monitor), from /proc.
+fn parent_of(pid: i64) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat.rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..200 {
         if f() {
@@ -64,8 +74,8 @@ fn detached_container_lives_through_ps_logs_exec_stop_start_and_rm() {
     let (code, _, err) = n.reg(&["exec", "ticker", "no-such-tool"]);
     assert_eq!(code, 127, "{err}");
     // exec -i takes input; exec -t gets a terminal from the container's own devpts.
-    let mut child = std::process::Command::new(reg_tests::reg_bin())
-        .args([
+    let (code, out, _) = n.reg_with_input(
+        &[
             "exec",
             "-i",
             "ticker",
@@ -73,20 +83,11 @@ fn detached_container_lives_through_ps_logs_exec_stop_start_and_rm() {
             "sh",
             "-c",
             "/bin/busybox wc -l; exit 5",
-        ])
-        .env("REG_HOST", &n.host)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("exec -i");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(b"a\nb\n").expect("write");
-    }
-    let out = child.wait_with_output().expect("wait");
-    assert_eq!(out.status.code(), Some(5));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+        ],
+        b"a\nb\n",
+    );
+    assert_eq!(code, 5);
+    assert_eq!(out.trim(), "2");
     let (code, out, err) = n.reg(&[
         "exec",
         "-t",
@@ -412,13 +413,7 @@ fn the_reg_binary_cannot_be_reached_through_proc_exe() {
     let Some(n) = node() else { return };
     let id = n.run_d(&args(&[IMG], &sh("exec /bin/busybox sleep 600")));
     let pid = n.inspect(&id)["State"]["Pid"].as_i64().unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let ppid: i64 = stat
-        .rsplit(')')
-        .next()
-        .and_then(|s| s.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let ppid = parent_of(pid);
     // The monitor (the container's parent) runs from a sealed memfd, not from the reg file.
     let exe = std::fs::read_link(format!("/proc/{ppid}/exe")).expect("monitor exe");
     assert!(
@@ -558,31 +553,9 @@ fn host_network_info_and_version() {
 
 #[test]
 fn run_i_streams_stdin_to_the_container() {
-    use std::io::Write;
     let Some(n) = node() else { return };
     let run_i = |input: &[u8], script: &str| {
-        let mut child = std::process::Command::new(reg_tests::reg_bin())
-            .args(["run", "-i", "--rm", IMG, B, "sh", "-c", script])
-            .env("REG_HOST", &n.host)
-            .env("REG_NODE_DEFAULT_REGISTRY", &n.server.host)
-            .env("REG_CONFIG_DIR", "/nonexistent-reg-config")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("reg run -i");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let data = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().expect("wait");
-        let _ = writer.join();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        n.reg_with_input(&["run", "-i", "--rm", IMG, B, "sh", "-c", script], input)
     };
     let (code, out, err) = run_i(b"one\ntwo\nthree\n", "/bin/busybox wc -l");
     assert_eq!((code, out.trim()), (0, "3"), "{err}");
@@ -614,25 +587,11 @@ fn run_i_streams_stdin_to_the_container() {
         out.contains("/dev/pts/0") && out.contains("24 80"),
         "{out:?}"
     );
-    let mut child = std::process::Command::new(reg_tests::reg_bin())
-        .args(["run", "-it", "--rm", IMG, B, "sh"])
-        .env("REG_HOST", &n.host)
-        .env("REG_NODE_DEFAULT_REGISTRY", &n.server.host)
-        .env("REG_CONFIG_DIR", "/nonexistent-reg-config")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("reg run -it");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"echo hi-$((40+2))\nexit 3\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{text}");
+    let (code, text, _) = n.reg_with_input(
+        &["run", "-it", "--rm", IMG, B, "sh"],
+        b"echo hi-$((40+2))\nexit 3\n",
+    );
+    assert_eq!(code, 3, "{text}");
     assert!(
         text.contains("hi-42"),
         "the shell ran the typed command: {text:?}"
@@ -644,13 +603,7 @@ fn a_killed_monitor_takes_its_container_along_and_leaves_nothing() {
     let Some(n) = node() else { return };
     let id = n.run_d(&args(&[IMG], &sh("exec /bin/busybox sleep 600")));
     let pid = n.inspect(&id)["State"]["Pid"].as_i64().unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let monitor: i64 = stat
-        .rsplit(')')
-        .next()
-        .and_then(|s| s.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let monitor = parent_of(pid);
     assert!(monitor > 1);
     let _ = std::process::Command::new("kill")
         .args(["-9", &monitor.to_string()])

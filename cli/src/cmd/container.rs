@@ -10,7 +10,7 @@ use clap::Args;
 use reg_node::agent::AgentClient;
 use reg_registry::Reference;
 
-use super::image::{agent, pull_to, query_value, rt, PullArgs};
+use super::image::{agent, each, pull_to, query_value, rt, PullArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -360,33 +360,29 @@ pub fn start(config: Option<&Path>, host: Option<&str>, args: StartArgs) -> anyh
             bytes::Bytes::new(),
         );
     }
-    each(&rt, &agent, &args.containers, "POST", |c| {
+    each_container(&rt, &agent, &args.containers, "POST", |c| {
         format!("/containers/{}/start", query_value(c))
     })
 }
 
-/// Runs one request per container, printing each name as docker does; 1 when any failed.
-fn each(
+/// One request per container, each name printed as docker does.
+fn each_container(
     rt: &tokio::runtime::Runtime,
     agent: &AgentClient,
     containers: &[String],
     method: &str,
     path: impl Fn(&str) -> String,
 ) -> anyhow::Result<u8> {
-    if containers.is_empty() {
-        bail!("give at least one container (name or id)");
-    }
-    let mut failed = false;
-    for c in containers {
-        match rt.block_on(agent.json_body(method, &path(c), &serde_json::Value::Null)) {
-            Ok(_) => println!("{c}"),
-            Err(e) => {
-                eprintln!("reg: {c}: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(u8::from(failed))
+    let path = |c: &str| Ok(path(c));
+    each(
+        rt,
+        agent,
+        containers,
+        "container (name or id)",
+        method,
+        path,
+        |c, _| println!("{c}"),
+    )
 }
 
 #[derive(Args)]
@@ -561,7 +557,7 @@ pub struct StopArgs {
 
 pub fn stop(config: Option<&Path>, host: Option<&str>, args: StopArgs) -> anyhow::Result<u8> {
     let (agent, _) = agent(config, host)?;
-    each(&rt()?, &agent, &args.containers, "POST", |c| {
+    each_container(&rt()?, &agent, &args.containers, "POST", |c| {
         format!("/containers/{}/stop?t={}", query_value(c), args.time)
     })
 }
@@ -576,7 +572,7 @@ pub struct KillArgs {
 
 pub fn kill(config: Option<&Path>, host: Option<&str>, args: KillArgs) -> anyhow::Result<u8> {
     let (agent, _) = agent(config, host)?;
-    each(&rt()?, &agent, &args.containers, "POST", |c| {
+    each_container(&rt()?, &agent, &args.containers, "POST", |c| {
         format!(
             "/containers/{}/kill?signal={}",
             query_value(c),
@@ -595,7 +591,7 @@ pub struct RmArgs {
 
 pub fn rm(config: Option<&Path>, host: Option<&str>, args: RmArgs) -> anyhow::Result<u8> {
     let (agent, _) = agent(config, host)?;
-    each(&rt()?, &agent, &args.containers, "DELETE", |c| {
+    each_container(&rt()?, &agent, &args.containers, "DELETE", |c| {
         format!(
             "/containers/{}?force={}",
             query_value(c),
@@ -612,25 +608,16 @@ pub struct WaitArgs {
 /// Prints each container's exit code once it has stopped.
 pub fn wait(config: Option<&Path>, host: Option<&str>, args: WaitArgs) -> anyhow::Result<u8> {
     let (agent, _) = agent(config, host)?;
-    let rt = rt()?;
-    if args.containers.is_empty() {
-        bail!("give at least one container (name or id)");
-    }
-    let mut failed = false;
-    for c in &args.containers {
-        match rt.block_on(agent.json_body(
-            "POST",
-            &format!("/containers/{}/wait", query_value(c)),
-            &serde_json::Value::Null,
-        )) {
-            Ok(v) => println!("{}", v["StatusCode"]),
-            Err(e) => {
-                eprintln!("reg: {c}: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(u8::from(failed))
+    let path = |c: &str| Ok(format!("/containers/{}/wait", query_value(c)));
+    each(
+        &rt()?,
+        &agent,
+        &args.containers,
+        "container (name or id)",
+        "POST",
+        path,
+        |_, v| println!("{}", v["StatusCode"]),
+    )
 }
 
 #[derive(Args)]

@@ -28,6 +28,37 @@ pub(crate) fn agent(
     Ok((AgentClient::new(&host)?, cfg))
 }
 
+/// One request per item (`path` builds it), each answer shown by `show`; an item that fails is
+/// reported and the rest still run. The exit code: 1 when any failed.
+pub(crate) fn each(
+    rt: &tokio::runtime::Runtime,
+    agent: &AgentClient,
+    items: &[String],
+    what: &str,
+    method: &str,
+    path: impl Fn(&str) -> anyhow::Result<String>,
+    show: impl Fn(&str, serde_json::Value),
+) -> anyhow::Result<u8> {
+    if items.is_empty() {
+        bail!("give at least one {what}");
+    }
+    let mut failed = false;
+    for item in items {
+        let answer = path(item).and_then(|p| {
+            rt.block_on(agent.json_body(method, &p, &serde_json::Value::Null))
+                .map_err(Into::into)
+        });
+        match answer {
+            Ok(v) => show(item, v),
+            Err(e) => {
+                eprintln!("reg: {item}: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
+
 /// Percent-encodes a query value (everything but unreserved characters).
 pub(crate) fn query_value(s: &str) -> String {
     s.bytes()
@@ -262,29 +293,25 @@ pub struct RmiArgs {
 
 pub fn rmi(config: Option<&Path>, host: Option<&str>, args: RmiArgs) -> anyhow::Result<u8> {
     let (agent, cfg) = agent(config, host)?;
-    let rt = rt()?;
-    if args.images.is_empty() {
-        bail!("give at least one image");
-    }
-    let mut failed = false;
-    for i in &args.images {
+    let path = |i: &str| -> anyhow::Result<String> {
         let r = Reference::parse(i, &cfg.node.default_registry)?;
-        let path = format!(
+        Ok(format!(
             "/images?reference={}&force={}",
             query_value(&r.to_string()),
             u8::from(args.force)
-        );
-        match rt.block_on(agent.json_body("DELETE", &path, &serde_json::Value::Null)) {
-            Ok(v) => {
-                for l in v.as_array().into_iter().flatten() {
-                    println!("{}", l.as_str().unwrap_or(""));
-                }
+        ))
+    };
+    each(
+        &rt()?,
+        &agent,
+        &args.images,
+        "image",
+        "DELETE",
+        path,
+        |_, v| {
+            for l in v.as_array().into_iter().flatten() {
+                println!("{}", l.as_str().unwrap_or(""));
             }
-            Err(e) => {
-                eprintln!("reg: {i}: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(u8::from(failed))
+        },
+    )
 }

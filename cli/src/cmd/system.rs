@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::image::{agent, query_value, rt};
+use super::image::{agent, each, query_value, rt};
 
 #[derive(Subcommand)]
 pub enum VolumeCommand {
@@ -62,21 +62,16 @@ pub fn volume(config: Option<&Path>, host: Option<&str>, cmd: VolumeCommand) -> 
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         VolumeCommand::Rm { force, names } => {
-            if names.is_empty() {
-                bail!("give at least one volume");
-            }
-            let mut failed = false;
-            for n in &names {
-                let path = format!("/volumes/{}?force={}", query_value(n), u8::from(force));
-                match rt.block_on(agent.json_body("DELETE", &path, &serde_json::Value::Null)) {
-                    Ok(_) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("reg: {n}: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            return Ok(u8::from(failed));
+            let path = |n: &str| {
+                Ok(format!(
+                    "/volumes/{}?force={}",
+                    query_value(n),
+                    u8::from(force)
+                ))
+            };
+            return each(&rt, &agent, &names, "volume", "DELETE", path, |n, _| {
+                println!("{n}")
+            });
         }
     }
     Ok(0)

@@ -67,13 +67,32 @@ impl Node {
 
     /// Any `reg` command against this node: (exit code, stdout, stderr).
     pub fn reg(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(reg_bin())
+        self.reg_with_input(args, b"")
+    }
+
+    /// Like [`Node::reg`], with `input` on its stdin (written while it runs, then closed).
+    pub fn reg_with_input(&self, args: &[&str], input: &[u8]) -> (i32, String, String) {
+        use std::io::Write;
+        let mut child = Command::new(reg_bin())
             .args(args)
             .env("REG_HOST", &self.host)
             .env("REG_NODE_DEFAULT_REGISTRY", &self.server.host)
             .env("REG_CONFIG_DIR", "/nonexistent-reg-config")
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run reg");
+        let writer = child.stdin.take().map(|mut stdin| {
+            let data = input.to_vec();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            })
+        });
+        let out = child.wait_with_output().expect("run reg");
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
