@@ -97,14 +97,7 @@ pub fn run(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
+    nix::unistd::Uid::effective().is_root()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
