@@ -67,6 +67,13 @@ enum Command {
         #[command(subcommand)]
         command: cmd::system::VolumeCommand,
     },
+    /// Manage bridge networks.
+    Network {
+        #[command(subcommand)]
+        command: cmd::system::NetworkCommand,
+    },
+    /// List a container's published ports.
+    Port(cmd::container::PortArgs),
     /// What the node has and runs: containers, images, storage, cgroups, kernel.
     Info,
     /// Client and node agent versions.
@@ -117,6 +124,10 @@ fn main() -> ExitCode {
         Command::Rm(args) => return exit(cmd::container::rm(config, host, args), 1),
         Command::Wait(args) => return exit(cmd::container::wait(config, host, args), 1),
         Command::Volume { command } => return exit(cmd::system::volume(config, host, command), 1),
+        Command::Network { command } => {
+            return exit(cmd::system::network(config, host, command), 1)
+        }
+        Command::Port(args) => cmd::container::port(config, host, args),
         Command::Rmi(args) => return exit(cmd::image::rmi(config, host, args), 1),
         Command::Push(args) => cmd::image::push(config, host, args),
         Command::Tag(args) => cmd::image::tag(config, host, args),

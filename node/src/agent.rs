@@ -106,6 +106,17 @@ pub fn router(state: Arc<AgentState>) -> Router {
             "/volumes/{name}",
             get(crate::volumes::inspect).delete(crate::volumes::delete),
         )
+        .route("/networks", get(crate::network::list))
+        .route("/networks/create", post(crate::network::create))
+        .route(
+            "/networks/{id}",
+            get(crate::network::inspect).delete(crate::network::delete),
+        )
+        .route("/networks/{id}/connect", post(crate::network::connect))
+        .route(
+            "/networks/{id}/disconnect",
+            post(crate::network::disconnect),
+        )
         .fallback(|uri: axum::http::Uri| async move {
             api_error(
                 StatusCode::NOT_FOUND,

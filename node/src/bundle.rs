@@ -7,7 +7,7 @@
 //! (`org.reg.layers`, mounted as the overlay rootfs by our runtime), the user as given
 //! (`org.reg.user`, names are resolved inside the container), `org.reg.privileged`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::runtime::{BindMount, Limits, SecuritySpec, Spec, MASKED, READONLY};
 use crate::seccomp::{Action, Op, Profile};
@@ -149,8 +149,10 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         serde_json::json!({"type": "uts"}),
         serde_json::json!({"type": "ipc"}),
     ];
-    if spec.network != "host" {
-        namespaces.push(serde_json::json!({"type": "network"}));
+    match (&spec.netns, spec.network.as_str()) {
+        (Some(p), _) => namespaces.push(serde_json::json!({"type": "network", "path": p})),
+        (None, "host") => {}
+        (None, _) => namespaces.push(serde_json::json!({"type": "network"})),
     }
     let mut resources = serde_json::json!({ "devices": [{"allow": false, "access": "rwm"}] });
     if let Some(m) = spec.limits.memory {
@@ -272,11 +274,16 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
             readonly: strings(&m["options"]).iter().any(|o| o == "ro"),
         })
         .collect();
-    let network = v["linux"]["namespaces"]
+    let net_ns = v["linux"]["namespaces"]
         .as_array()
         .into_iter()
         .flatten()
-        .any(|n| n["type"] == "network");
+        .find(|n| n["type"] == "network");
+    let network = net_ns.is_some();
+    let netns = net_ns
+        .and_then(|n| n["path"].as_str())
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
     let seccomp = match v["linux"].get("seccomp") {
         Some(s) if !s.is_null() => Some(Profile::from_docker_json(&s.to_string())?),
         _ => None,
@@ -318,6 +325,10 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
         },
         mounts,
         network: if network { "none" } else { "host" }.into(),
+        netns,
+        ip: None,
+        extra_hosts: Vec::new(),
+        dns: Vec::new(),
         tty: p["terminal"].as_bool().unwrap_or(false),
         tty_size: p["consoleSize"]["height"]
             .as_u64()
@@ -353,11 +364,20 @@ mod tests {
                 target: "/data".into(),
                 readonly: true,
             }],
-            network: "none".into(),
+            network: "demo".into(),
+            netns: Some(t.path().join("netns")),
+            ip: Some("172.18.0.2".into()),
+            extra_hosts: vec!["172.18.0.3\tdb srv".into()],
+            dns: vec!["127.0.0.11".into()],
             tty: true,
             tty_size: Some((30, 100)),
         };
         write(&spec).expect("write");
+        let hosts = std::fs::read_to_string(t.path().join("hosts")).expect("hosts");
+        assert!(hosts.contains("172.18.0.2\tabc\n"), "{hosts}");
+        assert!(hosts.contains("172.18.0.3\tdb srv\n"), "{hosts}");
+        let resolv = std::fs::read_to_string(t.path().join("resolv.conf")).expect("resolv");
+        assert!(resolv.starts_with("nameserver 127.0.0.11\n"), "{resolv}");
         let back = read(t.path()).expect("read");
         assert_eq!(back.args, spec.args);
         assert_eq!(back.env, spec.env);
@@ -367,6 +387,7 @@ mod tests {
         assert_eq!(back.mounts, spec.mounts);
         assert_eq!(back.layers, spec.layers);
         assert_eq!(back.network, "none");
+        assert_eq!(back.netns, spec.netns);
         assert_eq!((back.tty, back.tty_size), (true, Some((30, 100))));
         let sorted = |c: &[String]| {
             let mut c = c.to_vec();

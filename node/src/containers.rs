@@ -68,9 +68,30 @@ pub struct RunRequest {
     /// `-v /host:/ctr[:ro]`, `-v NAME:/ctr[:ro]`, `-v /ctr` (anonymous volume).
     #[serde(default)]
     pub volumes: Vec<String>,
-    /// `none` (default) or `host`.
+    /// `bridge` (default), a network's name, `none`, `host` or `container:OTHER`.
     #[serde(default)]
     pub network: Option<String>,
+    /// `--ip`: a fixed address on the network.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// `--network-alias`: more names the container answers to on its network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `--link NAME[:ALIAS]`.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// `-p [HOSTIP:][HOSTPORT:]CTRPORT[/udp]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// `-P`: every port the image EXPOSEs, on a free host port.
+    #[serde(default)]
+    pub publish_all: bool,
+    /// `--dns`: resolvers for the container (forwarded to, on user-defined networks).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--add-host NAME:IP` (IP may be `host-gateway`).
+    #[serde(default)]
+    pub add_hosts: Vec<String>,
     /// `-t`: a pseudo-terminal, of this size (rows, columns).
     #[serde(default)]
     pub tty: bool,
@@ -93,6 +114,20 @@ pub struct ContainerState {
     /// Stopped or killed by a user: the restart policy leaves it alone.
     pub manually_stopped: bool,
     pub error: String,
+    /// Published ports as bound by the last start.
+    #[serde(default)]
+    pub ports: Vec<crate::network::PortBinding>,
+}
+
+/// The container's place on one network, for inspect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetInfo {
+    pub network: String,
+    pub network_id: String,
+    pub ip: String,
+    pub prefix: u8,
+    pub gateway: String,
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +142,11 @@ pub struct Record {
     pub request: RunRequest,
     pub spec: Spec,
     pub state: ContainerState,
+    #[serde(default)]
+    pub networks: Vec<NetInfo>,
+    /// What `-p`/`-P` asked for, resolved at create.
+    #[serde(default)]
+    pub ports: Vec<crate::ports::PortSpec>,
 }
 
 impl Record {
@@ -175,6 +215,7 @@ impl Record {
                 "Entrypoint": self.request.entrypoint,
                 "StopSignal": self.stop_signal,
             },
+            "NetworkSettings": self.network_settings(),
             "GraphDriver": {
                 "Name": "overlay",
                 "Data": {
@@ -184,6 +225,48 @@ impl Record {
                     "MergedDir": self.spec.dir.join("rootfs"),
                 },
             },
+        })
+    }
+}
+
+impl Record {
+    /// docker's `NetworkSettings`: the first network's address at the top, every network by
+    /// name, and the published ports (`"80/tcp": [{"HostIp", "HostPort"}]`).
+    fn network_settings(&self) -> serde_json::Value {
+        let first = self.networks.first();
+        let mut networks = serde_json::Map::new();
+        for n in &self.networks {
+            let ip: std::net::Ipv4Addr = n.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            networks.insert(
+                n.network.clone(),
+                serde_json::json!({
+                    "NetworkID": n.network_id,
+                    "IPAddress": n.ip,
+                    "IPPrefixLen": n.prefix,
+                    "Gateway": n.gateway,
+                    "MacAddress": crate::network::mac_string(ip),
+                    "Aliases": n.aliases,
+                }),
+            );
+        }
+        let mut ports = serde_json::Map::new();
+        for p in &self.state.ports {
+            let key = format!("{}/{}", p.container_port, p.proto);
+            let entry = ports.entry(key).or_insert_with(|| serde_json::json!([]));
+            if let Some(a) = entry.as_array_mut() {
+                a.push(
+                    serde_json::json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}),
+                );
+            }
+        }
+        serde_json::json!({
+            "IPAddress": first.map(|n| n.ip.as_str()).unwrap_or(""),
+            "IPPrefixLen": first.map(|n| n.prefix).unwrap_or(0),
+            "Gateway": first.map(|n| n.gateway.as_str()).unwrap_or(""),
+            "MacAddress": first.and_then(|n| n.ip.parse().ok()).map(crate::network::mac_string).unwrap_or_default(),
+            "SandboxKey": if self.networks.is_empty() { String::new() } else { self.spec.dir.join("netns").display().to_string() },
+            "Networks": networks,
+            "Ports": ports,
         })
     }
 }
@@ -214,6 +297,7 @@ fn restart_policy(p: Option<&str>) -> Result<(String, u32), String> {
 /// The agent's containers: records in SQLite, change notifications, the sealed binary.
 pub struct Containers {
     root: PathBuf,
+    pub networks: Arc<crate::network::Networks>,
     /// Named volumes: `<node>/volumes/NAME/_data`.
     pub volumes: PathBuf,
     db: Mutex<rusqlite::Connection>,
@@ -300,9 +384,16 @@ impl Containers {
                  record TEXT NOT NULL
              );",
         )?;
+        let networks = crate::network::Networks::open(node_root).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(e),
+            )
+        })?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Containers {
             root,
+            networks,
             volumes: node_root.join("volumes"),
             db: Mutex::new(db),
             changed: tokio::sync::watch::channel(0).0,
@@ -476,6 +567,16 @@ impl Containers {
         let Ok(all) = self.list() else { return };
         for r in all.into_iter().filter(|r| r.state.status == "running") {
             tracing::info!(container = %r.id, "re-attaching");
+            if !r.networks.is_empty() {
+                let (n, id, ports) = (self.networks.clone(), r.id.clone(), r.state.ports.clone());
+                let netns = r.spec.dir.join("netns");
+                let upstream = crate::network::upstream_resolvers(&r.request.dns);
+                tokio::spawn(async move {
+                    if let Err(e) = n.reattach(&id, &netns, &ports, upstream).await {
+                        tracing::warn!(container = %id, error = %e.1, "re-attaching the network");
+                    }
+                });
+            }
             tokio::spawn(watch_exit(
                 self.clone(),
                 r.id.clone(),
@@ -484,6 +585,65 @@ impl Containers {
             ));
         }
     }
+}
+
+/// `/etc/hosts` lines from `--link` (the linked container must run) and `--add-host`.
+fn extra_hosts(cs: &Arc<Containers>, rec: &Record) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for l in &rec.request.links {
+        let (name, alias) = l.split_once(':').unwrap_or((l, l));
+        let o = cs
+            .resolve(name)
+            .map_err(|e| ApiError(e.0, format!("--link {l}: {}", e.1)))?;
+        if o.state.status != "running" {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "--link {l}: cannot link to container {}: it is not running",
+                    o.name
+                ),
+            ));
+        }
+        // Its address on a network both share, else its first.
+        let ip = o
+            .networks
+            .iter()
+            .find(|n| rec.networks.iter().any(|m| m.network_id == n.network_id))
+            .or(o.networks.first())
+            .map(|n| n.ip.clone())
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::CONFLICT,
+                    format!("--link {l}: container {} has no network address", o.name),
+                )
+            })?;
+        let names = if alias == o.name {
+            format!("{} {}", o.name, &o.id[..12])
+        } else {
+            format!("{alias} {} {}", o.name, &o.id[..12])
+        };
+        out.push(format!("{ip}\t{names}"));
+    }
+    for h in &rec.request.add_hosts {
+        let Some((name, ip)) = h.split_once(':') else {
+            continue;
+        };
+        let ip = if ip == "host-gateway" {
+            rec.networks
+                .first()
+                .map(|n| n.gateway.clone())
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("--add-host {h}: host-gateway needs a bridge network"),
+                    )
+                })?
+        } else {
+            ip.to_string()
+        };
+        out.push(format!("{ip}\t{name}"));
+    }
+    Ok(out)
 }
 
 /// Starts the monitor of an existing container and marks it running.
@@ -501,17 +661,70 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
     for f in [PID, EXIT, OOM] {
         let _ = std::fs::remove_file(dir.join(f));
     }
-    let spec = rec.spec.clone();
-    tokio::task::spawn_blocking(move || crate::bundle::write(&spec))
+    let mut spec = rec.spec.clone();
+    spec.extra_hosts = extra_hosts(cs, &rec)?;
+    spec.dns = rec.request.dns.clone();
+    let netns = dir.join("netns");
+    let mut bound = Vec::new();
+    if !rec.networks.is_empty() {
+        let upstream = crate::network::upstream_resolvers(&rec.request.dns);
+        bound = cs
+            .networks
+            .attach(&rec.id, &netns, &rec.ports, upstream)
+            .await
+            .map_err(|e| ApiError(e.0, format!("container {}: {}", rec.name, e.1)))?;
+        spec.netns = Some(netns.clone());
+        spec.ip = rec.networks.first().map(|n| n.ip.clone());
+        if rec
+            .networks
+            .iter()
+            .any(|n| n.network != crate::network::DEFAULT)
+        {
+            spec.dns = vec!["127.0.0.11".into()];
+        }
+    } else if let Some(other) = spec.network.strip_prefix("container:") {
+        let o = cs.resolve(other)?;
+        if o.state.status != "running" {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "cannot join the network of container {}: it is not running",
+                    o.name
+                ),
+            ));
+        }
+        let theirs = o.spec.dir.join("netns");
+        spec.netns = Some(if theirs.exists() {
+            theirs
+        } else {
+            format!("/proc/{}/ns/net", o.state.pid).into()
+        });
+    }
+    let undo = |cs: Arc<Containers>, id: String, netns: PathBuf| async move {
+        let _ = cs.networks.detach(&id, &netns).await;
+    };
+    let written = tokio::task::spawn_blocking(move || crate::bundle::write(&spec))
         .await
-        .map_err(internal)?
-        .map_err(|e| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("container {}: {e}", rec.name),
-            )
-        })?;
-    let exe = cs.sealed_exe().await?;
+        .map_err(internal)
+        .and_then(|r| {
+            r.map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("container {}: {e}", rec.name),
+                )
+            })
+        });
+    if let Err(e) = written {
+        undo(cs.clone(), id.to_string(), netns).await;
+        return Err(e);
+    }
+    let exe = match cs.sealed_exe().await {
+        Ok(e) => e,
+        Err(e) => {
+            undo(cs.clone(), id.to_string(), netns).await;
+            return Err(e);
+        }
+    };
     let child = tokio::process::Command::new(exe.path())
         .args(["node", "monitor", "--bundle"])
         .arg(&dir)
@@ -521,8 +734,14 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
         // Its own process group: a ^C meant for a foreground agent does not reach it.
         .process_group(0)
         .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| internal(format!("starting the container monitor: {e}")))?;
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            undo(cs.clone(), id.to_string(), netns).await;
+            return Err(internal(format!("starting the container monitor: {e}")));
+        }
+    };
     let monitor_pid = child.id().map(|p| p as i32).unwrap_or(0);
     // The monitor writes `pid` once the init is in its namespaces and cgroup (or `exit`).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -545,6 +764,7 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
                 monitor_pid,
                 started_at: now(),
                 restart_count: r.state.restart_count,
+                ports: bound,
                 ..ContainerState::default()
             };
         })?
@@ -593,6 +813,11 @@ async fn watch_exit(
         }
     };
     let oom = dir.join(OOM).exists();
+    if !rec.networks.is_empty() {
+        if let Err(e) = cs.networks.detach(&id, &dir.join("netns")).await {
+            tracing::warn!(container = %id, error = %e.1, "taking down the container's network");
+        }
+    }
     if let Ok(mut m) = cs.last_exit.lock() {
         m.insert(id.clone(), code);
     }
@@ -626,6 +851,13 @@ async fn watch_exit(
 }
 
 async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), ApiError> {
+    // The namespace file is a mount point: it must go before the directory can.
+    if !rec.networks.is_empty() || rec.spec.dir.join("netns").exists() {
+        cs.networks
+            .detach(&rec.id, &rec.spec.dir.join("netns"))
+            .await?;
+    }
+    cs.networks.release(&rec.id, None)?;
     // The directory goes first: whoever sees the record gone may rely on it being gone.
     let dir = rec.spec.dir.clone();
     let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
@@ -708,6 +940,113 @@ fn command(config: &serde_json::Value, req: &RunRequest) -> (Vec<String>, Vec<St
     (entrypoint.into_iter().chain(cmd).collect(), env, cwd)
 }
 
+/// Allocates container `id` an address on `net` and records it (takes effect at its next start).
+fn connect(
+    cs: &Arc<Containers>,
+    id: &str,
+    net: &crate::network::Network,
+    ip: Option<std::net::Ipv4Addr>,
+    aliases: Vec<String>,
+) -> Result<Record, ApiError> {
+    let rec = cs
+        .get(id)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such container: {id}")))?;
+    let mut aliases = aliases;
+    if net.name != crate::network::DEFAULT {
+        // docker: the short id answers too, on user-defined networks.
+        aliases.push(id[..12].to_string());
+    }
+    let ep = cs
+        .networks
+        .allocate(net, id, &rec.name, ip, aliases.clone())?;
+    let prefix = crate::network::Subnet::parse(&net.subnet)
+        .map(|s| s.prefix)
+        .unwrap_or(16);
+    let info = NetInfo {
+        network: net.name.clone(),
+        network_id: net.id.clone(),
+        ip: ep.ip.to_string(),
+        prefix,
+        gateway: net.gateway.clone(),
+        aliases,
+    };
+    cs.update(id, |r| r.networks.push(info))?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such container: {id}")))
+}
+
+/// `network connect NET CTR`: an address now, an interface at once if it runs.
+pub async fn network_connect(
+    cs: &Arc<Containers>,
+    net: &str,
+    container: &str,
+    ip: Option<std::net::Ipv4Addr>,
+    aliases: Vec<String>,
+) -> Result<(), ApiError> {
+    let net = if net == crate::network::DEFAULT {
+        cs.networks.ensure_default()?
+    } else {
+        cs.networks.get(net)?
+    };
+    let rec = cs.resolve(container)?;
+    if rec.networks.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "container {} uses --network {}: only containers on bridge networks can join more",
+                rec.name, rec.spec.network
+            ),
+        ));
+    }
+    let rec = connect(cs, &rec.id, &net, ip, aliases)?;
+    if rec.state.status == "running" {
+        let ep = cs
+            .networks
+            .endpoints_of(&rec.id)?
+            .into_iter()
+            .find(|e| e.network == net.id)
+            .ok_or_else(|| internal("endpoint vanished"))?;
+        if let Err(e) = cs
+            .networks
+            .hot_plug(&net, &ep, &rec.spec.dir.join("netns"))
+            .await
+        {
+            let _ = network_disconnect(cs, &net.id, &rec.id).await;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// `network disconnect NET CTR`.
+pub async fn network_disconnect(
+    cs: &Arc<Containers>,
+    net: &str,
+    container: &str,
+) -> Result<(), ApiError> {
+    let net = cs.networks.get(net)?;
+    let rec = cs.resolve(container)?;
+    let Some(ep) = cs
+        .networks
+        .endpoints_of(&rec.id)?
+        .into_iter()
+        .find(|e| e.network == net.id)
+    else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "container {} is not connected to network {}",
+                rec.name, net.name
+            ),
+        ));
+    };
+    if rec.state.status == "running" {
+        cs.networks.hot_unplug(&ep).await?;
+    }
+    cs.networks.release(&rec.id, Some(&net.id))?;
+    cs.update(&rec.id, |r| r.networks.retain(|n| n.network_id != net.id))?;
+    Ok(())
+}
+
 pub async fn create(
     State(st): State<Arc<AgentState>>,
     Json(req): Json<RunRequest>,
@@ -732,15 +1071,76 @@ pub async fn create(
         }
     }
     let security = crate::runtime::resolve_security(&req.security).map_err(bad)?;
-    let network = match req.network.as_deref() {
-        None | Some("none") => "none",
-        Some("host") => "host",
-        Some(other) => {
-            return Err(bad(format!(
-                "--network {other}: only none and host exist so far (bridge networks come with the networking issue)"
-            )))
+    // The network: a mode (none, host, container:OTHER) or a bridge network by name.
+    let mode = req
+        .network
+        .clone()
+        .unwrap_or_else(|| crate::network::DEFAULT.into());
+    let net = match mode.as_str() {
+        "none" | "host" => None,
+        m if m.starts_with("container:") => {
+            let other = st.containers.resolve(&m["container:".len()..])?;
+            if !req.publish.is_empty() || req.publish_all {
+                return Err(bad(
+                    "conflicting options: port publishing and the container network mode".into(),
+                ));
+            }
+            drop(other);
+            None
+        }
+        name => {
+            let cs = st.containers.clone();
+            Some(if name == crate::network::DEFAULT {
+                cs.networks.ensure_default()?
+            } else {
+                cs.networks.get(name)?
+            })
         }
     };
+    let network = mode.as_str();
+    if net.is_none() && (req.ip.is_some() || !req.aliases.is_empty() || !req.links.is_empty()) {
+        return Err(bad(format!(
+            "--ip, --network-alias and --link need a bridge network, not --network {network}"
+        )));
+    }
+    let fixed_ip: Option<std::net::Ipv4Addr> = match &req.ip {
+        Some(ip) => Some(
+            ip.parse()
+                .map_err(|_| bad(format!("--ip {ip}: not an IPv4 address")))?,
+        ),
+        None => None,
+    };
+    if fixed_ip.is_some()
+        && net
+            .as_ref()
+            .is_some_and(|n| n.name == crate::network::DEFAULT)
+    {
+        return Err(bad("--ip works on user-defined networks only (as with docker): create one with `reg network create`".into()));
+    }
+    for h in &req.add_hosts {
+        let ok = h.split_once(':').is_some_and(|(n, ip)| {
+            !n.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok())
+        });
+        if !ok {
+            return Err(bad(format!(
+                "--add-host {h}: expected NAME:IP (or NAME:host-gateway)"
+            )));
+        }
+    }
+    for d in &req.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad(format!("--dns {d}: not an IP address")));
+        }
+    }
+    let mut ports = Vec::new();
+    for p in &req.publish {
+        ports.push(crate::ports::PortSpec::parse(p).map_err(bad)?);
+    }
+    if (!ports.is_empty() || req.publish_all) && net.is_none() {
+        return Err(bad(format!(
+            "published ports need a bridge network, not --network {network}"
+        )));
+    }
     let mut mounts = Vec::new();
     for v in &req.volumes {
         mounts.push(crate::volumes::resolve(&st.containers.volumes, v).map_err(bad)?);
@@ -756,6 +1156,17 @@ pub async fn create(
                 format!("no such image: {r} (pull it first)"),
             )
         })?;
+    if req.publish_all {
+        if let Some(exposed) = image.config["config"]["ExposedPorts"].as_object() {
+            for k in exposed.keys() {
+                let mut p = crate::ports::PortSpec::parse(k).map_err(bad)?;
+                p.host_port = 0;
+                if !ports.contains(&p) {
+                    ports.push(p);
+                }
+            }
+        }
+    }
     let id = random_hex().map_err(internal)?;
     let dir = st.containers.dir().join(&id);
     let (args, env, cwd) = command(&image.config, &req);
@@ -794,6 +1205,10 @@ pub async fn create(
         security,
         mounts,
         network: network.to_string(),
+        netns: None,
+        ip: None,
+        extra_hosts: Vec::new(),
+        dns: Vec::new(),
         tty: req.tty,
         tty_size: req.tty.then(|| req.tty_size.unwrap_or((24, 80))),
     };
@@ -829,6 +1244,8 @@ pub async fn create(
             status: "created".into(),
             ..ContainerState::default()
         },
+        networks: Vec::new(),
+        ports,
     };
     let mut last = None;
     for n in names {
@@ -844,6 +1261,12 @@ pub async fn create(
     if let Some(e) = last {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e);
+    }
+    if let Some(net) = &net {
+        if let Err(e) = connect(&st.containers, &rec.id, net, fixed_ip, req.aliases.clone()) {
+            let _ = remove(&st.containers, &rec).await;
+            return Err(e);
+        }
     }
     Ok(Json(serde_json::json!({ "Id": id, "Name": rec.name, "Warnings": [] })).into_response())
 }

@@ -10,9 +10,13 @@
 pub mod agent;
 pub mod bundle;
 pub mod containers;
+pub mod dns;
 pub mod exe;
 pub mod image;
 pub mod monitor;
+pub mod netlink;
+pub mod network;
+pub mod ports;
 pub mod runtime;
 pub mod seccomp;
 pub mod unpack;

@@ -44,9 +44,23 @@ pub struct Spec {
     /// Bind mounts (host paths and volumes), in order.
     #[serde(default)]
     pub mounts: Vec<BindMount>,
-    /// `none` (own network namespace with `lo`) or `host`.
+    /// The network mode: `none` (own namespace with `lo`), `host`, a bridge network's name, or
+    /// `container:OTHER`.
     #[serde(default)]
     pub network: String,
+    /// A network namespace to join (a bridge network's, made by the agent, or another
+    /// container's) instead of creating one.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// The container's address on its first network (named after its hostname in /etc/hosts).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// More `/etc/hosts` lines (`--link`, `--add-host`).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// Resolvers for `/etc/resolv.conf` instead of the host's.
+    #[serde(default)]
+    pub dns: Vec<String>,
     /// `-t`: stdio is a pseudo-terminal (the init's controlling terminal).
     #[serde(default)]
     pub tty: bool,
@@ -427,13 +441,28 @@ pub fn start(
         },
         None => Vec::new(),
     };
+    let netns = match &spec.netns {
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!(
+                    "reg: container {}: network namespace {}: {e}",
+                    spec.id,
+                    p.display()
+                );
+                return Err(125);
+            }
+        },
+        None => None,
+    };
+    let netns_raw = netns.as_ref().map(|f| f.as_raw_fd());
     let ready_w_raw = ready_w.as_raw_fd();
     let mut stack = vec![0u8; 1024 * 1024];
     let flags = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
-        | if spec.network == "host" {
+        | if spec.network == "host" || netns.is_some() {
             CloneFlags::empty()
         } else {
             CloneFlags::CLONE_NEWNET
@@ -450,6 +479,15 @@ pub fn start(
                 // The container lives no longer than its monitor, which records its end.
                 if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
                     return 125;
+                }
+                if let Some(fd) = netns_raw {
+                    // (Within the clone's unsafe block.) The parent keeps the file open until
+                    // after clone; our copy of the fd table holds it for as long as this borrow.
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    if let Err(e) = nix::sched::setns(fd, CloneFlags::CLONE_NEWNET) {
+                        eprintln!("reg: joining the network namespace: {e}");
+                        return 125;
+                    }
                 }
                 init(&child_spec, &filters, console_fd, ready_r.as_raw_fd())
             }),
@@ -807,14 +845,33 @@ pub(crate) fn etc_contents(spec: &Spec) -> [(&'static str, String); 3] {
         })
         .map(|l| format!("{l}\n"))
         .collect();
+    let resolv = if spec.dns.is_empty() {
+        resolv
+    } else {
+        let mut r: String = spec
+            .dns
+            .iter()
+            .map(|d| format!("nameserver {d}\n"))
+            .collect();
+        r.extend(
+            host_resolv
+                .lines()
+                .filter(|l| l.starts_with("search") || l.starts_with("options"))
+                .map(|l| format!("{l}\n")),
+        );
+        r
+    };
+    let mut hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+        spec.ip.as_deref().unwrap_or("127.0.1.1"),
+        spec.hostname
+    );
+    for l in &spec.extra_hosts {
+        hosts.push_str(l);
+        hosts.push('\n');
+    }
     [
-        (
-            "hosts",
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
-                spec.hostname
-            ),
-        ),
+        ("hosts", hosts),
         ("hostname", format!("{}\n", spec.hostname)),
         ("resolv.conf", resolv),
     ]

@@ -55,10 +55,31 @@ pub struct RunArgs {
     /// CPUs, e.g. 0.5 (a CFS quota).
     #[arg(long)]
     cpus: Option<f64>,
-    /// Network: none (own namespace with lo, the default) or host (bridge networks come with
-    /// the networking issue).
-    #[arg(long, default_value = "none")]
-    network: String,
+    /// Network: bridge (the default network), a network's name, none (own namespace with lo
+    /// only), host, or container:NAME (share another container's).
+    #[arg(long = "network", alias = "net")]
+    network: Option<String>,
+    /// A fixed IPv4 address on the (user-defined) network.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Another name the container answers to on its network.
+    #[arg(long = "network-alias", alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// Add a link to another container: NAME[:ALIAS] (in /etc/hosts).
+    #[arg(long)]
+    link: Vec<String>,
+    /// Publish a port: [HOSTIP:][HOSTPORT:]CONTAINERPORT[/udp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// A DNS server for the container.
+    #[arg(long)]
+    dns: Vec<String>,
+    /// An /etc/hosts entry: NAME:IP (IP may be host-gateway).
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
     /// Bind mount a host path or a named volume: /host:/ctr[:ro], NAME:/ctr[:ro], or /ctr.
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
@@ -289,6 +310,13 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
         "security": security(&args)?,
         "volumes": args.volume,
         "network": args.network,
+        "ip": args.ip,
+        "aliases": args.network_alias,
+        "links": args.link,
+        "publish": args.publish,
+        "publish_all": args.publish_all,
+        "dns": args.dns,
+        "add_hosts": args.add_host,
         "tty": args.tty,
         "tty_size": if args.tty { reg_node::runtime::terminal_size(std::io::stdout().as_fd()) } else { None },
     });
@@ -672,6 +700,33 @@ pub fn exec(config: Option<&Path>, host: Option<&str>, args: ExecArgs) -> anyhow
         &path,
         serde_json::to_vec(&body)?.into(),
     )
+}
+
+#[derive(Args)]
+pub struct PortArgs {
+    container: String,
+}
+
+/// `reg port CTR`: `80/tcp -> 0.0.0.0:8080`, one line per binding.
+pub fn port(config: Option<&Path>, host: Option<&str>, args: PortArgs) -> anyhow::Result<()> {
+    let (agent, _) = agent(config, host)?;
+    let rt = rt()?;
+    let c = rt.block_on(agent.json(
+        "GET",
+        &format!("/containers/{}/json", query_value(&args.container)),
+    ))?;
+    if let Some(ports) = c["NetworkSettings"]["Ports"].as_object() {
+        for (k, v) in ports {
+            for b in v.as_array().into_iter().flatten() {
+                println!(
+                    "{k} -> {}:{}",
+                    b["HostIp"].as_str().unwrap_or(""),
+                    b["HostPort"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]

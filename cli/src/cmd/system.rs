@@ -77,6 +77,124 @@ pub fn volume(config: Option<&Path>, host: Option<&str>, cmd: VolumeCommand) -> 
     Ok(0)
 }
 
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Create a bridge network.
+    Create {
+        /// Its subnet (default: a free one from 172.17-31.0.0/16, 192.168.0-240.0/20).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// No route out: its containers reach only each other.
+        #[arg(long)]
+        internal: bool,
+        /// Accepted for docker compatibility: bridge is the only driver.
+        #[arg(short = 'd', long, default_value = "bridge")]
+        driver: String,
+        name: String,
+    },
+    /// List networks.
+    Ls {
+        /// Only ids.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Show networks as JSON.
+    Inspect { names: Vec<String> },
+    /// Remove networks no container is on.
+    Rm { names: Vec<String> },
+    /// Connect a container to a network.
+    Connect {
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        alias: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect { network: String, container: String },
+}
+
+pub fn network(
+    config: Option<&Path>,
+    host: Option<&str>,
+    cmd: NetworkCommand,
+) -> anyhow::Result<u8> {
+    let (agent, _) = agent(config, host)?;
+    let rt = rt()?;
+    match cmd {
+        NetworkCommand::Create {
+            subnet,
+            internal,
+            driver,
+            name,
+        } => {
+            if driver != "bridge" {
+                bail!("network driver {driver:?} is not supported: bridge is the only one");
+            }
+            let v = rt.block_on(agent.json_body(
+                "POST",
+                "/networks/create",
+                &serde_json::json!({ "Name": name, "Subnet": subnet, "Internal": internal }),
+            ))?;
+            println!("{}", v["Id"].as_str().unwrap_or(""));
+        }
+        NetworkCommand::Ls { quiet } => {
+            let list = rt.block_on(agent.json("GET", "/networks"))?;
+            if !quiet {
+                println!("{:<14}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
+            }
+            for n in list.as_array().into_iter().flatten() {
+                let id = n["Id"].as_str().unwrap_or("");
+                let short = &id[..id.len().min(12)];
+                if quiet {
+                    println!("{short}");
+                } else {
+                    println!(
+                        "{short:<14}{:<20}{:<10}{}",
+                        n["Name"].as_str().unwrap_or(""),
+                        n["Driver"].as_str().unwrap_or(""),
+                        n["Scope"].as_str().unwrap_or("local")
+                    );
+                }
+            }
+        }
+        NetworkCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for n in &names {
+                out.push(rt.block_on(agent.json("GET", &format!("/networks/{}", query_value(n))))?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NetworkCommand::Rm { names } => {
+            let path = |n: &str| Ok(format!("/networks/{}", query_value(n)));
+            return each(&rt, &agent, &names, "network", "DELETE", path, |n, _| {
+                println!("{n}")
+            });
+        }
+        NetworkCommand::Connect {
+            ip,
+            alias,
+            network,
+            container,
+        } => {
+            rt.block_on(agent.json_body(
+                "POST",
+                &format!("/networks/{}/connect", query_value(&network)),
+                &serde_json::json!({ "Container": container, "IPAddress": ip, "Aliases": alias }),
+            ))?;
+        }
+        NetworkCommand::Disconnect { network, container } => {
+            rt.block_on(agent.json_body(
+                "POST",
+                &format!("/networks/{}/disconnect", query_value(&network)),
+                &serde_json::json!({ "Container": container }),
+            ))?;
+        }
+    }
+    Ok(0)
+}
+
 /// What `docker info` shows, from the agent.
 pub fn info(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
     let (agent, _) = agent(config, host)?;

@@ -183,6 +183,41 @@ impl Drop for Node {
             args.extend(ids);
             let _ = self.reg(&args);
         }
+        // Networks: the agent's own removal first, then whatever is left in the kernel.
+        let (_, nets, _) = self.reg(&["network", "ls", "-q"]);
+        let mut bridges = Vec::new();
+        for id in nets.split_whitespace() {
+            let (_, out, _) = self.reg(&["network", "inspect", id]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            if let Some(br) = v[0]["Options"]["com.docker.network.bridge.name"].as_str() {
+                bridges.push((
+                    br.to_string(),
+                    v[0]["Id"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+            if v[0]["Name"] != "bridge" {
+                let _ = self.reg(&["network", "rm", id]);
+            }
+        }
+        for (br, id) in bridges {
+            let _ = Command::new("ip").args(["link", "del", &br]).output();
+            if id.len() >= 8 {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "ip", &format!("reg_{}", &id[..8])])
+                    .output();
+            }
+        }
+        // Subnets this node claimed host-wide.
+        let me = self.tmp.path().join("node").display().to_string();
+        for c in std::fs::read_dir("/run/reg/subnets")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::read_to_string(c.path()).is_ok_and(|o| o == me) {
+                let _ = std::fs::remove_file(c.path());
+            }
+        }
         // Whatever the agent could not reach (it may be the thing that failed).
         for pid in self.monitors() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
@@ -196,10 +231,19 @@ impl Drop for Node {
                 let _ = Command::new("kill").args(["-9", p.trim()]).status();
             }
             let id = d.file_name().to_string_lossy().into_owned();
+            let _ = nix_umount(&d.path().join("netns"));
             std::thread::sleep(std::time::Duration::from_millis(50));
             for c in cgroup_dirs(&id) {
                 let _ = std::fs::remove_dir(c);
             }
         }
     }
+}
+
+/// Unmounts a leftover network namespace file (as `umount -l`).
+fn nix_umount(p: &std::path::Path) -> std::io::Result<()> {
+    if p.exists() {
+        Command::new("umount").arg("-l").arg(p).output()?;
+    }
+    Ok(())
 }

@@ -1,0 +1,1225 @@
+//! Bridge networks: records and address allocation in the node's database, subnets claimed
+//! host-wide, and the plumbing of a running container's network (namespace, veth, firewall,
+//! embedded DNS, published ports).
+//!
+//! Lifecycle: a network's record and subnet live from `network create` (the default `bridge`
+//! network: from the agent's first start) to `network rm`. A container's address is allocated
+//! when it is created and released when it is removed. Its namespace file
+//! (`<container>/netns`), veth pair, DNS listener and port proxies exist while it runs. A
+//! network's Linux bridge and its nftables table exist while at least one container on it runs,
+//! so once its containers are gone nothing of a network is left in the kernel.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::containers::ApiError;
+use crate::netlink;
+
+/// The network every container joins unless told otherwise (docker's name).
+pub const DEFAULT: &str = "bridge";
+
+/// Where subnets are claimed across every agent on this host (one file per subnet).
+const CLAIMS: &str = "/run/reg/subnets";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    /// `a.b.c.d/len`.
+    pub subnet: String,
+    pub gateway: String,
+    /// The Linux bridge's name.
+    pub bridge: String,
+    #[serde(default)]
+    pub internal: bool,
+    pub created: String,
+}
+
+/// A container's place on a network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub container: String,
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub aliases: Vec<String>,
+    /// Order of attachment: `eth{idx}` inside the container.
+    pub idx: u32,
+}
+
+/// An IPv4 subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub base: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn parse(s: &str) -> Result<Subnet, String> {
+        let (ip, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("invalid subnet {s:?}: expected a.b.c.d/len"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("invalid subnet {s:?}: {ip} is not an IPv4 address"))?;
+        let prefix: u8 = len
+            .parse()
+            .ok()
+            .filter(|p| (8..=30).contains(p))
+            .ok_or_else(|| format!("invalid subnet {s:?}: the prefix length must be 8 to 30"))?;
+        let base = Ipv4Addr::from(u32::from(ip) & Self::mask(prefix));
+        Ok(Subnet { base, prefix })
+    }
+
+    fn mask(prefix: u8) -> u32 {
+        u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & Self::mask(self.prefix) == u32::from(self.base)
+    }
+
+    pub fn overlaps(&self, o: &Subnet) -> bool {
+        let p = self.prefix.min(o.prefix);
+        u32::from(self.base) & Self::mask(p) == u32::from(o.base) & Self::mask(p)
+    }
+
+    /// The n-th address (1 = the gateway).
+    pub fn host(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + n)
+    }
+
+    pub fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix as u32)
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+/// Subnets tried in order for a network created without `--subnet` (docker's pools).
+fn pool() -> impl Iterator<Item = Subnet> {
+    (17..=31u8)
+        .map(|b| Subnet {
+            base: Ipv4Addr::new(172, b, 0, 0),
+            prefix: 16,
+        })
+        .chain((0..16u8).map(|i| Subnet {
+            base: Ipv4Addr::new(192, 168, i * 16, 0),
+            prefix: 20,
+        }))
+}
+
+/// The host's IPv4 routes (destination subnets), from /proc/net/route.
+fn host_routes() -> Vec<Subnet> {
+    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dst = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            (mask != 0).then(|| Subnet {
+                base: Ipv4Addr::from(u32::from_be(dst)),
+                prefix: u32::from_be(mask).count_ones() as u8,
+            })
+        })
+        .collect()
+}
+
+fn claim_path(s: &Subnet) -> PathBuf {
+    Path::new(CLAIMS).join(format!("{}_{}", s.base, s.prefix))
+}
+
+/// Every subnet claimed on this host, with the node root that claimed it.
+fn claims() -> Vec<(Subnet, String)> {
+    std::fs::read_dir(CLAIMS)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().replace('_', "/");
+            let s = Subnet::parse(&n).ok()?;
+            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+            Some((s, owner))
+        })
+        .collect()
+}
+
+/// Claims `s` for the node at `root`, host-wide: refused when a live claim of another node or
+/// a host route overlaps it. A claim whose node directory is gone is stale and taken over.
+fn claim(s: &Subnet, root: &Path) -> Result<(), String> {
+    let me = root.display().to_string();
+    if let Some(r) = host_routes().iter().find(|r| r.overlaps(s)) {
+        return Err(format!(
+            "subnet {s} overlaps the host's route to {r}: choose another with --subnet"
+        ));
+    }
+    for (c, owner) in claims() {
+        if !c.overlaps(s) || (owner == me && c == *s) {
+            continue;
+        }
+        if owner.is_empty() || Path::new(&owner).exists() {
+            return Err(format!(
+                "subnet {s} overlaps {c}, in use by a network of the node at {owner}"
+            ));
+        }
+        let _ = std::fs::remove_file(claim_path(&c));
+    }
+    std::fs::create_dir_all(CLAIMS).map_err(|e| format!("{CLAIMS}: {e}"))?;
+    let p = claim_path(s);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+    {
+        Ok(mut f) => {
+            use std::io::Write;
+            f.write_all(me.as_bytes())
+                .map_err(|e| format!("{}: {e}", p.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let owner = std::fs::read_to_string(&p).unwrap_or_default();
+            if owner == me {
+                Ok(())
+            } else {
+                Err(format!(
+                    "subnet {s} was just claimed by the node at {owner}"
+                ))
+            }
+        }
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+fn unclaim(s: &Subnet, root: &Path) {
+    let p = claim_path(s);
+    if std::fs::read_to_string(&p).is_ok_and(|o| o == root.display().to_string()) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// docker's MAC scheme: 02:42 and the four bytes of the address.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+pub fn mac_string(ip: Ipv4Addr) -> String {
+    mac_for(ip)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// What a running container holds: tasks to stop when it stops.
+#[derive(Default)]
+struct Live {
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+pub struct Networks {
+    root: PathBuf,
+    db: Mutex<rusqlite::Connection>,
+    /// Serializes bridge/firewall changes and endpoint activation.
+    op: tokio::sync::Mutex<()>,
+    live: Mutex<HashMap<String, Live>>,
+}
+
+/// A published port once bound: `HOSTIP:HOSTPORT -> CTRPORT/PROTO`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: String,
+}
+
+impl Networks {
+    pub fn open(node_root: &Path) -> Result<Arc<Networks>, String> {
+        let db = rusqlite::Connection::open(node_root.join("containers.db"))
+            .map_err(|e| format!("opening the network database: {e}"))?;
+        db.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS networks (
+                 id TEXT PRIMARY KEY,
+                 name TEXT NOT NULL UNIQUE,
+                 record TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS endpoints (
+                 network TEXT NOT NULL,
+                 container TEXT NOT NULL,
+                 ip TEXT NOT NULL,
+                 record TEXT NOT NULL,
+                 active INTEGER NOT NULL DEFAULT 0,
+                 PRIMARY KEY (network, container),
+                 UNIQUE (network, ip)
+             );",
+        )
+        .map_err(|e| format!("creating the network tables: {e}"))?;
+        let n = Arc::new(Networks {
+            root: node_root.to_path_buf(),
+            db: Mutex::new(db),
+            op: tokio::sync::Mutex::new(()),
+            live: Mutex::new(HashMap::new()),
+        });
+        Ok(n)
+    }
+
+    fn db(&self) -> Result<std::sync::MutexGuard<'_, rusqlite::Connection>, ApiError> {
+        self.db
+            .lock()
+            .map_err(|_| internal("network database lock poisoned"))
+    }
+
+    pub fn list(&self) -> Result<Vec<Network>, ApiError> {
+        let db = self.db()?;
+        let mut st = db
+            .prepare("SELECT record FROM networks ORDER BY name")
+            .map_err(internal)?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(internal)?;
+        Ok(rows
+            .filter_map(Result::ok)
+            .filter_map(|s| serde_json::from_str(&s).ok())
+            .collect())
+    }
+
+    /// A network by name, full id or unique id prefix.
+    pub fn get(&self, key: &str) -> Result<Network, ApiError> {
+        let all = self.list()?;
+        if let Some(n) = all.iter().find(|n| n.name == key || n.id == key) {
+            return Ok(n.clone());
+        }
+        let by_prefix: Vec<&Network> = all
+            .iter()
+            .filter(|n| !key.is_empty() && n.id.starts_with(key))
+            .collect();
+        match by_prefix.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("network {key} not found"),
+            )),
+            _ => Err(bad(format!(
+                "{key:?} matches several networks: give more of the id"
+            ))),
+        }
+    }
+
+    /// The default network, made on first use.
+    pub fn ensure_default(&self) -> Result<Network, ApiError> {
+        match self.get(DEFAULT) {
+            Ok(n) => Ok(n),
+            Err(ApiError(StatusCode::NOT_FOUND, _)) => self.create(DEFAULT, None, false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `network create NAME [--subnet] [--internal]`.
+    pub fn create(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+        internal_only: bool,
+    ) -> Result<Network, ApiError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Err(bad(format!(
+                "invalid network name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        if matches!(name, "none" | "host") || name.starts_with("container:") {
+            return Err(bad(format!(
+                "{name} is a pre-defined network mode and cannot be created"
+            )));
+        }
+        if self.get(name).is_ok() {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("network with name {name} already exists"),
+            ));
+        }
+        let subnet = match subnet {
+            Some(s) => {
+                let s = Subnet::parse(s).map_err(bad)?;
+                claim(&s, &self.root).map_err(bad)?;
+                s
+            }
+            None => {
+                let mut last = String::new();
+                let mut found = None;
+                for s in pool() {
+                    match claim(&s, &self.root) {
+                        Ok(()) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                found.ok_or_else(|| {
+                    ApiError(
+                        StatusCode::CONFLICT,
+                        format!("no free subnet left in the address pools ({last}): give one with --subnet"),
+                    )
+                })?
+            }
+        };
+        let id = crate::containers::random_hex().map_err(internal)?;
+        let n = Network {
+            bridge: format!("reg{}", &id[..8]),
+            id,
+            name: name.to_string(),
+            subnet: subnet.to_string(),
+            gateway: subnet.host(1).to_string(),
+            internal: internal_only,
+            created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        };
+        let json = serde_json::to_string(&n).map_err(internal)?;
+        let put = self.db()?.execute(
+            "INSERT INTO networks (id, name, record) VALUES (?1, ?2, ?3)",
+            rusqlite::params![n.id, n.name, json],
+        );
+        if let Err(e) = put {
+            unclaim(&subnet, &self.root);
+            return Err(internal(e));
+        }
+        Ok(n)
+    }
+
+    /// `network rm`: refused while containers are attached.
+    pub fn remove(&self, key: &str) -> Result<Network, ApiError> {
+        let n = self.get(key)?;
+        if n.name == DEFAULT {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("{DEFAULT} is a pre-defined network and cannot be removed"),
+            ));
+        }
+        let users: Vec<String> = self
+            .endpoints_of_network(&n.id)?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "network {} has active endpoints ({}): remove or disconnect them first",
+                    n.name,
+                    users.join(", ")
+                ),
+            ));
+        }
+        self.db()?
+            .execute("DELETE FROM networks WHERE id = ?1", [&n.id])
+            .map_err(internal)?;
+        if let Ok(s) = Subnet::parse(&n.subnet) {
+            unclaim(&s, &self.root);
+        }
+        Ok(n)
+    }
+
+    fn endpoints_where(&self, clause: &str, key: &str) -> Result<Vec<Endpoint>, ApiError> {
+        let db = self.db()?;
+        let mut st = db
+            .prepare(&format!("SELECT record FROM endpoints WHERE {clause}"))
+            .map_err(internal)?;
+        let rows = st
+            .query_map([key], |r| r.get::<_, String>(0))
+            .map_err(internal)?;
+        let mut v: Vec<Endpoint> = rows
+            .filter_map(Result::ok)
+            .filter_map(|s| serde_json::from_str(&s).ok())
+            .collect();
+        v.sort_by_key(|e| e.idx);
+        Ok(v)
+    }
+
+    pub fn endpoints_of_network(&self, network_id: &str) -> Result<Vec<Endpoint>, ApiError> {
+        self.endpoints_where("network = ?1", network_id)
+    }
+
+    pub fn endpoints_of(&self, container: &str) -> Result<Vec<Endpoint>, ApiError> {
+        self.endpoints_where("container = ?1", container)
+    }
+
+    fn active_on(&self, network_id: &str) -> Result<usize, ApiError> {
+        let n: i64 = self
+            .db()?
+            .query_row(
+                "SELECT count(*) FROM endpoints WHERE network = ?1 AND active = 1",
+                [network_id],
+                |r| r.get(0),
+            )
+            .map_err(internal)?;
+        Ok(n as usize)
+    }
+
+    /// Gives container `id` (named `name`) an address on network `net`: `ip` if asked and
+    /// free, else the lowest free one.
+    pub fn allocate(
+        &self,
+        net: &Network,
+        id: &str,
+        name: &str,
+        ip: Option<Ipv4Addr>,
+        aliases: Vec<String>,
+    ) -> Result<Endpoint, ApiError> {
+        let subnet = Subnet::parse(&net.subnet).map_err(internal)?;
+        let db = self.db()?;
+        let taken: std::collections::HashSet<Ipv4Addr> = {
+            let mut st = db
+                .prepare("SELECT ip FROM endpoints WHERE network = ?1")
+                .map_err(internal)?;
+            let rows = st
+                .query_map([&net.id], |r| r.get::<_, String>(0))
+                .map_err(internal)?;
+            rows.filter_map(Result::ok)
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        };
+        let idx: u32 = db
+            .query_row(
+                "SELECT count(*) FROM endpoints WHERE container = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(internal)?;
+        let gateway = subnet.host(1);
+        let broadcast = subnet.host(subnet.size() - 1);
+        let ip = match ip {
+            Some(ip) => {
+                if !subnet.contains(ip) || ip == subnet.base || ip == broadcast || ip == gateway {
+                    return Err(bad(format!(
+                        "--ip {ip} is not a usable address of network {} ({})",
+                        net.name, net.subnet
+                    )));
+                }
+                if taken.contains(&ip) {
+                    return Err(ApiError(
+                        StatusCode::CONFLICT,
+                        format!("address {ip} is already in use on network {}", net.name),
+                    ));
+                }
+                ip
+            }
+            None => (2..subnet.size() - 1)
+                .map(|n| subnet.host(n))
+                .find(|a| !taken.contains(a))
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::CONFLICT,
+                        format!("no address left on network {} ({})", net.name, net.subnet),
+                    )
+                })?,
+        };
+        let ep = Endpoint {
+            network: net.id.clone(),
+            container: id.to_string(),
+            name: name.to_string(),
+            ip,
+            aliases,
+            idx,
+        };
+        let json = serde_json::to_string(&ep).map_err(internal)?;
+        db.execute(
+            "INSERT INTO endpoints (network, container, ip, record) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![net.id, id, ip.to_string(), json],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                ApiError(
+                    StatusCode::CONFLICT,
+                    format!("container is already connected to network {}", net.name),
+                )
+            }
+            e => internal(e),
+        })?;
+        Ok(ep)
+    }
+
+    /// Releases the addresses of a removed container (or one endpoint of it).
+    pub fn release(&self, id: &str, network_id: Option<&str>) -> Result<(), ApiError> {
+        let db = self.db()?;
+        match network_id {
+            Some(n) => db.execute(
+                "DELETE FROM endpoints WHERE container = ?1 AND network = ?2",
+                [id, n],
+            ),
+            None => db.execute("DELETE FROM endpoints WHERE container = ?1", [id]),
+        }
+        .map_err(internal)?;
+        Ok(())
+    }
+
+    fn set_active(&self, ep: &Endpoint, active: bool) -> Result<(), ApiError> {
+        self.db()?
+            .execute(
+                "UPDATE endpoints SET active = ?1 WHERE network = ?2 AND container = ?3",
+                rusqlite::params![active as i64, ep.network, ep.container],
+            )
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    fn network_by_id(&self, id: &str) -> Result<Network, ApiError> {
+        self.list()?
+            .into_iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| internal(format!("network {id} vanished")))
+    }
+
+    /// The addresses that `name` resolves to for container `asker`: containers (by name, alias
+    /// or short id) running on a user-defined network they share.
+    pub fn resolve(&self, asker: &str, name: &str) -> Vec<Ipv4Addr> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let Ok(mine) = self.endpoints_of(asker) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for my in mine {
+            let Ok(net) = self.network_by_id(&my.network) else {
+                continue;
+            };
+            if net.name == DEFAULT {
+                continue;
+            }
+            let Ok(peers) = self.endpoints_where("network = ?1 AND active = 1", &my.network) else {
+                continue;
+            };
+            for p in peers {
+                let hit = p.name.eq_ignore_ascii_case(&name)
+                    || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(&name))
+                    || (name.len() == 12 && p.container.starts_with(&name));
+                if hit && !out.contains(&p.ip) {
+                    out.push(p.ip);
+                }
+            }
+        }
+        out
+    }
+
+    /// Brings up the network of a container about to start: a namespace at `netns`, a veth on
+    /// each of its networks (bridges and firewall rules made for the first), DNS on user-defined
+    /// networks, published ports. On error everything made so far is undone.
+    pub async fn attach(
+        self: &Arc<Self>,
+        id: &str,
+        netns: &Path,
+        ports: &[crate::ports::PortSpec],
+        upstream: Vec<SocketAddr>,
+    ) -> Result<Vec<PortBinding>, ApiError> {
+        let r = self.attach_inner(id, netns, ports, upstream).await;
+        if r.is_err() {
+            let _ = self.detach(id, netns).await;
+        }
+        r
+    }
+
+    async fn attach_inner(
+        self: &Arc<Self>,
+        id: &str,
+        netns: &Path,
+        ports: &[crate::ports::PortSpec],
+        upstream: Vec<SocketAddr>,
+    ) -> Result<Vec<PortBinding>, ApiError> {
+        let eps = self.endpoints_of(id)?;
+        let _guard = self.op.lock().await;
+        let ns = netns.to_path_buf();
+        blocking(move || {
+            netlink::remove_netns(&ns)?;
+            netlink::create_netns(&ns)?;
+            netlink::loopback_up(&ns)
+        })
+        .await?;
+        let mut user_network = false;
+        for (i, ep) in eps.iter().enumerate() {
+            let net = self.network_by_id(&ep.network)?;
+            user_network |= net.name != DEFAULT;
+            self.plug(&net, ep, netns, i).await?;
+        }
+        let mut live = Live::default();
+        if user_network {
+            let ns = netns.to_path_buf();
+            let sock = blocking(move || {
+                netlink::udp_in(&ns, SocketAddr::from((Ipv4Addr::new(127, 0, 0, 11), 53)))
+            })
+            .await?;
+            let sock = tokio::net::UdpSocket::from_std(sock).map_err(internal)?;
+            let me = self.clone();
+            let asker = id.to_string();
+            live.tasks.push(
+                tokio::spawn(crate::dns::serve(
+                    sock,
+                    Arc::new(move |name: &str| me.resolve(&asker, name)),
+                    upstream,
+                ))
+                .abort_handle(),
+            );
+        }
+        let mut bound = Vec::new();
+        let target = eps.first().map(|e| e.ip);
+        for p in ports {
+            let Some(target) = target else {
+                return Err(bad(
+                    "published ports need a network with an address (not none or host)",
+                ));
+            };
+            match crate::ports::publish(p, target).await {
+                Ok((b, task)) => {
+                    bound.push(b);
+                    live.tasks.push(task);
+                }
+                Err(e) => {
+                    for t in &live.tasks {
+                        t.abort();
+                    }
+                    return Err(ApiError(StatusCode::CONFLICT, e));
+                }
+            }
+        }
+        if let Ok(mut l) = self.live.lock() {
+            if let Some(old) = l.insert(id.to_string(), live) {
+                old.tasks.iter().for_each(|t| t.abort());
+            }
+        }
+        Ok(bound)
+    }
+
+    /// One veth of a running container: the network's bridge and rules first if it has none.
+    /// Call with `op` held.
+    async fn plug(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        netns: &Path,
+        i: usize,
+    ) -> Result<(), ApiError> {
+        if self.active_on(&net.id)? == 0 {
+            let n = net.clone();
+            blocking(move || network_up(&n)).await?;
+        }
+        self.set_active(ep, true)?;
+        let subnet = Subnet::parse(&net.subnet).map_err(internal)?;
+        let link = netlink::Endpoint {
+            host_if: host_if(&ep.container, &ep.network),
+            bridge: net.bridge.clone(),
+            if_name: format!("eth{i}"),
+            ip: ep.ip,
+            prefix: subnet.prefix,
+            gateway: (i == 0 && !net.internal).then(|| subnet.host(1)),
+            mac: mac_for(ep.ip),
+        };
+        let ns = netns.to_path_buf();
+        blocking(move || netlink::attach(&ns, link)).await
+    }
+
+    /// Undoes [`Networks::plug`] for one network (`network disconnect` of a running container).
+    async fn unplug(&self, ep: &Endpoint) -> Result<(), ApiError> {
+        let i = host_if(&ep.container, &ep.network);
+        blocking(move || {
+            netlink::run(
+                None,
+                move |h| async move { netlink::delete_link(&h, &i).await },
+            )
+        })
+        .await?;
+        self.set_active(ep, false)?;
+        if self.active_on(&ep.network)? == 0 {
+            if let Ok(net) = self.network_by_id(&ep.network) {
+                blocking(move || network_down(&net)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `network connect` of a running container (its namespace at `netns`): endpoint `ep`
+    /// becomes its next interface now.
+    pub async fn hot_plug(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        netns: &Path,
+    ) -> Result<(), ApiError> {
+        let _guard = self.op.lock().await;
+        let r = self.plug(net, ep, netns, ep.idx as usize).await;
+        if r.is_err() {
+            let _ = self.unplug(ep).await;
+        }
+        r
+    }
+
+    /// `network disconnect` of a running container.
+    pub async fn hot_unplug(&self, ep: &Endpoint) -> Result<(), ApiError> {
+        let _guard = self.op.lock().await;
+        self.unplug(ep).await
+    }
+
+    /// Undoes [`Networks::attach`]: stops DNS and proxies, deletes the veths and the namespace,
+    /// and takes down the bridge and rules of networks nobody runs on any more.
+    pub async fn detach(&self, id: &str, netns: &Path) -> Result<(), ApiError> {
+        if let Some(l) = self.live.lock().ok().and_then(|mut l| l.remove(id)) {
+            l.tasks.iter().for_each(|t| t.abort());
+        }
+        let eps = self.endpoints_of(id)?;
+        let _guard = self.op.lock().await;
+        let ifs: Vec<String> = eps.iter().map(|e| host_if(id, &e.network)).collect();
+        let ns = netns.to_path_buf();
+        let mut errors = Vec::new();
+        if let Err(e) = blocking(move || {
+            netlink::run(None, move |h| async move {
+                for i in ifs {
+                    netlink::delete_link(&h, &i).await?;
+                }
+                Ok(())
+            })?;
+            netlink::remove_netns(&ns)
+        })
+        .await
+        {
+            errors.push(e.1);
+        }
+        for ep in &eps {
+            self.set_active(ep, false)?;
+            if self.active_on(&ep.network)? == 0 {
+                if let Ok(net) = self.network_by_id(&ep.network) {
+                    if let Err(e) = blocking(move || network_down(&net)).await {
+                        errors.push(e.1);
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(internal(errors.join("; ")))
+        }
+    }
+
+    /// After an agent restart: DNS and port proxies of containers still running come back.
+    pub async fn reattach(
+        self: &Arc<Self>,
+        id: &str,
+        netns: &Path,
+        ports: &[PortBinding],
+        upstream: Vec<SocketAddr>,
+    ) -> Result<(), ApiError> {
+        let eps = self.endpoints_of(id)?;
+        let mut live = Live::default();
+        let user_network = eps.iter().any(|e| {
+            self.network_by_id(&e.network)
+                .is_ok_and(|n| n.name != DEFAULT)
+        });
+        if user_network && netns.exists() {
+            let ns = netns.to_path_buf();
+            let sock = blocking(move || {
+                netlink::udp_in(&ns, SocketAddr::from((Ipv4Addr::new(127, 0, 0, 11), 53)))
+            })
+            .await?;
+            let sock = tokio::net::UdpSocket::from_std(sock).map_err(internal)?;
+            let me = self.clone();
+            let asker = id.to_string();
+            live.tasks.push(
+                tokio::spawn(crate::dns::serve(
+                    sock,
+                    Arc::new(move |name: &str| me.resolve(&asker, name)),
+                    upstream,
+                ))
+                .abort_handle(),
+            );
+        }
+        if let Some(target) = eps.first().map(|e| e.ip) {
+            for b in ports {
+                let spec = crate::ports::PortSpec {
+                    host_ip: b.host_ip.parse().ok(),
+                    host_port: b.host_port,
+                    container_port: b.container_port,
+                    proto: b.proto.clone(),
+                };
+                match crate::ports::publish(&spec, target).await {
+                    Ok((_, t)) => live.tasks.push(t),
+                    Err(e) => tracing::warn!(container = %id, error = %e, "re-publishing a port"),
+                }
+            }
+        }
+        if let Ok(mut l) = self.live.lock() {
+            l.insert(id.to_string(), live);
+        }
+        Ok(())
+    }
+}
+
+/// The host side of a container's veth on a network (≤ 15 bytes, as Linux requires).
+pub fn host_if(container: &str, network: &str) -> String {
+    format!(
+        "veth{}{}",
+        &container[..container.len().min(7)],
+        &network[..network.len().min(4)]
+    )
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(internal)?
+        .map_err(internal)
+}
+
+/// The nftables table that holds a network's rules (one per network, owned by reg alone).
+pub fn table(n: &Network) -> String {
+    format!("reg_{}", &n.id[..8])
+}
+
+fn nft(script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!("running nft: {e}: bridge networks need nftables (apt-get install nftables), or run with --network none|host")
+        })?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(script.as_bytes())
+            .map_err(|e| format!("writing to nft: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("running nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn nft_output(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("nft").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The rules of network `n`: traffic between its containers passes, replies come back, new
+/// connections from anywhere else into it are dropped (so other networks cannot reach it),
+/// outbound traffic is masqueraded — or, for `--internal`, dropped.
+fn rules(n: &Network) -> String {
+    let (t, br) = (table(n), &n.bridge);
+    let out = if n.internal {
+        format!("iifname \"{br}\" drop")
+    } else {
+        format!("iifname \"{br}\" accept")
+    };
+    let nat = if n.internal {
+        String::new()
+    } else {
+        format!(
+            "chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; ip saddr {} oifname != \"{br}\" masquerade; }}",
+            n.subnet
+        )
+    };
+    format!(
+        "table ip {t} {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname \"{br}\" oifname \"{br}\" accept
+    oifname \"{br}\" ct state established,related accept
+    oifname \"{br}\" drop
+    {out}
+  }}
+  {nat}
+}}
+"
+    )
+}
+
+/// Creates the bridge and the firewall rules of `n`.
+fn network_up(n: &Network) -> Result<(), String> {
+    let subnet = Subnet::parse(&n.subnet)?;
+    let (br, gw) = (n.bridge.clone(), subnet.host(1));
+    netlink::run(None, move |h| async move {
+        netlink::bridge_up(&h, &br, gw, subnet.prefix).await
+    })?;
+    // A table left by a crashed agent is replaced, not added to.
+    let _ = nft(&format!("delete table ip {}\n", table(n)));
+    nft(&rules(n))?;
+    // Where another tool's FORWARD chain drops by default (docker's iptables), our accepts
+    // must also be there: every base chain on the hook has to let a packet pass.
+    if nft_output(&["list", "chain", "ip", "filter", "FORWARD"])
+        .is_some_and(|c| c.contains("policy drop"))
+    {
+        let c = table(n);
+        nft(&format!(
+            "insert rule ip filter FORWARD oifname \"{br}\" accept comment \"{c}\"\ninsert rule ip filter FORWARD iifname \"{br}\" accept comment \"{c}\"\n",
+            br = n.bridge
+        ))?;
+    }
+    if !n.internal {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| format!("enabling ip_forward: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Removes what [`network_up`] made.
+fn network_down(n: &Network) -> Result<(), String> {
+    let br = n.bridge.clone();
+    netlink::run(
+        None,
+        move |h| async move { netlink::delete_link(&h, &br).await },
+    )?;
+    if nft_output(&["list", "table", "ip", &table(n)]).is_some() {
+        nft(&format!("delete table ip {}\n", table(n)))?;
+    }
+    if let Some(chain) = nft_output(&["-a", "list", "chain", "ip", "filter", "FORWARD"]) {
+        let tag = format!("comment \"{}\"", table(n));
+        for l in chain.lines().filter(|l| l.contains(&tag)) {
+            if let Some(h) = l.rsplit("# handle ").next().map(str::trim) {
+                let _ = nft(&format!("delete rule ip filter FORWARD handle {h}\n"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The host's resolvers, for names the embedded DNS does not know.
+pub fn upstream_resolvers(dns: &[String]) -> Vec<SocketAddr> {
+    let from_host;
+    let list: Vec<&str> = if dns.is_empty() {
+        from_host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        from_host
+            .lines()
+            .filter_map(|l| l.strip_prefix("nameserver"))
+            .map(str::trim)
+            .collect()
+    } else {
+        dns.iter().map(String::as_str).collect()
+    };
+    list.iter()
+        .filter_map(|s| s.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+// ---- the API: /networks ----
+
+use axum::extract::{Path as UrlPath, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::agent::AgentState;
+
+impl Network {
+    /// `docker network inspect`'s shape (containers: id → name and address).
+    fn docker_json(&self, eps: &[Endpoint]) -> serde_json::Value {
+        let prefix = Subnet::parse(&self.subnet).map(|s| s.prefix).unwrap_or(16);
+        let containers: serde_json::Map<String, serde_json::Value> = eps
+            .iter()
+            .map(|e| {
+                (
+                    e.container.clone(),
+                    serde_json::json!({
+                        "Name": e.name,
+                        "IPv4Address": format!("{}/{prefix}", e.ip),
+                        "MacAddress": mac_string(e.ip),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "Name": self.name,
+            "Id": self.id,
+            "Created": self.created,
+            "Scope": "local",
+            "Driver": "bridge",
+            "Internal": self.internal,
+            "IPAM": { "Driver": "default", "Config": [{ "Subnet": self.subnet, "Gateway": self.gateway }] },
+            "Containers": containers,
+            "Options": { "com.docker.network.bridge.name": self.bridge },
+        })
+    }
+}
+
+pub async fn list(State(st): State<Arc<AgentState>>) -> Result<Response, ApiError> {
+    let n = &st.containers.networks;
+    n.ensure_default()?;
+    let mut out = vec![
+        serde_json::json!({"Name": "host", "Id": "host", "Driver": "host", "Scope": "local"}),
+        serde_json::json!({"Name": "none", "Id": "none", "Driver": "null", "Scope": "local"}),
+    ];
+    for net in n.list()? {
+        let eps = n.endpoints_of_network(&net.id)?;
+        out.push(net.docker_json(&eps));
+    }
+    Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CreateRequest {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(default, rename = "Subnet")]
+    subnet: Option<String>,
+    #[serde(default, rename = "Internal")]
+    internal: bool,
+}
+
+pub async fn create(
+    State(st): State<Arc<AgentState>>,
+    Json(req): Json<CreateRequest>,
+) -> Result<Response, ApiError> {
+    let n = st.containers.networks.clone();
+    let net = tokio::task::spawn_blocking(move || {
+        n.create(&req.name, req.subnet.as_deref(), req.internal)
+    })
+    .await
+    .map_err(internal)??;
+    Ok(Json(serde_json::json!({ "Id": net.id, "Warning": "" })).into_response())
+}
+
+pub async fn inspect(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(key): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let n = &st.containers.networks;
+    if key == DEFAULT {
+        n.ensure_default()?;
+    }
+    let net = n.get(&key)?;
+    let eps = n.endpoints_of_network(&net.id)?;
+    Ok(Json(net.docker_json(&eps)).into_response())
+}
+
+pub async fn delete(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(key): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    st.containers.networks.remove(&key)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ConnectRequest {
+    #[serde(rename = "Container")]
+    container: String,
+    #[serde(default, rename = "IPAddress")]
+    ip: Option<String>,
+    #[serde(default, rename = "Aliases")]
+    aliases: Vec<String>,
+}
+
+pub async fn connect(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(key): UrlPath<String>,
+    Json(req): Json<ConnectRequest>,
+) -> Result<Response, ApiError> {
+    let ip = match &req.ip {
+        Some(ip) => Some(
+            ip.parse()
+                .map_err(|_| bad(format!("--ip {ip}: not an IPv4 address")))?,
+        ),
+        None => None,
+    };
+    crate::containers::network_connect(&st.containers, &key, &req.container, ip, req.aliases)
+        .await?;
+    Ok(Json(serde_json::json!({})).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct DisconnectRequest {
+    #[serde(rename = "Container")]
+    container: String,
+}
+
+pub async fn disconnect(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(key): UrlPath<String>,
+    Json(req): Json<DisconnectRequest>,
+) -> Result<Response, ApiError> {
+    crate::containers::network_disconnect(&st.containers, &key, &req.container).await?;
+    Ok(Json(serde_json::json!({})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets() {
+        let s = Subnet::parse("10.1.2.3/16").expect("parse");
+        assert_eq!(s.to_string(), "10.1.0.0/16");
+        assert!(s.contains(Ipv4Addr::new(10, 1, 200, 1)));
+        assert!(!s.contains(Ipv4Addr::new(10, 2, 0, 1)));
+        assert_eq!(s.host(1), Ipv4Addr::new(10, 1, 0, 1));
+        assert!(s.overlaps(&Subnet::parse("10.0.0.0/8").expect("parse")));
+        assert!(!s.overlaps(&Subnet::parse("10.2.0.0/16").expect("parse")));
+        assert!(Subnet::parse("10.0.0.0/31").is_err());
+        assert!(Subnet::parse("10.0.0/16").is_err());
+        assert_eq!(
+            mac_string(Ipv4Addr::new(172, 17, 0, 2)),
+            "02:42:ac:11:00:02"
+        );
+        assert_eq!(host_if(&"a".repeat(64), &"b".repeat(64)).len(), 15);
+    }
+
+    #[test]
+    fn rules_isolate_and_nat() {
+        let n = Network {
+            id: "0123456789abcdef".into(),
+            name: "demo".into(),
+            subnet: "172.20.0.0/16".into(),
+            gateway: "172.20.0.1".into(),
+            bridge: "reg01234567".into(),
+            internal: false,
+            created: String::new(),
+        };
+        let r = rules(&n);
+        assert!(r.contains("table ip reg_01234567"));
+        assert!(r.contains("oifname \"reg01234567\" drop"));
+        assert!(r.contains("masquerade"));
+        let r = rules(&Network {
+            internal: true,
+            ..n
+        });
+        assert!(!r.contains("masquerade"));
+        assert!(r.contains("iifname \"reg01234567\" drop"));
+    }
+}

@@ -1,0 +1,184 @@
+//! Published ports (`-p [HOSTIP:][HOSTPORT:]CTRPORT[/udp]`) through a userland proxy in the
+//! agent: it listens on the host and relays each connection to the container's address.
+//!
+//! A proxy rather than DNAT rules: connections to `127.0.0.1:HOSTPORT` from the host itself
+//! never pass PREROUTING, and DNAT of loopback traffic needs `route_localnet`, which opens the
+//! host's loopback services to its networks. docker uses the same proxy for that case.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::network::PortBinding;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// None: every address of the host.
+    pub host_ip: Option<Ipv4Addr>,
+    /// 0: any free port.
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub proto: String,
+}
+
+impl PortSpec {
+    /// docker's `-p` syntax.
+    pub fn parse(s: &str) -> Result<PortSpec, String> {
+        let (addr, proto) = match s.rsplit_once('/') {
+            Some((a, p)) if p == "tcp" || p == "udp" => (a, p),
+            Some((_, p)) => return Err(format!("-p {s}: unknown protocol {p:?} (tcp or udp)")),
+            None => (s, "tcp"),
+        };
+        let port = |p: &str, what: &str| -> Result<u16, String> {
+            p.parse::<u16>()
+                .map_err(|_| format!("-p {s}: invalid {what} port {p:?}"))
+        };
+        let parts: Vec<&str> = addr.split(':').collect();
+        let (ip, host, ctr) = match parts.as_slice() {
+            [c] => (None, 0, port(c, "container")?),
+            [h, c] => (None, port(h, "host")?, port(c, "container")?),
+            [ip, h, c] => {
+                let ip: Ipv4Addr = ip
+                    .parse()
+                    .map_err(|_| format!("-p {s}: invalid host address {ip:?}"))?;
+                let h = if h.is_empty() { 0 } else { port(h, "host")? };
+                (Some(ip), h, port(c, "container")?)
+            }
+            _ => {
+                return Err(format!(
+                    "-p {s}: expected [HOSTIP:][HOSTPORT:]CONTAINERPORT[/udp]"
+                ))
+            }
+        };
+        if ctr == 0 {
+            return Err(format!("-p {s}: the container port cannot be 0"));
+        }
+        Ok(PortSpec {
+            host_ip: ip.filter(|i| !i.is_unspecified()),
+            host_port: host,
+            container_port: ctr,
+            proto: proto.to_string(),
+        })
+    }
+}
+
+/// Binds the host side of `p` and relays it to `target`. Fails when the port is taken.
+pub async fn publish(
+    p: &PortSpec,
+    target: Ipv4Addr,
+) -> Result<(PortBinding, tokio::task::AbortHandle), String> {
+    let ip = p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let listen = SocketAddr::from((ip, p.host_port));
+    let dest = SocketAddr::from((target, p.container_port));
+    let taken = |e: std::io::Error| {
+        format!(
+            "cannot publish {}:{} -> {}/{}: {e}{}",
+            ip,
+            p.host_port,
+            p.container_port,
+            p.proto,
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (the port is already allocated: choose another host port)"
+            } else {
+                ""
+            }
+        )
+    };
+    let (port, task) = if p.proto == "udp" {
+        let s = tokio::net::UdpSocket::bind(listen).await.map_err(taken)?;
+        let port = s.local_addr().map_err(taken)?.port();
+        (port, tokio::spawn(relay_udp(s, dest)).abort_handle())
+    } else {
+        let l = tokio::net::TcpListener::bind(listen).await.map_err(taken)?;
+        let port = l.local_addr().map_err(taken)?.port();
+        (port, tokio::spawn(relay_tcp(l, dest)).abort_handle())
+    };
+    Ok((
+        PortBinding {
+            host_ip: ip.to_string(),
+            host_port: port,
+            container_port: p.container_port,
+            proto: p.proto.clone(),
+        },
+        task,
+    ))
+}
+
+async fn relay_tcp(l: tokio::net::TcpListener, dest: SocketAddr) {
+    // The relays die with the listener: aborting this task drops the JoinSet.
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            a = l.accept() => {
+                let Ok((mut client, _)) = a else { continue };
+                conns.spawn(async move {
+                    let _ = client.set_nodelay(true);
+                    let Ok(mut up) = tokio::net::TcpStream::connect(dest).await else { return };
+                    let _ = up.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, 256 * 1024, 256 * 1024).await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// UDP: one upstream socket per client address, forgotten after two idle minutes.
+async fn relay_udp(s: tokio::net::UdpSocket, dest: SocketAddr) {
+    let s = Arc::new(s);
+    let mut peers: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            r = s.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { return };
+                let up = match peers.get(&from) {
+                    Some(u) => u.clone(),
+                    None => {
+                        let Ok(u) = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await else { continue };
+                        if u.connect(dest).await.is_err() { continue }
+                        let u = Arc::new(u);
+                        peers.insert(from, u.clone());
+                        let (back, u2) = (s.clone(), u.clone());
+                        tasks.spawn(async move {
+                            let mut b = vec![0u8; 65536];
+                            while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(120), u2.recv(&mut b)).await {
+                                let _ = back.send_to(&b[..n], from).await;
+                            }
+                            from
+                        });
+                        u
+                    }
+                };
+                let _ = up.send(&buf[..n]).await;
+            }
+            Some(Ok(gone)) = tasks.join_next(), if !tasks.is_empty() => { peers.remove(&gone); }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_syntax() {
+        let p = PortSpec::parse("8080:80").expect("parse");
+        assert_eq!((p.host_ip, p.host_port, p.container_port), (None, 8080, 80));
+        assert_eq!(p.proto, "tcp");
+        let p = PortSpec::parse("127.0.0.1:9000:90/udp").expect("parse");
+        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!((p.host_port, p.proto.as_str()), (9000, "udp"));
+        let p = PortSpec::parse("127.0.0.1::53").expect("parse");
+        assert_eq!(p.host_port, 0);
+        assert_eq!(PortSpec::parse("80").expect("parse").host_port, 0);
+        for bad in ["x:80", "80:0", "1:2:3:4", "80/sctp", "300.0.0.1:1:2"] {
+            assert!(PortSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! A host where docker has run: iptables' FORWARD chain drops by default (and br_netfilter
+//! sends bridged traffic through it). Containers on one network must still reach each other.
+//! Its own test binary: it changes the host's FORWARD policy while it runs (and restores it),
+//! and cargo runs test binaries one at a time.
+
+#[path = "shared/node.rs"]
+mod shared_node;
+use shared_node::*;
+
+use std::process::Command;
+
+const B: &str = "/bin/busybox";
+
+/// Makes `ip filter FORWARD` drop by default while alive, if no such table exists already.
+struct ForwardDrop;
+
+impl ForwardDrop {
+    fn install() -> Option<ForwardDrop> {
+        let nft = |script: &str| {
+            Command::new("nft")
+                .args(["-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    if let Some(mut i) = c.stdin.take() {
+                        i.write_all(script.as_bytes())?;
+                    }
+                    c.wait()
+                })
+                .is_ok_and(|s| s.success())
+        };
+        let exists = Command::new("nft")
+            .args(["list", "table", "ip", "filter"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if exists {
+            eprintln!("SKIP: this host already has an ip filter table (not ours to change)");
+            return None;
+        }
+        let ok = nft(
+            "table ip filter { chain FORWARD { type filter hook forward priority filter; policy drop; } }\n",
+        );
+        if !ok {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("nft is required under CI=true");
+            }
+            eprintln!("SKIP: nft missing");
+            return None;
+        }
+        Some(ForwardDrop)
+    }
+}
+
+impl Drop for ForwardDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", "filter"])
+            .output();
+    }
+}
+
+#[test]
+fn containers_talk_where_the_forward_policy_is_drop() {
+    let Some(n) = node() else { return };
+    let Some(_fw) = ForwardDrop::install() else {
+        return;
+    };
+    assert_eq!(n.reg(&["network", "create", "fwd"]).0, 0);
+    let server = vec![B, "sh", "-c", "/bin/busybox nc -l -p 111"];
+    let mut a = vec!["--name", "server", "--network", "fwd", IMG];
+    a.extend(&server);
+    n.run_d(&a);
+    let client = "echo hi | /bin/busybox nc -w 2 server 111";
+    let (code, _, err) = n.run(&["--network", "fwd", IMG, B, "sh", "-c", client]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(n.reg(&["wait", "server"]).1.trim(), "0");
+    assert_eq!(n.reg(&["logs", "server"]).1.trim(), "hi");
+    // Our accepts went into the FORWARD chain, and leave with the network's last container.
+    assert_eq!(n.reg(&["rm", "server"]).0, 0);
+    let chain = Command::new("nft")
+        .args(["list", "chain", "ip", "filter", "FORWARD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(!chain.contains("reg_"), "rules left: {chain}");
+}
