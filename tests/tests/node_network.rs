@@ -67,9 +67,10 @@ fn bridge_of(n: &Node, net: &str) -> (String, String) {
     (br, format!("reg_{}", &id[..8]))
 }
 
-/// `nc -l -p 111` in container `name` on `net`: what it receives goes to its log.
+/// `nc -l -p 111` in container `name` on `net`: what it receives goes to its log. Its stdin is
+/// a FIFO it holds open itself: at EOF on stdin busybox nc would half-close the connection.
 fn server(n: &Node, name: &str, net: &str) -> String {
-    let script = sh(&format!("{B} nc -l -p 111"));
+    let script = sh(&format!("{B} mkfifo /in; exec {B} nc -l -p 111 <>/in"));
     n.run_d(&args(&["--name", name, "--network", net, IMG], &script))
 }
 
@@ -290,5 +291,71 @@ fn internal_networks_fixed_ips_and_an_agent_restart() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("10.123.0.50/24"), "{out}");
     assert_eq!(n.reg(&["network", "rm", "priv"]).0, 0);
+    assert_eq!(n.mounts_under_data(), 0, "netns mounts left");
+}
+
+#[test]
+fn connect_disconnect_shared_namespaces_and_host_entries() {
+    let Some(n) = node() else { return };
+    assert_eq!(
+        n.reg(&["network", "create", "--subnet", "10.124.0.0/24", "side"])
+            .0,
+        0
+    );
+    let (br, table) = bridge_of(&n, "side");
+    n.run_d(&["--name", "a", IMG, B, "sleep", "60"]);
+    let aip = ip_of(&n, "a");
+
+    // Hot connect: a second interface with the new network's address; disconnect takes it away.
+    let (code, _, err) = n.reg(&["network", "connect", "side", "a"]);
+    assert_eq!(code, 0, "{err}");
+    let v = n.inspect("a");
+    let side_ip = v["NetworkSettings"]["Networks"]["side"]["IPAddress"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(side_ip.starts_with("10.124.0."), "{v}");
+    let (code, out, err) = n.reg(&["exec", "a", B, "ip", "-4", "addr"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("{side_ip}/24")) && out.contains(&aip),
+        "{out}"
+    );
+    let (code, _, err) = n.reg(&["network", "disconnect", "side", "a"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = n.reg(&["exec", "a", B, "ip", "-4", "addr"]);
+    assert!(!out.contains(&side_ip), "{out}");
+    assert!(
+        links(&br).is_empty(),
+        "side's bridge goes with its last endpoint"
+    );
+    assert!(!nft_tables().contains(&table));
+
+    // --network container:a shares a's namespace (and address).
+    let (code, out, err) = n.run(&["--network", "container:a", IMG, B, "ip", "-4", "addr"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&aip), "{out}");
+
+    // --add-host and --dns end up in the container's files.
+    let (code, out, err) = n.run(&[
+        "--add-host",
+        "foo:10.1.2.3",
+        "--dns",
+        "10.9.9.9",
+        IMG,
+        B,
+        "cat",
+        "/etc/hosts",
+        "/etc/resolv.conf",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("10.1.2.3\tfoo"), "{out}");
+    assert!(out.contains("nameserver 10.9.9.9"), "{out}");
+    let (code, _, err) = n.run(&["--add-host", "nocolon", IMG, B, "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("expected NAME:IP"), "{err}");
+
+    assert_eq!(n.reg(&["rm", "-f", "a"]).0, 0);
+    assert_eq!(n.reg(&["network", "rm", "side"]).0, 0);
     assert_eq!(n.mounts_under_data(), 0, "netns mounts left");
 }
