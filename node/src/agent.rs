@@ -438,6 +438,7 @@ pub async fn serve(
     let containers = crate::containers::Containers::open(data)
         .map_err(|e| sock_err(std::io::Error::other(format!("containers.db: {e}"))))?;
     containers.reattach();
+    let networks = containers.networks.clone();
     let app = router(Arc::new(AgentState {
         store,
         default_registry,
@@ -446,6 +447,8 @@ pub async fn serve(
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    // Bridges of networks nothing runs on go with the agent (the next one makes them again).
+    networks.shutdown().await;
     let _ = std::fs::remove_file(socket);
     result.map_err(sock_err)
 }

@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 type Result<T> = std::result::Result<T, String>;
@@ -66,30 +67,6 @@ fn enter(path: &Path) -> Result<()> {
     )))
 }
 
-/// A new network namespace kept alive by a bind mount at `path` (an empty file is created).
-pub fn create_netns(path: &Path) -> Result<()> {
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(ctx("creating a network namespace"))?;
-        std::fs::File::create(&path).map_err(ctx(&format!("{}", path.display())))?;
-        let none: Option<&str> = None;
-        mount(
-            Some("/proc/thread-self/ns/net"),
-            &path,
-            none,
-            MsFlags::MS_BIND,
-            none,
-        )
-        .map_err(ctx(&format!(
-            "bind-mounting the namespace on {}",
-            path.display()
-        )))
-    })
-    .join()
-    .map_err(|_| "a netns worker thread panicked".to_string())?
-}
-
 /// Unmounts and removes a namespace file made by [`create_netns`] (no error when absent).
 pub fn remove_netns(path: &Path) -> Result<()> {
     match umount2(path, MntFlags::MNT_DETACH) {
@@ -130,7 +107,7 @@ pub async fn bridge_up(h: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8) ->
         Some(i) => i,
         None => {
             h.link()
-                .add(LinkBridge::new(name).build())
+                .add(LinkBridge::new(name).mtu(MTU).build())
                 .execute()
                 .await
                 .map_err(ctx(&format!("creating bridge {name}")))?;
@@ -175,6 +152,11 @@ pub async fn delete_link(h: &Handle, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The MTU of bridges and veths: traffic between containers of one host never leaves it, so it
+/// gets loopback-sized frames; the default route carries the uplink's MTU instead (see
+/// [`Endpoint::route_mtu`]).
+pub const MTU: u32 = 65000;
+
 /// What one container interface needs.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -187,76 +169,146 @@ pub struct Endpoint {
     pub prefix: u8,
     /// Default route through this gateway (None on internal networks or extra interfaces).
     pub gateway: Option<Ipv4Addr>,
+    /// The MTU of the default route: the host's uplink's, so traffic that leaves the host is
+    /// never sent in frames the uplink cannot carry.
+    pub route_mtu: u32,
     pub mac: [u8; 6],
 }
 
-/// Plugs a container's namespace at `netns` into a bridge: a veth pair with one end on the
-/// bridge and the other inside as `ep.if_name`, addressed and up, `lo` up, default route.
-pub fn attach(netns: &Path, ep: Endpoint) -> Result<()> {
-    let ns_file = std::fs::File::open(netns).map_err(ctx(&format!("{}", netns.display())))?;
-    let e = ep.clone();
-    run(None, move |h| async move {
-        let bridge = index(&h, &e.bridge)
-            .await?
-            .ok_or_else(|| format!("bridge {} does not exist", e.bridge))?;
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(e.if_name.clone())
-            .address(e.mac.to_vec())
-            .setns_by_fd(ns_file.as_raw_fd())
-            .build();
-        let msg = LinkVeth::new(&e.host_if, &e.if_name)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .build();
-        h.link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(ctx(&format!("creating veth {}", e.host_if)))?;
-        let idx = index(&h, &e.host_if)
-            .await?
-            .ok_or_else(|| format!("veth {} vanished after creation", e.host_if))?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(idx)
-                    .controller(bridge)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(ctx(&format!("attaching {} to {}", e.host_if, e.bridge)))?;
-        drop(ns_file);
-        Ok(())
-    })?;
-    run(Some(netns.to_path_buf()), move |h| async move {
-        if let Some(lo) = index(&h, "lo").await? {
-            set_up(&h, lo, "lo").await?;
-        }
-        let idx = index(&h, &ep.if_name)
-            .await?
-            .ok_or_else(|| format!("{} is missing in the container", ep.if_name))?;
-        h.address()
-            .add(idx, ep.ip.into(), ep.prefix)
-            .execute()
-            .await
-            .map_err(ctx(&format!(
-                "adding {}/{} to {}",
-                ep.ip, ep.prefix, ep.if_name
-            )))?;
-        set_up(&h, idx, &ep.if_name).await?;
-        if let Some(gw) = ep.gateway {
-            let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(gw)
-                .output_interface(idx)
-                .build();
-            h.route()
-                .add(route)
-                .execute()
-                .await
-                .map_err(ctx(&format!("adding the default route via {gw}")))?;
-        }
-        Ok(())
+/// A container's network, made in one pass on one thread.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The namespace file.
+    pub netns: PathBuf,
+    /// Make a new namespace there (else join the one it holds).
+    pub create: bool,
+    pub endpoints: Vec<Endpoint>,
+    /// Bind the embedded DNS server's socket (127.0.0.11:53) inside.
+    pub dns: bool,
+}
+
+/// Makes (or joins) the namespace, plugs a veth per endpoint into its bridge, addresses and
+/// routes them inside, brings `lo` up; returns the DNS socket when asked for one.
+pub fn setup(s: Setup) -> Result<Option<std::net::UdpSocket>> {
+    std::thread::spawn(move || {
+        block_on(async move {
+            // Opened before the thread leaves the host's namespace: it stays there.
+            let host = connect()?;
+            if s.create {
+                nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                    .map_err(ctx("creating a network namespace"))?;
+                std::fs::File::create(&s.netns).map_err(ctx(&format!("{}", s.netns.display())))?;
+                let none: Option<&str> = None;
+                mount(
+                    Some("/proc/thread-self/ns/net"),
+                    &s.netns,
+                    none,
+                    MsFlags::MS_BIND,
+                    none,
+                )
+                .map_err(ctx(&format!(
+                    "bind-mounting the namespace on {}",
+                    s.netns.display()
+                )))?;
+            } else {
+                enter(&s.netns)?;
+            }
+            let ns = connect()?;
+            let ns_file = std::fs::File::open("/proc/thread-self/ns/net")
+                .map_err(ctx("opening the new network namespace"))?;
+            for e in &s.endpoints {
+                // A veth of an earlier run still being torn down in the background.
+                delete_link(&host, &e.host_if).await?;
+                let bridge = index(&host, &e.bridge)
+                    .await?
+                    .ok_or_else(|| format!("bridge {} does not exist", e.bridge))?;
+                let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                    .name(e.if_name.clone())
+                    .address(e.mac.to_vec())
+                    .mtu(MTU)
+                    .setns_by_fd(ns_file.as_raw_fd())
+                    .build();
+                let msg = LinkVeth::new(&e.host_if, &e.if_name)
+                    .mtu(MTU)
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                    .build();
+                host.link()
+                    .add(msg)
+                    .execute()
+                    .await
+                    .map_err(ctx(&format!("creating veth {}", e.host_if)))?;
+                let idx = index(&host, &e.host_if)
+                    .await?
+                    .ok_or_else(|| format!("veth {} vanished after creation", e.host_if))?;
+                host.link()
+                    .set(
+                        LinkUnspec::new_with_index(idx)
+                            .controller(bridge)
+                            .up()
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                    .map_err(ctx(&format!("attaching {} to {}", e.host_if, e.bridge)))?;
+                let inner = index(&ns, &e.if_name)
+                    .await?
+                    .ok_or_else(|| format!("{} is missing in the container", e.if_name))?;
+                ns.address()
+                    .add(inner, e.ip.into(), e.prefix)
+                    .execute()
+                    .await
+                    .map_err(ctx(&format!(
+                        "adding {}/{} to {}",
+                        e.ip, e.prefix, e.if_name
+                    )))?;
+                set_up(&ns, inner, &e.if_name).await?;
+                if let Some(gw) = e.gateway {
+                    let mut route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                        .gateway(gw)
+                        .output_interface(inner)
+                        .build();
+                    route
+                        .attributes
+                        .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(e.route_mtu)]));
+                    ns.route()
+                        .add(route)
+                        .execute()
+                        .await
+                        .map_err(ctx(&format!("adding the default route via {gw}")))?;
+                }
+            }
+            if let Some(lo) = index(&ns, "lo").await? {
+                set_up(&ns, lo, "lo").await?;
+            }
+            if !s.dns {
+                return Ok(None);
+            }
+            let addr = std::net::SocketAddr::from((Ipv4Addr::new(127, 0, 0, 11), 53));
+            let sock = std::net::UdpSocket::bind(addr).map_err(ctx(&format!("binding {addr}")))?;
+            sock.set_nonblocking(true)
+                .map_err(ctx("making the DNS socket non-blocking"))?;
+            Ok(Some(sock))
+        })
     })
+    .join()
+    .map_err(|_| "a netns worker thread panicked".to_string())?
+}
+
+/// The MTU of the interface that carries the host's default route (1500 when unknown).
+pub fn uplink_mtu() -> u32 {
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    routes
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000"))
+                .then(|| f.first().map(|d| d.to_string()))
+                .flatten()
+        })
+        .and_then(|dev| std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu")).ok())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(1500)
 }
 
 /// A UDP socket bound to `addr` inside the namespace at `netns` (the embedded DNS server's).
@@ -271,16 +323,6 @@ pub fn udp_in(netns: &Path, addr: std::net::SocketAddr) -> Result<std::net::UdpS
     })
     .join()
     .map_err(|_| "a netns worker thread panicked".to_string())?
-}
-
-/// `lo` up inside `netns` (a namespace with no network endpoint, e.g. `--network none`).
-pub fn loopback_up(netns: &Path) -> Result<()> {
-    run(Some(netns.to_path_buf()), |h| async move {
-        if let Some(lo) = index(&h, "lo").await? {
-            set_up(&h, lo, "lo").await?;
-        }
-        Ok(())
-    })
 }
 
 /// Whether link `name` is present in the host's namespace.

@@ -241,6 +241,11 @@ pub struct Networks {
     /// Serializes bridge/firewall changes and endpoint activation.
     op: tokio::sync::Mutex<()>,
     live: Mutex<HashMap<String, Live>>,
+    /// Networks whose bridge and rules this agent has made sure of.
+    up: Mutex<std::collections::HashSet<String>>,
+    /// Background veth deletions.
+    pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    uplink_mtu: u32,
 }
 
 /// A published port once bound: `HOSTIP:HOSTPORT -> CTRPORT/PROTO`.
@@ -280,6 +285,9 @@ impl Networks {
             db: Mutex::new(db),
             op: tokio::sync::Mutex::new(()),
             live: Mutex::new(HashMap::new()),
+            up: Mutex::new(std::collections::HashSet::new()),
+            pending: Mutex::new(Vec::new()),
+            uplink_mtu: netlink::uplink_mtu(),
         });
         Ok(n)
     }
@@ -630,9 +638,9 @@ impl Networks {
         out
     }
 
-    /// Brings up the network of a container about to start: a namespace at `netns`, a veth on
-    /// each of its networks (bridges and firewall rules made for the first), DNS on user-defined
-    /// networks, published ports. On error everything made so far is undone.
+    /// Brings up the network of a container about to start: a namespace at `netns` with a veth
+    /// on each of its networks (a network's bridge and rules are made on its first use), DNS on
+    /// user-defined networks, published ports. On error everything made so far is undone.
     pub async fn attach(
         self: &Arc<Self>,
         id: &str,
@@ -647,6 +655,39 @@ impl Networks {
         r
     }
 
+    /// The bridge and rules of `net`, made once per agent (an existing bridge is reused).
+    /// Call with `op` held.
+    async fn ensure_up(&self, net: &Network) -> Result<(), ApiError> {
+        if self.up.lock().map(|u| u.contains(&net.id)).unwrap_or(false) {
+            return Ok(());
+        }
+        let n = net.clone();
+        blocking(move || network_up(&n)).await?;
+        if let Ok(mut u) = self.up.lock() {
+            u.insert(net.id.clone());
+        }
+        Ok(())
+    }
+
+    fn link_for(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        i: usize,
+    ) -> Result<netlink::Endpoint, ApiError> {
+        let subnet = Subnet::parse(&net.subnet).map_err(internal)?;
+        Ok(netlink::Endpoint {
+            host_if: host_if(&ep.container, &ep.network),
+            bridge: net.bridge.clone(),
+            if_name: format!("eth{i}"),
+            ip: ep.ip,
+            prefix: subnet.prefix,
+            gateway: (i == 0 && !net.internal).then(|| subnet.host(1)),
+            route_mtu: self.uplink_mtu,
+            mac: mac_for(ep.ip),
+        })
+    }
+
     async fn attach_inner(
         self: &Arc<Self>,
         id: &str,
@@ -656,26 +697,29 @@ impl Networks {
     ) -> Result<Vec<PortBinding>, ApiError> {
         let eps = self.endpoints_of(id)?;
         let _guard = self.op.lock().await;
-        let ns = netns.to_path_buf();
-        blocking(move || {
-            netlink::remove_netns(&ns)?;
-            netlink::create_netns(&ns)?;
-            netlink::loopback_up(&ns)
-        })
-        .await?;
+        let mut links = Vec::new();
         let mut user_network = false;
         for (i, ep) in eps.iter().enumerate() {
             let net = self.network_by_id(&ep.network)?;
             user_network |= net.name != DEFAULT;
-            self.plug(&net, ep, netns, i).await?;
+            self.ensure_up(&net).await?;
+            links.push(self.link_for(&net, ep, i)?);
+            self.set_active(ep, true)?;
         }
+        let ns = netns.to_path_buf();
+        let setup = netlink::Setup {
+            netns: netns.to_path_buf(),
+            create: true,
+            endpoints: links,
+            dns: user_network,
+        };
+        let dns = blocking(move || {
+            netlink::remove_netns(&ns)?;
+            netlink::setup(setup)
+        })
+        .await?;
         let mut live = Live::default();
-        if user_network {
-            let ns = netns.to_path_buf();
-            let sock = blocking(move || {
-                netlink::udp_in(&ns, SocketAddr::from((Ipv4Addr::new(127, 0, 0, 11), 53)))
-            })
-            .await?;
+        if let Some(sock) = dns {
             let sock = tokio::net::UdpSocket::from_std(sock).map_err(internal)?;
             let me = self.clone();
             let asker = id.to_string();
@@ -717,53 +761,6 @@ impl Networks {
         Ok(bound)
     }
 
-    /// One veth of a running container: the network's bridge and rules first if it has none.
-    /// Call with `op` held.
-    async fn plug(
-        &self,
-        net: &Network,
-        ep: &Endpoint,
-        netns: &Path,
-        i: usize,
-    ) -> Result<(), ApiError> {
-        if self.active_on(&net.id)? == 0 {
-            let n = net.clone();
-            blocking(move || network_up(&n)).await?;
-        }
-        self.set_active(ep, true)?;
-        let subnet = Subnet::parse(&net.subnet).map_err(internal)?;
-        let link = netlink::Endpoint {
-            host_if: host_if(&ep.container, &ep.network),
-            bridge: net.bridge.clone(),
-            if_name: format!("eth{i}"),
-            ip: ep.ip,
-            prefix: subnet.prefix,
-            gateway: (i == 0 && !net.internal).then(|| subnet.host(1)),
-            mac: mac_for(ep.ip),
-        };
-        let ns = netns.to_path_buf();
-        blocking(move || netlink::attach(&ns, link)).await
-    }
-
-    /// Undoes [`Networks::plug`] for one network (`network disconnect` of a running container).
-    async fn unplug(&self, ep: &Endpoint) -> Result<(), ApiError> {
-        let i = host_if(&ep.container, &ep.network);
-        blocking(move || {
-            netlink::run(
-                None,
-                move |h| async move { netlink::delete_link(&h, &i).await },
-            )
-        })
-        .await?;
-        self.set_active(ep, false)?;
-        if self.active_on(&ep.network)? == 0 {
-            if let Ok(net) = self.network_by_id(&ep.network) {
-                blocking(move || network_down(&net)).await?;
-            }
-        }
-        Ok(())
-    }
-
     /// `network connect` of a running container (its namespace at `netns`): endpoint `ep`
     /// becomes its next interface now.
     pub async fn hot_plug(
@@ -773,57 +770,120 @@ impl Networks {
         netns: &Path,
     ) -> Result<(), ApiError> {
         let _guard = self.op.lock().await;
-        let r = self.plug(net, ep, netns, ep.idx as usize).await;
-        if r.is_err() {
-            let _ = self.unplug(ep).await;
+        self.ensure_up(net).await?;
+        let link = self.link_for(net, ep, ep.idx as usize)?;
+        self.set_active(ep, true)?;
+        let setup = netlink::Setup {
+            netns: netns.to_path_buf(),
+            create: false,
+            endpoints: vec![link],
+            dns: false,
+        };
+        if let Err(e) = blocking(move || netlink::setup(setup)).await {
+            let _ = self.set_active(ep, false);
+            let i = host_if(&ep.container, &ep.network);
+            let _ = blocking(move || {
+                netlink::run(
+                    None,
+                    move |h| async move { netlink::delete_link(&h, &i).await },
+                )
+            })
+            .await;
+            return Err(e);
         }
-        r
+        Ok(())
     }
 
-    /// `network disconnect` of a running container.
+    /// `network disconnect` of a running container: its veth on that network goes.
     pub async fn hot_unplug(&self, ep: &Endpoint) -> Result<(), ApiError> {
         let _guard = self.op.lock().await;
-        self.unplug(ep).await
+        let i = host_if(&ep.container, &ep.network);
+        blocking(move || {
+            netlink::run(
+                None,
+                move |h| async move { netlink::delete_link(&h, &i).await },
+            )
+        })
+        .await?;
+        self.set_active(ep, false)
     }
 
-    /// Undoes [`Networks::attach`]: stops DNS and proxies, deletes the veths and the namespace,
-    /// and takes down the bridge and rules of networks nobody runs on any more.
-    pub async fn detach(&self, id: &str, netns: &Path) -> Result<(), ApiError> {
+    /// Undoes [`Networks::attach`] once the container is gone: stops DNS and proxies and
+    /// unmounts the namespace. Its veths die with the namespace; they are also deleted in the
+    /// background (deleting a veth waits for the kernel's RCU grace periods, ~20 ms, which a
+    /// `run --rm` need not wait for).
+    pub async fn detach(self: &Arc<Self>, id: &str, netns: &Path) -> Result<(), ApiError> {
         if let Some(l) = self.live.lock().ok().and_then(|mut l| l.remove(id)) {
             l.tasks.iter().for_each(|t| t.abort());
         }
         let eps = self.endpoints_of(id)?;
-        let _guard = self.op.lock().await;
-        let ifs: Vec<String> = eps.iter().map(|e| host_if(id, &e.network)).collect();
-        let ns = netns.to_path_buf();
-        let mut errors = Vec::new();
-        if let Err(e) = blocking(move || {
-            netlink::run(None, move |h| async move {
-                for i in ifs {
-                    netlink::delete_link(&h, &i).await?;
-                }
-                Ok(())
-            })?;
-            netlink::remove_netns(&ns)
-        })
-        .await
-        {
-            errors.push(e.1);
-        }
         for ep in &eps {
             self.set_active(ep, false)?;
-            if self.active_on(&ep.network)? == 0 {
-                if let Ok(net) = self.network_by_id(&ep.network) {
-                    if let Err(e) = blocking(move || network_down(&net)).await {
-                        errors.push(e.1);
-                    }
+        }
+        let ns = netns.to_path_buf();
+        blocking(move || netlink::remove_netns(&ns)).await?;
+        if !eps.is_empty() {
+            let me = self.clone();
+            let ifs: Vec<String> = eps.iter().map(|e| host_if(id, &e.network)).collect();
+            let pending = tokio::spawn(async move {
+                let _guard = me.op.lock().await;
+                let r = blocking(move || {
+                    netlink::run(None, move |h| async move {
+                        for i in ifs {
+                            netlink::delete_link(&h, &i).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e.1, "deleting a container's veths");
                 }
+            });
+            if let Ok(mut p) = self.pending.lock() {
+                p.retain(|t| !t.is_finished());
+                p.push(pending);
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(internal(errors.join("; ")))
+        Ok(())
+    }
+
+    /// Waits for background veth deletions (before a network's bridge goes, and at shutdown).
+    pub async fn settle(&self) {
+        let all: Vec<_> = self
+            .pending
+            .lock()
+            .map(|mut p| p.drain(..).collect())
+            .unwrap_or_default();
+        for t in all {
+            let _ = t.await;
+        }
+    }
+
+    /// After `network rm`: its bridge and rules go.
+    pub async fn take_down(&self, net: &Network) -> Result<(), ApiError> {
+        self.settle().await;
+        let _guard = self.op.lock().await;
+        let n = net.clone();
+        blocking(move || network_down(&n)).await?;
+        if let Ok(mut u) = self.up.lock() {
+            u.remove(&net.id);
+        }
+        Ok(())
+    }
+
+    /// At agent shutdown: the bridges and rules of networks no running container uses go.
+    pub async fn shutdown(&self) {
+        self.settle().await;
+        let _guard = self.op.lock().await;
+        let Ok(all) = self.list() else { return };
+        for n in all {
+            if self.active_on(&n.id).unwrap_or(1) == 0 {
+                let n2 = n.clone();
+                if let Err(e) = blocking(move || network_down(&n2)).await {
+                    tracing::warn!(network = %n.name, error = %e.1, "taking a network down");
+                }
+            }
         }
     }
 
@@ -983,6 +1043,7 @@ fn network_up(n: &Network) -> Result<(), String> {
     nft(&rules(n))?;
     // Where another tool's FORWARD chain drops by default (docker's iptables), our accepts
     // must also be there: every base chain on the hook has to let a packet pass.
+    remove_forward_accepts(n);
     if nft_output(&["list", "chain", "ip", "filter", "FORWARD"])
         .is_some_and(|c| c.contains("policy drop"))
     {
@@ -1009,6 +1070,12 @@ fn network_down(n: &Network) -> Result<(), String> {
     if nft_output(&["list", "table", "ip", &table(n)]).is_some() {
         nft(&format!("delete table ip {}\n", table(n)))?;
     }
+    remove_forward_accepts(n);
+    Ok(())
+}
+
+/// Removes the accepts [`network_up`] put into another tool's FORWARD chain.
+fn remove_forward_accepts(n: &Network) {
     if let Some(chain) = nft_output(&["-a", "list", "chain", "ip", "filter", "FORWARD"]) {
         let tag = format!("comment \"{}\"", table(n));
         for l in chain.lines().filter(|l| l.contains(&tag)) {
@@ -1017,7 +1084,6 @@ fn network_down(n: &Network) -> Result<(), String> {
             }
         }
     }
-    Ok(())
 }
 
 /// The host's resolvers, for names the embedded DNS does not know.
@@ -1132,7 +1198,9 @@ pub async fn delete(
     State(st): State<Arc<AgentState>>,
     UrlPath(key): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    st.containers.networks.remove(&key)?;
+    let n = st.containers.networks.clone();
+    let net = n.remove(&key)?;
+    n.take_down(&net).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

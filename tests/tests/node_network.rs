@@ -221,12 +221,20 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
     assert!(err.contains("already allocated"), "{err}");
     assert_eq!(n.inspect("clash")["State"]["Running"], false);
 
+    let before: Vec<String> = links("veth");
     let (code, _, err) = n.reg(&["rm", "-f", "web", "clash", "srv"]);
     assert_eq!(code, 0, "{err}");
-    assert!(links(&br).is_empty(), "bridge left: {:?}", links(&br));
-    assert!(!nft_tables().contains(&table), "{}", nft_tables());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     assert_eq!(n.mounts_under_data(), 0, "netns mounts left");
+    wait_until("veths gone", || {
+        links("veth").iter().all(|l| !before.contains(l))
+    });
+    // The default bridge stays while the agent runs (like docker0) and goes with it.
+    assert!(links(&br).contains(&br));
+    let mut n = n;
+    n.server.terminate();
+    assert!(links(&br).is_empty(), "bridge left: {:?}", links(&br));
+    assert!(!nft_tables().contains(&table), "{}", nft_tables());
 }
 
 #[test]
@@ -325,11 +333,6 @@ fn connect_disconnect_shared_namespaces_and_host_entries() {
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = n.reg(&["exec", "a", B, "ip", "-4", "addr"]);
     assert!(!out.contains(&side_ip), "{out}");
-    assert!(
-        links(&br).is_empty(),
-        "side's bridge goes with its last endpoint"
-    );
-    assert!(!nft_tables().contains(&table));
 
     // --network container:a shares a's namespace (and address).
     let (code, out, err) = n.run(&["--network", "container:a", IMG, B, "ip", "-4", "addr"]);
@@ -357,5 +360,7 @@ fn connect_disconnect_shared_namespaces_and_host_entries() {
 
     assert_eq!(n.reg(&["rm", "-f", "a"]).0, 0);
     assert_eq!(n.reg(&["network", "rm", "side"]).0, 0);
+    assert!(links(&br).is_empty(), "side's bridge goes with the network");
+    assert!(!nft_tables().contains(&table));
     assert_eq!(n.mounts_under_data(), 0, "netns mounts left");
 }

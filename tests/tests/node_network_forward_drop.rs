@@ -82,8 +82,9 @@ fn containers_talk_where_the_forward_policy_is_drop() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(n.reg(&["wait", "server"]).1.trim(), "0");
     assert_eq!(n.reg(&["logs", "server"]).1.trim(), "hi");
-    // Our accepts went into the FORWARD chain, and leave with the network's last container.
+    // Our accepts went into the FORWARD chain, and leave with the network.
     assert_eq!(n.reg(&["rm", "server"]).0, 0);
+    assert_eq!(n.reg(&["network", "rm", "fwd"]).0, 0);
     let chain = Command::new("nft")
         .args(["list", "chain", "ip", "filter", "FORWARD"])
         .output()
