@@ -52,7 +52,11 @@ fn runc_runs_the_generated_bundle() {
                   /bin/busybox grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
                   /bin/busybox cat /data/f; echo pid $$; \
                   /bin/busybox unshare -u /bin/busybox true 2>/dev/null && echo unshare-ok || echo unshare-denied";
+    // Its own network namespace: a bridge network's lives only while the container runs, and
+    // runc runs this bundle after it has ended.
     let id = n.run_d(&[
+        "--network",
+        "none",
         "--hostname",
         "bundled",
         "-m",
