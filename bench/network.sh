@@ -13,13 +13,8 @@ SIZE_MIB=${SIZE_MIB:-2048}
 ROUNDS=${ROUNDS:-5}
 RUNS=${RUNS:-20}
 
-[ "$(id -u)" = 0 ] || { echo "bench: containers need root"; exit 1; }
-for t in python3 curl skopeo nft nsenter; do
-    command -v "$t" >/dev/null || { echo "bench: $t is missing (apt-get install it)"; exit 1; }
-done
-[ -x /bin/busybox ] || { echo "bench: /bin/busybox missing (apt-get install busybox-static)"; exit 1; }
-cargo build --release --locked --bin reg >&2
-REG=$PWD/target/release/reg
+. bench/lib.sh
+prepare nft nsenter
 
 work=$(mktemp -d /tmp/reg-netbench.XXXXXX)
 pids=()
@@ -33,39 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-port=$(free_port)
-REG_LOG=warn "$REG" serve --addr "127.0.0.1:$port" --data "$work/data" 2>"$work/reg.log" &
-pids+=("$!")
-for _ in $(seq 100); do [ -S "$work/data/node.sock" ] && curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-export REG_HOST="unix://$work/data/node.sock" REG_NODE_DEFAULT_REGISTRY="127.0.0.1:$port" REG_CONFIG_DIR="$work/cfg"
-IMG="127.0.0.1:$port/bench/busybox:v1"
-
-python3 - "$work/bb" <<'PY'
-import gzip, hashlib, io, json, os, sys, tarfile
-root = sys.argv[1]
-os.makedirs(f"{root}/blobs/sha256", exist_ok=True)
-def put(b):
-    d = hashlib.sha256(b).hexdigest()
-    open(f"{root}/blobs/sha256/{d}", "wb").write(b)
-    return {"digest": "sha256:" + d, "size": len(b)}
-raw = io.BytesIO()
-with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
-    data = open("/bin/busybox", "rb").read()
-    ti = tarfile.TarInfo("bin/busybox"); ti.size = len(data); ti.mode = 0o755
-    t.addfile(ti, io.BytesIO(data))
-raw = raw.getvalue()
-layer = dict(put(gzip.compress(raw, 1, mtime=0)), mediaType="application/vnd.oci.image.layer.v1.tar+gzip")
-cfg = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/busybox", "true"], "Env": ["PATH=/bin"]},
-       "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]}}
-c = dict(put(json.dumps(cfg).encode()), mediaType="application/vnd.oci.image.config.v1+json")
-m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": c, "layers": [layer]}).encode()
-md = dict(put(m), mediaType="application/vnd.oci.image.manifest.v1+json", annotations={"org.opencontainers.image.ref.name": "v1"})
-json.dump({"schemaVersion": 2, "manifests": [md]}, open(f"{root}/index.json", "w"))
-open(f"{root}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-PY
-skopeo copy -q --dest-tls-verify=false "oci:$work/bb:v1" "docker://$IMG"
-"$REG" pull "$IMG" >/dev/null
+start_reg
 "$REG" network create benchnet >/dev/null
 
 BB=/bin/busybox
@@ -139,15 +102,6 @@ print(med([r[0] for r in rows]), med([r[1] for r in rows]), med([r[2] for r in r
 PY
 )
 
-median_ms() {
-    local f="$work/times"; : > "$f"
-    for _ in $(seq "$RUNS"); do
-        local t0 t1; t0=$(date +%s%N)
-        "$@" >/dev/null 2>&1 || { echo "bench: failed: $*" >&2; "$@" >&2 || true; exit 1; }
-        t1=$(date +%s%N); echo $(((t1 - t0) / 1000)) >> "$f"
-    done
-    python3 -c "import statistics,sys;print(round(statistics.median(float(l) for l in open(sys.argv[1]))/1000,1))" "$f"
-}
 none=$(median_ms "$REG" run --rm --network none "$IMG" $BB true)
 bridge=$(median_ms "$REG" run --rm "$IMG" $BB true)
 user=$(median_ms "$REG" run --rm --network benchnet "$IMG" $BB true)

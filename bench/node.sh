@@ -14,13 +14,8 @@ ROUNDS=${ROUNDS:-3}
 LAYERS=${LAYERS:-20}
 LAYER_MIB=${LAYER_MIB:-4}
 
-[ "$(id -u)" = 0 ] || { echo "bench: containers need root"; exit 1; }
-for t in python3 curl skopeo; do
-    command -v "$t" >/dev/null || { echo "bench: $t is missing (apt-get install it)"; exit 1; }
-done
-[ -x /bin/busybox ] || { echo "bench: /bin/busybox missing (apt-get install busybox-static)"; exit 1; }
-cargo build --release --locked --bin reg >&2
-REG=$PWD/target/release/reg
+. bench/lib.sh
+prepare
 
 work=$(mktemp -d /tmp/reg-nodebench.XXXXXX)
 pids=()
@@ -37,61 +32,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-REG_LOG=warn "$REG" serve --addr "127.0.0.1:$port" --data "$work/data" 2>"$work/reg.log" &
-pids+=("$!")
-for _ in $(seq 100); do [ -S "$work/data/node.sock" ] && curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-export REG_HOST="unix://$work/data/node.sock" REG_NODE_DEFAULT_REGISTRY="127.0.0.1:$port" REG_CONFIG_DIR="$work/cfg"
-IMG="127.0.0.1:$port/bench/busybox:v1"
+start_reg
 BIG="127.0.0.1:$port/bench/big:v1"
 
-# --- images: busybox (one layer) and a 20-layer image of random files ------------------------
-python3 - "$work" "$LAYERS" "$LAYER_MIB" <<'PY'
-import gzip, hashlib, io, json, os, sys, tarfile
-work, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def layout(root, layers, cmd):
-    os.makedirs(f"{root}/blobs/sha256", exist_ok=True)
-    def put(b):
-        d = hashlib.sha256(b).hexdigest()
-        open(f"{root}/blobs/sha256/{d}", "wb").write(b)
-        return {"digest": "sha256:" + d, "size": len(b)}
-    descs, diffs = [], []
-    for files in layers:
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
-            for path, data, mode in files:
-                ti = tarfile.TarInfo(path); ti.size = len(data); ti.mode = mode; ti.mtime = 0
-                t.addfile(ti, io.BytesIO(data))
-        raw = raw.getvalue()
-        diffs.append("sha256:" + hashlib.sha256(raw).hexdigest())
-        descs.append(dict(put(gzip.compress(raw, 1, mtime=0)), mediaType="application/vnd.oci.image.layer.v1.tar+gzip"))
-    cfg = {"architecture": "amd64", "os": "linux", "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
-           "rootfs": {"type": "layers", "diff_ids": diffs}}
-    c = dict(put(json.dumps(cfg).encode()), mediaType="application/vnd.oci.image.config.v1+json")
-    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": c, "layers": descs}).encode()
-    md = dict(put(m), mediaType="application/vnd.oci.image.manifest.v1+json", annotations={"org.opencontainers.image.ref.name": "v1"})
-    json.dump({"schemaVersion": 2, "manifests": [md]}, open(f"{root}/index.json", "w"))
-    open(f"{root}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-bb = open("/bin/busybox", "rb").read()
-layout(f"{work}/bb", [[("bin/busybox", bb, 0o755)]], ["/bin/busybox", "true"])
-big = [[(f"data/l{i}/f{j}", os.urandom(256 << 10), 0o644) for j in range(mib * 4)] for i in range(n)]
-layout(f"{work}/big", big, ["/bin/true"])
-PY
-skopeo copy -q --dest-tls-verify=false "oci:$work/bb:v1" "docker://$IMG"
+# --- a 20-layer image of random files --------------------------------------------------------
+python3 bench/oci_layout.py random "$work/big" "$LAYERS" "$LAYER_MIB"
 skopeo copy -q --dest-tls-verify=false "oci:$work/big:v1" "docker://$BIG"
-"$REG" pull "$IMG" >/dev/null
 
 # --- helpers ---------------------------------------------------------------------------------
-# ms per run: the median of RUNS runs of "$@" (output discarded; a failure aborts).
-median_ms() {
-    local f="$work/times"; : > "$f"
-    for _ in $(seq "$RUNS"); do
-        local t0 t1; t0=$(date +%s%N)
-        "$@" >/dev/null 2>&1 || { echo "bench: failed: $*" >&2; "$@" >&2 || true; exit 1; }
-        t1=$(date +%s%N); echo $(((t1 - t0) / 1000)) >> "$f"
-    done
-    python3 -c "import statistics,sys;print(round(statistics.median(float(l) for l in open(sys.argv[1]))/1000,1))" "$f"
-}
 # seconds: the best of ROUNDS runs of "$@" after running the reset command given first.
 best_s() {
     local reset=$1; shift; local best=""

@@ -319,8 +319,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// The JSON `record` column of each row `sql` selects, parsed (rows that do not parse are
+/// skipped): containers, networks and endpoints are all stored this way.
+pub(crate) fn records<T: serde::de::DeserializeOwned>(
+    db: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>, ApiError> {
+    let mut st = db.prepare(sql).map_err(internal)?;
+    let rows = st
+        .query_map(params, |r| r.get::<_, String>(0))
+        .map_err(internal)?;
+    Ok(rows
+        .filter_map(Result::ok)
+        .filter_map(|s| serde_json::from_str(&s).ok())
+        .collect())
 }
 
 fn now() -> String {
@@ -415,17 +432,7 @@ impl Containers {
     }
 
     pub fn list(&self) -> Result<Vec<Record>, ApiError> {
-        let db = self.db()?;
-        let mut st = db
-            .prepare("SELECT record FROM containers")
-            .map_err(internal)?;
-        let rows = st
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(internal)?;
-        let mut out: Vec<Record> = rows
-            .filter_map(|r| r.ok())
-            .filter_map(|s| serde_json::from_str(&s).ok())
-            .collect();
+        let mut out: Vec<Record> = records(&*self.db()?, "SELECT record FROM containers", [])?;
         out.sort_by(|a, b| b.created.cmp(&a.created));
         Ok(out)
     }
@@ -1079,13 +1086,12 @@ pub async fn create(
     let net = match mode.as_str() {
         "none" | "host" => None,
         m if m.starts_with("container:") => {
-            let other = st.containers.resolve(&m["container:".len()..])?;
+            st.containers.resolve(&m["container:".len()..])?;
             if !req.publish.is_empty() || req.publish_all {
                 return Err(bad(
                     "conflicting options: port publishing and the container network mode".into(),
                 ));
             }
-            drop(other);
             None
         }
         name => {

@@ -280,56 +280,45 @@ pub fn setup(s: Setup) -> Result<Option<std::net::UdpSocket>> {
             if let Some(lo) = index(&ns, "lo").await? {
                 set_up(&ns, lo, "lo").await?;
             }
-            if !s.dns {
-                return Ok(None);
-            }
-            let addr = std::net::SocketAddr::from((Ipv4Addr::new(127, 0, 0, 11), 53));
-            let sock = std::net::UdpSocket::bind(addr).map_err(ctx(&format!("binding {addr}")))?;
-            sock.set_nonblocking(true)
-                .map_err(ctx("making the DNS socket non-blocking"))?;
-            Ok(Some(sock))
+            s.dns.then(bind_dns).transpose()
         })
     })
     .join()
     .map_err(|_| "a netns worker thread panicked".to_string())?
 }
 
-/// The MTU of the interface that carries the host's default route (1500 when unknown).
-pub fn uplink_mtu() -> u32 {
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    routes
-        .lines()
-        .skip(1)
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000"))
-                .then(|| f.first().map(|d| d.to_string()))
-                .flatten()
+/// Deletes links by name in the host's namespace (absent ones are fine): a closure for
+/// `spawn_blocking`.
+pub fn delete_links(names: Vec<String>) -> impl FnOnce() -> Result<()> + Send + 'static {
+    move || {
+        run(None, move |h| async move {
+            for n in names {
+                delete_link(&h, &n).await?;
+            }
+            Ok(())
         })
-        .and_then(|dev| std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu")).ok())
-        .and_then(|m| m.trim().parse().ok())
-        .unwrap_or(1500)
+    }
 }
 
-/// A UDP socket bound to `addr` inside the namespace at `netns` (the embedded DNS server's).
-pub fn udp_in(netns: &Path, addr: std::net::SocketAddr) -> Result<std::net::UdpSocket> {
+/// Where a container finds its embedded DNS server.
+const DNS_ADDR: ([u8; 4], u16) = ([127, 0, 0, 11], 53);
+
+/// The DNS server's socket, bound in the calling thread's network namespace.
+fn bind_dns() -> Result<std::net::UdpSocket> {
+    let addr = std::net::SocketAddr::from(DNS_ADDR);
+    let s = std::net::UdpSocket::bind(addr).map_err(ctx(&format!("binding {addr}")))?;
+    s.set_nonblocking(true)
+        .map_err(ctx("making the DNS socket non-blocking"))?;
+    Ok(s)
+}
+
+/// The DNS server's socket inside the namespace at `netns` (after an agent restart).
+pub fn dns_socket_in(netns: &Path) -> Result<std::net::UdpSocket> {
     let netns = netns.to_path_buf();
     std::thread::spawn(move || {
         enter(&netns)?;
-        let s = std::net::UdpSocket::bind(addr).map_err(ctx(&format!("binding {addr}")))?;
-        s.set_nonblocking(true)
-            .map_err(ctx("making the DNS socket non-blocking"))?;
-        Ok(s)
+        bind_dns()
     })
     .join()
     .map_err(|_| "a netns worker thread panicked".to_string())?
-}
-
-/// Whether link `name` is present in the host's namespace.
-pub fn exists(name: &str) -> bool {
-    let name = name.to_string();
-    run(None, move |h| async move { index(&h, &name).await })
-        .ok()
-        .flatten()
-        .is_some()
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::containers::ApiError;
+use crate::containers::{internal, records, ApiError};
 use crate::netlink;
 
 /// The network every container joins unless told otherwise (docker's name).
@@ -118,8 +118,8 @@ fn pool() -> impl Iterator<Item = Subnet> {
         }))
 }
 
-/// The host's IPv4 routes (destination subnets), from /proc/net/route.
-fn host_routes() -> Vec<Subnet> {
+/// The host's IPv4 routes from /proc/net/route: (device, destination).
+fn proc_routes() -> Vec<(String, Subnet)> {
     let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     text.lines()
         .skip(1)
@@ -127,12 +127,32 @@ fn host_routes() -> Vec<Subnet> {
             let f: Vec<&str> = l.split_whitespace().collect();
             let dst = u32::from_str_radix(f.get(1)?, 16).ok()?;
             let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            (mask != 0).then(|| Subnet {
+            let net = Subnet {
                 base: Ipv4Addr::from(u32::from_be(dst)),
                 prefix: u32::from_be(mask).count_ones() as u8,
-            })
+            };
+            Some((f.first()?.to_string(), net))
         })
         .collect()
+}
+
+/// The host's routes to subnets (not the default route).
+fn host_routes() -> Vec<Subnet> {
+    proc_routes()
+        .into_iter()
+        .filter(|(_, s)| s.prefix > 0)
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// The MTU of the interface that carries the host's default route (1500 when unknown).
+fn uplink_mtu() -> u32 {
+    proc_routes()
+        .into_iter()
+        .find(|(_, s)| s.prefix == 0)
+        .and_then(|(dev, _)| std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu")).ok())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(1500)
 }
 
 fn claim_path(s: &Subnet) -> PathBuf {
@@ -221,18 +241,8 @@ pub fn mac_string(ip: Ipv4Addr) -> String {
         .join(":")
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, e.to_string())
-}
-
-/// What a running container holds: tasks to stop when it stops.
-#[derive(Default)]
-struct Live {
-    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 pub struct Networks {
@@ -240,7 +250,8 @@ pub struct Networks {
     db: Mutex<rusqlite::Connection>,
     /// Serializes bridge/firewall changes and endpoint activation.
     op: tokio::sync::Mutex<()>,
-    live: Mutex<HashMap<String, Live>>,
+    /// What each running container holds: its DNS server and port proxies.
+    live: Mutex<HashMap<String, Vec<tokio::task::AbortHandle>>>,
     /// Networks whose bridge and rules this agent has made sure of.
     up: Mutex<std::collections::HashSet<String>>,
     /// Background veth deletions.
@@ -287,7 +298,7 @@ impl Networks {
             live: Mutex::new(HashMap::new()),
             up: Mutex::new(std::collections::HashSet::new()),
             pending: Mutex::new(Vec::new()),
-            uplink_mtu: netlink::uplink_mtu(),
+            uplink_mtu: uplink_mtu(),
         });
         Ok(n)
     }
@@ -299,32 +310,31 @@ impl Networks {
     }
 
     pub fn list(&self) -> Result<Vec<Network>, ApiError> {
-        let db = self.db()?;
-        let mut st = db
-            .prepare("SELECT record FROM networks ORDER BY name")
-            .map_err(internal)?;
-        let rows = st
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(internal)?;
-        Ok(rows
-            .filter_map(Result::ok)
-            .filter_map(|s| serde_json::from_str(&s).ok())
-            .collect())
+        records(
+            &*self.db()?,
+            "SELECT record FROM networks ORDER BY name",
+            [],
+        )
     }
 
     /// A network by name, full id or unique id prefix.
     pub fn get(&self, key: &str) -> Result<Network, ApiError> {
-        let all = self.list()?;
-        if let Some(n) = all.iter().find(|n| n.name == key || n.id == key) {
-            return Ok(n.clone());
+        let db = self.db()?;
+        let mut found: Vec<Network> = records(
+            &db,
+            "SELECT record FROM networks WHERE name = ?1 OR id = ?1",
+            [key],
+        )?;
+        if found.is_empty() && !key.is_empty() {
+            found = records(
+                &db,
+                "SELECT record FROM networks WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
+                [key],
+            )?;
         }
-        let by_prefix: Vec<&Network> = all
-            .iter()
-            .filter(|n| !key.is_empty() && n.id.starts_with(key))
-            .collect();
-        match by_prefix.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(ApiError(
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(ApiError(
                 StatusCode::NOT_FOUND,
                 format!("network {key} not found"),
             )),
@@ -457,17 +467,8 @@ impl Networks {
     }
 
     fn endpoints_where(&self, clause: &str, key: &str) -> Result<Vec<Endpoint>, ApiError> {
-        let db = self.db()?;
-        let mut st = db
-            .prepare(&format!("SELECT record FROM endpoints WHERE {clause}"))
-            .map_err(internal)?;
-        let rows = st
-            .query_map([key], |r| r.get::<_, String>(0))
-            .map_err(internal)?;
-        let mut v: Vec<Endpoint> = rows
-            .filter_map(Result::ok)
-            .filter_map(|s| serde_json::from_str(&s).ok())
-            .collect();
+        let sql = format!("SELECT record FROM endpoints WHERE {clause}");
+        let mut v: Vec<Endpoint> = records(&*self.db()?, &sql, [key])?;
         v.sort_by_key(|e| e.idx);
         Ok(v)
     }
@@ -602,14 +603,18 @@ impl Networks {
     }
 
     fn network_by_id(&self, id: &str) -> Result<Network, ApiError> {
-        self.list()?
-            .into_iter()
-            .find(|n| n.id == id)
-            .ok_or_else(|| internal(format!("network {id} vanished")))
+        records(
+            &*self.db()?,
+            "SELECT record FROM networks WHERE id = ?1",
+            [id],
+        )?
+        .pop()
+        .ok_or_else(|| internal(format!("network {id} vanished")))
     }
 
-    /// The addresses that `name` resolves to for container `asker`: containers (by name, alias
-    /// or short id) running on a user-defined network they share.
+    /// The addresses that `name` resolves to for container `asker`: containers (by name or
+    /// alias — the short id is one, see `containers::connect`) running on a user-defined
+    /// network they share.
     pub fn resolve(&self, asker: &str, name: &str) -> Vec<Ipv4Addr> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let Ok(mine) = self.endpoints_of(asker) else {
@@ -628,8 +633,7 @@ impl Networks {
             };
             for p in peers {
                 let hit = p.name.eq_ignore_ascii_case(&name)
-                    || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(&name))
-                    || (name.len() == 12 && p.container.starts_with(&name));
+                    || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(&name));
                 if hit && !out.contains(&p.ip) {
                     out.push(p.ip);
                 }
@@ -718,19 +722,9 @@ impl Networks {
             netlink::setup(setup)
         })
         .await?;
-        let mut live = Live::default();
+        let mut live = Vec::new();
         if let Some(sock) = dns {
-            let sock = tokio::net::UdpSocket::from_std(sock).map_err(internal)?;
-            let me = self.clone();
-            let asker = id.to_string();
-            live.tasks.push(
-                tokio::spawn(crate::dns::serve(
-                    sock,
-                    Arc::new(move |name: &str| me.resolve(&asker, name)),
-                    upstream,
-                ))
-                .abort_handle(),
-            );
+            live.push(self.serve_dns(id, sock, upstream)?);
         }
         let mut bound = Vec::new();
         let target = eps.first().map(|e| e.ip);
@@ -743,19 +737,17 @@ impl Networks {
             match crate::ports::publish(p, target).await {
                 Ok((b, task)) => {
                     bound.push(b);
-                    live.tasks.push(task);
+                    live.push(task);
                 }
                 Err(e) => {
-                    for t in &live.tasks {
-                        t.abort();
-                    }
+                    live.iter().for_each(|t| t.abort());
                     return Err(ApiError(StatusCode::CONFLICT, e));
                 }
             }
         }
         if let Ok(mut l) = self.live.lock() {
             if let Some(old) = l.insert(id.to_string(), live) {
-                old.tasks.iter().for_each(|t| t.abort());
+                old.iter().for_each(|t| t.abort());
             }
         }
         Ok(bound)
@@ -781,13 +773,10 @@ impl Networks {
         };
         if let Err(e) = blocking(move || netlink::setup(setup)).await {
             let _ = self.set_active(ep, false);
-            let i = host_if(&ep.container, &ep.network);
-            let _ = blocking(move || {
-                netlink::run(
-                    None,
-                    move |h| async move { netlink::delete_link(&h, &i).await },
-                )
-            })
+            let _ = blocking(netlink::delete_links(vec![host_if(
+                &ep.container,
+                &ep.network,
+            )]))
             .await;
             return Err(e);
         }
@@ -797,13 +786,10 @@ impl Networks {
     /// `network disconnect` of a running container: its veth on that network goes.
     pub async fn hot_unplug(&self, ep: &Endpoint) -> Result<(), ApiError> {
         let _guard = self.op.lock().await;
-        let i = host_if(&ep.container, &ep.network);
-        blocking(move || {
-            netlink::run(
-                None,
-                move |h| async move { netlink::delete_link(&h, &i).await },
-            )
-        })
+        blocking(netlink::delete_links(vec![host_if(
+            &ep.container,
+            &ep.network,
+        )]))
         .await?;
         self.set_active(ep, false)
     }
@@ -814,7 +800,7 @@ impl Networks {
     /// `run --rm` need not wait for).
     pub async fn detach(self: &Arc<Self>, id: &str, netns: &Path) -> Result<(), ApiError> {
         if let Some(l) = self.live.lock().ok().and_then(|mut l| l.remove(id)) {
-            l.tasks.iter().for_each(|t| t.abort());
+            l.iter().for_each(|t| t.abort());
         }
         let eps = self.endpoints_of(id)?;
         for ep in &eps {
@@ -827,16 +813,7 @@ impl Networks {
             let ifs: Vec<String> = eps.iter().map(|e| host_if(id, &e.network)).collect();
             let pending = tokio::spawn(async move {
                 let _guard = me.op.lock().await;
-                let r = blocking(move || {
-                    netlink::run(None, move |h| async move {
-                        for i in ifs {
-                            netlink::delete_link(&h, &i).await?;
-                        }
-                        Ok(())
-                    })
-                })
-                .await;
-                if let Err(e) = r {
+                if let Err(e) = blocking(netlink::delete_links(ifs)).await {
                     tracing::warn!(error = %e.1, "deleting a container's veths");
                 }
             });
@@ -887,6 +864,19 @@ impl Networks {
         }
     }
 
+    /// Serves container `id`'s embedded DNS on `sock` (bound inside its namespace).
+    fn serve_dns(
+        self: &Arc<Self>,
+        id: &str,
+        sock: std::net::UdpSocket,
+        upstream: Vec<SocketAddr>,
+    ) -> Result<tokio::task::AbortHandle, ApiError> {
+        let sock = tokio::net::UdpSocket::from_std(sock).map_err(internal)?;
+        let (me, asker) = (self.clone(), id.to_string());
+        let resolve: crate::dns::Resolver = Arc::new(move |name: &str| me.resolve(&asker, name));
+        Ok(tokio::spawn(crate::dns::serve(sock, resolve, upstream)).abort_handle())
+    }
+
     /// After an agent restart: DNS and port proxies of containers still running come back.
     pub async fn reattach(
         self: &Arc<Self>,
@@ -896,28 +886,15 @@ impl Networks {
         upstream: Vec<SocketAddr>,
     ) -> Result<(), ApiError> {
         let eps = self.endpoints_of(id)?;
-        let mut live = Live::default();
+        let mut live = Vec::new();
         let user_network = eps.iter().any(|e| {
             self.network_by_id(&e.network)
                 .is_ok_and(|n| n.name != DEFAULT)
         });
         if user_network && netns.exists() {
             let ns = netns.to_path_buf();
-            let sock = blocking(move || {
-                netlink::udp_in(&ns, SocketAddr::from((Ipv4Addr::new(127, 0, 0, 11), 53)))
-            })
-            .await?;
-            let sock = tokio::net::UdpSocket::from_std(sock).map_err(internal)?;
-            let me = self.clone();
-            let asker = id.to_string();
-            live.tasks.push(
-                tokio::spawn(crate::dns::serve(
-                    sock,
-                    Arc::new(move |name: &str| me.resolve(&asker, name)),
-                    upstream,
-                ))
-                .abort_handle(),
-            );
+            let sock = blocking(move || netlink::dns_socket_in(&ns)).await?;
+            live.push(self.serve_dns(id, sock, upstream)?);
         }
         if let Some(target) = eps.first().map(|e| e.ip) {
             for b in ports {
@@ -928,7 +905,7 @@ impl Networks {
                     proto: b.proto.clone(),
                 };
                 match crate::ports::publish(&spec, target).await {
-                    Ok((_, t)) => live.tasks.push(t),
+                    Ok((_, t)) => live.push(t),
                     Err(e) => tracing::warn!(container = %id, error = %e, "re-publishing a port"),
                 }
             }
@@ -1062,11 +1039,7 @@ fn network_up(n: &Network) -> Result<(), String> {
 
 /// Removes what [`network_up`] made.
 fn network_down(n: &Network) -> Result<(), String> {
-    let br = n.bridge.clone();
-    netlink::run(
-        None,
-        move |h| async move { netlink::delete_link(&h, &br).await },
-    )?;
+    netlink::delete_links(vec![n.bridge.clone()])()?;
     if nft_output(&["list", "table", "ip", &table(n)]).is_some() {
         nft(&format!("delete table ip {}\n", table(n)))?;
     }

@@ -8,19 +8,6 @@ use shared_node::*;
 
 use reg_tests::{tar_layer, LayerFile};
 
-const B: &str = "/bin/busybox";
-
-fn sh(script: &str) -> Vec<String> {
-    vec![B.into(), "sh".into(), "-c".into(), script.into()]
-}
-
-fn args<'a>(pre: &[&'a str], script: &'a [String]) -> Vec<&'a str> {
-    pre.iter()
-        .copied()
-        .chain(script.iter().map(String::as_str))
-        .collect()
-}
-
 /// The parent pid of `pid` (a container's init → its monitor), from /proc.
 fn parent_of(pid: i64) -> i64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -29,16 +16,6 @@ fn parent_of(pid: i64) -> i64 {
         .and_then(|s| s.split_whitespace().nth(1))
         .and_then(|p| p.parse().ok())
         .unwrap_or(0)
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

@@ -9,29 +9,6 @@ use shared_node::*;
 
 use std::io::{Read, Write};
 
-const B: &str = "/bin/busybox";
-
-fn sh(script: &str) -> Vec<String> {
-    vec![B.into(), "sh".into(), "-c".into(), script.into()]
-}
-
-fn args<'a>(pre: &[&'a str], script: &'a [String]) -> Vec<&'a str> {
-    pre.iter()
-        .copied()
-        .chain(script.iter().map(String::as_str))
-        .collect()
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Host links whose name starts with `prefix`.
 fn links(prefix: &str) -> Vec<String> {
     let out = std::process::Command::new("ip")

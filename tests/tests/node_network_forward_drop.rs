@@ -9,8 +9,6 @@ use shared_node::*;
 
 use std::process::Command;
 
-const B: &str = "/bin/busybox";
-
 /// Makes `ip filter FORWARD` drop by default while alive, if no such table exists already.
 struct ForwardDrop;
 

@@ -25,6 +25,33 @@ pub struct Node {
 
 pub const IMG: &str = "node/run:v1";
 
+/// The test image's only binary.
+pub const B: &str = "/bin/busybox";
+
+/// `busybox sh -c SCRIPT` as a container command.
+pub fn sh(script: &str) -> Vec<String> {
+    vec![B.into(), "sh".into(), "-c".into(), script.into()]
+}
+
+/// `pre` followed by `script`, as `reg` arguments.
+pub fn args<'a>(pre: &[&'a str], script: &'a [String]) -> Vec<&'a str> {
+    pre.iter()
+        .copied()
+        .chain(script.iter().map(String::as_str))
+        .collect()
+}
+
+/// Polls `f` every 50 ms for up to 10 s.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// `None` (skip) without root, except under CI=true where containers are required.
 pub fn node() -> Option<Node> {
     node_with(&[])
@@ -231,7 +258,7 @@ impl Drop for Node {
                 let _ = Command::new("kill").args(["-9", p.trim()]).status();
             }
             let id = d.file_name().to_string_lossy().into_owned();
-            let _ = nix_umount(&d.path().join("netns"));
+            let _ = umount_lazy(&d.path().join("netns"));
             std::thread::sleep(std::time::Duration::from_millis(50));
             for c in cgroup_dirs(&id) {
                 let _ = std::fs::remove_dir(c);
@@ -241,7 +268,7 @@ impl Drop for Node {
 }
 
 /// Unmounts a leftover network namespace file (as `umount -l`).
-fn nix_umount(p: &std::path::Path) -> std::io::Result<()> {
+fn umount_lazy(p: &std::path::Path) -> std::io::Result<()> {
     if p.exists() {
         Command::new("umount").arg("-l").arg(p).output()?;
     }

@@ -1,0 +1,47 @@
+# Shared by the node benchmarks (sourced): checks, the release binary, `reg serve` on a free
+# loopback port with its own data dir, and the busybox image pushed into it.
+
+need() {
+    for t in "$@"; do
+        command -v "$t" >/dev/null || { echo "bench: $t is missing (apt-get install it)"; exit 1; }
+    done
+}
+
+# Root, busybox, the given tools, and a fresh release build of reg (sets REG).
+prepare() {
+    [ "$(id -u)" = 0 ] || { echo "bench: containers need root"; exit 1; }
+    need python3 curl skopeo "$@"
+    [ -x /bin/busybox ] || { echo "bench: /bin/busybox missing (apt-get install busybox-static)"; exit 1; }
+    cargo build --release --locked --bin reg >&2
+    REG=$PWD/target/release/reg
+}
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# `reg serve` with data in $work/data (its pid goes to `pids`); sets port, exports REG_HOST and
+# the default registry, and pushes the busybox image as IMG (pulled into the node's store).
+start_reg() {
+    port=$(free_port)
+    REG_LOG=warn "$REG" serve --addr "127.0.0.1:$port" --data "$work/data" 2>"$work/reg.log" &
+    pids+=("$!")
+    for _ in $(seq 100); do
+        [ -S "$work/data/node.sock" ] && curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
+        sleep 0.1
+    done
+    export REG_HOST="unix://$work/data/node.sock" REG_NODE_DEFAULT_REGISTRY="127.0.0.1:$port" REG_CONFIG_DIR="$work/cfg"
+    IMG="127.0.0.1:$port/bench/busybox:v1"
+    python3 bench/oci_layout.py busybox "$work/bb"
+    skopeo copy -q --dest-tls-verify=false "oci:$work/bb:v1" "docker://$IMG"
+    "$REG" pull "$IMG" >/dev/null
+}
+
+# ms per run: the median of RUNS runs of "$@" (output discarded; a failure aborts).
+median_ms() {
+    local f="$work/times"; : > "$f"
+    for _ in $(seq "$RUNS"); do
+        local t0 t1; t0=$(date +%s%N)
+        "$@" >/dev/null 2>&1 || { echo "bench: failed: $*" >&2; "$@" >&2 || true; exit 1; }
+        t1=$(date +%s%N); echo $(((t1 - t0) / 1000)) >> "$f"
+    done
+    python3 -c "import statistics,sys;print(round(statistics.median(float(l) for l in open(sys.argv[1]))/1000,1))" "$f"
+}
