@@ -1,5 +1,11 @@
 //! The builder: Dockerfile parsing, build planning, layer creation and the build cache.
 //!
-//! Not implemented yet (issue "Builder"). It will run RUN steps through a `StepRunner` trait
-//! implemented by the cli with the node, and must never depend on the `node` crate itself nor on
-//! the server half of `registry`.
+//! `reg build` runs in the node agent: the cli sends the context (filtered by `.dockerignore`)
+//! and the Dockerfile, the agent builds with [`build::build`] and stores the image. RUN steps go
+//! through the [`build::StepRunner`] trait and the image store through [`build::Store`], both
+//! implemented by the cli with the node: this crate never depends on `node` nor on the server
+//! half of `registry`.
+
+pub mod dockerfile;
+pub mod ignore;
+pub mod lex;

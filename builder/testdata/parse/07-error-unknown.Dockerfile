@@ -1,0 +1,3 @@
+FROM busybox
+RUN ok
+COPPY a b
