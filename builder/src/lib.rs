@@ -6,6 +6,10 @@
 //! implemented by the cli with the node: this crate never depends on `node` nor on the server
 //! half of `registry`.
 
+pub mod build;
+pub mod context;
 pub mod dockerfile;
+pub mod fsview;
 pub mod ignore;
+pub mod layer;
 pub mod lex;

@@ -2,6 +2,7 @@
 //! This crate only parses arguments, wires the library crates together and prints; the logic
 //! lives in the libraries. Nothing depends on it.
 
+mod build;
 mod cmd;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
         #[command(subcommand)]
         command: cmd::serve::NodeCommand,
     },
+    /// Build an image from a Dockerfile (like docker build)
+    Build(cmd::build::BuildArgs),
     /// Pull an image into the node's store (through the agent).
     Pull(cmd::image::PullArgs),
     /// Run a command in a new container (pulls the image if missing).
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Command::Login(args) => cmd::login::login(args),
         Command::Node { command } => cmd::serve::run_node(config, command),
         Command::Pull(args) => cmd::image::pull(config, host, args),
+        Command::Build(args) => cmd::build::build(config, host, args),
         Command::Images => cmd::image::images(config, host),
         Command::Logout(args) => cmd::login::logout(args),
     };

@@ -63,14 +63,14 @@ pub fn encode_auth(a: &RegistryAuth) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(a).unwrap_or_default())
 }
 
-fn decode_auth(h: &HeaderMap) -> Option<(String, String)> {
+pub fn decode_auth(h: &HeaderMap) -> Option<(String, String)> {
     let v = h.get("x-registry-auth")?.to_str().ok()?;
     let raw = base64::engine::general_purpose::URL_SAFE.decode(v).ok()?;
     let a: RegistryAuth = serde_json::from_slice(&raw).ok()?;
     (!a.username.is_empty()).then_some((a.username, a.password))
 }
 
-pub(crate) fn api_error(status: StatusCode, message: String) -> Response {
+pub fn api_error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "message": message }))).into_response()
 }
 
@@ -404,10 +404,13 @@ async fn remove_image(State(st): State<Arc<AgentState>>, Query(q): Query<RemoveQ
 }
 
 /// Serves the agent on `socket` (mode 0660) until `shutdown` resolves.
+/// `extend` adds routes served beside the agent's own (the cli wires `POST /build` this way:
+/// the builder is not a dependency of this crate).
 pub async fn serve(
     socket: &Path,
     data: &Path,
     default_registry: String,
+    extend: fn(Arc<AgentState>) -> Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let sock_err = |source| AgentError::Socket {
@@ -439,11 +442,12 @@ pub async fn serve(
         .map_err(|e| sock_err(std::io::Error::other(format!("containers.db: {e}"))))?;
     containers.reattach();
     let networks = containers.networks.clone();
-    let app = router(Arc::new(AgentState {
+    let state = Arc::new(AgentState {
         store,
         default_registry,
         containers,
-    }));
+    });
+    let app = extend(state.clone()).merge(router(state));
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
@@ -455,28 +459,34 @@ pub async fn serve(
 
 /// This process's stdin as a request body (read on a thread of its own; ends at end-of-file).
 pub fn stdin_body() -> http_body_util::combinators::BoxBody<Bytes, std::io::Error> {
+    writer_body(|w| {
+        let mut stdin = std::io::stdin().lock();
+        std::io::copy(&mut stdin, w).map(|_| ())
+    })
+}
+
+/// A request body written by `produce` on a thread of its own (`reg build` streams the context
+/// tar this way); an error it returns ends the body with that error.
+pub fn writer_body(
+    produce: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static,
+) -> http_body_util::combinators::BoxBody<Bytes, std::io::Error> {
+    struct Chunks(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+    impl std::io::Write for Chunks {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     std::thread::spawn(move || {
-        use std::io::Read;
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
+        // Unbuffered: each write is a frame (stdin must reach the container as typed).
+        if let Err(e) = produce(&mut Chunks(tx.clone())) {
+            let _ = tx.blocking_send(Err(e));
         }
     });
     let frames = futures::stream::unfold(rx, |mut rx| async move {

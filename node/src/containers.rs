@@ -538,6 +538,73 @@ impl Containers {
             .cloned()
     }
 
+    /// Runs `spec` once to its end as a build step (`reg build`'s RUN): the same monitor and
+    /// runtime as a container, but no record, no name and no network of the agent's (`none` or
+    /// `host`). Each line of output goes to `on_output` as the monitor logs it. Returns the exit
+    /// code; the step's directory (bundle, upper dir, log) is the caller's.
+    pub async fn run_step(
+        self: &Arc<Self>,
+        spec: crate::runtime::Spec,
+        on_output: impl Fn(String) + Send + Sync + 'static,
+    ) -> Result<i32, String> {
+        if spec.network != "none" && spec.network != "host" {
+            return Err(format!(
+                "a build step runs with network none or host, not {}",
+                spec.network
+            ));
+        }
+        let dir = spec.dir.clone();
+        tokio::task::spawn_blocking(move || crate::bundle::write(&spec))
+            .await
+            .map_err(|e| e.to_string())??;
+        let exe = self.sealed_exe().await.map_err(|e| e.1)?;
+        let mut child = tokio::process::Command::new(exe.path())
+            .args(["node", "monitor", "--bundle"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting the step's monitor: {e}"))?;
+        let log_path = dir.join(LOG);
+        let mut pos = 0u64;
+        let mut partial = String::new();
+        let drain = |pos: &mut u64, partial: &mut String| {
+            use std::io::{Read, Seek};
+            let Ok(mut f) = std::fs::File::open(&log_path) else {
+                return;
+            };
+            if f.seek(std::io::SeekFrom::Start(*pos)).is_err() {
+                return;
+            }
+            let mut buf = String::new();
+            if let Ok(n) = f.read_to_string(&mut buf) {
+                *pos += n as u64;
+            }
+            partial.push_str(&buf);
+            while let Some(i) = partial.find('\n') {
+                let record: String = partial.drain(..=i).collect();
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&record) {
+                    if let Some(text) = v["log"].as_str() {
+                        on_output(text.trim_end_matches('\n').to_string());
+                    }
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = child.wait() => break,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => drain(&mut pos, &mut partial),
+            }
+        }
+        drain(&mut pos, &mut partial);
+        read_file(&dir, EXIT)
+            .and_then(|c| c.trim().parse().ok())
+            .ok_or_else(|| "the step's monitor ended without recording an exit code".to_string())
+    }
+
     /// Waits until `id` is no longer running (or gone); false on timeout.
     async fn wait_stopped(&self, id: &str, timeout: Duration) -> bool {
         let mut rx = self.changed.subscribe();
@@ -1420,7 +1487,7 @@ fn open_log(dir: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// A stream of JSON lines from a channel, as an `application/x-ndjson` answer.
-pub(crate) fn stream_response(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Response {
+pub fn stream_response(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Response {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });

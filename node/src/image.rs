@@ -196,6 +196,11 @@ impl ImageStore {
         })
     }
 
+    /// The node's part of the data dir (the store's root).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn snapshot_dir(&self, chain_id: &str) -> PathBuf {
         self.root.join("snapshots").join(chain_id.replace(':', "-"))
     }
@@ -207,7 +212,9 @@ impl ImageStore {
             .join(d.hex())
     }
 
-    fn tmp_path(&self, what: &str) -> PathBuf {
+    /// A fresh path under the store's `tmp` (same filesystem as blobs and snapshots, emptied
+    /// at every start).
+    pub fn tmp_path(&self, what: &str) -> PathBuf {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.root
@@ -270,6 +277,75 @@ impl ImageStore {
             rusqlite::params![rec.reference, json],
         )?;
         Ok(())
+    }
+
+    /// Whether the blob `digest` and the snapshot `chain_id` are both present.
+    pub fn has_layer(&self, digest: &Digest, chain_id: &str) -> bool {
+        self.blob_path(digest).is_file() && self.snapshot_dir(chain_id).is_dir()
+    }
+
+    /// Takes a layer made on this node (`reg build`) in: the blob file (whose digest the caller
+    /// computed while writing it) and its unpacked snapshot directory, both renamed into place.
+    /// Either may already be there (the same layer built before): then the new copy goes.
+    pub fn adopt_layer(
+        &self,
+        blob: &Path,
+        digest: &Digest,
+        snapshot: &Path,
+        chain_id: &str,
+    ) -> Result<(), PullError> {
+        let io = |path: &Path, source| PullError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let target = self.blob_path(digest);
+        if !target.exists() {
+            std::fs::rename(blob, &target).map_err(|e| io(&target, e))?;
+        }
+        let snap = self.snapshot_dir(chain_id);
+        if !snap.exists() {
+            std::fs::rename(snapshot, &snap).map_err(|e| io(&snap, e))?;
+        }
+        Ok(())
+    }
+
+    /// Records a built image under `reference` (its blobs and snapshots were adopted first).
+    pub fn put_built(
+        &self,
+        reference: &str,
+        manifest: &[u8],
+        config: &[u8],
+        chain: Vec<String>,
+    ) -> Result<ImageRecord, PullError> {
+        let invalid = |message: String| PullError::Invalid {
+            reference: reference.to_string(),
+            what: "built image".into(),
+            message,
+        };
+        let m: serde_json::Value =
+            serde_json::from_slice(manifest).map_err(|e| invalid(e.to_string()))?;
+        let size = m["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["size"].as_u64())
+            .sum();
+        let rec = ImageRecord {
+            reference: reference.to_string(),
+            digest: Digest::sha256_of(manifest).to_string(),
+            id: Digest::sha256_of(config).to_string(),
+            config: serde_json::from_slice(config).map_err(|e| invalid(e.to_string()))?,
+            chain,
+            size,
+            manifest: String::from_utf8(manifest.to_vec()).map_err(|e| invalid(e.to_string()))?,
+            media_type: m["mediaType"]
+                .as_str()
+                .unwrap_or(media::OCI_MANIFEST)
+                .to_string(),
+            config_raw: String::from_utf8(config.to_vec()).map_err(|e| invalid(e.to_string()))?,
+        };
+        self.put(&rec)?;
+        Ok(rec)
     }
 
     /// Pulls `r` for this node's platform; layers already present are not fetched again.

@@ -199,7 +199,7 @@ pub fn images(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct PushArgs {
     /// Image reference in the node's store, e.g. 127.0.0.1:5000/team/app:1.0
-    image: String,
+    pub(crate) image: String,
 }
 
 /// `reg push`: uploads what the registry lacks, with progress; prints the digest.

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod admin;
+pub mod build;
 pub mod config;
 pub mod container;
 pub mod image;

@@ -74,7 +74,7 @@ pub fn run(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
         let agent = if nix_is_root() {
             let (sock, data, reg) = (cfg.node_socket(), cfg.layout().node_root(), cfg.node.default_registry.clone());
             let stop = stopped(stop_rx.clone());
-            Some(tokio::spawn(async move { reg_node::agent::serve(&sock, &data, reg, stop).await }))
+            Some(tokio::spawn(async move { reg_node::agent::serve(&sock, &data, reg, crate::build::routes, stop).await }))
         } else {
             tracing::warn!("node agent not started: it needs root (namespaces, cgroups, mounts); the registry runs alone");
             None
@@ -146,6 +146,7 @@ pub fn run_node(file: Option<&Path>, command: NodeCommand) -> anyhow::Result<()>
         &cfg.node_socket(),
         &cfg.layout().node_root(),
         cfg.node.default_registry.clone(),
+        crate::build::routes,
         shutdown_signal(),
     ))?;
     Ok(())

@@ -1,0 +1,301 @@
+//! Wiring of the builder into the node agent: `POST /build` (served beside the agent's own
+//! API), the builder's [`Store`] on the node's image store and its [`StepRunner`] on the node's
+//! container runtime. The builder and the node never see each other; this module is where they
+//! meet, as DESIGN.md §2 says.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use reg_builder::build::{BaseImage, Event, Image, LayerRef, Log, RunStep, StepRunner, Store};
+use reg_node::agent::{api_error, decode_auth, AgentState};
+use reg_registry::client::RegistryClient;
+use reg_registry::{Digest, Reference};
+
+pub fn routes(state: Arc<AgentState>) -> Router {
+    Router::new().route("/build", post(build)).with_state(state)
+}
+
+#[derive(serde::Deserialize)]
+struct BuildQuery {
+    /// Tags, comma-separated.
+    #[serde(default)]
+    t: String,
+    #[serde(default)]
+    dockerfile: String,
+    /// JSON object of `--build-arg`s.
+    #[serde(default)]
+    buildargs: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    nocache: String,
+    #[serde(default)]
+    compression: String,
+    #[serde(default)]
+    epoch: Option<u64>,
+    /// The client's default registry (for `FROM name:tag` without one), as `reg run` resolves
+    /// its image on the client's side.
+    #[serde(default)]
+    registry: String,
+}
+
+/// `POST /build?t=…`: the body is the context as a tar stream (with the Dockerfile at
+/// [`reg_builder::context::DOCKERFILE_ENTRY`]); the answer is progress as JSON lines ending in
+/// `{"image": {...}}` or `{"error": "..."}`.
+async fn build(
+    State(st): State<Arc<AgentState>>,
+    headers: HeaderMap,
+    Query(q): Query<BuildQuery>,
+    body: Body,
+) -> Response {
+    let bad = |m: String| api_error(StatusCode::BAD_REQUEST, m);
+    let compression = match reg_builder::layer::Compression::parse(&q.compression) {
+        Ok(c) => c,
+        Err(e) => return bad(e),
+    };
+    let build_args: BTreeMap<String, String> = if q.buildargs.is_empty() {
+        BTreeMap::new()
+    } else {
+        match serde_json::from_str(&q.buildargs) {
+            Ok(a) => a,
+            Err(e) => return bad(format!("buildargs: {e}")),
+        }
+    };
+    let default_registry = if q.registry.is_empty() {
+        st.default_registry.clone()
+    } else {
+        q.registry.clone()
+    };
+    let mut tags = Vec::new();
+    for t in q.t.split(',').filter(|t| !t.is_empty()) {
+        match Reference::parse(t, &default_registry) {
+            Ok(r) => tags.push(r.to_string()),
+            Err(e) => return bad(e.to_string()),
+        }
+    }
+    let opts = reg_builder::build::Options {
+        file: if q.dockerfile.is_empty() {
+            "Dockerfile".into()
+        } else {
+            q.dockerfile.clone()
+        },
+        build_args,
+        target: (!q.target.is_empty()).then(|| q.target.clone()),
+        no_cache: matches!(q.nocache.as_str(), "1" | "true"),
+        compression,
+        epoch: q.epoch.unwrap_or(0),
+        tags,
+        cache_dir: st.store.root().join("build-cache"),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let auth = decode_auth(&headers);
+    let ctx_dir = st.store.tmp_path("context");
+    let store = NodeStore {
+        st: st.clone(),
+        auth,
+        default_registry,
+    };
+    let runner = NodeRunner { st: st.clone() };
+    let send = tx.clone();
+    let log: Log = Arc::new(move |ev: Event| {
+        if let Ok(line) = serde_json::to_string(&ev) {
+            let _ = send.send(Bytes::from(line + "\n"));
+        }
+    });
+    // The build belongs to this request's task; a client that goes away only stops reading.
+    tokio::spawn(async move {
+        let result = run(&store, &runner, body, &ctx_dir, &opts, log).await;
+        let last = match result {
+            Ok(img) => serde_json::json!({"image": {
+                "id": img.id, "digest": img.digest, "tags": opts.tags,
+            }}),
+            Err(e) => serde_json::json!({"error": e}),
+        };
+        let _ = tx.send(Bytes::from(format!("{last}\n")));
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(ctx_dir)).await;
+    });
+    reg_node::containers::stream_response(rx)
+}
+
+async fn run(
+    store: &NodeStore,
+    runner: &NodeRunner,
+    body: Body,
+    ctx_dir: &Path,
+    opts: &reg_builder::build::Options,
+    log: Log,
+) -> Result<Image, String> {
+    std::fs::create_dir_all(ctx_dir).map_err(|e| format!("{}: {e}", ctx_dir.display()))?;
+    let stream = body
+        .into_data_stream()
+        .map_err(|e| std::io::Error::other(e.to_string()));
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let dir = ctx_dir.to_path_buf();
+    let context = tokio::task::spawn_blocking(move || reg_builder::context::receive(reader, &dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = context
+        .dockerfile
+        .clone()
+        .ok_or("the build context carries no Dockerfile: is the client older than the agent?")?;
+    let df = reg_builder::dockerfile::parse(&opts.file, &text).map_err(|e| e.to_string())?;
+    reg_builder::build::build(store, runner, &df, &context, opts, log)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+struct NodeStore {
+    st: Arc<AgentState>,
+    auth: Option<(String, String)>,
+    default_registry: String,
+}
+
+impl Store for NodeStore {
+    async fn base(&self, reference: &str, log: Log) -> Result<BaseImage, String> {
+        let r = Reference::parse(reference, &self.default_registry).map_err(|e| e.to_string())?;
+        let (store, key) = (self.st.store.clone(), r.to_string());
+        let found = tokio::task::spawn_blocking(move || store.get(&key))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let rec = match found {
+            Some(rec) => rec,
+            None => {
+                log(Event::Note {
+                    message: format!("pulling {r}"),
+                });
+                let client = RegistryClient::with_credentials(&r.registry, self.auth.clone());
+                self.st
+                    .store
+                    .pull(&client, &r, |_| {})
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        let manifest: serde_json::Value =
+            serde_json::from_str(&rec.manifest).map_err(|e| format!("{reference}: {e}"))?;
+        let diff_ids: Vec<String> = rec.config["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str().map(str::to_string))
+            .collect();
+        let layers: Vec<LayerRef> = manifest["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .zip(diff_ids)
+            .map(|(l, diff_id)| LayerRef {
+                digest: l["digest"].as_str().unwrap_or_default().to_string(),
+                diff_id,
+                size: l["size"].as_u64().unwrap_or(0),
+                media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect();
+        Ok(BaseImage {
+            id: rec.id,
+            config: rec.config,
+            layers,
+        })
+    }
+
+    fn snapshot(&self, chain_id: &str) -> PathBuf {
+        self.st.store.snapshot_dir(chain_id)
+    }
+
+    fn has_layer(&self, layer: &LayerRef, chain_id: &str) -> bool {
+        Digest::parse(&layer.digest).is_ok_and(|d| self.st.store.has_layer(&d, chain_id))
+    }
+
+    fn tmp(&self, what: &str) -> PathBuf {
+        self.st.store.tmp_path(what)
+    }
+
+    fn add_layer(
+        &self,
+        blob: &Path,
+        layer: &LayerRef,
+        snapshot: &Path,
+        chain_id: &str,
+    ) -> Result<(), String> {
+        let d = Digest::parse(&layer.digest).map_err(|e| e.to_string())?;
+        self.st
+            .store
+            .adopt_layer(blob, &d, snapshot, chain_id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn save(&self, tags: &[String], image: &Image) -> Result<(), String> {
+        let refs: Vec<String> = if tags.is_empty() {
+            vec![image.id.clone()]
+        } else {
+            tags.to_vec()
+        };
+        for r in refs {
+            self.st
+                .store
+                .put_built(&r, &image.manifest, &image.config, image.chain.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+struct NodeRunner {
+    st: Arc<AgentState>,
+}
+
+impl StepRunner for NodeRunner {
+    async fn run(&self, step: RunStep, log: Log) -> Result<i32, String> {
+        let id = step
+            .dir
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            })
+            .unwrap_or_default();
+        let spec = reg_node::runtime::Spec {
+            id: format!("build{id}"),
+            layers: step.layers,
+            dir: step.dir,
+            args: step.args,
+            env: step.env,
+            cwd: step.cwd,
+            hostname: "buildsandbox".into(),
+            user: step.user,
+            limits: Default::default(),
+            security: Default::default(),
+            mounts: step
+                .mounts
+                .into_iter()
+                .map(|m| reg_node::runtime::BindMount {
+                    source: m.source,
+                    target: m.target,
+                    readonly: m.readonly,
+                })
+                .collect(),
+            network: step.network,
+            netns: None,
+            ip: None,
+            extra_hosts: Vec::new(),
+            dns: Vec::new(),
+            tty: false,
+            tty_size: None,
+        };
+        self.st
+            .containers
+            .run_step(spec, move |line| log(Event::Output { line }))
+            .await
+    }
+}

@@ -1,0 +1,256 @@
+//! `reg build`: sends the context (filtered by `.dockerignore`, as docker does on the client)
+//! and the Dockerfile to the node agent, shows the steps as they run, then `--push`es.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use reg_builder::ignore::Ignore;
+use reg_node::agent::{encode_auth, RegistryAuth};
+use reg_registry::{client, Reference};
+
+use super::image::{agent, query_value, rt};
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Name and tag of the image (repeatable), e.g. 127.0.0.1:5000/team/app:1.0
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile)
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// A build argument: KEY=VALUE, or KEY to take it from the environment
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// The stage to build (default: the last)
+    #[arg(long)]
+    target: Option<String>,
+    /// Run every step again, ignoring the cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Push each tag to its registry after the build
+    #[arg(long)]
+    push: bool,
+    /// Layer compression: gzip or zstd
+    #[arg(long, default_value = "gzip")]
+    compression: String,
+    /// Print only the image id
+    #[arg(short, long)]
+    quiet: bool,
+    /// The build context directory
+    context: PathBuf,
+}
+
+/// Every path of the context not excluded by `ignore`, in name order (directories first,
+/// then what they hold).
+fn context_entries(root: &Path, ignore: &Ignore) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        let mut subdirs = Vec::new();
+        for n in names {
+            let path = if rel.is_empty() {
+                n
+            } else {
+                format!("{rel}/{n}")
+            };
+            if path == ".reg-build" {
+                continue;
+            }
+            let is_dir = std::fs::symlink_metadata(root.join(&path))?.is_dir();
+            if ignore.excluded(&path) {
+                // A directory may still hold a re-included file.
+                if is_dir && ignore.has_exceptions() {
+                    subdirs.push(path);
+                }
+                continue;
+            }
+            out.push(path.clone());
+            if is_dir {
+                subdirs.push(path);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(out)
+}
+
+pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyhow::Result<()> {
+    let (agent, cfg) = agent(config, host)?;
+    let ctx = args.context.clone();
+    if !ctx.is_dir() {
+        bail!(
+            "build context {} is not a directory: give the directory your COPY paths are relative to",
+            ctx.display()
+        );
+    }
+    let dockerfile = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
+    let text = std::fs::read_to_string(&dockerfile).with_context(|| {
+        format!(
+            "reading the Dockerfile {}: give its path with -f",
+            dockerfile.display()
+        )
+    })?;
+    // Fail on a syntax error before sending anything.
+    let name = dockerfile
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+    reg_builder::dockerfile::parse(&name, &text)?;
+    // `<Dockerfile>.dockerignore` beside it wins over the context's `.dockerignore`.
+    let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
+    let ignore_text = std::fs::read_to_string(&specific)
+        .or_else(|_| std::fs::read_to_string(ctx.join(".dockerignore")))
+        .unwrap_or_default();
+    let ignore = Ignore::parse(&ignore_text)?;
+    let entries = context_entries(&ctx, &ignore)?;
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    let mut tags = Vec::new();
+    for t in &args.tags {
+        tags.push(Reference::parse(t, &cfg.node.default_registry)?);
+    }
+    // Credentials for base images: those of the first tag's registry, or the default one.
+    let registry = tags
+        .first()
+        .map(|r| r.registry.clone())
+        .unwrap_or_else(|| cfg.node.default_registry.clone());
+    let mut headers = Vec::new();
+    if let Some((username, password)) = client::lookup(&registry)? {
+        headers.push((
+            "x-registry-auth",
+            encode_auth(&RegistryAuth { username, password }),
+        ));
+    }
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .parse::<u64>()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))?,
+        Err(_) => 0,
+    };
+    let path = format!(
+        "/build?t={}&dockerfile={}&buildargs={}&target={}&nocache={}&compression={}&epoch={epoch}&registry={}",
+        query_value(
+            &tags
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        query_value(&name),
+        query_value(&serde_json::to_string(&build_args)?),
+        query_value(args.target.as_deref().unwrap_or("")),
+        args.no_cache,
+        query_value(&args.compression),
+        query_value(&cfg.node.default_registry),
+    );
+    let root = ctx.clone();
+    let body = reg_node::agent::writer_body(move |w| {
+        let w = std::io::BufWriter::with_capacity(256 * 1024, w);
+        let mut tar = tar::Builder::new(w);
+        tar.follow_symlinks(false);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(
+            &mut h,
+            reg_builder::context::DOCKERFILE_ENTRY,
+            text.as_bytes(),
+        )?;
+        for rel in entries {
+            tar.append_path_with_name(root.join(&rel), &rel)?;
+        }
+        tar.into_inner()?.flush()
+    });
+    let quiet = args.quiet;
+    let mut outcome: Option<Result<serde_json::Value, String>> = None;
+    let status =
+        rt()?.block_on(
+            agent.request_streaming("POST", &path, &headers, false, body, |line| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    return;
+                };
+                if let Some(img) = v.get("image") {
+                    outcome = Some(Ok(img.clone()));
+                    return;
+                }
+                if let Some(e) = v["error"].as_str().or(v["message"].as_str()) {
+                    outcome = Some(Err(e.to_string()));
+                    return;
+                }
+                if quiet {
+                    return;
+                }
+                match v["event"].as_str() {
+                    Some("step") => println!(
+                        "[{} {}/{}] {}",
+                        v["stage"].as_str().unwrap_or(""),
+                        v["n"],
+                        v["total"],
+                        v["text"].as_str().unwrap_or("")
+                    ),
+                    Some("cached") => println!(" ---> CACHED"),
+                    Some("done") => println!(
+                        " ---> done in {:.2}s",
+                        v["ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+                    ),
+                    Some("output") => println!("{}", v["line"].as_str().unwrap_or("")),
+                    Some("note") => println!(" ---> {}", v["message"].as_str().unwrap_or("")),
+                    _ => {}
+                }
+                let _ = std::io::stdout().flush();
+            }),
+        )?;
+    let img = match outcome {
+        Some(Ok(img)) => img,
+        Some(Err(e)) => bail!("{e}"),
+        None => bail!("the build ended without a result (HTTP {status}): see the agent's log"),
+    };
+    let id = img["id"].as_str().unwrap_or("");
+    if quiet {
+        println!("{id}");
+    } else {
+        println!(
+            "Successfully built {}",
+            id.trim_start_matches("sha256:").get(..12).unwrap_or(id)
+        );
+        for t in &tags {
+            println!("Successfully tagged {t}");
+        }
+    }
+    if args.push {
+        if tags.is_empty() {
+            bail!("--push needs a -t NAME:TAG to push to");
+        }
+        for t in &tags {
+            super::image::push(
+                config,
+                host,
+                super::image::PushArgs {
+                    image: t.to_string(),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! `reg build` end to end: the real binary's agent builds Dockerfiles from a context directory
+//! (RUN steps in real containers), then `reg run` runs the result. The base image is the
+//! busybox test image (only `/bin/busybox`), so Dockerfiles install its applets first.
+
+#[path = "shared/node.rs"]
+mod shared_node;
+use shared_node::*;
+
+const INSTALL: &str = "RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+
+/// A context directory with `files` (path → content; a content starting with `->` makes a
+/// symlink).
+fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (p, content) in files {
+        let path = d.path().join(p);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        match content.strip_prefix("->") {
+            Some(target) => std::os::unix::fs::symlink(target, &path).expect("symlink"),
+            None => std::fs::write(&path, content).expect("write"),
+        }
+    }
+    d
+}
+
+fn build(n: &Node, ctx: &tempfile::TempDir, extra: &[&str]) -> (i32, String, String) {
+    let dir = ctx.path().display().to_string();
+    let mut a = vec!["build"];
+    a.extend_from_slice(extra);
+    a.push(&dir);
+    n.reg(&a)
+}
+
+#[track_caller]
+fn build_ok(n: &Node, ctx: &tempfile::TempDir, extra: &[&str]) -> String {
+    let (code, out, err) = build(n, ctx, extra);
+    assert_eq!(code, 0, "reg build {extra:?}:\n{out}\n{err}");
+    out
+}
+
+const MULTI: &str = r#"FROM node/run:v1 AS base
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+ARG GREETING=hello
+ENV WHO=world
+WORKDIR /app
+COPY msg.txt .
+RUN echo "$GREETING $WHO from $(pwd)" > out.txt && cat msg.txt >> out.txt
+
+FROM base AS second
+RUN rm /app/msg.txt && mkdir -p /data && echo second > /data/s
+
+FROM node/run:v1
+COPY --from=second /app/out.txt /data/s /result/
+USER 1000:1000
+ENTRYPOINT ["/bin/busybox", "cat"]
+CMD ["/result/out.txt", "/result/s"]
+"#;
+
+#[test]
+fn multi_stage_build_runs_caches_and_invalidates_exactly_what_changed() {
+    let Some(n) = node() else { return };
+    let ctx = context(&[("Dockerfile", MULTI), ("msg.txt", "the message\n")]);
+    let out = build_ok(&n, &ctx, &["-t", "built/app:1"]);
+    assert!(out.contains("Successfully tagged"), "{out}");
+    assert_eq!(out.matches("CACHED").count(), 0, "{out}");
+
+    let (code, run, err) = n.run(&["built/app:1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run, "hello world from /app\nthe message\nsecond\n");
+    // CMD is replaced by the run's arguments; ENTRYPOINT stays.
+    let (_, run, _) = n.run(&["built/app:1", "/result/s"]);
+    assert_eq!(run, "second\n");
+    let (_, who, _) = n.run(&["built/app:1", "/proc/self/status"]);
+    assert!(who.contains("Uid:\t1000"), "USER: {who}");
+
+    let img = n.inspect("built/app:1");
+    let cfg = &img["Config"];
+    assert_eq!(cfg["User"], "1000:1000", "{img}");
+    assert_eq!(
+        cfg["Entrypoint"],
+        serde_json::json!(["/bin/busybox", "cat"])
+    );
+    assert_eq!(
+        cfg["Cmd"],
+        serde_json::json!(["/result/out.txt", "/result/s"])
+    );
+
+    // Nothing changed: every layer step is a cache hit and no RUN executes again.
+    let again = build_ok(&n, &ctx, &["-t", "built/app:1"]);
+    assert_eq!(again.matches("CACHED").count(), 5, "{again}");
+    assert_eq!(n.inspect("built/app:1")["Id"], img["Id"]);
+
+    // The COPY's input changed: it and every later layer step run again, nothing before.
+    std::fs::write(ctx.path().join("msg.txt"), "a new message\n").expect("write");
+    let third = build_ok(&n, &ctx, &["-t", "built/app:1"]);
+    assert_eq!(third.matches("CACHED").count(), 1, "{third}");
+    let (_, run, _) = n.run(&["built/app:1"]);
+    assert_eq!(run, "hello world from /app\na new message\nsecond\n");
+
+    // A build arg reaches RUN and changes its key.
+    let fourth = build_ok(
+        &n,
+        &ctx,
+        &["-t", "built/app:2", "--build-arg", "GREETING=hi"],
+    );
+    assert_eq!(fourth.matches("CACHED").count(), 2, "{fourth}");
+    let (_, run, _) = n.run(&["built/app:2"]);
+    assert!(run.starts_with("hi world from /app\n"), "{run}");
+
+    // --target: the intermediate stage, where the file deleted by a RUN is gone (a whiteout
+    // over the layer that added it).
+    build_ok(&n, &ctx, &["-t", "built/second:1", "--target", "second"]);
+    let (code, run, err) = n.run(&["built/second:1", "/bin/ls", "-a", "/app"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        run.split_whitespace().collect::<Vec<_>>(),
+        [".", "..", "out.txt"]
+    );
+}
+
+#[test]
+fn heredocs_dockerignore_add_globs_and_image_metadata() {
+    let Some(n) = node() else { return };
+    let dockerfile = format!(
+        r#"FROM node/run:v1
+{INSTALL}SHELL ["/bin/sh", "-ec"]
+RUN <<EOF
+echo "from a heredoc" > /hd.txt
+echo second line >> /hd.txt
+EOF
+ENV NAME=reg
+COPY <<EOF /etc/motd
+motd for $NAME
+EOF
+COPY . /ctx/
+ADD bundle.tar.gz /opt/
+ADD plain.txt /opt/
+COPY --chmod=0755 --chown=1000:1000 tool.sh /usr/local/bin/tool
+COPY sub/*.txt /globbed/
+EXPOSE 8080 53/udp
+LABEL org.example.team="platform team"
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s --retries=2 CMD true
+CMD ["/bin/sh", "-c", "cat /hd.txt /etc/motd; ls /ctx /ctx/docs /opt /globbed; stat -c '%a %u' /usr/local/bin/tool; /usr/local/bin/tool"]
+"#
+    );
+    let ctx = context(&[
+        ("Dockerfile", &dockerfile),
+        (".dockerignore", "*.secret\ndocs\n!docs/keep.md\nbundle\n"),
+        ("a.secret", "never sent"),
+        ("docs/keep.md", "kept"),
+        ("docs/drop.md", "dropped"),
+        ("sub/a.txt", "a"),
+        ("sub/b.txt", "b"),
+        ("sub/c.md", "c"),
+        ("tool.sh", "#!/bin/sh\necho tool ran\n"),
+        ("plain.txt", "not an archive"),
+        ("bundle/inner/file", "from the archive"),
+    ]);
+    let out = std::process::Command::new("tar")
+        .args(["czf", "bundle.tar.gz", "-C", "bundle", "."])
+        .current_dir(ctx.path())
+        .output()
+        .expect("tar");
+    assert!(out.status.success(), "tar: {out:?}");
+    build_ok(&n, &ctx, &["-t", "built/meta:1"]);
+    let (code, run, err) = n.run(&["built/meta:1"]);
+    assert_eq!(code, 0, "{err}");
+    let expected = "from a heredoc\nsecond line\nmotd for reg\n\
+        /ctx:\nDockerfile\nbundle.tar.gz\ndocs\nplain.txt\nsub\ntool.sh\n\n\
+        /ctx/docs:\nkeep.md\n\n\
+        /globbed:\na.txt\nb.txt\n\n\
+        /opt:\ninner\nplain.txt\n\
+        755 1000\ntool ran\n";
+    assert_eq!(run, expected);
+    let (_, inner, _) = n.run(&["built/meta:1", "cat", "/opt/inner/file"]);
+    assert_eq!(inner, "from the archive");
+
+    let cfg = n.inspect("built/meta:1")["Config"].clone();
+    assert_eq!(
+        cfg["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}, "53/udp": {}})
+    );
+    assert_eq!(cfg["Labels"]["org.example.team"], "platform team");
+    assert_eq!(cfg["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(cfg["StopSignal"], "SIGINT");
+    assert_eq!(
+        cfg["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "true"])
+    );
+    assert_eq!(cfg["Healthcheck"]["Interval"], 30_000_000_000u64);
+    assert_eq!(cfg["Healthcheck"]["Retries"], 2);
+    assert!(cfg["Env"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|v| v == "NAME=reg")));
+}
+
+#[test]
+fn hostile_or_failing_builds_are_refused_and_leave_nothing() {
+    let Some(n) = node() else { return };
+    let check = |dockerfile: &str, files: &[(&str, &str)], needle: &str| {
+        let mut all = vec![("Dockerfile", dockerfile)];
+        all.extend_from_slice(files);
+        let ctx = context(&all);
+        let (code, out, err) = build(&n, &ctx, &["-t", "built/bad:1"]);
+        assert_eq!(code, 1, "{dockerfile}\n{out}{err}");
+        assert!(
+            err.contains(needle),
+            "{dockerfile}: {needle:?} not in\n{out}{err}"
+        );
+        out
+    };
+    // Paths cannot leave the context: `..` is cleaned at its root, symlinks resolve inside it.
+    check(
+        "FROM node/run:v1\nCOPY ../../etc/passwd /x\n",
+        &[],
+        "\"../../etc/passwd\": not found in the build context",
+    );
+    check(
+        "FROM node/run:v1\nCOPY link /x\n",
+        &[("link", "->/etc/passwd")],
+        "\"link\": not found in the build context",
+    );
+    check(
+        "FROM node/run:v1\nCOPY root/etc/hostname /x\n",
+        &[("root", "->../../../../")],
+        "not found in the build context",
+    );
+    // A failing RUN: its output and exit code, and no image.
+    let out = check(
+        &format!("FROM node/run:v1\n{INSTALL}RUN echo doomed; exit 3\n"),
+        &[],
+        "Dockerfile:3: RUN: /bin/sh -c echo doomed; exit 3: the command returned a non-zero code: 3",
+    );
+    assert!(out.contains("doomed"), "{out}");
+    // Syntax and reference errors name the place and what was expected.
+    check(
+        "FROM node/run:v1\nCOPPY a b\n",
+        &[],
+        "Dockerfile:2:1: unknown instruction 'COPPY'",
+    );
+    let ctx = context(&[("Dockerfile", "FROM node/run:v1 AS a\n")]);
+    let (code, _, err) = build(&n, &ctx, &["--target", "nope"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("target stage \"nope\" could not be found (stages: a)"),
+        "{err}"
+    );
+    check(
+        "FROM node/run:v1\nRUN --mount=type=secret,id=x true\n",
+        &[],
+        "type=secret is not supported",
+    );
+
+    let (_, images, _) = n.reg(&["images"]);
+    assert!(!images.contains("built/bad"), "{images}");
+    // Nothing of the failed steps stays: no temp dirs, step monitors or their cgroups.
+    let tmp: Vec<_> = std::fs::read_dir(n.tmp.path().join("node/tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "left in node/tmp: {tmp:?}");
+    assert!(n.monitors().is_empty());
+    assert_eq!(n.mounts_under_data(), 0);
+}
+
+#[test]
+fn the_same_inputs_give_the_same_digest_on_two_nodes() {
+    let (Some(a), Some(b)) = (node(), node()) else {
+        return;
+    };
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            &format!("FROM node/run:v1\n{INSTALL}COPY f /f\nRUN echo built > /g && mkdir /d\n"),
+        ),
+        ("f", "same bytes"),
+    ]);
+    build_ok(&a, &ctx, &["-t", "built/repro:1"]);
+    // Other mtimes on the second machine: they must not matter.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.path().join("f"))
+        .expect("open");
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30))
+        .expect("touch");
+    build_ok(&b, &ctx, &["-t", "built/repro:1"]);
+    let (ia, ib) = (a.inspect("built/repro:1"), b.inspect("built/repro:1"));
+    assert_eq!(ia["Id"], ib["Id"]);
+    assert_eq!(ia["RepoDigests"], ib["RepoDigests"]);
+}
