@@ -537,3 +537,35 @@ pub fn push_layers(
     assert_eq!(r.status(), 201, "push manifest: {:?}", r.text());
     sha256(manifest.as_bytes())
 }
+
+/// Removes docker images by reference when dropped, even if the test failed.
+pub struct DockerImages(pub Vec<String>);
+
+impl Drop for DockerImages {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", r])
+                .output();
+        }
+    }
+}
+
+/// Whether docker and a running dockerd are here (a missing one fails under CI=true).
+pub fn docker_ready() -> bool {
+    if peer("docker").is_none() {
+        return false;
+    }
+    let ok = std::process::Command::new("docker")
+        .arg("info")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("docker is installed but dockerd does not answer (.ci/run starts it)");
+        }
+        eprintln!("SKIP: dockerd is not running");
+    }
+    ok
+}

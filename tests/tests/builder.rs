@@ -278,7 +278,8 @@ fn the_same_inputs_give_the_same_digest_on_two_nodes() {
         ),
         ("f", "same bytes"),
     ]);
-    build_ok(&a, &ctx, &["-t", "built/repro:1"]);
+    let zstd = ["-t", "built/repro:1", "--compression", "zstd"];
+    build_ok(&a, &ctx, &zstd);
     // Other mtimes on the second machine: they must not matter.
     let f = std::fs::File::options()
         .write(true)
@@ -286,8 +287,41 @@ fn the_same_inputs_give_the_same_digest_on_two_nodes() {
         .expect("open");
     f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30))
         .expect("touch");
-    build_ok(&b, &ctx, &["-t", "built/repro:1"]);
+    build_ok(&b, &ctx, &zstd);
     let (ia, ib) = (a.inspect("built/repro:1"), b.inspect("built/repro:1"));
     assert_eq!(ia["Id"], ib["Id"]);
     assert_eq!(ia["RepoDigests"], ib["RepoDigests"]);
+    // zstd layers unpack and run on the node.
+    let (code, out, err) = b.run(&["built/repro:1", "cat", "/f", "/g"]);
+    assert_eq!((code, out.as_str()), (0, "same bytesbuilt\n"), "{err}");
+}
+
+#[test]
+fn pushed_build_pulls_and_runs_under_docker_with_the_same_output() {
+    let Some(n) = node() else { return };
+    if !reg_tests::docker_ready() {
+        return;
+    }
+    let ctx = context(&[("Dockerfile", MULTI), ("msg.txt", "via docker\n")]);
+    let image = format!("{}/built/docker:1", n.server.host);
+    let _cleanup = reg_tests::DockerImages(vec![image.clone()]);
+    // gzip (the default): docker 20.10 cannot read zstd layers.
+    let out = build_ok(&n, &ctx, &["-t", &image, "--push"]);
+    assert!(out.contains("Pushed"), "{out}");
+    let (_, ours, _) = n.run(&[&image]);
+    assert_eq!(ours, "hello world from /app\nvia docker\nsecond\n");
+    // A rebuild with --push sends nothing the registry has.
+    let again = build_ok(&n, &ctx, &["-t", &image, "--push"]);
+    assert_eq!(again.matches("Layer already exists").count(), 4, "{again}");
+    assert!(!again.contains(": Pushed"), "{again}");
+
+    reg_tests::run(std::process::Command::new("docker").args(["pull", &image]));
+    let theirs = reg_tests::run(std::process::Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+    ]));
+    assert_eq!(theirs, ours);
 }

@@ -5,35 +5,6 @@ use std::process::Command;
 
 use reg_tests::*;
 
-/// Removes docker images by reference when dropped, even if the test failed.
-struct DockerImages(Vec<String>);
-
-impl Drop for DockerImages {
-    fn drop(&mut self) {
-        for r in &self.0 {
-            let _ = Command::new("docker").args(["rmi", "-f", r]).output();
-        }
-    }
-}
-
-fn docker_ready() -> bool {
-    if peer("docker").is_none() {
-        return false;
-    }
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("docker is installed but dockerd does not answer (.ci/run starts it)");
-        }
-        eprintln!("SKIP: dockerd is not running");
-    }
-    ok
-}
-
 fn digest_in(output: &str, marker: &str) -> String {
     output
         .lines()
