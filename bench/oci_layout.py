@@ -30,7 +30,10 @@ def layout(root, layers, cmd):
         descs.append(dict(put(gzip.compress(raw, 1, mtime=0)),
                           mediaType="application/vnd.oci.image.layer.v1.tar+gzip"))
     cfg = {"architecture": "amd64", "os": "linux", "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
-           "rootfs": {"type": "layers", "diff_ids": diffs}}
+           "rootfs": {"type": "layers", "diff_ids": diffs},
+           # One history entry per layer: buildah refuses images whose history does not add up.
+           "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"layer {i}"}
+                       for i in range(len(diffs))]}
     c = dict(put(json.dumps(cfg).encode()), mediaType="application/vnd.oci.image.config.v1+json")
     m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                     "config": c, "layers": descs}).encode()

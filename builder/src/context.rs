@@ -1,18 +1,53 @@
-//! The build context as the agent receives it: a tar stream (already filtered by
-//! `.dockerignore` on the client, like docker's) unpacked into a private directory. Every regular
-//! file is hashed while it is written, so COPY's cache keys cost no second read. Entries that
-//! would land outside the directory (`..`, absolute paths) are refused; symlinks are kept as
-//! symlinks and only ever resolved inside the context ([`crate::fsview::View`]).
+//! The build context on the agent's side: a copy of the client's directory kept between builds
+//! (one per context id), brought up to date by what the client sends. The client first sends a
+//! manifest (every path with its kind, mode, owner, size and mtime — after `.dockerignore`);
+//! [`needed`] answers which regular files the copy lacks or has in another version; then a tar
+//! stream carries the Dockerfile, the manifest and just those files, and [`apply`] writes them
+//! (hashing each on the way, so COPY's cache keys cost no second read), removes what the
+//! manifest no longer lists and records the new index. A warm rebuild moves no file bytes.
+//!
+//! Nothing is ever written through a symlink: every parent of a written path is checked to be a
+//! real directory inside the copy, and paths with `..` or a leading `/` are refused.
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use reg_registry::digest::{Algorithm, Digest, Hasher};
+use serde::{Deserialize, Serialize};
 
 /// Where the client puts the Dockerfile in the context stream (it may be outside the context
 /// or excluded by `.dockerignore`, and still has to travel).
 pub const DOCKERFILE_ENTRY: &str = ".reg-build/Dockerfile";
+/// Where the client puts the manifest (JSON array of [`Entry`]) in the stream.
+pub const MANIFEST_ENTRY: &str = ".reg-build/manifest.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One path of the context as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: String,
+    pub kind: Kind,
+    pub mode: u32,
+    pub size: u64,
+    /// Nanoseconds since 1970 (change detection only; never part of a cache key).
+    pub mtime: i128,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    entries: BTreeMap<String, (Entry, Option<String>)>,
+}
 
 #[derive(Debug)]
 pub struct Context {
@@ -24,10 +59,84 @@ pub struct Context {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
-    #[error("build context: entry {path:?} would land outside the context")]
+    #[error("build context: path {path:?} would land outside the context")]
     Escape { path: String },
+    #[error("build context: {path}: {message}")]
+    Invalid { path: String, message: String },
     #[error("build context: {0}")]
     Io(#[from] std::io::Error),
+}
+
+fn index_path(root: &Path) -> PathBuf {
+    root.join("index.json")
+}
+
+/// The copy's tree under the context's root directory.
+pub fn tree(root: &Path) -> PathBuf {
+    root.join("tree")
+}
+
+fn load(root: &Path) -> Index {
+    std::fs::read(index_path(root))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn check(path: &str) -> Result<String, ContextError> {
+    let clean = crate::ignore::clean(path);
+    if path.starts_with('/') || path.split('/').any(|c| c == "..") || clean.is_empty() {
+        return Err(ContextError::Escape {
+            path: path.to_string(),
+        });
+    }
+    Ok(clean)
+}
+
+/// The regular files of `manifest` whose bytes the copy at `root` lacks.
+pub fn needed(root: &Path, manifest: &[Entry]) -> Vec<String> {
+    let index = load(root);
+    let tree = tree(root);
+    manifest
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .filter(|e| match index.entries.get(&e.path) {
+            Some((had, Some(_))) => {
+                had != *e
+                    || !std::fs::symlink_metadata(tree.join(&e.path)).is_ok_and(|m| m.is_file())
+            }
+            _ => true,
+        })
+        .map(|e| e.path.clone())
+        .collect()
+}
+
+/// Creates the parents of `rel` under `tree` as real directories (a symlink on the way is
+/// replaced, never followed).
+fn parents(tree: &Path, rel: &str) -> Result<PathBuf, ContextError> {
+    let mut cur = tree.to_path_buf();
+    let comps: Vec<&str> = rel.split('/').collect();
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                std::fs::remove_file(&cur)?;
+                std::fs::create_dir(&cur)?;
+            }
+            Err(_) => std::fs::create_dir(&cur)?,
+        }
+    }
+    Ok(tree.join(rel))
+}
+
+/// Removes whatever is at `p` (file, symlink or tree).
+fn clear(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(_) => Ok(()),
+    }
 }
 
 struct HashingReader<'a, R> {
@@ -43,73 +152,201 @@ impl<R: Read> Read for HashingReader<'_, R> {
     }
 }
 
-/// Unpacks the context stream `r` into `dir` (which must exist and be empty).
-pub fn receive(r: impl Read, dir: &Path) -> Result<Context, ContextError> {
+/// Brings the copy at `root` up to date from the stream `r` (see the module docs).
+pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
+    let tree = tree(root);
+    std::fs::create_dir_all(&tree)?;
+    let old = load(root);
+    // The index is rewritten at the end; a stream cut midway leaves a copy whose index is gone,
+    // so the next build sends everything again rather than trusting a half-updated tree.
+    let _ = std::fs::remove_file(index_path(root));
     let mut ar = tar::Archive::new(r);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
-    ar.set_overwrite(true);
-    ar.set_unpack_xattrs(false);
-    let mut digests = BTreeMap::new();
     let mut dockerfile = None;
+    let mut manifest: Option<Vec<Entry>> = None;
+    let mut fresh: BTreeMap<String, Digest> = BTreeMap::new();
     for entry in ar.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.to_string_lossy().into_owned();
-        let rel = crate::ignore::clean(&raw);
-        if raw.starts_with('/') || raw.split('/').any(|c| c == "..") {
-            return Err(ContextError::Escape { path: raw });
-        }
-        if rel == DOCKERFILE_ENTRY {
+        if raw == DOCKERFILE_ENTRY {
             let mut text = String::new();
             entry.read_to_string(&mut text)?;
             dockerfile = Some(text);
             continue;
         }
-        if rel.is_empty() {
+        if raw == MANIFEST_ENTRY {
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text)?;
+            manifest = Some(
+                serde_json::from_slice(&text).map_err(|e| ContextError::Invalid {
+                    path: raw.clone(),
+                    message: e.to_string(),
+                })?,
+            );
             continue;
         }
-        if entry.header().entry_type().is_file() {
-            let target = dir.join(&rel);
-            if let Some(p) = target.parent() {
-                std::fs::create_dir_all(p)?;
-            }
-            let mut hasher = Hasher::new(Algorithm::Sha256);
-            let mut f = std::fs::File::create(&target)?;
-            std::io::copy(
-                &mut HashingReader {
-                    inner: &mut entry,
-                    hasher: &mut hasher,
-                },
-                &mut f,
-            )?;
-            let h = entry.header();
-            if let Ok(mode) = h.mode() {
-                use std::os::unix::fs::PermissionsExt;
-                f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
-            }
-            if let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
-                let _ =
-                    std::os::unix::fs::fchown(&f, u32::try_from(uid).ok(), u32::try_from(gid).ok());
-            }
-            digests.insert(rel, hasher.finish());
-        } else if !entry.unpack_in(dir)? {
-            return Err(ContextError::Escape { path: raw });
+        let rel = check(&raw)?;
+        if !entry.header().entry_type().is_file() {
+            return Err(ContextError::Invalid {
+                path: raw,
+                message: "only regular files travel in the stream".into(),
+            });
+        }
+        let target = parents(&tree, &rel)?;
+        clear(&target)?;
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut f = std::fs::File::create_new(&target)?;
+        std::io::copy(
+            &mut HashingReader {
+                inner: &mut entry,
+                hasher: &mut hasher,
+            },
+            &mut f,
+        )?;
+        fresh.insert(rel, hasher.finish());
+    }
+    let manifest = manifest.ok_or_else(|| ContextError::Invalid {
+        path: MANIFEST_ENTRY.into(),
+        message: "missing: is the client older than the agent?".into(),
+    })?;
+    // Reconcile: what the manifest lists exists with its kind and mode, nothing else does.
+    let mut implied = Vec::new();
+    for e in &manifest {
+        let p = check(&e.path)?;
+        let mut cur = p.as_str();
+        while let Some((parent, _)) = cur.rsplit_once('/') {
+            implied.push(Entry {
+                path: parent.to_string(),
+                kind: Kind::Dir,
+                mode: 0o755,
+                size: 0,
+                mtime: 0,
+                link: None,
+            });
+            cur = parent;
         }
     }
+    let mut wanted: BTreeMap<String, &Entry> = BTreeMap::new();
+    // Directories a listed path implies first; a listed entry wins over its implication.
+    for e in implied.iter().chain(&manifest) {
+        wanted.insert(check(&e.path)?, e);
+    }
+    prune(&tree, "", &wanted)?;
+    let mut index = Index::default();
+    let mut digests = BTreeMap::new();
+    for (rel, e) in &wanted {
+        let p = parents(&tree, rel)?;
+        let digest = match e.kind {
+            Kind::Dir => {
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => {}
+                    _ => {
+                        clear(&p)?;
+                        std::fs::create_dir(&p)?;
+                    }
+                }
+                None
+            }
+            Kind::Symlink => {
+                let link = e.link.clone().unwrap_or_default();
+                if std::fs::read_link(&p)
+                    .ok()
+                    .map(|l| l.to_string_lossy().into_owned())
+                    != Some(link.clone())
+                {
+                    clear(&p)?;
+                    std::os::unix::fs::symlink(&link, &p)?;
+                }
+                None
+            }
+            Kind::File => {
+                let d = match fresh.get(rel) {
+                    Some(d) => d.clone(),
+                    None => old
+                        .entries
+                        .get(rel)
+                        .and_then(|(_, d)| d.as_deref())
+                        .and_then(|d| Digest::parse(d).ok())
+                        .filter(|_| std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()))
+                        .ok_or_else(|| ContextError::Invalid {
+                            path: rel.clone(),
+                            message: "not sent and not in the agent's copy: build again".into(),
+                        })?,
+                };
+                digests.insert(rel.clone(), d.clone());
+                Some(d.to_string())
+            }
+        };
+        if e.kind != Kind::Symlink {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+        }
+        index.entries.insert(rel.clone(), ((*e).clone(), digest));
+    }
+    let tmp = index_path(root).with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(&index).map_err(|e| std::io::Error::other(e.to_string()))?,
+    )?;
+    std::fs::rename(&tmp, index_path(root))?;
     Ok(Context {
-        dir: dir.to_path_buf(),
+        dir: tree,
         digests,
         dockerfile,
     })
+}
+
+/// Removes from the copy every path the manifest does not list (or lists as another kind).
+fn prune(tree: &Path, rel: &str, wanted: &BTreeMap<String, &Entry>) -> std::io::Result<()> {
+    let dir = if rel.is_empty() {
+        tree.to_path_buf()
+    } else {
+        tree.join(rel)
+    };
+    for e in std::fs::read_dir(&dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let m = std::fs::symlink_metadata(e.path())?;
+        let keep = match wanted.get(&path).map(|w| &w.kind) {
+            Some(Kind::Dir) => m.is_dir(),
+            Some(Kind::File) => m.is_file(),
+            Some(Kind::Symlink) => m.file_type().is_symlink(),
+            None => false,
+        };
+        if !keep {
+            clear(&e.path())?;
+        } else if m.is_dir() {
+            prune(tree, &path, wanted)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    fn file(path: &str, size: u64, mtime: i128) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::File,
+            mode: 0o644,
+            size,
+            mtime,
+            link: None,
+        }
+    }
+
+    fn stream(manifest: &[Entry], files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
-        for (p, data) in entries {
+        let m = serde_json::to_vec(manifest).expect("json");
+        let mut all: Vec<(&str, &[u8])> =
+            vec![(DOCKERFILE_ENTRY, b"FROM scratch\n"), (MANIFEST_ENTRY, &m)];
+        all.extend_from_slice(files);
+        for (p, data) in all {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
@@ -118,29 +355,74 @@ mod tests {
             let name = &mut h.as_old_mut().name;
             name[..p.len()].copy_from_slice(p.as_bytes());
             h.set_cksum();
-            b.append(&h, *data).expect("append");
+            b.append(&h, data).expect("append");
         }
         b.into_inner().expect("tar")
     }
 
     #[test]
-    fn files_are_hashed_and_the_dockerfile_is_taken_out() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let t = tar_of(&[("a/b.txt", b"hi"), (DOCKERFILE_ENTRY, b"FROM scratch\n")]);
-        let c = receive(&t[..], d.path()).expect("receives");
+    fn a_second_sync_sends_only_what_changed_and_removes_what_went() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let m1 = vec![
+            Entry {
+                path: "d".into(),
+                kind: Kind::Dir,
+                mode: 0o755,
+                size: 0,
+                mtime: 0,
+                link: None,
+            },
+            file("d/a", 2, 1),
+            file("b", 1, 1),
+        ];
+        assert_eq!(needed(root.path(), &m1), ["d/a", "b"]);
+        let c = apply(
+            &stream(&m1, &[("d/a", b"hi"), ("b", b"x")])[..],
+            root.path(),
+        )
+        .expect("applies");
         assert_eq!(c.dockerfile.as_deref(), Some("FROM scratch\n"));
-        assert_eq!(c.digests["a/b.txt"], Digest::sha256_of(b"hi"));
-        assert!(!d.path().join(".reg-build").exists());
+        assert_eq!(c.digests["d/a"], Digest::sha256_of(b"hi"));
+
+        // b changed, d/a did not, c is new; nothing else is asked for.
+        let m2 = vec![
+            m1[0].clone(),
+            file("d/a", 2, 1),
+            file("b", 2, 2),
+            file("c", 1, 1),
+        ];
+        assert_eq!(needed(root.path(), &m2), ["b", "c"]);
+        let c =
+            apply(&stream(&m2, &[("b", b"yy"), ("c", b"z")])[..], root.path()).expect("applies");
+        assert_eq!(c.digests["d/a"], Digest::sha256_of(b"hi"));
+        assert_eq!(c.digests["b"], Digest::sha256_of(b"yy"));
+
+        // d went: its files go with it.
+        let m3 = vec![file("b", 2, 2)];
+        assert!(needed(root.path(), &m3).is_empty());
+        let c = apply(&stream(&m3, &[])[..], root.path()).expect("applies");
+        assert!(!c.dir.join("d").exists() && !c.dir.join("c").exists());
+        assert_eq!(c.digests.len(), 1);
     }
 
     #[test]
-    fn entries_outside_the_context_are_refused() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let t = tar_of(&[("../evil", b"x")]);
+    fn nothing_is_written_outside_the_copy() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let m = vec![file("x", 1, 1)];
+        let t = stream(&m, &[("../escape", b"x")]);
         assert!(matches!(
-            receive(&t[..], d.path()),
+            apply(&t[..], root.path()),
             Err(ContextError::Escape { .. })
         ));
-        assert!(!d.path().parent().expect("parent").join("evil").exists());
+        // A symlink in the copy pointing out is replaced by a directory, never written through.
+        let tree = tree(root.path());
+        std::fs::create_dir_all(&tree).expect("mkdir");
+        std::os::unix::fs::symlink(outside.path(), tree.join("link")).expect("symlink");
+        let m = vec![file("link/f", 1, 1)];
+        let t = stream(&m, &[("link/f", b"x")]);
+        apply(&t[..], root.path()).expect("applies");
+        assert!(!outside.path().join("f").exists());
+        assert!(tree.join("link").is_dir());
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
@@ -21,7 +21,57 @@ use reg_registry::client::RegistryClient;
 use reg_registry::{Digest, Reference};
 
 pub fn routes(state: Arc<AgentState>) -> Router {
-    Router::new().route("/build", post(build)).with_state(state)
+    Router::new()
+        .route("/build", post(build))
+        .route("/build/sync", post(sync))
+        .with_state(state)
+}
+
+/// The agent's copy of a client's context: `<node>/build-contexts/<id>`. The id is the
+/// client's choice (a digest of host, user and path); only hex is accepted.
+fn context_root(st: &AgentState, id: &str) -> Result<PathBuf, Box<Response>> {
+    if id.len() < 16 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Box::new(api_error(
+            StatusCode::BAD_REQUEST,
+            format!("context id {id:?}: expected 16 to 64 hex digits"),
+        )));
+    }
+    Ok(st.store.root().join("build-contexts").join(id))
+}
+
+/// One build at a time per context copy (a second one waits for the first).
+fn context_lock(id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    type Locks = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: std::sync::OnceLock<Locks> = std::sync::OnceLock::new();
+    let map = LOCKS.get_or_init(Default::default);
+    let mut m = match map.lock() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    m.entry(id.to_string()).or_default().clone()
+}
+
+#[derive(serde::Deserialize)]
+struct SyncQuery {
+    context: String,
+}
+
+/// `POST /build/sync?context=ID`: the body is the client's manifest (JSON array of
+/// [`reg_builder::context::Entry`]); the answer `{"need": [paths]}` names the files whose bytes
+/// the next `POST /build` must carry.
+async fn sync(
+    State(st): State<Arc<AgentState>>,
+    Query(q): Query<SyncQuery>,
+    axum::Json(manifest): axum::Json<Vec<reg_builder::context::Entry>>,
+) -> Response {
+    let root = match context_root(&st, &q.context) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let need = tokio::task::spawn_blocking(move || reg_builder::context::needed(&root, &manifest))
+        .await
+        .unwrap_or_default();
+    axum::Json(serde_json::json!({ "need": need })).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -42,6 +92,9 @@ struct BuildQuery {
     compression: String,
     #[serde(default)]
     epoch: Option<u64>,
+    /// The context copy to update (see `/build/sync`).
+    #[serde(default)]
+    context: String,
     /// The client's default registry (for `FROM name:tag` without one), as `reg run` resolves
     /// its image on the client's side.
     #[serde(default)]
@@ -98,7 +151,11 @@ async fn build(
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let auth = decode_auth(&headers);
-    let ctx_dir = st.store.tmp_path("context");
+    let ctx_root = match context_root(&st, &q.context) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let lock = context_lock(&q.context);
     let store = NodeStore {
         st: st.clone(),
         auth,
@@ -113,7 +170,9 @@ async fn build(
     });
     // The build belongs to this request's task; a client that goes away only stops reading.
     tokio::spawn(async move {
-        let result = run(&store, &runner, body, &ctx_dir, &opts, log).await;
+        let held = lock.lock().await;
+        let result = run(&store, &runner, body, &ctx_root, &opts, log).await;
+        drop(held);
         let last = match result {
             Ok(img) => serde_json::json!({"image": {
                 "id": img.id, "digest": img.digest, "tags": opts.tags,
@@ -121,7 +180,6 @@ async fn build(
             Err(e) => serde_json::json!({"error": e}),
         };
         let _ = tx.send(Bytes::from(format!("{last}\n")));
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(ctx_dir)).await;
     });
     reg_node::containers::stream_response(rx)
 }
@@ -130,17 +188,16 @@ async fn run(
     store: &NodeStore,
     runner: &NodeRunner,
     body: Body,
-    ctx_dir: &Path,
+    ctx_root: &Path,
     opts: &reg_builder::build::Options,
     log: Log,
 ) -> Result<Image, String> {
-    std::fs::create_dir_all(ctx_dir).map_err(|e| format!("{}: {e}", ctx_dir.display()))?;
     let stream = body
         .into_data_stream()
         .map_err(|e| std::io::Error::other(e.to_string()));
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-    let dir = ctx_dir.to_path_buf();
-    let context = tokio::task::spawn_blocking(move || reg_builder::context::receive(reader, &dir))
+    let dir = ctx_root.to_path_buf();
+    let context = tokio::task::spawn_blocking(move || reg_builder::context::apply(reader, &dir))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

@@ -178,6 +178,12 @@ CMD ["/bin/sh", "-c", "cat /hd.txt /etc/motd; ls /ctx /ctx/docs /opt /globbed; s
     assert_eq!(run, expected);
     let (_, inner, _) = n.run(&["built/meta:1", "cat", "/opt/inner/file"]);
     assert_eq!(inner, "from the archive");
+    // The agent's copy of the context follows deletions and additions.
+    std::fs::remove_file(ctx.path().join("sub/b.txt")).expect("rm");
+    std::fs::write(ctx.path().join("sub/d.txt"), "d").expect("write");
+    build_ok(&n, &ctx, &["-t", "built/meta:2"]);
+    let (_, globbed, _) = n.run(&["built/meta:2", "ls", "/globbed"]);
+    assert_eq!(globbed, "a.txt\nd.txt\n");
 
     let cfg = n.inspect("built/meta:1")["Config"].clone();
     assert_eq!(

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use reg_builder::context::{Entry, Kind};
 use reg_builder::ignore::Ignore;
 use reg_node::agent::{encode_auth, RegistryAuth};
 use reg_registry::{client, Reference};
@@ -81,6 +82,40 @@ fn context_entries(root: &Path, ignore: &Ignore) -> anyhow::Result<Vec<String>> 
         stack.extend(subdirs.into_iter().rev());
     }
     Ok(out)
+}
+
+/// What the agent compares with its copy: kind, mode, size and mtime of every path.
+fn manifest(root: &Path, entries: &[String]) -> anyhow::Result<Vec<Entry>> {
+    use std::os::unix::fs::MetadataExt;
+    entries
+        .iter()
+        .map(|rel| {
+            let p = root.join(rel);
+            let m = std::fs::symlink_metadata(&p).with_context(|| format!("{}", p.display()))?;
+            let ft = m.file_type();
+            let (kind, link) = if ft.is_dir() {
+                (Kind::Dir, None)
+            } else if ft.is_symlink() {
+                (
+                    Kind::Symlink,
+                    Some(std::fs::read_link(&p)?.to_string_lossy().into_owned()),
+                )
+            } else if ft.is_file() {
+                (Kind::File, None)
+            } else {
+                return Ok(None);
+            };
+            Ok(Some(Entry {
+                path: rel.clone(),
+                kind,
+                mode: m.mode() & 0o7777,
+                size: if ft.is_file() { m.len() } else { 0 },
+                mtime: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                link,
+            }))
+        })
+        .filter_map(|r| r.transpose())
+        .collect()
 }
 
 pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyhow::Result<()> {
@@ -163,21 +198,49 @@ pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyh
         query_value(&args.compression),
         query_value(&cfg.node.default_registry),
     );
+    // The agent keeps a copy of this context between builds: send the manifest, then only the
+    // files it lacks (a warm rebuild moves no file bytes).
+    let canonical = std::fs::canonicalize(&ctx).unwrap_or_else(|_| ctx.clone());
+    let context_id = reg_registry::Digest::sha256_of(
+        format!(
+            "{}\n{}\n{}",
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            nix::unistd::getuid(),
+            canonical.display()
+        )
+        .as_bytes(),
+    )
+    .hex()[..32]
+        .to_string();
+    let manifest = manifest(&ctx, &entries)?;
+    let rt = rt()?;
+    let answer = rt.block_on(agent.json_body(
+        "POST",
+        &format!("/build/sync?context={context_id}"),
+        &serde_json::to_value(&manifest)?,
+    ))?;
+    let need: Vec<String> = serde_json::from_value(answer["need"].clone())
+        .context("the agent's answer to /build/sync")?;
+    let path = format!("{path}&context={context_id}");
     let root = ctx.clone();
+    let manifest_json = serde_json::to_vec(&manifest)?;
     let body = reg_node::agent::writer_body(move |w| {
         let w = std::io::BufWriter::with_capacity(256 * 1024, w);
         let mut tar = tar::Builder::new(w);
         tar.follow_symlinks(false);
-        let mut h = tar::Header::new_gnu();
-        h.set_size(text.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(
-            &mut h,
-            reg_builder::context::DOCKERFILE_ENTRY,
-            text.as_bytes(),
-        )?;
-        for rel in entries {
+        for (name, data) in [
+            (reg_builder::context::DOCKERFILE_ENTRY, text.as_bytes()),
+            (reg_builder::context::MANIFEST_ENTRY, &manifest_json[..]),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, name, data)?;
+        }
+        for rel in need {
             tar.append_path_with_name(root.join(&rel), &rel)?;
         }
         tar.into_inner()?.flush()
@@ -185,7 +248,7 @@ pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyh
     let quiet = args.quiet;
     let mut outcome: Option<Result<serde_json::Value, String>> = None;
     let status =
-        rt()?.block_on(
+        rt.block_on(
             agent.request_streaming("POST", &path, &headers, false, body, |line| {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                     return;
