@@ -1077,6 +1077,12 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let vars = st.vars();
         let word = |s: &str| self.lexer.word(s, &vars).map_err(|e| self.err(step, e));
         let keyword = step.inst.keyword();
+        // Accepted by the parser, not implemented: refuse rather than build something else.
+        for f in ["parents", "exclude", "checksum", "keep-git-dir"] {
+            if flag(flags, f).is_some() {
+                return Err(self.err(step, format!("--{f} is not supported by reg yet")));
+            }
+        }
         // Where the files come from: the context, an earlier stage, or an image.
         let (from_view, from_key, from_context) = match flag(flags, "from") {
             None => (
