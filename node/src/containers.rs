@@ -558,15 +558,7 @@ impl Containers {
             .await
             .map_err(|e| e.to_string())??;
         let exe = self.sealed_exe().await.map_err(|e| e.1)?;
-        let mut child = tokio::process::Command::new(exe.path())
-            .args(["node", "monitor", "--bundle"])
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
+        let mut child = spawn_monitor(&exe, &dir, true)
             .map_err(|e| format!("starting the step's monitor: {e}"))?;
         let log_path = dir.join(LOG);
         let mut pos = 0u64;
@@ -720,6 +712,25 @@ fn extra_hosts(cs: &Arc<Containers>, rec: &Record) -> Result<Vec<String>, ApiErr
     Ok(out)
 }
 
+/// `reg node monitor --bundle DIR` from the sealed copy of the binary, in its own process group
+/// (a ^C meant for a foreground agent does not reach it). A container's monitor outlives the
+/// agent (`kill_on_drop` false); a build step's goes with its build.
+fn spawn_monitor(
+    exe: &SealedExe,
+    dir: &Path,
+    kill_on_drop: bool,
+) -> std::io::Result<tokio::process::Child> {
+    tokio::process::Command::new(exe.path())
+        .args(["node", "monitor", "--bundle"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(kill_on_drop)
+        .spawn()
+}
+
 /// Starts the monitor of an existing container and marks it running.
 async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
     let rec = cs
@@ -799,16 +810,7 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
             return Err(e);
         }
     };
-    let child = tokio::process::Command::new(exe.path())
-        .args(["node", "monitor", "--bundle"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        // Its own process group: a ^C meant for a foreground agent does not reach it.
-        .process_group(0)
-        .kill_on_drop(false)
-        .spawn();
+    let child = spawn_monitor(&exe, &dir, false);
     let child = match child {
         Ok(c) => c,
         Err(e) => {
