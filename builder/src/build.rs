@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use reg_registry::digest::Digest;
+use reg_registry::digest::{chain_id, chain_ids, Digest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -27,8 +27,8 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// A layer of an image: its blob and what it unpacks to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRef {
-    pub digest: String,
-    pub diff_id: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
     pub size: u64,
     pub media_type: String,
 }
@@ -37,9 +37,16 @@ pub struct LayerRef {
 #[derive(Debug, Clone)]
 pub struct BaseImage {
     /// The config's digest (the image id).
-    pub id: String,
+    pub id: Digest,
     pub config: Value,
     pub layers: Vec<LayerRef>,
+}
+
+impl BaseImage {
+    fn chain(&self) -> Vec<Digest> {
+        let diff_ids: Vec<Digest> = self.layers.iter().map(|l| l.diff_id.clone()).collect();
+        chain_ids(&diff_ids)
+    }
 }
 
 /// The built image as stored.
@@ -48,10 +55,10 @@ pub struct Image {
     pub manifest: Vec<u8>,
     pub config: Vec<u8>,
     /// The config's digest.
-    pub id: String,
+    pub id: Digest,
     /// The manifest's digest.
-    pub digest: String,
-    pub chain: Vec<String>,
+    pub digest: Digest,
+    pub chain: Vec<Digest>,
     pub layers: Vec<LayerRef>,
 }
 
@@ -105,7 +112,8 @@ pub struct RunStep {
 }
 
 pub trait StepRunner: Send + Sync {
-    /// Runs the step to its end and returns its exit code; output lines go to `log`.
+    /// Runs the step to its end and returns its exit code; output lines go to `log`. Afterwards
+    /// `dir/upper` holds only the step's own changes (no mount points of the runner's making).
     fn run(&self, step: RunStep, log: Log) -> impl Future<Output = Result<i32, String>> + Send;
 }
 
@@ -117,9 +125,9 @@ pub trait Store: Send + Sync {
         log: Log,
     ) -> impl Future<Output = Result<BaseImage, String>> + Send;
     /// The snapshot directory of a layer chain.
-    fn snapshot(&self, chain_id: &str) -> PathBuf;
+    fn snapshot(&self, chain_id: &Digest) -> PathBuf;
     /// Whether the blob of `layer` and the snapshot of `chain_id` are both present.
-    fn has_layer(&self, layer: &LayerRef, chain_id: &str) -> bool;
+    fn has_layer(&self, layer: &LayerRef, chain_id: &Digest) -> bool;
     /// A fresh path on the store's filesystem (so results can be renamed into place).
     fn tmp(&self, what: &str) -> PathBuf;
     /// Takes a built layer in: the blob file and the snapshot directory are moved into place.
@@ -128,7 +136,7 @@ pub trait Store: Send + Sync {
         blob: &Path,
         layer: &LayerRef,
         snapshot: &Path,
-        chain_id: &str,
+        chain_id: &Digest,
     ) -> Result<(), String>;
     /// Stores the image under each of `tags` (none: stored by id only).
     fn save(&self, tags: &[String], image: &Image) -> Result<(), String>;
@@ -169,7 +177,7 @@ pub enum BuildError {
 struct State {
     key: String,
     layers: Vec<LayerRef>,
-    chain: Vec<String>,
+    chain: Vec<Digest>,
     config: Map<String, Value>,
     history: Vec<Value>,
     args: Vars,
@@ -260,13 +268,6 @@ fn key_of(parts: &[&str]) -> String {
 fn rfc3339(epoch: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch))
         .to_string()
-}
-
-fn chain_next(prev: Option<&String>, diff_id: &str) -> String {
-    match prev {
-        None => diff_id.to_string(),
-        Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()).to_string(),
-    }
 }
 
 /// Names an earlier stage: by `AS` name or by index.
@@ -427,7 +428,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let mut st = if base == "scratch" {
             State {
                 key: key_of(&["scratch"]),
-                arch: arch().into(),
+                arch: reg_registry::host_platform().1.into(),
                 ..State::default()
             }
         } else if let Some(d) = stage_ref(self.df, i, &base) {
@@ -449,15 +450,10 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                         self.opts.file, s.pos.line
                     ))
                 })?;
-            let mut chain: Vec<String> = Vec::new();
-            for l in &img.layers {
-                let next = chain_next(chain.last(), &l.diff_id);
-                chain.push(next);
-            }
             State {
-                key: key_of(&["image", &img.id]),
+                key: key_of(&["image", &img.id.to_string()]),
+                chain: img.chain(),
                 layers: img.layers.clone(),
-                chain,
                 config: img.config["config"]
                     .as_object()
                     .cloned()
@@ -470,7 +466,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 cmd_here: false,
                 arch: img.config["architecture"]
                     .as_str()
-                    .unwrap_or(arch())
+                    .unwrap_or(reg_registry::host_platform().1)
                     .to_string(),
             }
         };
@@ -774,7 +770,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                     None => true,
                     Some(l) => self
                         .store
-                        .has_layer(l, &chain_next(st.chain.last(), &l.diff_id)),
+                        .has_layer(l, &chain_id(st.chain.last(), &l.diff_id)),
                 };
                 if usable {
                     self.push_layer(st, key, created_by, layer);
@@ -831,12 +827,12 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             .map_err(|e| self.err(step, e))?
             .map_err(|e| self.err(step, format!("writing the layer: {e}")))?;
         let layer = LayerRef {
-            digest: written.digest.to_string(),
-            diff_id: written.diff_id.to_string(),
+            digest: written.digest,
+            diff_id: written.diff_id,
             size: written.size,
             media_type: self.opts.compression.media_type().into(),
         };
-        let chain = chain_next(st.chain.last(), &layer.diff_id);
+        let chain = chain_id(st.chain.last(), &layer.diff_id);
         let res = self.store.add_layer(&blob, &layer, dir, &chain);
         let _ = std::fs::remove_file(&blob);
         res.map_err(|e| self.err(step, e))?;
@@ -847,7 +843,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         st.key = key;
         let empty = layer.is_none();
         if let Some(l) = layer {
-            let next = chain_next(st.chain.last(), &l.diff_id);
+            let next = chain_id(st.chain.last(), &l.diff_id);
             st.chain.push(next);
             st.layers.push(l);
         }
@@ -929,8 +925,6 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             &json!(self.opts.compression).to_string(),
         ]);
         let layers: Vec<PathBuf> = st.chain.iter().map(|c| self.store.snapshot(c)).collect();
-        let view = st.view(self.store);
-        let targets: Vec<String> = mounts.iter().map(|m| m.target.clone()).collect();
         let res = self
             .layer(st, step, key, format!("RUN {shown}"), |work| async move {
                 let upper = work.join("upper");
@@ -955,7 +949,6 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                         format!("{shown}: the command returned a non-zero code: {code}"),
                     ));
                 }
-                tidy_upper(&upper, &view, &targets);
                 Ok(upper)
             })
             .await;
@@ -1108,14 +1101,9 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                             .base(&f, self.log.clone())
                             .await
                             .map_err(|e| self.err(step, format!("--from={f}: {e}")))?;
-                        let mut chain: Vec<String> = Vec::new();
-                        for l in &img.layers {
-                            let next = chain_next(chain.last(), &l.diff_id);
-                            chain.push(next);
-                        }
                         (
-                            View::new(chain.iter().map(|c| self.store.snapshot(c)).collect()),
-                            img.id,
+                            View::new(img.chain().iter().map(|c| self.store.snapshot(c)).collect()),
+                            img.id.to_string(),
                             false,
                         )
                     }
@@ -1199,29 +1187,36 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         }
         // The cache key: content digests of what is copied (mode, owner, bytes — no mtimes).
         let mut fp = Vec::new();
-        for (src, _) in &plan {
-            walk(&from_view, src, &mut |rel, e| {
-                let content = if from_context {
-                    self.context
-                        .digests
-                        .get(rel)
-                        .map(|d| d.to_string())
-                        .unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                let link = std::fs::read_link(&e.host)
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                fp.push(format!(
-                    "{rel} {:o} {} {} {} {content} {link}",
-                    e.meta.mode(),
-                    e.meta.uid(),
-                    e.meta.gid(),
-                    e.meta.len()
-                ));
-            });
-        }
+        // A stat per copied path (2,000 for a big COPY): off the async workers.
+        tokio::task::block_in_place(|| {
+            for (src, _) in &plan {
+                walk(&from_view, src, &mut |rel, e| {
+                    let content = if from_context {
+                        self.context
+                            .digests
+                            .get(rel)
+                            .map(|d| d.to_string())
+                            .unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                    let link = if e.meta.file_type().is_symlink() {
+                        std::fs::read_link(&e.host)
+                            .map(|l| l.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                    fp.push(format!(
+                        "{rel} {:o} {} {} {} {content} {link}",
+                        e.meta.mode(),
+                        e.meta.uid(),
+                        e.meta.gid(),
+                        e.meta.len()
+                    ));
+                });
+            }
+        });
         for h in &heredocs {
             fp.push(format!("heredoc {} {}", h.expand, h.body));
         }
@@ -1370,7 +1365,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             "history": st.history,
         });
         let config = serde_json::to_vec(&config).map_err(|e| BuildError::Other(e.to_string()))?;
-        let id = Digest::sha256_of(&config).to_string();
+        let id = Digest::sha256_of(&config);
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -1384,7 +1379,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let manifest =
             serde_json::to_vec(&manifest).map_err(|e| BuildError::Other(e.to_string()))?;
         let image = Image {
-            digest: Digest::sha256_of(&manifest).to_string(),
+            digest: Digest::sha256_of(&manifest),
             manifest,
             config,
             id,
@@ -1395,14 +1390,6 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             .save(&self.opts.tags, &image)
             .map_err(BuildError::Other)?;
         Ok(image)
-    }
-}
-
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        o => o,
     }
 }
 
@@ -1494,41 +1481,6 @@ fn script(cmd: &str, heredocs: &[HereDoc]) -> String {
 
 fn parent(rel: &str) -> &str {
     rel.rsplit_once('/').map_or("", |(p, _)| p)
-}
-
-/// What the runtime made only to run the step (mount points, /etc files it binds over) does
-/// not belong in the layer when the image did not have it.
-fn tidy_upper(upper: &Path, lower: &View, mounts: &[String]) {
-    let mut paths: Vec<String> = [
-        "dev/pts",
-        "dev/shm",
-        "dev",
-        "proc",
-        "sys",
-        "etc/hosts",
-        "etc/hostname",
-        "etc/resolv.conf",
-        ".reg-old-root",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    paths.extend(mounts.iter().map(|m| crate::ignore::clean(m)));
-    paths.push("etc".into());
-    for p in paths {
-        if p.is_empty() || lower.find(&p).is_some() {
-            continue;
-        }
-        let host = upper.join(&p);
-        let Ok(m) = std::fs::symlink_metadata(&host) else {
-            continue;
-        };
-        if m.is_dir() {
-            let _ = std::fs::remove_dir(&host);
-        } else if m.is_file() && m.len() == 0 {
-            let _ = std::fs::remove_file(&host);
-        }
-    }
 }
 
 /// Sources named by a pattern (`*`, `?`, `[…]` within path elements), sorted.
@@ -1751,15 +1703,5 @@ mod tests {
             "sh <<'REG_HEREDOC_0'\necho $X\nREG_HEREDOC_0"
         );
         assert_eq!(script("echo a", &[]), "echo a");
-    }
-
-    #[test]
-    fn chain_ids_match_the_oci_definition() {
-        let a = "sha256:aaaa".to_string();
-        assert_eq!(chain_next(None, &a), a);
-        assert_eq!(
-            chain_next(Some(&a), "sha256:bbbb"),
-            Digest::sha256_of(b"sha256:aaaa sha256:bbbb").to_string()
-        );
     }
 }

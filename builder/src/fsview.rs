@@ -46,10 +46,6 @@ impl View {
         View { layers }
     }
 
-    pub fn layers(&self) -> &[PathBuf] {
-        &self.layers
-    }
-
     /// What layer `l` says about `comps` (without following symlinks).
     fn in_layer(l: &Path, comps: &[&str]) -> (InLayer, bool) {
         let mut p = l.to_path_buf();

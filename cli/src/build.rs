@@ -239,39 +239,47 @@ impl Store for NodeStore {
                     .map_err(|e| e.to_string())?
             }
         };
-        let manifest: serde_json::Value =
-            serde_json::from_str(&rec.manifest).map_err(|e| format!("{reference}: {e}"))?;
-        let diff_ids: Vec<String> = rec.config["rootfs"]["diff_ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d.as_str().map(str::to_string))
-            .collect();
-        let layers: Vec<LayerRef> = manifest["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        // The record was verified when pulled (or built); a bad one is reported, not guessed.
+        let bad = |what: &str, e: String| format!("stored image {reference}: {what}: {e}");
+        #[derive(serde::Deserialize)]
+        struct Layers {
+            #[serde(default)]
+            layers: Vec<reg_registry::manifest::Descriptor>,
+        }
+        let manifest: Layers =
+            serde_json::from_str(&rec.manifest).map_err(|e| bad("manifest", e.to_string()))?;
+        let diff_ids: Vec<Digest> =
+            serde_json::from_value(rec.config["rootfs"]["diff_ids"].clone())
+                .map_err(|e| bad("diff ids", e.to_string()))?;
+        let layers = manifest
+            .layers
+            .iter()
             .zip(diff_ids)
-            .map(|(l, diff_id)| LayerRef {
-                digest: l["digest"].as_str().unwrap_or_default().to_string(),
-                diff_id,
-                size: l["size"].as_u64().unwrap_or(0),
-                media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
+            .map(|(l, diff_id)| {
+                Ok(LayerRef {
+                    digest: Digest::parse(&l.digest).map_err(|e| bad("layer", e.to_string()))?,
+                    diff_id,
+                    size: u64::try_from(l.size).unwrap_or(0),
+                    media_type: l.media_type.clone(),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, String>>()?;
+        let id = Digest::parse(&rec.id).map_err(|e| bad("id", e.to_string()))?;
         Ok(BaseImage {
-            id: rec.id,
+            id,
             config: rec.config,
             layers,
         })
     }
 
-    fn snapshot(&self, chain_id: &str) -> PathBuf {
-        self.st.store.snapshot_dir(chain_id)
+    fn snapshot(&self, chain_id: &Digest) -> PathBuf {
+        self.st.store.snapshot_dir(&chain_id.to_string())
     }
 
-    fn has_layer(&self, layer: &LayerRef, chain_id: &str) -> bool {
-        Digest::parse(&layer.digest).is_ok_and(|d| self.st.store.has_layer(&d, chain_id))
+    fn has_layer(&self, layer: &LayerRef, chain_id: &Digest) -> bool {
+        self.st
+            .store
+            .has_layer(&layer.digest, &chain_id.to_string())
     }
 
     fn tmp(&self, what: &str) -> PathBuf {
@@ -283,25 +291,25 @@ impl Store for NodeStore {
         blob: &Path,
         layer: &LayerRef,
         snapshot: &Path,
-        chain_id: &str,
+        chain_id: &Digest,
     ) -> Result<(), String> {
-        let d = Digest::parse(&layer.digest).map_err(|e| e.to_string())?;
         self.st
             .store
-            .adopt_layer(blob, &d, snapshot, chain_id)
+            .adopt_layer(blob, &layer.digest, snapshot, &chain_id.to_string())
             .map_err(|e| e.to_string())
     }
 
     fn save(&self, tags: &[String], image: &Image) -> Result<(), String> {
         let refs: Vec<String> = if tags.is_empty() {
-            vec![image.id.clone()]
+            vec![image.id.to_string()]
         } else {
             tags.to_vec()
         };
+        let chain: Vec<String> = image.chain.iter().map(ToString::to_string).collect();
         for r in refs {
             self.st
                 .store
-                .put_built(&r, &image.manifest, &image.config, image.chain.clone())
+                .put_built(&r, &image.manifest, &image.config, chain.clone())
                 .map_err(|e| e.to_string())?;
         }
         Ok(())

@@ -541,7 +541,8 @@ impl Containers {
     /// Runs `spec` once to its end as a build step (`reg build`'s RUN): the same monitor and
     /// runtime as a container, but no record, no name and no network of the agent's (`none` or
     /// `host`). Each line of output goes to `on_output` as the monitor logs it. Returns the exit
-    /// code; the step's directory (bundle, upper dir, log) is the caller's.
+    /// code; the step's directory (bundle, upper dir, log) is the caller's, and its upper dir
+    /// holds only what the step changed (the runtime's own mount points are removed).
     pub async fn run_step(
         self: &Arc<Self>,
         spec: crate::runtime::Spec,
@@ -554,31 +555,27 @@ impl Containers {
             ));
         }
         let dir = spec.dir.clone();
-        tokio::task::spawn_blocking(move || crate::bundle::write(&spec))
+        let written = spec.clone();
+        tokio::task::spawn_blocking(move || crate::bundle::write(&written))
             .await
             .map_err(|e| e.to_string())??;
         let exe = self.sealed_exe().await.map_err(|e| e.1)?;
         let mut child = spawn_monitor(&exe, &dir, true)
             .map_err(|e| format!("starting the step's monitor: {e}"))?;
         let log_path = dir.join(LOG);
-        let mut pos = 0u64;
-        let mut partial = String::new();
-        let drain = |pos: &mut u64, partial: &mut String| {
-            use std::io::{Read, Seek};
-            let Ok(mut f) = std::fs::File::open(&log_path) else {
-                return;
-            };
-            if f.seek(std::io::SeekFrom::Start(*pos)).is_err() {
-                return;
+        // The log, opened once it exists and read as it grows; a record is one line of JSON.
+        let mut log: Option<std::fs::File> = None;
+        let mut partial: Vec<u8> = Vec::new();
+        let mut drain = || {
+            use std::io::Read;
+            if log.is_none() {
+                log = std::fs::File::open(&log_path).ok();
             }
-            let mut buf = String::new();
-            if let Ok(n) = f.read_to_string(&mut buf) {
-                *pos += n as u64;
-            }
-            partial.push_str(&buf);
-            while let Some(i) = partial.find('\n') {
-                let record: String = partial.drain(..=i).collect();
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&record) {
+            let Some(f) = log.as_mut() else { return };
+            let _ = f.read_to_end(&mut partial);
+            while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+                let record: Vec<u8> = partial.drain(..=i).collect();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&record) {
                     if let Some(text) = v["log"].as_str() {
                         on_output(text.trim_end_matches('\n').to_string());
                     }
@@ -588,10 +585,12 @@ impl Containers {
         loop {
             tokio::select! {
                 _ = child.wait() => break,
-                _ = tokio::time::sleep(Duration::from_millis(50)) => drain(&mut pos, &mut partial),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => drain(),
             }
         }
-        drain(&mut pos, &mut partial);
+        drain();
+        let _ =
+            tokio::task::spawn_blocking(move || crate::runtime::remove_mount_points(&spec)).await;
         read_file(&dir, EXIT)
             .and_then(|c| c.trim().parse().ok())
             .ok_or_else(|| "the step's monitor ended without recording an exit code".to_string())

@@ -111,24 +111,7 @@ pub struct ImageStore {
 
 /// The platform this node runs (`linux/amd64`, `linux/arm64`, …).
 pub fn node_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    ("linux", arch)
-}
-
-fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
-    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => Digest::sha256_of(format!("{prev} {d}").as_bytes()),
-        };
-        out.push(next);
-    }
-    out
+    reg_registry::host_platform()
 }
 
 /// A `Read` over chunks arriving on a channel (the network side runs on the async runtime).
@@ -635,7 +618,7 @@ impl ImageStore {
                 format!("{} diff_ids for {} layers", diff_ids.len(), m.layers.len()),
             ));
         }
-        let chain = chain_ids(&diff_ids);
+        let chain = reg_registry::digest::chain_ids(&diff_ids);
         progress(Progress::Resolved {
             digest: digest.to_string(),
             layers: m.layers.len(),

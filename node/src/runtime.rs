@@ -880,6 +880,45 @@ pub(crate) fn etc_contents(spec: &Spec) -> [(&'static str, String); 3] {
 /// The `/etc` files a container gets from its bundle (written by [`crate::bundle::write`]).
 pub(crate) const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
+/// Removes from a finished container's upper dir the mount points `setup` made because the
+/// image lacked them (`/proc`, `/sys`, `/dev`, the `/etc` files it binds over, bind-mount
+/// targets): for a build step the upper dir becomes a layer, and they are the runtime's, not the
+/// step's. Only empty files and directories go; a path any layer has stays.
+pub fn remove_mount_points(spec: &Spec) {
+    let upper = spec.dir.join("upper");
+    let in_image = |p: &str| {
+        spec.layers
+            .iter()
+            .any(|l| std::fs::symlink_metadata(l.join(p)).is_ok())
+    };
+    let mut paths: Vec<String> = ["dev", "proc", "sys", ".reg-old-root"]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    paths.extend(ETC_FILES.iter().map(|f| format!("etc/{f}")));
+    paths.extend(
+        spec.mounts
+            .iter()
+            .map(|m| m.target.trim_matches('/').to_string()),
+    );
+    paths.push("etc".into());
+    for p in paths {
+        if p.is_empty() || in_image(&p) {
+            continue;
+        }
+        let host = upper.join(&p);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir(&host);
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(&host);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Bind-mounts the bundle's `/etc` files over the image's, which stays unchanged.
 fn etc_files(spec: &Spec, rootfs: &Path) -> Result<(), String> {
     let etc = rootfs.join("etc");

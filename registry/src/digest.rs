@@ -103,6 +103,39 @@ impl FromStr for Digest {
     }
 }
 
+/// As its string form; reading one validates it like [`Digest::parse`].
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The chain id of a layer (OCI image spec, "ChainID"): the bottom layer's is its diff id, each
+/// next one `sha256("PARENT_CHAIN_ID DIFF_ID")`. It names a layer together with everything
+/// below it (the node's snapshot directories are keyed by it).
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
+    }
+}
+
+/// The chain ids of a stack of layers given their diff ids, bottom first.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        out.push(chain_id(out.last(), d));
+    }
+    out
+}
+
 /// An incremental hasher for either algorithm.
 #[derive(Clone)]
 pub enum Hasher {
@@ -141,6 +174,25 @@ impl Hasher {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        let a = Digest::sha256_of(b"a");
+        let b = Digest::sha256_of(b"b");
+        let chain = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chain[0], a);
+        assert_eq!(chain[1], Digest::sha256_of(format!("{a} {b}").as_bytes()));
+    }
+
+    #[test]
+    fn digests_travel_as_strings_and_are_checked_on_the_way_in() {
+        let d = Digest::sha256_of(b"x");
+        let json = serde_json::to_string(&d).expect("serializes");
+        assert_eq!(json, format!("\"{d}\""));
+        assert_eq!(serde_json::from_str::<Digest>(&json).expect("parses"), d);
+        assert!(serde_json::from_str::<Digest>("\"sha256:xyz\"").is_err());
+    }
+
     use super::*;
 
     #[track_caller]

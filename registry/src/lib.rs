@@ -19,3 +19,13 @@ pub mod server;
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::ErrorCode;
 pub use name::{NameError, Reference, ReferenceError, RepoName, TagName};
+
+/// The platform this machine runs, in OCI's words: `("linux", "amd64" | "arm64" | …)`.
+pub fn host_platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    ("linux", arch)
+}

@@ -12,7 +12,7 @@ use reg_builder::ignore::Ignore;
 use reg_node::agent::{encode_auth, RegistryAuth};
 use reg_registry::{client, Reference};
 
-use super::image::{agent, query_value, rt};
+use super::image::{agent, outcome, query_value, rt};
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -44,9 +44,11 @@ pub struct BuildArgs {
     context: PathBuf,
 }
 
-/// Every path of the context not excluded by `ignore`, in name order (directories first,
-/// then what they hold).
-fn context_entries(root: &Path, ignore: &Ignore) -> anyhow::Result<Vec<String>> {
+/// What the agent compares with its copy: every path of the context not excluded by `ignore`,
+/// in name order (a directory before what it holds), with its kind, mode, size and mtime — one
+/// `lstat` per path. Sockets and devices are left out.
+fn context_manifest(root: &Path, ignore: &Ignore) -> anyhow::Result<Vec<Entry>> {
+    use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
@@ -66,56 +68,40 @@ fn context_entries(root: &Path, ignore: &Ignore) -> anyhow::Result<Vec<String>> 
             if path == ".reg-build" {
                 continue;
             }
-            let is_dir = std::fs::symlink_metadata(root.join(&path))?.is_dir();
+            let host = root.join(&path);
+            let m =
+                std::fs::symlink_metadata(&host).with_context(|| format!("{}", host.display()))?;
+            let ft = m.file_type();
             if ignore.excluded(&path) {
                 // A directory may still hold a re-included file.
-                if is_dir && ignore.has_exceptions() {
+                if ft.is_dir() && ignore.has_exceptions() {
                     subdirs.push(path);
                 }
                 continue;
             }
-            out.push(path.clone());
-            if is_dir {
-                subdirs.push(path);
-            }
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    Ok(out)
-}
-
-/// What the agent compares with its copy: kind, mode, size and mtime of every path.
-fn manifest(root: &Path, entries: &[String]) -> anyhow::Result<Vec<Entry>> {
-    use std::os::unix::fs::MetadataExt;
-    entries
-        .iter()
-        .map(|rel| {
-            let p = root.join(rel);
-            let m = std::fs::symlink_metadata(&p).with_context(|| format!("{}", p.display()))?;
-            let ft = m.file_type();
             let (kind, link) = if ft.is_dir() {
+                subdirs.push(path.clone());
                 (Kind::Dir, None)
             } else if ft.is_symlink() {
-                (
-                    Kind::Symlink,
-                    Some(std::fs::read_link(&p)?.to_string_lossy().into_owned()),
-                )
+                let target = std::fs::read_link(&host)?;
+                (Kind::Symlink, Some(target.to_string_lossy().into_owned()))
             } else if ft.is_file() {
                 (Kind::File, None)
             } else {
-                return Ok(None);
+                continue;
             };
-            Ok(Some(Entry {
-                path: rel.clone(),
+            out.push(Entry {
+                path,
                 kind,
                 mode: m.mode() & 0o7777,
                 size: if ft.is_file() { m.len() } else { 0 },
                 mtime: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
                 link,
-            }))
-        })
-        .filter_map(|r| r.transpose())
-        .collect()
+            });
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(out)
 }
 
 pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyhow::Result<()> {
@@ -146,7 +132,7 @@ pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyh
         .or_else(|_| std::fs::read_to_string(ctx.join(".dockerignore")))
         .unwrap_or_default();
     let ignore = Ignore::parse(&ignore_text)?;
-    let entries = context_entries(&ctx, &ignore)?;
+    let manifest = context_manifest(&ctx, &ignore)?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         match a.split_once('=') {
@@ -214,7 +200,6 @@ pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyh
     )
     .hex()[..32]
         .to_string();
-    let manifest = manifest(&ctx, &entries)?;
     let rt = rt()?;
     let answer = rt.block_on(agent.json_body(
         "POST",
@@ -246,19 +231,15 @@ pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyh
         tar.into_inner()?.flush()
     });
     let quiet = args.quiet;
-    let mut outcome: Option<Result<serde_json::Value, String>> = None;
+    let mut result: Option<Result<serde_json::Value, String>> = None;
     let status =
         rt.block_on(
             agent.request_streaming("POST", &path, &headers, false, body, |line| {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                     return;
                 };
-                if let Some(img) = v.get("image") {
-                    outcome = Some(Ok(img.clone()));
-                    return;
-                }
-                if let Some(e) = v["error"].as_str().or(v["message"].as_str()) {
-                    outcome = Some(Err(e.to_string()));
+                if let Some(o) = outcome(&v, "image") {
+                    result = Some(o);
                     return;
                 }
                 if quiet {
@@ -284,8 +265,8 @@ pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyh
                 let _ = std::io::stdout().flush();
             }),
         )?;
-    let img = match outcome {
-        Some(Ok(img)) => img,
+    let img = match result {
+        Some(Ok(v)) => v["image"].clone(),
         Some(Err(e)) => bail!("{e}"),
         None => bail!("the build ended without a result (HTTP {status}): see the agent's log"),
     };

@@ -71,6 +71,22 @@ pub(crate) fn query_value(s: &str) -> String {
         .collect()
 }
 
+/// The outcome carried by one line of a streamed answer (pull, push, build): `{KEY: …}` is the
+/// result (returned whole), `{"error": …}` or `{"message": …}` a failure; `None` for progress.
+pub(crate) fn outcome(
+    v: &serde_json::Value,
+    key: &str,
+) -> Option<Result<serde_json::Value, String>> {
+    if v.get(key).is_some() {
+        Some(Ok(v.clone()))
+    } else {
+        v["error"]
+            .as_str()
+            .or(v["message"].as_str())
+            .map(|e| Err(e.to_string()))
+    }
+}
+
 pub(crate) fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -115,7 +131,7 @@ pub(crate) fn pull_to(
     let _ = writeln!(w, "Pulling {r}");
     let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
     let mut last_draw = std::time::Instant::now();
-    let mut outcome: Option<Result<serde_json::Value, String>> = None;
+    let mut result: Option<Result<serde_json::Value, String>> = None;
     let status = rt()?.block_on(agent.request("POST", &path, &headers, |line| {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             return;
@@ -152,17 +168,15 @@ pub(crate) fn pull_to(
                 }
             }
             _ => {
-                if let Some(img) = v.get("image") {
-                    outcome = Some(Ok(img.clone()));
-                } else if let Some(e) = v["error"].as_str().or(v["message"].as_str()) {
-                    outcome = Some(Err(e.to_string()));
+                if let Some(o) = outcome(&v, "image") {
+                    result = Some(o);
                 }
             }
         }
     }))?;
-    match outcome {
-        Some(Ok(img)) => {
-            let _ = writeln!(w, "Digest: {}", img["digest"].as_str().unwrap_or(""));
+    match result {
+        Some(Ok(v)) => {
+            let _ = writeln!(w, "Digest: {}", v["image"]["digest"].as_str().unwrap_or(""));
             let _ = writeln!(w, "Status: image is up to date for {r}");
             Ok(())
         }
@@ -215,7 +229,7 @@ pub fn push(config: Option<&Path>, host: Option<&str>, args: PushArgs) -> anyhow
     }
     println!("The push refers to repository [{}/{}]", r.registry, r.repo);
     let path = format!("/images/push?reference={}", query_value(&r.to_string()));
-    let mut outcome: Option<Result<serde_json::Value, String>> = None;
+    let mut result: Option<Result<serde_json::Value, String>> = None;
     let mut last_draw = std::time::Instant::now();
     let status = rt()?.block_on(agent.request("POST", &path, &headers, |line| {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -235,15 +249,13 @@ pub fn push(config: Option<&Path>, host: Option<&str>, args: PushArgs) -> anyhow
                 let _ = std::io::stdout().flush();
             }
             _ => {
-                if v.get("pushed").is_some() {
-                    outcome = Some(Ok(v.clone()));
-                } else if let Some(e) = v["error"].as_str().or(v["message"].as_str()) {
-                    outcome = Some(Err(e.to_string()));
+                if let Some(o) = outcome(&v, "pushed") {
+                    result = Some(o);
                 }
             }
         }
     }))?;
-    match outcome {
+    match result {
         Some(Ok(v)) => {
             println!(
                 "{}: digest: {} size: {}",
