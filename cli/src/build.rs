@@ -160,6 +160,7 @@ async fn build(
         st: st.clone(),
         auth,
         default_registry,
+        sources: Default::default(),
     };
     let runner = NodeRunner { st: st.clone() };
     let send = tx.clone();
@@ -215,6 +216,9 @@ struct NodeStore {
     st: Arc<AgentState>,
     auth: Option<(String, String)>,
     default_registry: String,
+    /// Where the base images' layers came from (layer digest → `registry/repository`), kept
+    /// in the built image so `--push` can mount them rather than upload them.
+    sources: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Store for NodeStore {
@@ -264,6 +268,9 @@ impl Store for NodeStore {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
+        if let Ok(mut sources) = self.sources.lock() {
+            sources.extend(rec.sources.clone());
+        }
         let id = Digest::parse(&rec.id).map_err(|e| bad("id", e.to_string()))?;
         Ok(BaseImage {
             id,
@@ -306,10 +313,27 @@ impl Store for NodeStore {
             tags.to_vec()
         };
         let chain: Vec<String> = image.chain.iter().map(ToString::to_string).collect();
+        let sources: std::collections::BTreeMap<String, String> = match self.sources.lock() {
+            Ok(known) => image
+                .layers
+                .iter()
+                .filter_map(|l| {
+                    let d = l.digest.to_string();
+                    known.get(&d).map(|from| (d, from.clone()))
+                })
+                .collect(),
+            Err(_) => Default::default(),
+        };
         for r in refs {
             self.st
                 .store
-                .put_built(&r, &image.manifest, &image.config, chain.clone())
+                .put_built(
+                    &r,
+                    &image.manifest,
+                    &image.config,
+                    chain.clone(),
+                    sources.clone(),
+                )
                 .map_err(|e| e.to_string())?;
         }
         Ok(())

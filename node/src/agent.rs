@@ -252,6 +252,9 @@ fn progress_line(p: Progress, moving: &str, moved: &str) -> Bytes {
             total,
         } => serde_json::json!({"status": moving, "layer": digest, "done": done, "total": total}),
         Progress::LayerDone { digest } => serde_json::json!({"status": moved, "layer": digest}),
+        Progress::LayerMounted { digest, from } => {
+            serde_json::json!({"status": "mounted", "layer": digest, "from": from})
+        }
     };
     Bytes::from(format!("{line}\n"))
 }

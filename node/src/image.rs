@@ -8,6 +8,7 @@
 //! the snapshot get its final name (a rename), so a crash or a lying registry never leaves a
 //! half-unpacked or unverified layer behind. A broken connection resumes with a `Range`.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use reg_registry::client::{ClientError, RegistryClient};
 use reg_registry::manifest::Descriptor;
-use reg_registry::{media, Digest, Hasher, Reference};
+use reg_registry::{media, Digest, Hasher, Reference, RepoName};
 use serde::{Deserialize, Serialize};
 
 use crate::unpack::{self, UnpackError};
@@ -81,6 +82,11 @@ pub enum Progress {
     LayerDone {
         digest: String,
     },
+    /// Pushed by a cross-repository mount from `from` (same registry): no bytes travelled.
+    LayerMounted {
+        digest: String,
+        from: String,
+    },
 }
 
 /// A pulled image.
@@ -102,6 +108,22 @@ pub struct ImageRecord {
     pub media_type: String,
     #[serde(default)]
     pub config_raw: String,
+    /// Where each layer blob came from: layer digest → `registry/repository` it was pulled
+    /// from, so a push to another repository of that registry can mount it instead of
+    /// uploading it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
+}
+
+impl ImageRecord {
+    /// The repository of `target`'s registry that `layer` can be mounted from, when it came
+    /// from another repository there.
+    pub fn mount_source(&self, layer: &Digest, target: &Reference) -> Option<RepoName> {
+        let source = self.sources.get(&layer.to_string())?;
+        let (registry, repo) = source.split_once('/')?;
+        let repo = RepoName::parse(repo).ok()?;
+        (registry == target.registry && repo != target.repo).then_some(repo)
+    }
 }
 
 pub struct ImageStore {
@@ -299,6 +321,7 @@ impl ImageStore {
         manifest: &[u8],
         config: &[u8],
         chain: Vec<String>,
+        sources: BTreeMap<String, String>,
     ) -> Result<ImageRecord, PullError> {
         let invalid = |message: String| PullError::Invalid {
             reference: reference.to_string(),
@@ -326,6 +349,7 @@ impl ImageStore {
                 .unwrap_or(media::OCI_MANIFEST)
                 .to_string(),
             config_raw: String::from_utf8(config.to_vec()).map_err(|e| invalid(e.to_string()))?,
+            sources,
         };
         self.put(&rec)?;
         Ok(rec)
@@ -456,6 +480,7 @@ impl ImageStore {
         let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAYERS));
         let mut tasks = tokio::task::JoinSet::new();
         for (d, size) in layers {
+            let mount_from = rec.mount_source(&d, target);
             let (client, repo, path, progress, limit) = (
                 RegistryClient::clone_for(client),
                 target.repo.clone(),
@@ -470,6 +495,15 @@ impl ImageStore {
                         digest: d.to_string(),
                     });
                     return Ok::<(), ClientError>(());
+                }
+                if let Some(from) = mount_from {
+                    if client.mount_blob(&repo, &d, &from).await? {
+                        progress(Progress::LayerMounted {
+                            digest: d.to_string(),
+                            from: from.to_string(),
+                        });
+                        return Ok(());
+                    }
                 }
                 let (p2, d2) = (progress.clone(), d.to_string());
                 client
@@ -695,6 +729,11 @@ impl ImageStore {
                 .trim()
                 .to_string(),
             config_raw: String::from_utf8_lossy(&config_bytes).into_owned(),
+            sources: m
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), format!("{}/{}", r.registry, r.repo)))
+                .collect(),
         };
         let store = self.clone();
         let rec2 = rec.clone();

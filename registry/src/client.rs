@@ -360,7 +360,11 @@ impl RegistryClient {
                 status: 401,
                 what: "a challenge without a realm".into(),
             })?;
-            let mut req = self.http.get(&realm).query(&[("scope", scope)]);
+            let mut req = self.http.get(&realm);
+            // Several scopes travel as several `scope` parameters, as docker sends them.
+            for s in scope.split(' ') {
+                req = req.query(&[("scope", s)]);
+            }
             if let Some(s) = service {
                 req = req.query(&[("service", s)]);
             }
@@ -431,6 +435,54 @@ impl RegistryClient {
             )
             .await?;
         Ok(r.status().is_success())
+    }
+
+    /// Asks `repo` to mount `digest` from `from` on the same registry (the cross-repository
+    /// mount of the distribution spec): `true` when the registry did, so nothing is uploaded.
+    /// A registry that declines opens an ordinary upload session instead, which is cancelled.
+    pub async fn mount_blob(
+        &self,
+        repo: &crate::RepoName,
+        digest: &crate::Digest,
+        from: &crate::RepoName,
+    ) -> Result<bool, ClientError> {
+        let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
+        // Digests and repository names hold no character a query needs escaped.
+        let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
+        let r = self
+            .send(
+                reqwest::Method::POST,
+                &path,
+                &scope,
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await?;
+        match r.status().as_u16() {
+            201 => Ok(true),
+            202 => {
+                if let Some(loc) = r.headers().get("location").and_then(|v| v.to_str().ok()) {
+                    let loc = loc.to_string();
+                    // Best effort: an abandoned session expires on its own anyway.
+                    let _ = self
+                        .send(
+                            reqwest::Method::DELETE,
+                            &loc,
+                            &scope,
+                            &[],
+                            bytes::Bytes::new(),
+                        )
+                        .await;
+                }
+                Ok(false)
+            }
+            status => Err(self.status(
+                status,
+                format!(
+                    "mounting {digest} from {from} into {repo} (may you push to it? `reg login`)"
+                ),
+            )),
+        }
     }
 
     /// Opens an upload session; returns its absolute URL with `digest` added.

@@ -314,12 +314,23 @@ fn pushed_build_pulls_and_runs_under_docker_with_the_same_output() {
     // gzip (the default): docker 20.10 cannot read zstd layers.
     let out = build_ok(&n, &ctx, &["-t", &image, "--push"]);
     assert!(out.contains("Pushed"), "{out}");
+    // The base layers (three) came from node/run on the same registry: mounted, not uploaded.
+    assert_eq!(out.matches("Mounted from node/run").count(), 3, "{out}");
+    assert_eq!(out.matches(": Pushed").count(), 1, "{out}");
     let (_, ours, _) = n.run(&[&image]);
     assert_eq!(ours, "hello world from /app\nvia docker\nsecond\n");
     // A rebuild with --push sends nothing the registry has.
     let again = build_ok(&n, &ctx, &["-t", &image, "--push"]);
     assert_eq!(again.matches("Layer already exists").count(), 4, "{again}");
     assert!(!again.contains(": Pushed"), "{again}");
+    // A pulled image re-tagged into another repository mounts every layer too.
+    let copy = format!("{}/copies/run:v1", n.server.host);
+    let (code, _, err) = n.reg(&["tag", IMG, &copy]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = n.reg(&["push", &copy]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Mounted from node/run"), "{out}");
+    assert!(!out.contains(": Pushed"), "{out}");
 
     reg_tests::run(std::process::Command::new("docker").args(["pull", &image]));
     let theirs = reg_tests::run(std::process::Command::new("docker").args([

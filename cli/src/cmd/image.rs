@@ -238,6 +238,11 @@ pub fn push(config: Option<&Path>, host: Option<&str>, args: PushArgs) -> anyhow
         match v["status"].as_str() {
             Some("exists") => println!("{}: Layer already exists", short(&v["layer"])),
             Some("pushed") => println!("{}: Pushed", short(&v["layer"])),
+            Some("mounted") => println!(
+                "{}: Mounted from {}",
+                short(&v["layer"]),
+                v["from"].as_str().unwrap_or("another repository")
+            ),
             Some("uploading") if last_draw.elapsed().as_millis() > 500 => {
                 last_draw = std::time::Instant::now();
                 print!(
