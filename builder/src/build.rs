@@ -94,6 +94,20 @@ pub struct Mount {
     pub source: PathBuf,
     pub target: String,
     pub readonly: bool,
+    /// When not empty: not a bind of `source` but a merged view of these directories (bottom
+    /// first, overlay whiteouts honoured); writes to a view that is not read-only are
+    /// discarded after the step.
+    pub layers: Vec<PathBuf>,
+}
+
+/// The `key=value` pairs of a `--mount` spec (a bare key means `true`).
+fn mount_options(spec: &str) -> BTreeMap<&str, &str> {
+    spec.split(',')
+        .map(|part| {
+            let (k, v) = part.split_once('=').unwrap_or((part, "true"));
+            (k.trim(), v.trim())
+        })
+        .collect()
 }
 
 /// One RUN: the runner mounts an overlay of `layers` (bottom first) with its upper dir at
@@ -392,11 +406,26 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             out.insert(d);
         }
         for step in &s.steps {
-            if let Inst::Copy { flags, .. } = &step.inst {
-                if let Some(d) = flag(flags, "from").and_then(|f| stage_ref(self.df, i, &expand(f)))
-                {
-                    out.insert(d);
+            match &step.inst {
+                Inst::Copy { flags, .. } => {
+                    if let Some(d) =
+                        flag(flags, "from").and_then(|f| stage_ref(self.df, i, &expand(f)))
+                    {
+                        out.insert(d);
+                    }
                 }
+                Inst::Run { flags, .. } => {
+                    for (_, spec) in flags.iter().filter(|(n, _)| n == "mount") {
+                        let spec = expand(spec.as_deref().unwrap_or(""));
+                        if let Some(d) = mount_options(&spec)
+                            .get("from")
+                            .and_then(|f| stage_ref(self.df, i, f))
+                        {
+                            out.insert(d);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         out
@@ -715,7 +744,11 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 flags,
                 command,
                 heredocs,
-            } => return self.run(st, step, flags, command, heredocs).await,
+            } => {
+                return self
+                    .run(st, step, flags, command, heredocs, stage, done)
+                    .await
+            }
             Inst::Copy {
                 add,
                 flags,
@@ -850,6 +883,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         st.history(self.opts.epoch, created_by, empty);
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         st: &mut State,
@@ -857,6 +891,8 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         flags: &[(String, Option<String>)],
         command: &Command,
         heredocs: &[HereDoc],
+        stage: usize,
+        done: &HashMap<usize, State>,
     ) -> Result<bool, BuildError> {
         let args = match command {
             Command::Exec(v) => v.clone(),
@@ -894,8 +930,8 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 .lexer
                 .word(value.as_deref().unwrap_or(""), &vars)
                 .map_err(|e| self.err(step, e))?;
-            let (m, tmp) = self.mount(step, &spec, &workdir)?;
-            mount_keys.push(spec);
+            let (m, key, tmp) = self.mount(step, &spec, &workdir, stage, done).await?;
+            mount_keys.push(format!("{spec} {key}"));
             mounts.push(m);
             scratch.extend(tmp);
         }
@@ -958,18 +994,17 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         res
     }
 
-    /// `--mount=type=cache|bind|tmpfs,target=…`: a host directory for the step.
-    fn mount(
+    /// `--mount=type=cache|bind|tmpfs,target=…`: what the step gets there, the part of the
+    /// cache key it adds (the content of a bind's source), and a scratch dir to remove after.
+    async fn mount(
         &self,
         step: &Step,
         spec: &str,
         workdir: &str,
-    ) -> Result<(Mount, Option<PathBuf>), BuildError> {
-        let mut kv: BTreeMap<&str, &str> = BTreeMap::new();
-        for part in spec.split(',') {
-            let (k, v) = part.split_once('=').unwrap_or((part, "true"));
-            kv.insert(k.trim(), v.trim());
-        }
+        stage: usize,
+        done: &HashMap<usize, State>,
+    ) -> Result<(Mount, String, Option<PathBuf>), BuildError> {
+        let kv = mount_options(spec);
         let ty = kv.get("type").copied().unwrap_or("bind");
         if !matches!(ty, "cache" | "tmpfs" | "bind") {
             return Err(self.err(
@@ -988,71 +1023,142 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             format!("{workdir}/{target}")
         };
         let target = format!("/{}", crate::ignore::clean(&target));
+        let dir = |source: PathBuf, readonly: bool| Mount {
+            source,
+            target: target.clone(),
+            readonly,
+            layers: Vec::new(),
+        };
         match ty {
             "cache" => {
                 let id = kv.get("id").copied().unwrap_or(target.as_str());
-                let dir = self
+                let path = self
                     .opts
                     .cache_dir
                     .join("mounts")
                     .join(Digest::sha256_of(id.as_bytes()).hex());
-                std::fs::create_dir_all(&dir).map_err(|e| self.err(step, e))?;
-                Ok((
-                    Mount {
-                        source: dir,
-                        target,
-                        readonly: false,
-                    },
-                    None,
-                ))
+                std::fs::create_dir_all(&path).map_err(|e| self.err(step, e))?;
+                Ok((dir(path, false), String::new(), None))
             }
             "tmpfs" => {
-                let dir = self.store.tmp("tmpfs");
-                std::fs::create_dir_all(&dir).map_err(|e| self.err(step, e))?;
-                Ok((
-                    Mount {
-                        source: dir.clone(),
-                        target,
-                        readonly: false,
-                    },
-                    Some(dir),
-                ))
+                let path = self.store.tmp("tmpfs");
+                std::fs::create_dir_all(&path).map_err(|e| self.err(step, e))?;
+                Ok((dir(path.clone(), false), String::new(), Some(path)))
             }
-            "bind" => {
-                if kv.contains_key("from") {
-                    return Err(self.err(
-                        step,
-                        format!("--mount={spec}: from= is not supported yet; COPY --from the files instead"),
-                    ));
-                }
-                let ctx = View::new(vec![self.context.dir.clone()]);
-                let src = ctx
-                    .resolve(
-                        kv.get("source").or_else(|| kv.get("src")).unwrap_or(&""),
-                        true,
-                    )
-                    .map_err(|e| self.err(step, e))?;
-                let e = ctx.find(&src).ok_or_else(|| {
-                    self.err(
-                        step,
-                        format!("--mount={spec}: {src:?} is not in the build context"),
-                    )
-                })?;
-                let rw = matches!(kv.get("rw").or_else(|| kv.get("readwrite")), Some(&"true"));
-                Ok((
-                    Mount {
-                        source: e.host,
-                        target,
-                        readonly: !rw,
-                    },
-                    None,
-                ))
-            }
+            "bind" => self.bind_mount(step, spec, &kv, dir, stage, done).await,
             o => Err(self.err(
                 step,
                 format!("--mount type={o} is not supported (reg knows cache, bind, tmpfs)"),
             )),
         }
+    }
+
+    /// `--mount=type=bind[,from=STAGE|IMAGE][,source=…][,rw]`: read-only unless `rw`, and even
+    /// then nothing written reaches the context or the stage (BuildKit's rule).
+    async fn bind_mount(
+        &self,
+        step: &Step,
+        spec: &str,
+        kv: &BTreeMap<&str, &str>,
+        dir: impl Fn(PathBuf, bool) -> Mount,
+        stage: usize,
+        done: &HashMap<usize, State>,
+    ) -> Result<(Mount, String, Option<PathBuf>), BuildError> {
+        let (view, from_key) = match kv.get("from") {
+            None => (View::new(vec![self.context.dir.clone()]), None),
+            Some(f) => match stage_ref(self.df, stage, f) {
+                Some(d) => {
+                    let s = done
+                        .get(&d)
+                        .ok_or_else(|| self.err(step, format!("stage {f} was not built")))?;
+                    (s.view(self.store), Some(s.key.clone()))
+                }
+                None => {
+                    let img = self
+                        .store
+                        .base(f, self.log.clone())
+                        .await
+                        .map_err(|e| self.err(step, format!("--mount={spec}: {e}")))?;
+                    let layers = img.chain().iter().map(|c| self.store.snapshot(c)).collect();
+                    (View::new(layers), Some(img.id.to_string()))
+                }
+            },
+        };
+        let src = view
+            .resolve(
+                kv.get("source").or_else(|| kv.get("src")).unwrap_or(&""),
+                true,
+            )
+            .map_err(|e| self.err(step, e))?;
+        let e = view.find(&src).ok_or_else(|| {
+            let place = match kv.get("from") {
+                Some(f) => format!("in {f}"),
+                None => "in the build context".into(),
+            };
+            self.err(step, format!("--mount={spec}: /{src} is not {place}"))
+        })?;
+        let rw = matches!(kv.get("rw").or_else(|| kv.get("readwrite")), Some(&"true"));
+        // The key: a stage or image is named by its own key; the context by the content of
+        // what is mounted.
+        let key = match from_key {
+            Some(k) => format!("{k} /{src}"),
+            None => {
+                let fp = tokio::task::block_in_place(|| {
+                    self.fingerprint(&view, true, std::slice::from_ref(&src))
+                });
+                Digest::sha256_of(json!(fp).to_string().as_bytes()).to_string()
+            }
+        };
+        let from_context = kv.get("from").is_none();
+        if e.meta.is_dir() && (rw || !from_context) {
+            // Snapshots hold whiteouts, and a writable bind must not write through: a view.
+            let mut m = dir("overlay".into(), !rw);
+            m.layers = view.merged_dirs(&src);
+            return Ok((m, key, None));
+        }
+        if rw {
+            // A private copy of the one file.
+            let tmp = self.store.tmp("bind");
+            std::fs::create_dir_all(&tmp).map_err(|err| self.err(step, err))?;
+            let copy = tmp.join("file");
+            std::fs::copy(&e.host, &copy).map_err(|err| self.err(step, err))?;
+            return Ok((dir(copy, false), key, Some(tmp)));
+        }
+        Ok((dir(e.host, true), key, None))
+    }
+
+    /// One line per path under `srcs` in `view` (mode, owner, size, content digest for the
+    /// context, symlink target): what a cache key must see of copied or mounted files.
+    fn fingerprint(&self, view: &View, from_context: bool, srcs: &[String]) -> Vec<String> {
+        let mut fp = Vec::new();
+        for src in srcs {
+            walk(view, src, &mut |rel, e| {
+                let content = if from_context {
+                    self.context
+                        .digests
+                        .get(rel)
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                let link = if e.meta.file_type().is_symlink() {
+                    std::fs::read_link(&e.host)
+                        .map(|l| l.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                fp.push(format!(
+                    "{rel} {:o} {} {} {} {content} {link}",
+                    e.meta.mode(),
+                    e.meta.uid(),
+                    e.meta.gid(),
+                    e.meta.len()
+                ));
+            });
+        }
+        fp
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1186,37 +1292,10 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             ));
         }
         // The cache key: content digests of what is copied (mode, owner, bytes — no mtimes).
-        let mut fp = Vec::new();
         // A stat per copied path (2,000 for a big COPY): off the async workers.
-        tokio::task::block_in_place(|| {
-            for (src, _) in &plan {
-                walk(&from_view, src, &mut |rel, e| {
-                    let content = if from_context {
-                        self.context
-                            .digests
-                            .get(rel)
-                            .map(|d| d.to_string())
-                            .unwrap_or_default()
-                    } else {
-                        String::new()
-                    };
-                    let link = if e.meta.file_type().is_symlink() {
-                        std::fs::read_link(&e.host)
-                            .map(|l| l.to_string_lossy().into_owned())
-                            .unwrap_or_default()
-                    } else {
-                        String::new()
-                    };
-                    fp.push(format!(
-                        "{rel} {:o} {} {} {} {content} {link}",
-                        e.meta.mode(),
-                        e.meta.uid(),
-                        e.meta.gid(),
-                        e.meta.len()
-                    ));
-                });
-            }
-        });
+        let srcs: Vec<String> = plan.iter().map(|(src, _)| src.clone()).collect();
+        let mut fp =
+            tokio::task::block_in_place(|| self.fingerprint(&from_view, from_context, &srcs));
         for h in &heredocs {
             fp.push(format!("heredoc {} {}", h.expand, h.body));
         }

@@ -128,6 +128,33 @@ impl View {
             .collect()
     }
 
+    /// The directories whose overlay is the merged directory `rel` (bottom first): each
+    /// layer's copy of it, down to where a layer hides what lies below. Whiteouts and opaque
+    /// directories further down the tree stay in them for the overlay to honour.
+    pub fn merged_dirs(&self, rel: &str) -> Vec<PathBuf> {
+        let comps = components(rel);
+        let mut dirs = Vec::new();
+        for l in self.layers.iter().rev() {
+            let (state, stop) = Self::in_layer(l, &comps);
+            match state {
+                InLayer::Present(m) if m.is_dir() => {
+                    let mut dir = l.clone();
+                    dir.extend(&comps);
+                    let last = stop || is_opaque(&dir);
+                    dirs.push(dir);
+                    if last {
+                        break;
+                    }
+                }
+                InLayer::Present(_) | InLayer::Gone => break,
+                InLayer::Absent if stop => break,
+                InLayer::Absent => {}
+            }
+        }
+        dirs.reverse();
+        dirs
+    }
+
     /// Resolves `rel` with every symlink followed inside the root (the last one only with
     /// `follow_last`); `..` never climbs above the root. Returns the clean relative path.
     pub fn resolve(&self, rel: &str, follow_last: bool) -> Result<String, String> {
@@ -207,6 +234,29 @@ mod tests {
             }
         }
         d
+    }
+
+    #[test]
+    fn merged_dirs_stop_where_a_layer_hides_the_ones_below() {
+        let a = layer(&[("app/x", "1"), ("other/", "")]);
+        let b = layer(&[("app/y", "2")]);
+        let v = View::new(vec![a.path().into(), b.path().into()]);
+        assert_eq!(
+            v.merged_dirs("app"),
+            [a.path().join("app"), b.path().join("app")]
+        );
+        // A file where the directory was hides every lower copy.
+        let c = layer(&[("app", "now a file")]);
+        let d = layer(&[("app/z", "3")]);
+        let v = View::new(vec![
+            a.path().into(),
+            b.path().into(),
+            c.path().into(),
+            d.path().into(),
+        ]);
+        assert_eq!(v.merged_dirs("app"), [d.path().join("app")]);
+        assert_eq!(v.merged_dirs("other"), [a.path().join("other")]);
+        assert!(v.merged_dirs("none").is_empty());
     }
 
     #[test]

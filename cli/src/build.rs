@@ -372,6 +372,7 @@ impl StepRunner for NodeRunner {
                     source: m.source,
                     target: m.target,
                     readonly: m.readonly,
+                    layers: m.layers,
                 })
                 .collect(),
             network: step.network,

@@ -134,7 +134,28 @@ pub fn write(spec: &Spec) -> Result<(), String> {
             "source": spec.dir.join(name), "options": ["rbind", "rprivate"],
         }));
     }
-    for m in &spec.mounts {
+    for (k, m) in spec.mounts.iter().enumerate() {
+        if !m.layers.is_empty() {
+            // A merged view: an overlay mount, which runc performs as well.
+            let dir = crate::runtime::view_dir(&spec.dir, k);
+            let lower: Vec<String> = m
+                .layers
+                .iter()
+                .rev()
+                .map(|l| l.display().to_string())
+                .collect();
+            let mut options = vec![format!("lowerdir={}", lower.join(":"))];
+            if m.readonly {
+                options.push("ro".into());
+            } else {
+                options.push(format!("upperdir={}", dir.join("upper").display()));
+                options.push(format!("workdir={}", dir.join("work").display()));
+            }
+            mounts.push(serde_json::json!({
+                "destination": m.target, "type": "overlay", "source": "overlay", "options": options,
+            }));
+            continue;
+        }
         let mut options = vec!["rbind", "rprivate"];
         if m.readonly {
             options.push("ro");
@@ -263,15 +284,28 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
         .into_iter()
         .flatten()
         .filter(|m| {
-            m["type"] == "bind"
+            (m["type"] == "bind" || m["type"] == "overlay")
                 && !standard
                     .iter()
                     .any(|s| m["destination"].as_str() == Some(s.as_str()))
         })
-        .map(|m| BindMount {
-            source: m["source"].as_str().unwrap_or("").into(),
-            target: m["destination"].as_str().unwrap_or("").to_string(),
-            readonly: strings(&m["options"]).iter().any(|o| o == "ro"),
+        .map(|m| {
+            let options = strings(&m["options"]);
+            let layers: Vec<PathBuf> = if m["type"] == "overlay" {
+                options
+                    .iter()
+                    .find_map(|o| o.strip_prefix("lowerdir="))
+                    .map(|l| l.split(':').rev().map(PathBuf::from).collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            BindMount {
+                source: m["source"].as_str().unwrap_or("").into(),
+                target: m["destination"].as_str().unwrap_or("").to_string(),
+                readonly: options.iter().any(|o| o == "ro"),
+                layers,
+            }
         })
         .collect();
     let net_ns = v["linux"]["namespaces"]
@@ -359,11 +393,20 @@ mod tests {
                 cpus: Some(0.5),
             },
             security: SecuritySpec::default(),
-            mounts: vec![BindMount {
-                source: "/srv/data".into(),
-                target: "/data".into(),
-                readonly: true,
-            }],
+            mounts: vec![
+                BindMount {
+                    source: "/srv/data".into(),
+                    target: "/data".into(),
+                    readonly: true,
+                    layers: Vec::new(),
+                },
+                BindMount {
+                    source: "overlay".into(),
+                    target: "/stage".into(),
+                    readonly: false,
+                    layers: vec!["/s/1".into(), "/s/2".into()],
+                },
+            ],
             network: "demo".into(),
             netns: Some(t.path().join("netns")),
             ip: Some("172.18.0.2".into()),

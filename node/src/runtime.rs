@@ -76,6 +76,17 @@ pub struct BindMount {
     pub target: String,
     #[serde(default)]
     pub readonly: bool,
+    /// When not empty, not a bind but a merged view of these directories (bottom first, overlay
+    /// whiteouts honoured: a build's `RUN --mount=type=bind,from=STAGE`); `source` is unused.
+    /// Writes to a view that is not read-only land in the container's directory and are
+    /// discarded with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<PathBuf>,
+}
+
+/// Where the `k`th mount of a container keeps what its view needs (layer links, upper dir).
+pub fn view_dir(container_dir: &Path, k: usize) -> PathBuf {
+    container_dir.join(format!("view{k}"))
 }
 
 /// What a user asks for: `--privileged`, `--cap-add`, `--cap-drop`.
@@ -703,8 +714,12 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
 
     nix::unistd::sethostname(&spec.hostname).map_err(|e| err("setting the hostname", e))?;
     etc_files(spec, &rootfs)?;
-    for m in &spec.mounts {
-        bind(&rootfs, m)?;
+    for (k, m) in spec.mounts.iter().enumerate() {
+        if m.layers.is_empty() {
+            bind(&rootfs, m)?;
+        } else {
+            view(&rootfs, &view_dir(&spec.dir, k), m)?;
+        }
     }
 
     let old = sub(".reg-old-root");
@@ -829,6 +844,51 @@ fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
         )
         .map_err(|e| err(&format!("making {} read-only", m.target), e))?;
     }
+    Ok(())
+}
+
+/// Mounts the merged view `m` into the rootfs (before `pivot_root`): an overlay of its layers,
+/// read-only, or with an upper dir in `dir` that goes away with the container.
+fn view(rootfs: &Path, dir: &Path, m: &BindMount) -> Result<(), String> {
+    let target = secure_join(rootfs, &m.target)?;
+    let what = format!("mounting a view at {}", m.target);
+    // Short relative links keep the mount data under its one-page limit, as for the rootfs.
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("l")).map_err(|e| err(&what, e))?;
+    let mut layers = m.layers.clone();
+    if m.readonly {
+        // Without an upper dir overlayfs wants two lower dirs at least.
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(|e| err(&what, e))?;
+        layers.insert(0, empty);
+    }
+    for (i, l) in layers.iter().enumerate() {
+        std::os::unix::fs::symlink(l, dir.join("l").join(i.to_string()))
+            .map_err(|e| err(&what, e))?;
+    }
+    let lower: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
+    let mut data = format!("lowerdir={}", lower.join(":"));
+    if !m.readonly {
+        for d in ["upper", "work"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(|e| err(&what, e))?;
+        }
+        data.push_str(",upperdir=upper,workdir=work");
+    }
+    std::fs::create_dir_all(&target).map_err(|e| err(&what, e))?;
+    nix::unistd::chdir(dir).map_err(|e| err(&what, e))?;
+    let flags = if m.readonly {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(|e| err(&what, e))?;
     Ok(())
 }
 

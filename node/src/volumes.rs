@@ -84,6 +84,7 @@ pub fn resolve(root: &Path, spec: &str) -> Result<BindMount, String> {
         source,
         target: target.to_string(),
         readonly,
+        layers: Vec::new(),
     })
 }
 

@@ -205,6 +205,40 @@ CMD ["/bin/sh", "-c", "cat /hd.txt /etc/motd; ls /ctx /ctx/docs /opt /globbed; s
 }
 
 #[test]
+fn run_mounts_bind_stages_and_the_context_and_never_write_through() {
+    let Some(n) = node() else { return };
+    let dockerfile = format!(
+        r#"FROM node/run:v1 AS tools
+{INSTALL}RUN mkdir -p /out && echo one > /out/a && echo two > /out/b
+RUN rm /out/a && echo three > /out/c
+
+FROM node/run:v1
+{INSTALL}RUN --mount=type=bind,from=tools,source=/out,target=/mnt ls /mnt > /listing && cat /mnt/b /mnt/c >> /listing
+RUN --mount=type=bind,source=data,target=/ctx,rw echo scribbled > /ctx/f.txt && cat /ctx/f.txt > /rw.txt
+RUN --mount=type=bind,source=data/f.txt,target=/f.txt cat /f.txt > /ro.txt
+RUN --mount=type=bind,from=tools,source=out,target=/t touch /t/x 2>/dev/null || echo read-only > /roview.txt
+CMD ["/bin/sh", "-c", "cat /listing /rw.txt /ro.txt /roview.txt; ls /mnt /t /ctx 2>&1 | wc -l"]
+"#
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile), ("data/f.txt", "context\n")]);
+    build_ok(&n, &ctx, &["-t", "built/mounts:1"]);
+    let (code, run, err) = n.run(&["built/mounts:1"]);
+    assert_eq!(code, 0, "{err}");
+    // The stage's merged /out (a deleted by a later layer's whiteout), the rw mount's write
+    // seen inside the step only, and no mount point left in the image.
+    assert_eq!(run, "b\nc\ntwo\nthree\nscribbled\ncontext\nread-only\n3\n");
+    // Nothing was written through: the stage still has its files, the context copy its own.
+    let again = build_ok(&n, &ctx, &["-t", "built/mounts:1"]);
+    assert_eq!(again.matches("CACHED").count(), 8, "{again}");
+    // A changed file under a bind source invalidates the steps that mount it.
+    std::fs::write(ctx.path().join("data/f.txt"), "changed\n").expect("write");
+    let third = build_ok(&n, &ctx, &["-t", "built/mounts:2"]);
+    assert_eq!(third.matches("CACHED").count(), 5, "{third}");
+    let (_, run, _) = n.run(&["built/mounts:2", "cat", "/ro.txt"]);
+    assert_eq!(run, "changed\n");
+}
+
+#[test]
 fn hostile_or_failing_builds_are_refused_and_leave_nothing() {
     let Some(n) = node() else { return };
     let check = |dockerfile: &str, files: &[(&str, &str)], needle: &str| {
