@@ -85,6 +85,57 @@ pub struct RegistryConfig {
     /// Empty: plain HTTP.
     pub tls_cert: String,
     pub tls_key: String,
+    /// Online garbage collection (`[registry.gc]`).
+    pub gc: GcConfig,
+    /// Retention rules per repository pattern (`[[registry.retention]]`), applied by the
+    /// garbage collector; `immutable_tags` is enforced on every push and delete.
+    pub retention: Vec<RetentionRule>,
+}
+
+/// When and how the registry collects garbage while it serves. Durations are humantime
+/// strings: `90s`, `15m`, `1h`, `7d`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// Time between collections inside `reg serve`; `0s`: never (run `reg registry gc`).
+    pub interval: String,
+    /// A blob uploaded or mounted, or a link made, within this window is never collected.
+    pub grace: String,
+    /// Untagged manifests older than this (and not reachable from a tag) are removed;
+    /// empty: never — untagged manifests stay pullable by digest.
+    pub untagged: String,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval: "24h".into(),
+            grace: "1h".into(),
+            untagged: String::new(),
+        }
+    }
+}
+
+/// One retention rule: which repositories (a glob: `team/*`, `**`), which tags to keep, which
+/// are immutable. A tag is kept when any keep condition holds; a rule without any keeps all.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionRule {
+    pub repositories: String,
+    /// Keep the N most recently pushed tags (immutable ones are kept besides); 0: no count
+    /// rule.
+    pub keep_last: u32,
+    /// Keep tags pushed within this duration; empty: no age rule.
+    pub keep_newer_than: String,
+    /// Tags matching this glob can neither be overwritten nor deleted (`DENIED`), and the
+    /// collector never removes them; empty: none.
+    pub immutable_tags: String,
+}
+
+/// Parses a humantime duration (`0s`, `90s`, `1h`, `7d`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?}: {e} (expected e.g. 90s, 15m, 1h, 7d)"))
 }
 
 impl RegistryConfig {
@@ -129,6 +180,8 @@ impl Default for RegistryConfig {
             login_failure_delay_ms: 100,
             tls_cert: String::new(),
             tls_key: String::new(),
+            gc: GcConfig::default(),
+            retention: Vec::new(),
         }
     }
 }
@@ -280,6 +333,29 @@ impl Config {
                 "registry.default_page_size",
                 "must be at least 1".into(),
             ));
+        }
+        for (key, v) in [
+            ("registry.gc.interval", &self.registry.gc.interval),
+            ("registry.gc.grace", &self.registry.gc.grace),
+        ] {
+            parse_duration(v).map_err(|m| invalid(key, m))?;
+        }
+        if !self.registry.gc.untagged.is_empty() {
+            parse_duration(&self.registry.gc.untagged)
+                .map_err(|m| invalid("registry.gc.untagged", m))?;
+        }
+        for (i, r) in self.registry.retention.iter().enumerate() {
+            let key = |k: &str| format!("registry.retention[{i}].{k}");
+            if r.repositories.is_empty() {
+                return Err(invalid(
+                    &key("repositories"),
+                    "must name a repository glob such as team/* or **".into(),
+                ));
+            }
+            if !r.keep_newer_than.is_empty() {
+                parse_duration(&r.keep_newer_than)
+                    .map_err(|m| invalid(&key("keep_newer_than"), m))?;
+            }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(

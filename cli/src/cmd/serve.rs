@@ -30,6 +30,29 @@ pub struct ServeArgs {
 pub enum RegistryCommand {
     /// Serve the registry.
     Serve(ServeArgs),
+    /// Collect garbage now, while the registry keeps serving the same data dir.
+    Gc(GcArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct GcArgs {
+    /// Data directory (default: the configured one).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Print what would be removed and how many bytes would come back; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Spare everything uploaded, mounted or linked within this window (default
+    /// registry.gc.grace, 1h).
+    #[arg(long, value_name = "DURATION")]
+    grace: Option<String>,
+    /// Also remove untagged manifests that no tag reaches and that are older than this
+    /// (default registry.gc.untagged: never).
+    #[arg(long, value_name = "DURATION")]
+    untagged: Option<String>,
+    /// The report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +178,70 @@ pub fn run_node(file: Option<&Path>, command: NodeCommand) -> anyhow::Result<()>
 pub fn run_registry(file: Option<&Path>, command: RegistryCommand) -> anyhow::Result<()> {
     match command {
         RegistryCommand::Serve(args) => serve_registry(file, args),
+        RegistryCommand::Gc(args) => gc(file, args),
+    }
+}
+
+/// `reg registry gc`: one collection, reported line by line (or as JSON).
+fn gc(file: Option<&Path>, args: GcArgs) -> anyhow::Result<()> {
+    let mut cfg = Config::load(file)?;
+    if let Some(d) = &args.data {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(g) = &args.grace {
+        cfg.registry.gc.grace = g.clone();
+    }
+    if let Some(u) = &args.untagged {
+        cfg.registry.gc.untagged = u.clone();
+    }
+    cfg.validate()?;
+    if !cfg.layout().registry_db().exists() {
+        anyhow::bail!(
+            "no registry data under {} (give the data dir with --data)",
+            cfg.data_dir.display()
+        );
+    }
+    let mut opts = reg_registry::server::gc_options(&cfg.registry)?;
+    opts.dry_run = args.dry_run;
+    let r = reg_registry::server::gc_once(&cfg, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for t in &r.tags {
+        println!("{verb} tag {t}");
+    }
+    for m in &r.manifests {
+        println!("{verb} manifest {m}");
+    }
+    for (d, size) in &r.blobs {
+        println!("{verb} blob {d} ({size} bytes)");
+    }
+    println!(
+        "{verb} {} tags, {} manifests, {} links, {} blobs: {} back ({:.2} s)",
+        r.tags.len(),
+        r.manifests.len(),
+        r.links,
+        r.blobs.len(),
+        human_bytes(r.bytes),
+        r.seconds
+    );
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }
 

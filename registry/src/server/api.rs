@@ -407,9 +407,13 @@ async fn put_manifest(
         Reference::Tag(t) => (Digest::of(Algorithm::Sha256, &bytes), Some(t.to_string())),
     };
     let subject = parsed.subject.clone();
+    let immutable = tag
+        .as_deref()
+        .is_some_and(|t| super::gc::is_immutable(&st.rules, repo.as_str(), t));
     let (meta, name, d2) = (st.meta.clone(), repo.to_string(), digest.clone());
     let stored =
-        blocking(move || meta.put_manifest(&name, &d2, &bytes, &parsed, tag.as_deref())).await?;
+        blocking(move || meta.put_manifest(&name, &d2, &bytes, &parsed, tag.as_deref(), immutable))
+            .await?;
     match stored {
         Ok(()) => {}
         Err(PutManifestError::MissingBlob(b)) => {
@@ -429,6 +433,15 @@ async fn put_manifest(
                 ),
             )
             .with_detail(serde_json::json!({ "digest": m.to_string() })))
+        }
+        Err(PutManifestError::Immutable(current)) => {
+            return Err(ApiError::new(
+                ErrorCode::Denied,
+                format!(
+                    "tag {r} of {repo} is immutable (registry.retention) and points at {current}; \
+                     push under a new tag"
+                ),
+            ))
         }
         Err(PutManifestError::Meta(e)) => return Err(e.into()),
     }
@@ -454,7 +467,25 @@ async fn put_manifest(
 
 async fn delete_manifest(st: &Arc<AppState>, repo: &RepoName, r: &str, cx: &Ctx) -> ApiResult {
     let (meta, name) = (st.meta.clone(), repo.to_string());
-    let deleted = match parse_reference(r)? {
+    let reference = parse_reference(r)?;
+    // An immutable tag can be deleted neither itself nor through the manifest it names.
+    let protected: Vec<String> = match &reference {
+        Reference::Tag(t) => vec![t.to_string()],
+        Reference::Digest(d) => {
+            let (m, n, d) = (st.meta.clone(), name.clone(), d.clone());
+            blocking(move || m.tags_of(&n, &d)).await??
+        }
+    };
+    if let Some(t) = protected
+        .iter()
+        .find(|t| super::gc::is_immutable(&st.rules, repo.as_str(), t))
+    {
+        return Err(ApiError::new(
+            ErrorCode::Denied,
+            format!("tag {t} of {repo} is immutable (registry.retention); it cannot be deleted"),
+        ));
+    }
+    let deleted = match reference {
         Reference::Digest(d) => blocking(move || meta.delete_manifest(&name, &d)).await??,
         Reference::Tag(t) => blocking(move || meta.delete_tag(&name, t.as_str())).await??,
     };
@@ -919,7 +950,14 @@ async fn finish(
         .with_detail(serde_json::json!({ "digest": digest.to_string() })));
     }
     let (store, p, d, size) = (st.store.clone(), path.clone(), digest.clone(), s.size);
-    blocking(move || store.commit(&p, &d)).await??;
+    let touch = st.meta.clone();
+    // The row first, then the bytes: a collection that runs meanwhile spares the blob (see gc).
+    blocking(move || -> Result<(), ApiError> {
+        touch.touch_blob(&d, size)?;
+        store.commit(&p, &d)?;
+        Ok(())
+    })
+    .await??;
     let (name, d) = (repo.to_string(), digest.clone());
     blocking(move || -> Result<(), super::meta::MetaError> {
         meta.link_blob(&name, &d, size)?;

@@ -33,6 +33,8 @@ pub enum MetaError {
 pub enum PutManifestError {
     MissingBlob(Digest),
     MissingManifest(Digest),
+    /// The tag is immutable and points at this other manifest.
+    Immutable(String),
     Meta(MetaError),
 }
 
@@ -154,6 +156,13 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL DEFAULT '',
     client TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(repo_id, child);
+CREATE INDEX IF NOT EXISTS repo_blobs_digest ON repo_blobs(digest);
+CREATE TABLE IF NOT EXISTS gc_lock (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
     repo TEXT NOT NULL,
@@ -261,7 +270,8 @@ impl Meta {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let repo_id = Self::ensure_repo(&tx, repo)?;
             tx.execute(
-                "INSERT INTO blobs(digest, size, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                "INSERT INTO blobs(digest, size, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO UPDATE SET created_at = excluded.created_at",
                 params![d, size as i64, now()],
             )?;
             tx.execute(
@@ -272,6 +282,31 @@ impl Meta {
             tx.commit()
         })??;
         Ok(())
+    }
+
+    /// Records that `digest` is being stored now, before its object is written: the garbage
+    /// collector spares a blob touched within its grace window (and puts back an object it
+    /// moved aside when the row reappears), so a push racing a collection never loses bytes.
+    pub fn touch_blob(&self, digest: &Digest, size: u64) -> Result<(), MetaError> {
+        let d = digest.to_string();
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO blobs(digest, size, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO UPDATE SET created_at = excluded.created_at",
+                params![d, size as i64, now()],
+            )
+        })??;
+        Ok(())
+    }
+
+    /// Whether a blob row exists (whatever its links).
+    pub fn blob_known(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let d = digest.to_string();
+        self.read(|c| {
+            c.query_row("SELECT 1 FROM blobs WHERE digest = ?1", [d], |_| Ok(()))
+                .optional()
+                .map(|o| o.is_some())
+        })
     }
 
     /// Links `digest` into `to` if `from` has it; returns its size when it did.
@@ -323,6 +358,7 @@ impl Meta {
         content: &[u8],
         parsed: &Parsed,
         tag: Option<&str>,
+        tag_immutable: bool,
     ) -> Result<(), PutManifestError> {
         let d = digest.to_string();
         let annotations = parsed
@@ -356,10 +392,23 @@ impl Meta {
                     return Err(PutManifestError::MissingManifest(m.clone()));
                 }
             }
+            if let (Some(tag), true) = (tag, tag_immutable) {
+                let current: Option<String> = tx
+                    .query_row(
+                        "SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2",
+                        params![repo_id, tag],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(current) = current.filter(|c| *c != d) {
+                    return Err(PutManifestError::Immutable(current));
+                }
+            }
+            // A manifest pushed again counts as new for the untagged-manifest policy.
             tx.execute(
                 "INSERT INTO manifests(repo_id, digest, media_type, content, subject, artifact_type, annotations, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                 ON CONFLICT(repo_id, digest) DO UPDATE SET media_type = excluded.media_type",
+                 ON CONFLICT(repo_id, digest) DO UPDATE SET media_type = excluded.media_type, created_at = excluded.created_at",
                 params![
                     repo_id,
                     d,
@@ -444,6 +493,19 @@ impl Meta {
             tx.commit()?;
             Ok(n > 0)
         })??)
+    }
+
+    /// The tags of `repo` that point at `digest`.
+    pub fn tags_of(&self, repo: &str, digest: &Digest) -> Result<Vec<String>, MetaError> {
+        let d = digest.to_string();
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT t.name FROM tags t JOIN repos r ON r.id = t.repo_id \
+                 WHERE r.name = ?1 AND t.digest = ?2 ORDER BY t.name",
+            )?
+            .query_map(params![repo, d], |r| r.get(0))?
+            .collect()
+        })
     }
 
     pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool, MetaError> {

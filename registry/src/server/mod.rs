@@ -6,6 +6,7 @@
 mod api;
 pub mod auth;
 pub mod error;
+pub mod gc;
 pub mod meta;
 mod routes;
 pub mod store;
@@ -56,6 +57,8 @@ pub enum ServeError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Gc(#[from] gc::GcError),
 }
 
 /// Shared state of all handlers.
@@ -65,6 +68,8 @@ pub struct AppState {
     pub(crate) sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<api::Session>>>>,
     pub(crate) cfg: RegistryConfig,
     pub(crate) auth: auth::Auth,
+    /// `registry.retention`, compiled (immutable tags are checked on every push and delete).
+    pub(crate) rules: Vec<gc::Rule>,
 }
 
 impl AppState {
@@ -92,8 +97,16 @@ impl AppState {
             store: Arc::new(store),
             sessions: Mutex::new(HashMap::new()),
             cfg: cfg.registry.clone(),
+            rules: gc::Rule::from_configs(&cfg.registry.retention)?,
         });
         st.sweep_uploads(true)?;
+        let recovered = gc::recover_at_start(&st.meta, &st.store)?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "objects left in the trash by an interrupted garbage collection were sorted out"
+            );
+        }
         Ok(st)
     }
 
@@ -303,6 +316,8 @@ pub async fn serve(
         })
     };
 
+    let collector = gc_schedule(&state, &cfg.registry.gc)?;
+
     let grace = Duration::from_secs(cfg.registry.shutdown_grace_secs);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = match cfg.registry.tls() {
@@ -310,5 +325,71 @@ pub async fn serve(
         _ => serve_plain(listener, app, shutdown, grace).await,
     };
     sweeper.abort();
+    if let Some(c) = collector {
+        c.abort();
+    }
     result
+}
+
+/// One collection over the data dir of `cfg` from a separate process (`reg registry gc`),
+/// while a registry may be serving it: opens the database and blob store, nothing else.
+pub fn gc_once(cfg: &Config, opts: &gc::Options) -> Result<gc::Report, ServeError> {
+    let layout = cfg.layout();
+    let meta = Meta::open(&layout.registry_db())?;
+    let store = BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
+        .map_err(|source| ServeError::Storage {
+            path: layout.registry_blobs(),
+            source,
+        })?;
+    Ok(gc::collect(&meta, &store, opts)?)
+}
+
+/// Options of a collection as the configuration describes them.
+pub fn gc_options(cfg: &RegistryConfig) -> Result<gc::Options, ServeError> {
+    let bad = |m: String| ServeError::Gc(gc::GcError::Rule(m));
+    Ok(gc::Options {
+        grace: reg_config::parse_duration(&cfg.gc.grace).map_err(bad)?,
+        untagged: if cfg.gc.untagged.is_empty() {
+            None
+        } else {
+            Some(reg_config::parse_duration(&cfg.gc.untagged).map_err(bad)?)
+        },
+        dry_run: false,
+        rules: gc::Rule::from_configs(&cfg.retention)?,
+    })
+}
+
+/// Starts the scheduled collection (`registry.gc.interval`; none when it is zero).
+fn gc_schedule(
+    state: &Arc<AppState>,
+    cfg: &reg_config::GcConfig,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ServeError> {
+    let every = reg_config::parse_duration(&cfg.interval)
+        .map_err(|m| ServeError::Gc(gc::GcError::Rule(m)))?;
+    if every.is_zero() {
+        return Ok(None);
+    }
+    let opts = gc_options(&state.cfg)?;
+    let st = state.clone();
+    Ok(Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let (s, o) = (st.clone(), opts.clone());
+            match tokio::task::spawn_blocking(move || gc::collect(&s.meta, &s.store, &o)).await {
+                Ok(Ok(r)) => tracing::info!(
+                    tags = r.tags.len(),
+                    manifests = r.manifests.len(),
+                    links = r.links,
+                    blobs = r.blobs.len(),
+                    bytes = r.bytes,
+                    seconds = r.seconds,
+                    "garbage collected"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),
+                Err(e) => tracing::warn!(error = %e, "garbage collection task failed"),
+            }
+        }
+    })))
 }

@@ -102,13 +102,11 @@ impl BlobStore {
         Ok(Some(tokio_stream_from(rx)))
     }
 
-    /// Makes the verified upload file `src` the object for `d` (atomic). If an identical object
-    /// already exists the upload file is simply removed.
+    /// Makes the verified upload file `src` the object for `d` (atomic). An identical object
+    /// that already exists is replaced, not kept: the collector may be moving it aside at this
+    /// very moment, and this push's copy must then be the one that stays.
     pub fn commit(&self, src: &Path, d: &Digest) -> std::io::Result<()> {
         let dst = self.local_path(d);
-        if dst.exists() {
-            return std::fs::remove_file(src);
-        }
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -123,6 +121,64 @@ impl BlobStore {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Where the collector moves objects aside before it knows they may go.
+    pub fn trash_dir(&self) -> PathBuf {
+        self.root.join("_trash")
+    }
+
+    /// Moves the object for `d` into the trash (atomic rename); `None` when there is none.
+    pub fn move_to_trash(&self, d: &Digest) -> std::io::Result<Option<PathBuf>> {
+        let trash = self.trash_dir();
+        std::fs::create_dir_all(&trash)?;
+        let to = trash.join(format!(
+            "{}-{}-{}",
+            d.algorithm().as_str(),
+            d.hex(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        match std::fs::rename(self.local_path(d), &to) {
+            Ok(()) => Ok(Some(to)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts a trashed object back as the object for `d` (an identical copy written meanwhile
+    /// is simply replaced: same digest, same bytes).
+    pub fn restore(&self, trashed: &Path, d: &Digest) -> std::io::Result<()> {
+        let dst = self.local_path(d);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(trashed, dst)
+    }
+
+    /// Every object file: its digest (when the name is one), path and modification time.
+    /// Files that are not objects (a crashed cross-device copy) come with `None`.
+    pub fn objects(&self) -> Vec<(Option<Digest>, PathBuf, std::time::SystemTime)> {
+        let mut out = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let Ok(prefixes) = std::fs::read_dir(self.root.join(alg.as_str())) else {
+                continue;
+            };
+            for p in prefixes.flatten() {
+                let Ok(files) = std::fs::read_dir(p.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    let digest = Digest::parse(&format!("{}:{name}", alg.as_str())).ok();
+                    let mtime = f
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                    out.push((digest, f.path(), mtime));
+                }
+            }
+        }
+        out
     }
 
     /// Deletes the object for `d` (garbage collection only: links are metadata).

@@ -1,0 +1,732 @@
+//! Online garbage collection: runs while the registry serves the same data (from `reg serve` on
+//! a schedule, or `reg registry gc` as another process), never in a read-only mode.
+//!
+//! What stays: every tag (minus what a retention rule drops), every manifest a kept tag reaches
+//! through index children and referrers (`subject`), every untagged manifest unless the
+//! untagged policy says it is old enough, every blob a surviving manifest names, and everything
+//! uploaded, mounted or linked within the grace window. The plan is computed from one read of
+//! the metadata; each deletion then re-checks its condition in its own transaction, so a push,
+//! tag or mount that lands meanwhile always wins.
+//!
+//! Blob bytes go in three steps, safe against a push of the same digest at any moment (a push
+//! writes the blob's row *before* its object, see `api::finish`): (1) delete the row if it is
+//! still unlinked and older than the grace window; (2) rename the object into `_trash`;
+//! (3) if a row has reappeared meanwhile, rename it back, else delete it. A crash between (2)
+//! and (3) is repaired by [`recover_trash`] at the next start or collection.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use globset::{GlobBuilder, GlobMatcher};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+use super::meta::{now, Meta, MetaError};
+use super::store::BlobStore;
+use crate::digest::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("metadata database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("blob storage: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("another garbage collection ({holder}) is running; it holds the lock for {secs} more seconds — wait for it, or for the lock to expire if it was killed")]
+    Busy { holder: String, secs: i64 },
+    #[error("registry.retention: {0}")]
+    Rule(String),
+}
+
+/// A retention rule, compiled.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    repos: GlobMatcher,
+    keep_last: u32,
+    keep_newer_than: Option<Duration>,
+    immutable: Option<GlobMatcher>,
+}
+
+fn glob(pattern: &str) -> Result<GlobMatcher, GcError> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| GcError::Rule(format!("{pattern:?}: {e}")))
+}
+
+impl Rule {
+    pub fn from_config(r: &reg_config::RetentionRule) -> Result<Rule, GcError> {
+        let keep_newer_than = if r.keep_newer_than.is_empty() {
+            None
+        } else {
+            Some(reg_config::parse_duration(&r.keep_newer_than).map_err(GcError::Rule)?)
+        };
+        let immutable = if r.immutable_tags.is_empty() {
+            None
+        } else {
+            Some(glob(&r.immutable_tags)?)
+        };
+        Ok(Rule {
+            repos: glob(&r.repositories)?,
+            keep_last: r.keep_last,
+            keep_newer_than,
+            immutable,
+        })
+    }
+
+    pub fn from_configs(rules: &[reg_config::RetentionRule]) -> Result<Vec<Rule>, GcError> {
+        rules.iter().map(Rule::from_config).collect()
+    }
+}
+
+/// The rule for `repo`: the first whose pattern matches.
+fn rule_for<'a>(rules: &'a [Rule], repo: &str) -> Option<&'a Rule> {
+    rules.iter().find(|r| r.repos.is_match(repo))
+}
+
+/// Whether `tag` of `repo` may be neither overwritten nor deleted.
+pub fn is_immutable(rules: &[Rule], repo: &str, tag: &str) -> bool {
+    rule_for(rules, repo)
+        .and_then(|r| r.immutable.as_ref())
+        .is_some_and(|m| m.is_match(tag))
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nothing uploaded, mounted or linked more recently than this goes.
+    pub grace: Duration,
+    /// Untagged, unreachable manifests older than this go; `None`: they stay.
+    pub untagged: Option<Duration>,
+    pub dry_run: bool,
+    pub rules: Vec<Rule>,
+}
+
+/// What a collection removed (or, dry, would remove).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    /// `repo:tag`
+    pub tags: Vec<String>,
+    /// `repo@digest`
+    pub manifests: Vec<String>,
+    /// Repository links to blobs no surviving manifest names.
+    pub links: u64,
+    /// `digest` and size of every blob whose bytes go.
+    pub blobs: Vec<(String, u64)>,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// The collector's hold on the database-wide lock (one collection at a time, across
+/// processes and replicas); released on drop, and expiring by itself if its holder dies.
+struct Lock<'a> {
+    meta: &'a Meta,
+    holder: String,
+}
+
+const LOCK_SECS: i64 = 60;
+
+impl<'a> Lock<'a> {
+    fn take(meta: &'a Meta) -> Result<Lock<'a>, GcError> {
+        let holder = format!(
+            "pid {} on {}, {}",
+            std::process::id(),
+            nix_hostname(),
+            uuid::Uuid::new_v4().simple()
+        );
+        meta.write(|c| -> Result<(), GcError> {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let held: Option<(String, i64)> = tx
+                .query_row("SELECT holder, expires_at FROM gc_lock WHERE id = 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if let Some((other, expires)) = held {
+                if expires > now() && !holder_is_gone(&other) {
+                    return Err(GcError::Busy {
+                        holder: other,
+                        secs: expires - now(),
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO gc_lock(id, holder, expires_at) VALUES (1, ?1, ?2) \
+                 ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+                params![holder, now() + LOCK_SECS],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })??;
+        Ok(Lock { meta, holder })
+    }
+
+    /// Extends the lock; call between batches.
+    fn renew(&self) -> Result<(), GcError> {
+        self.meta.write(|c| {
+            c.execute(
+                "UPDATE gc_lock SET expires_at = ?2 WHERE id = 1 AND holder = ?1",
+                params![self.holder, now() + LOCK_SECS],
+            )
+        })??;
+        Ok(())
+    }
+}
+
+impl Drop for Lock<'_> {
+    fn drop(&mut self) {
+        let _ = self.meta.write(|c| {
+            c.execute(
+                "DELETE FROM gc_lock WHERE id = 1 AND holder = ?1",
+                [&self.holder],
+            )
+        });
+    }
+}
+
+/// Whether the lock's holder was a process on this machine that no longer exists (killed
+/// mid-collection): its lock need not be waited out.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some(rest) = holder.strip_prefix("pid ") else {
+        return false;
+    };
+    let mut words = rest.split([' ', ',']);
+    let pid = words.next().and_then(|p| p.parse::<u32>().ok());
+    let host = rest.split(" on ").nth(1).and_then(|h| h.split(',').next());
+    match (pid, host) {
+        (Some(pid), Some(host)) if host == nix_hostname() => {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}
+
+fn nix_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// [`recover_trash`] at start-up, unless a collection (of another process) holds the lock and
+/// will do it itself.
+pub fn recover_at_start(meta: &Meta, store: &BlobStore) -> Result<usize, GcError> {
+    match Lock::take(meta) {
+        Ok(_lock) => recover_trash(meta, store),
+        Err(GcError::Busy { .. }) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Puts back trashed objects whose blob row exists (a push won the race while a collection
+/// was cut short) and deletes the rest. Call with the lock held.
+fn recover_trash(meta: &Meta, store: &BlobStore) -> Result<usize, GcError> {
+    let Ok(entries) = std::fs::read_dir(store.trash_dir()) else {
+        return Ok(0);
+    };
+    let mut handled = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mut parts = name.splitn(3, '-');
+        let digest = match (parts.next(), parts.next()) {
+            (Some(alg), Some(hex)) => Digest::parse(&format!("{alg}:{hex}")).ok(),
+            _ => None,
+        };
+        match digest {
+            Some(d) if meta.blob_known(&d)? => store.restore(&e.path(), &d)?,
+            _ => std::fs::remove_file(e.path())?,
+        }
+        handled += 1;
+    }
+    Ok(handled)
+}
+
+/// Everything the plan is computed from: one read of the metadata.
+struct Snapshot {
+    /// repo → tag → (digest, updated_at)
+    tags: BTreeMap<String, BTreeMap<String, (String, i64)>>,
+    /// repo → digest → (created_at, subject)
+    manifests: BTreeMap<String, BTreeMap<String, (i64, Option<String>)>>,
+    /// repo → manifest digest → children (blobs and manifests)
+    refs: HashMap<String, HashMap<String, Vec<String>>>,
+    /// (repo, blob digest, created_at)
+    links: Vec<(String, String, i64)>,
+    /// digest → (size, created_at)
+    blobs: HashMap<String, (u64, i64)>,
+}
+
+fn snapshot(meta: &Meta) -> Result<Snapshot, GcError> {
+    Ok(meta.read(|c| {
+        // One read transaction: every table as of the same moment.
+        c.execute_batch("BEGIN")?;
+        let result = (|| -> rusqlite::Result<Snapshot> {
+            let mut tags: BTreeMap<String, BTreeMap<String, (String, i64)>> = BTreeMap::new();
+            let mut q = c.prepare(
+                "SELECT r.name, t.name, t.digest, t.updated_at FROM tags t JOIN repos r ON r.id = t.repo_id",
+            )?;
+            let mut rows = q.query([])?;
+            while let Some(r) = rows.next()? {
+                tags.entry(r.get(0)?)
+                    .or_default()
+                    .insert(r.get(1)?, (r.get(2)?, r.get(3)?));
+            }
+            let mut manifests: BTreeMap<String, BTreeMap<String, (i64, Option<String>)>> =
+                BTreeMap::new();
+            let mut q = c.prepare(
+                "SELECT r.name, m.digest, m.created_at, m.subject FROM manifests m JOIN repos r ON r.id = m.repo_id",
+            )?;
+            let mut rows = q.query([])?;
+            while let Some(r) = rows.next()? {
+                manifests
+                    .entry(r.get(0)?)
+                    .or_default()
+                    .insert(r.get(1)?, (r.get(2)?, r.get(3)?));
+            }
+            let mut refs: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
+            let mut q = c.prepare(
+                "SELECT r.name, mr.digest, mr.child FROM manifest_refs mr JOIN repos r ON r.id = mr.repo_id",
+            )?;
+            let mut rows = q.query([])?;
+            while let Some(r) = rows.next()? {
+                refs.entry(r.get(0)?)
+                    .or_default()
+                    .entry(r.get(1)?)
+                    .or_default()
+                    .push(r.get(2)?);
+            }
+            let mut links = Vec::new();
+            let mut q = c.prepare(
+                "SELECT r.name, rb.digest, rb.created_at FROM repo_blobs rb JOIN repos r ON r.id = rb.repo_id",
+            )?;
+            let mut rows = q.query([])?;
+            while let Some(r) = rows.next()? {
+                links.push((r.get(0)?, r.get(1)?, r.get(2)?));
+            }
+            let mut blobs = HashMap::new();
+            let mut q = c.prepare("SELECT digest, size, created_at FROM blobs")?;
+            let mut rows = q.query([])?;
+            while let Some(r) = rows.next()? {
+                blobs.insert(r.get(0)?, (r.get::<_, i64>(1)?.max(0) as u64, r.get(2)?));
+            }
+            Ok(Snapshot {
+                tags,
+                manifests,
+                refs,
+                links,
+                blobs,
+            })
+        })();
+        c.execute_batch("COMMIT")?;
+        result
+    })?)
+}
+
+/// Collects garbage once (blocking: call it off the async workers).
+pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report, GcError> {
+    let started = Instant::now();
+    let lock = Lock::take(meta)?;
+    if !opts.dry_run {
+        recover_trash(meta, store)?;
+    }
+    let t = now();
+    let grace_cutoff = t - opts.grace.as_secs() as i64;
+    let snap = snapshot(meta)?;
+    let mut report = Report {
+        dry_run: opts.dry_run,
+        ..Report::default()
+    };
+
+    // 1. Retention: the tags each rule does not keep.
+    let mut tags = snap.tags.clone();
+    let mut released: HashSet<(String, String)> = HashSet::new();
+    for (repo, repo_tags) in &snap.tags {
+        let Some(rule) = rule_for(&opts.rules, repo) else {
+            continue;
+        };
+        if rule.keep_last == 0 && rule.keep_newer_than.is_none() {
+            continue;
+        }
+        // Immutable tags always stay and do not count towards `keep_last`.
+        let mut by_age: Vec<(&String, &(String, i64))> = repo_tags
+            .iter()
+            .filter(|(tag, _)| !rule.immutable.as_ref().is_some_and(|m| m.is_match(tag)))
+            .collect();
+        by_age.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
+        for (i, (tag, (digest, updated))) in by_age.into_iter().enumerate() {
+            let keep = (rule.keep_last > 0 && i < rule.keep_last as usize)
+                || rule
+                    .keep_newer_than
+                    .is_some_and(|d| *updated >= t - d.as_secs() as i64);
+            if keep {
+                continue;
+            }
+            let gone = opts.dry_run || delete_tag_if_unchanged(meta, repo, tag, digest, *updated)?;
+            if gone {
+                report.tags.push(format!("{repo}:{tag}"));
+                released.insert((repo.clone(), digest.clone()));
+                if let Some(m) = tags.get_mut(repo) {
+                    m.remove(tag);
+                }
+            }
+        }
+    }
+    lock.renew()?;
+
+    // 2. Manifests no kept tag reaches (only under the untagged policy, or released above).
+    let untagged_cutoff = opts.untagged.map(|d| t - d.as_secs() as i64);
+    let empty_refs = HashMap::new();
+    let mut dead: BTreeSet<(String, String)> = BTreeSet::new();
+    for (repo, manifests) in &snap.manifests {
+        let refs = snap.refs.get(repo).unwrap_or(&empty_refs);
+        let tagged: HashSet<&str> = tags
+            .get(repo)
+            .map(|m| m.values().map(|(d, _)| d.as_str()).collect())
+            .unwrap_or_default();
+        let mut referrers: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (d, (_, subject)) in manifests {
+            if let Some(s) = subject {
+                referrers.entry(s.as_str()).or_default().push(d.as_str());
+            }
+        }
+        let mut todo: Vec<&str> = manifests
+            .iter()
+            .filter(|(d, (created, _))| {
+                tagged.contains(d.as_str())
+                    || (!released.contains(&(repo.clone(), (*d).clone()))
+                        && untagged_cutoff.is_none_or(|cut| *created >= cut))
+            })
+            .map(|(d, _)| d.as_str())
+            .collect();
+        let mut live: HashSet<&str> = HashSet::new();
+        while let Some(d) = todo.pop() {
+            if !live.insert(d) {
+                continue;
+            }
+            for c in refs.get(d).into_iter().flatten() {
+                if manifests.contains_key(c) {
+                    todo.push(c.as_str());
+                }
+            }
+            todo.extend(referrers.get(d).into_iter().flatten());
+        }
+        for d in manifests.keys() {
+            if !live.contains(d.as_str()) {
+                dead.insert((repo.clone(), d.clone()));
+            }
+        }
+    }
+    let mut removed: BTreeSet<(String, String)> = BTreeSet::new();
+    if opts.dry_run {
+        removed = dead;
+    } else {
+        // Parents before their children: a child still named by a manifest is kept by the
+        // re-check, so repeat while something goes.
+        let mut left = dead;
+        loop {
+            let mut progress = false;
+            for (repo, d) in left.clone() {
+                let created = snap.manifests[&repo][&d].0;
+                if delete_manifest_if_unreachable(meta, &repo, &d, created)? {
+                    left.remove(&(repo.clone(), d.clone()));
+                    removed.insert((repo, d));
+                    progress = true;
+                }
+            }
+            if !progress || left.is_empty() {
+                break;
+            }
+        }
+    }
+    report.manifests = removed.iter().map(|(r, d)| format!("{r}@{d}")).collect();
+    lock.renew()?;
+
+    // 3. Links that no surviving manifest of their repository names.
+    let mut named: HashSet<(&str, &str)> = HashSet::new();
+    for (repo, refs) in &snap.refs {
+        for (m, children) in refs {
+            if removed.contains(&(repo.clone(), m.clone())) {
+                continue;
+            }
+            for c in children {
+                named.insert((repo.as_str(), c.as_str()));
+            }
+        }
+    }
+    let mut linked: HashSet<&str> = HashSet::new();
+    for (repo, digest, created) in &snap.links {
+        if *created >= grace_cutoff || named.contains(&(repo.as_str(), digest.as_str())) {
+            linked.insert(digest.as_str());
+        } else {
+            report.links += 1;
+        }
+    }
+    if !opts.dry_run {
+        // Re-checked in the statement itself: a manifest or link that arrived since stays.
+        report.links = meta.write(|c| {
+            c.execute(
+                "DELETE FROM repo_blobs WHERE created_at < ?1 AND NOT EXISTS (\
+                 SELECT 1 FROM manifest_refs mr WHERE mr.repo_id = repo_blobs.repo_id \
+                 AND mr.child = repo_blobs.digest)",
+                [grace_cutoff],
+            )
+        })?? as u64;
+    }
+    lock.renew()?;
+
+    // 4. Blobs without a link, older than the grace window.
+    let mut candidates: Vec<(&String, u64)> = snap
+        .blobs
+        .iter()
+        .filter(|(d, (_, created))| *created < grace_cutoff && !linked.contains(d.as_str()))
+        .map(|(d, (size, _))| (d, *size))
+        .collect();
+    candidates.sort();
+    for (i, (d, size)) in candidates.into_iter().enumerate() {
+        let Ok(digest) = Digest::parse(d) else {
+            continue;
+        };
+        if opts.dry_run || delete_blob(meta, store, &digest, grace_cutoff)? {
+            report.blobs.push((d.clone(), size));
+            report.bytes += size;
+        }
+        if i % 200 == 199 {
+            lock.renew()?;
+        }
+    }
+
+    // 5. Objects without any row (a crash between writing an object and recording it).
+    let grace_time = SystemTime::now()
+        .checked_sub(opts.grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    for (digest, path, mtime) in store.objects() {
+        if mtime >= grace_time {
+            continue;
+        }
+        match digest {
+            Some(d) if !snap.blobs.contains_key(&d.to_string()) => {
+                if meta.blob_known(&d)? {
+                    continue;
+                }
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                if opts.dry_run || trash_object(meta, store, &d)? {
+                    report.blobs.push((d.to_string(), size));
+                    report.bytes += size;
+                }
+            }
+            Some(_) => {}
+            None => {
+                if !opts.dry_run {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+    drop(lock);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn delete_tag_if_unchanged(
+    meta: &Meta,
+    repo: &str,
+    tag: &str,
+    digest: &str,
+    updated: i64,
+) -> Result<bool, GcError> {
+    Ok(meta.write(|c| {
+        c.execute(
+            "DELETE FROM tags WHERE name = ?2 AND digest = ?3 AND updated_at = ?4 \
+             AND repo_id = (SELECT id FROM repos WHERE name = ?1)",
+            params![repo, tag, digest, updated],
+        )
+    })?? > 0)
+}
+
+/// Deletes a manifest if, now, no tag points at it, no other manifest names it and it was not
+/// pushed again since the plan was made.
+fn delete_manifest_if_unreachable(
+    meta: &Meta,
+    repo: &str,
+    digest: &str,
+    created: i64,
+) -> Result<bool, GcError> {
+    Ok(meta.write(|c| -> rusqlite::Result<bool> {
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(repo_id) = tx
+            .query_row("SELECT id FROM repos WHERE name = ?1", [repo], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+        else {
+            return Ok(false);
+        };
+        let n = tx.execute(
+            "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2 AND created_at = ?3 \
+             AND NOT EXISTS (SELECT 1 FROM tags WHERE repo_id = ?1 AND digest = ?2) \
+             AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo_id = ?1 AND child = ?2 AND digest <> ?2)",
+            params![repo_id, digest, created],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "DELETE FROM manifest_refs WHERE repo_id = ?1 AND digest = ?2",
+                params![repo_id, digest],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    })??)
+}
+
+/// Steps (1)–(3) of the module's protocol for one blob with a row.
+fn delete_blob(
+    meta: &Meta,
+    store: &BlobStore,
+    digest: &Digest,
+    grace_cutoff: i64,
+) -> Result<bool, GcError> {
+    let d = digest.to_string();
+    let gone = meta.write(|c| {
+        c.execute(
+            "DELETE FROM blobs WHERE digest = ?1 AND created_at < ?2 \
+             AND NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)",
+            params![d, grace_cutoff],
+        )
+    })?? > 0;
+    if !gone {
+        return Ok(false);
+    }
+    trash_object(meta, store, digest)?;
+    Ok(true)
+}
+
+/// Steps (2)–(3): moves the object aside, then keeps it only if a row has reappeared.
+fn trash_object(meta: &Meta, store: &BlobStore, digest: &Digest) -> Result<bool, GcError> {
+    let Some(trashed) = store.move_to_trash(digest)? else {
+        return Ok(true);
+    };
+    if meta.blob_known(digest)? {
+        store.restore(&trashed, digest)?;
+        return Ok(false);
+    }
+    std::fs::remove_file(&trashed)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(repos: &str, immutable: &str) -> Rule {
+        Rule::from_config(&reg_config::RetentionRule {
+            repositories: repos.into(),
+            immutable_tags: immutable.into(),
+            ..Default::default()
+        })
+        .expect("rule")
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_and_star_stays_in_one_level() {
+        let rules = vec![rule("team/*", "v*"), rule("**", "release-*")];
+        assert!(is_immutable(&rules, "team/app", "v1.0"));
+        assert!(!is_immutable(&rules, "team/app", "release-1"));
+        assert!(is_immutable(&rules, "team/app/sub", "release-1"));
+        assert!(!is_immutable(&rules, "other", "v1"));
+        assert!(is_immutable(&rules, "other", "release-2"));
+    }
+
+    /// A blob store and database with one unlinked blob recorded an hour ago.
+    fn stale_blob(data: &[u8]) -> (tempfile::TempDir, Meta, BlobStore, Digest) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let meta = Meta::open(&t.path().join("meta.db")).expect("meta");
+        let store = BlobStore::open_local(&t.path().join("blobs"), &t.path().join("uploads"))
+            .expect("store");
+        let d = Digest::sha256_of(data);
+        upload(&store, &meta, &d, data);
+        meta.write(|c| c.execute("UPDATE blobs SET created_at = created_at - 3600", []))
+            .expect("write")
+            .expect("update");
+        (t, meta, store, d)
+    }
+
+    /// What a push does: the row, then the object (see `api::finish`).
+    fn upload(store: &BlobStore, meta: &Meta, d: &Digest, data: &[u8]) {
+        meta.touch_blob(d, data.len() as u64).expect("touch");
+        let f = store.upload_path(&uuid::Uuid::new_v4().to_string());
+        std::fs::write(&f, data).expect("upload file");
+        store.commit(&f, d).expect("commit");
+    }
+
+    fn object(store: &BlobStore, d: &Digest) -> Option<Vec<u8>> {
+        store
+            .objects()
+            .into_iter()
+            .find(|(digest, _, _)| digest.as_ref() == Some(d))
+            .map(|(_, p, _)| std::fs::read(p).expect("read object"))
+    }
+
+    #[test]
+    fn a_push_racing_the_collector_keeps_its_bytes_at_every_interleaving() {
+        let data = b"bytes that must survive";
+        let cutoff = now() - 60;
+        // The push lands before the collector's delete: the row is fresh, nothing happens.
+        let (_t, meta, store, d) = stale_blob(data);
+        upload(&store, &meta, &d, data);
+        assert!(!delete_blob(&meta, &store, &d, cutoff).expect("gc"));
+        assert_eq!(object(&store, &d).as_deref(), Some(&data[..]));
+
+        // Row deleted, then the push, then the object is moved aside: it comes back.
+        let (_t, meta, store, d) = stale_blob(data);
+        assert!(meta
+            .write(|c| c.execute("DELETE FROM blobs WHERE digest = ?1", [d.to_string()]))
+            .expect("write")
+            .is_ok());
+        upload(&store, &meta, &d, data);
+        assert!(!trash_object(&meta, &store, &d).expect("gc"));
+        assert_eq!(object(&store, &d).as_deref(), Some(&data[..]));
+
+        // Object already in the trash when the push writes its copy: restored over it.
+        let (_t, meta, store, d) = stale_blob(data);
+        assert!(meta
+            .write(|c| c.execute("DELETE FROM blobs WHERE digest = ?1", [d.to_string()]))
+            .expect("write")
+            .is_ok());
+        let trashed = store.move_to_trash(&d).expect("trash").expect("was there");
+        upload(&store, &meta, &d, data);
+        assert!(meta.blob_known(&d).expect("known"));
+        store.restore(&trashed, &d).expect("restore");
+        assert_eq!(object(&store, &d).as_deref(), Some(&data[..]));
+
+        // Killed between moving aside and checking: the next start sorts it out.
+        let (_t, meta, store, d) = stale_blob(data);
+        let _trashed = store.move_to_trash(&d).expect("trash").expect("was there");
+        assert_eq!(recover_at_start(&meta, &store).expect("recover"), 1);
+        assert_eq!(
+            object(&store, &d).as_deref(),
+            Some(&data[..]),
+            "row kept, object back"
+        );
+
+        // Nobody pushes: the bytes go, and the trash is empty.
+        let (_t, meta, store, d) = stale_blob(data);
+        assert!(delete_blob(&meta, &store, &d, cutoff).expect("gc"));
+        assert!(object(&store, &d).is_none());
+        assert_eq!(recover_at_start(&meta, &store).expect("recover"), 0);
+    }
+
+    #[test]
+    fn bad_patterns_and_durations_are_refused() {
+        let bad = reg_config::RetentionRule {
+            repositories: "team/[".into(),
+            ..Default::default()
+        };
+        assert!(Rule::from_config(&bad).is_err());
+        let bad = reg_config::RetentionRule {
+            repositories: "team/*".into(),
+            keep_newer_than: "soon".into(),
+            ..Default::default()
+        };
+        assert!(Rule::from_config(&bad).is_err());
+    }
+}
