@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Garbage collection benchmark: reg's online GC against distribution's offline
+# `docker-registry garbage-collect`, on the same data pushed over HTTP to both (MANIFESTS images of
+# BLOBS blobs each in 100 repositories; every other manifest then deleted, so half the blobs are
+# garbage). For reg it also measures push throughput while the collection runs.
+#
+#   bench/gc.sh                           # 10,000 manifests / 50,000 blobs
+#   MANIFESTS=2000 bench/gc.sh            # quicker
+#
+# Needs: python3, curl, docker-registry (apt-get install docker-registry). Only 127.0.0.1 is used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MANIFESTS=${MANIFESTS:-10000}
+BLOBS=${BLOBS:-5}
+for t in curl python3 docker-registry; do
+    command -v "$t" >/dev/null || { echo "bench: $t is missing (apt-get install it)"; exit 1; }
+done
+cargo build --release --locked --bin reg >&2
+REG=$PWD/target/release/reg
+
+work=$(mktemp -d /tmp/reg-gc-bench.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 100); do curl -sf "http://$1/v2/" >/dev/null && return 0; sleep 0.1; done; echo "bench: $1 did not start"; exit 1; }
+now_ms() { date +%s%3N; }
+objects() { find "$1" -type f | wc -l; }
+
+# --- reg ---------------------------------------------------------------------------------------
+reg_port=$(free_port)
+REG_LOG=warn REG_REGISTRY_GC_INTERVAL=0s "$REG" registry serve --addr "127.0.0.1:$reg_port" \
+    --data "$work/reg" 2>"$work/reg.log" &
+pids+=("$!")
+wait_up "127.0.0.1:$reg_port"
+t0=$(now_ms)
+python3 bench/gc_fill.py fill "127.0.0.1:$reg_port" "$MANIFESTS" "$BLOBS" reg >/dev/null
+fill_reg=$(( $(now_ms) - t0 ))
+reg_before=$(objects "$work/reg/registry/blobs")
+sleep 1
+base_rate=$(python3 bench/gc_fill.py push "127.0.0.1:$reg_port" 5 base)
+# The collection runs while a push load goes on (the load's own blobs are within the grace
+# window, so they stay).
+python3 bench/gc_fill.py push "127.0.0.1:$reg_port" 600 during "$work/stamps" > /dev/null &
+load=$!
+sleep 2
+t0=$(now_ms)
+"$REG" registry gc --data "$work/reg" --grace 1s > "$work/reg-gc.out"
+t1=$(now_ms)
+gc_reg=$(( t1 - t0 ))
+touch "$work/stamps.stop"
+wait "$load"
+during_rate=$(python3 bench/gc_fill.py rate - "$work/stamps" "$t0" "$t1")
+reg_after=$(objects "$work/reg/registry/blobs")
+tail -1 "$work/reg-gc.out" >&2
+
+# --- distribution ------------------------------------------------------------------------------
+dist_port=$(free_port)
+cat > "$work/dist.yml" <<YML
+version: 0.1
+log: { level: error, accesslog: { disabled: true } }
+storage:
+  filesystem: { rootdirectory: $work/dist }
+  delete: { enabled: true }
+http: { addr: 127.0.0.1:$dist_port }
+YML
+docker-registry serve "$work/dist.yml" 2>"$work/dist.log" &
+dist_pid=$!; pids+=("$dist_pid")
+wait_up "127.0.0.1:$dist_port"
+t0=$(now_ms)
+python3 bench/gc_fill.py fill "127.0.0.1:$dist_port" "$MANIFESTS" "$BLOBS" dist >/dev/null
+fill_dist=$(( $(now_ms) - t0 ))
+dist_before=$(find "$work/dist/docker/registry/v2/blobs" -name data | wc -l)
+# distribution collects offline only: stop it first.
+kill "$dist_pid"; wait "$dist_pid" 2>/dev/null || true
+t0=$(now_ms)
+docker-registry garbage-collect "$work/dist.yml" > "$work/dist-gc.out" 2>&1
+gc_dist=$(( $(now_ms) - t0 ))
+dist_after=$(find "$work/dist/docker/registry/v2/blobs" -name data | wc -l)
+
+printf '\n%s manifests x %s blobs, every other manifest deleted\n' "$MANIFESTS" "$BLOBS"
+printf '%-14s %10s %12s %12s %16s\n' "" "fill s" "blobs before" "blobs after" "gc ms"
+printf '%-14s %10.1f %12s %12s %16s\n' reg "$(echo "$fill_reg/1000" | bc -l)" "$reg_before" "$reg_after" "$gc_reg (online)"
+printf '%-14s %10.1f %12s %12s %16s\n' distribution "$(echo "$fill_dist/1000" | bc -l)" "$dist_before" "$dist_after" "$gc_dist (offline)"
+printf 'gc time reg/distribution: %.2fx\n' "$(echo "$gc_reg/$gc_dist" | bc -l)"
+printf 'reg pushes/s: %s without gc, %s while gc runs (%.0f%%)\n' "$base_rate" "$during_rate" \
+    "$(echo "100*$during_rate/$base_rate" | bc -l)"
