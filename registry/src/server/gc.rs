@@ -424,14 +424,18 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
         // re-check, so repeat while something goes.
         let mut left = dead;
         loop {
+            let todo: Vec<(String, String, i64)> = left
+                .iter()
+                .map(|(r, d)| (r.clone(), d.clone(), snap.manifests[r][d].0))
+                .collect();
             let mut progress = false;
-            for (repo, d) in left.clone() {
-                let created = snap.manifests[&repo][&d].0;
-                if delete_manifest_if_unreachable(meta, &repo, &d, created)? {
+            for batch in todo.chunks(BATCH) {
+                for (repo, d) in delete_manifests_if_unreachable(meta, batch)? {
                     left.remove(&(repo.clone(), d.clone()));
                     removed.insert((repo, d));
                     progress = true;
                 }
+                lock.renew()?;
             }
             if !progress || left.is_empty() {
                 break;
@@ -482,17 +486,25 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
         .map(|(d, (size, _))| (d, *size))
         .collect();
     candidates.sort();
-    for (i, (d, size)) in candidates.into_iter().enumerate() {
-        let Ok(digest) = Digest::parse(d) else {
-            continue;
+    let sizes: HashMap<&str, u64> = candidates.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+    // In batches: one short write transaction per batch keeps pushes flowing.
+    for batch in candidates.chunks(BATCH) {
+        let digests: Vec<Digest> = batch
+            .iter()
+            .filter_map(|(d, _)| Digest::parse(d).ok())
+            .collect();
+        let gone = if opts.dry_run {
+            digests
+        } else {
+            delete_blobs(meta, store, &digests, grace_cutoff)?
         };
-        if opts.dry_run || delete_blob(meta, store, &digest, grace_cutoff)? {
-            report.blobs.push((d.clone(), size));
+        for d in gone {
+            let d = d.to_string();
+            let size = sizes.get(d.as_str()).copied().unwrap_or(0);
             report.bytes += size;
+            report.blobs.push((d, size));
         }
-        if i % 200 == 199 {
-            lock.renew()?;
-        }
+        lock.renew()?;
     }
 
     // 5. Objects without any row (a crash between writing an object and recording it).
@@ -543,74 +555,123 @@ fn delete_tag_if_unchanged(
     })?? > 0)
 }
 
-/// Deletes a manifest if, now, no tag points at it, no other manifest names it and it was not
-/// pushed again since the plan was made.
-fn delete_manifest_if_unreachable(
+/// Deletes each manifest that, now, no tag points at, no other manifest names and that was
+/// not pushed again since the plan was made; returns those deleted.
+fn delete_manifests_if_unreachable(
     meta: &Meta,
-    repo: &str,
-    digest: &str,
-    created: i64,
-) -> Result<bool, GcError> {
-    Ok(meta.write(|c| -> rusqlite::Result<bool> {
+    batch: &[(String, String, i64)],
+) -> Result<Vec<(String, String)>, GcError> {
+    Ok(meta.write(|c| -> rusqlite::Result<Vec<(String, String)>> {
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(repo_id) = tx
-            .query_row("SELECT id FROM repos WHERE name = ?1", [repo], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()?
-        else {
-            return Ok(false);
-        };
-        let n = tx.execute(
-            "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2 AND created_at = ?3 \
-             AND NOT EXISTS (SELECT 1 FROM tags WHERE repo_id = ?1 AND digest = ?2) \
-             AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo_id = ?1 AND child = ?2 AND digest <> ?2)",
-            params![repo_id, digest, created],
-        )?;
-        if n > 0 {
-            tx.execute(
-                "DELETE FROM manifest_refs WHERE repo_id = ?1 AND digest = ?2",
-                params![repo_id, digest],
+        let mut out = Vec::new();
+        {
+            let mut repo_id = tx.prepare_cached("SELECT id FROM repos WHERE name = ?1")?;
+            let mut del = tx.prepare_cached(
+                "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2 AND created_at = ?3 \
+                 AND NOT EXISTS (SELECT 1 FROM tags WHERE repo_id = ?1 AND digest = ?2) \
+                 AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo_id = ?1 AND child = ?2 AND digest <> ?2)",
             )?;
+            let mut refs =
+                tx.prepare_cached("DELETE FROM manifest_refs WHERE repo_id = ?1 AND digest = ?2")?;
+            for (repo, digest, created) in batch {
+                let Some(id) = repo_id
+                    .query_row([repo], |r| r.get::<_, i64>(0))
+                    .optional()?
+                else {
+                    continue;
+                };
+                if del.execute(params![id, digest, created])? > 0 {
+                    refs.execute(params![id, digest])?;
+                    out.push((repo.clone(), digest.clone()));
+                }
+            }
         }
         tx.commit()?;
-        Ok(n > 0)
+        Ok(out)
     })??)
 }
 
-/// Steps (1)–(3) of the module's protocol for one blob with a row.
+/// Rows and objects handled per transaction.
+const BATCH: usize = 500;
+
+/// Steps (1)–(3) of the module's protocol for a batch of blobs with rows; returns those whose
+/// bytes went.
+fn delete_blobs(
+    meta: &Meta,
+    store: &BlobStore,
+    digests: &[Digest],
+    grace_cutoff: i64,
+) -> Result<Vec<Digest>, GcError> {
+    let deleted = meta.write(|c| -> rusqlite::Result<Vec<Digest>> {
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::new();
+        {
+            let mut del = tx.prepare_cached(
+                "DELETE FROM blobs WHERE digest = ?1 AND created_at < ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)",
+            )?;
+            for d in digests {
+                if del.execute(params![d.to_string(), grace_cutoff])? > 0 {
+                    out.push(d.clone());
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    })??;
+    trash_objects(meta, store, &deleted)
+}
+
+/// Steps (2)–(3): moves the objects aside, then keeps those whose row has reappeared; returns
+/// the digests whose bytes went.
+fn trash_objects(
+    meta: &Meta,
+    store: &BlobStore,
+    digests: &[Digest],
+) -> Result<Vec<Digest>, GcError> {
+    let mut moved = Vec::new();
+    let mut gone = Vec::new();
+    for d in digests {
+        match store.move_to_trash(d)? {
+            Some(t) => moved.push((d.clone(), t)),
+            None => gone.push(d.clone()),
+        }
+    }
+    let back: HashSet<String> = meta.read(|c| {
+        let mut q = c.prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?;
+        let mut back = HashSet::new();
+        for (d, _) in &moved {
+            if q.exists([d.to_string()])? {
+                back.insert(d.to_string());
+            }
+        }
+        Ok(back)
+    })?;
+    for (d, trashed) in moved {
+        if back.contains(&d.to_string()) {
+            store.restore(&trashed, &d)?;
+        } else {
+            std::fs::remove_file(&trashed)?;
+            gone.push(d);
+        }
+    }
+    Ok(gone)
+}
+
+/// [`trash_objects`] for one.
+fn trash_object(meta: &Meta, store: &BlobStore, digest: &Digest) -> Result<bool, GcError> {
+    Ok(!trash_objects(meta, store, std::slice::from_ref(digest))?.is_empty())
+}
+
+/// [`delete_blobs`] for one.
+#[cfg(test)]
 fn delete_blob(
     meta: &Meta,
     store: &BlobStore,
     digest: &Digest,
     grace_cutoff: i64,
 ) -> Result<bool, GcError> {
-    let d = digest.to_string();
-    let gone = meta.write(|c| {
-        c.execute(
-            "DELETE FROM blobs WHERE digest = ?1 AND created_at < ?2 \
-             AND NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)",
-            params![d, grace_cutoff],
-        )
-    })?? > 0;
-    if !gone {
-        return Ok(false);
-    }
-    trash_object(meta, store, digest)?;
-    Ok(true)
-}
-
-/// Steps (2)–(3): moves the object aside, then keeps it only if a row has reappeared.
-fn trash_object(meta: &Meta, store: &BlobStore, digest: &Digest) -> Result<bool, GcError> {
-    let Some(trashed) = store.move_to_trash(digest)? else {
-        return Ok(true);
-    };
-    if meta.blob_known(digest)? {
-        store.restore(&trashed, digest)?;
-        return Ok(false);
-    }
-    std::fs::remove_file(&trashed)?;
-    Ok(true)
+    Ok(!delete_blobs(meta, store, std::slice::from_ref(digest), grace_cutoff)?.is_empty())
 }
 
 #[cfg(test)]
