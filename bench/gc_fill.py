@@ -80,10 +80,13 @@ def fill_part(args):
             repo = f"bench/r{i % 100}"
             d = image(c, repo, f"t{i}", f"{seed}-{i}", n_blobs)
             if i % 2 == 1:
-                st, _, _ = request(c, "DELETE", f"/v2/{repo}/manifests/{d}")
-                assert st == 202, st
-                with lock:
-                    deleted[0] += 1
+                st, _, body = request(c, "DELETE", f"/v2/{repo}/manifests/{d}")
+                if st == 202:
+                    with lock:
+                        deleted[0] += 1
+                else:
+                    # distribution 2.8 answers some concurrent deletes with 500: count, go on.
+                    print(f"DELETE {repo}@{d}: {st} {body[:200]!r}", file=sys.stderr)
 
     ts = [threading.Thread(target=worker) for _ in range(THREADS)]
     for t in ts:
