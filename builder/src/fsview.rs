@@ -98,28 +98,13 @@ impl View {
 
     /// The names in directory `rel`, merged across layers, sorted.
     pub fn list(&self, rel: &str) -> Vec<String> {
-        let comps = components(rel);
         let mut names: BTreeMap<String, bool> = BTreeMap::new();
-        for l in self.layers.iter().rev() {
-            let (state, stop) = Self::in_layer(l, &comps);
-            match state {
-                InLayer::Present(m) if m.is_dir() => {
-                    let mut dir = l.clone();
-                    dir.extend(&comps);
-                    if let Ok(rd) = std::fs::read_dir(&dir) {
-                        for e in rd.flatten() {
-                            let name = e.file_name().to_string_lossy().into_owned();
-                            let gone = e.metadata().map(|m| is_whiteout(&m)).unwrap_or(false);
-                            names.entry(name).or_insert(!gone);
-                        }
-                    }
-                    if stop || is_opaque(&dir) {
-                        break;
-                    }
-                }
-                InLayer::Present(_) | InLayer::Gone => break,
-                InLayer::Absent if stop => break,
-                InLayer::Absent => {}
+        // Top layer first: the first word on a name (present or whited out) wins.
+        for dir in self.merged_dirs(rel).iter().rev() {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let gone = e.metadata().map(|m| is_whiteout(&m)).unwrap_or(false);
+                names.entry(name).or_insert(!gone);
             }
         }
         names

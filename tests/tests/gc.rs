@@ -100,29 +100,40 @@ fn status(c: &Client, url: String) -> u16 {
     c.head(url).send().map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
+/// Every (repository, tag) the registry lists.
+fn tagged(c: &Client, reg: &Registry) -> Vec<(String, String)> {
+    let get = |path: &str| -> serde_json::Value {
+        c.get(reg.url(path))
+            .send()
+            .and_then(|r| r.json())
+            .expect("listing")
+    };
+    let mut out = Vec::new();
+    for repo in get("/v2/_catalog")["repositories"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let repo = repo.as_str().unwrap_or("");
+        for tag in get(&format!("/v2/{repo}/tags/list"))["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            out.push((repo.to_string(), tag.as_str().unwrap_or("").to_string()));
+        }
+    }
+    out
+}
+
 /// Every tag of every repository pulls: its manifest (and an index's children) and every blob
 /// arrive and match their digests.
 fn verify_all(c: &Client, reg: &Registry) -> usize {
-    let cat: serde_json::Value = c
-        .get(reg.url("/v2/_catalog"))
-        .send()
-        .and_then(|r| r.json())
-        .expect("catalog");
-    let mut checked = 0;
-    for repo in cat["repositories"].as_array().into_iter().flatten() {
-        let repo = repo.as_str().unwrap_or("");
-        let tags: serde_json::Value = c
-            .get(reg.url(&format!("/v2/{repo}/tags/list")))
-            .send()
-            .and_then(|r| r.json())
-            .expect("tags");
-        for tag in tags["tags"].as_array().into_iter().flatten() {
-            let tag = tag.as_str().unwrap_or("");
-            verify_manifest(c, reg, repo, tag);
-            checked += 1;
-        }
+    let tags = tagged(c, reg);
+    for (repo, tag) in &tags {
+        verify_manifest(c, reg, repo, tag);
     }
-    checked
+    tags.len()
 }
 
 fn verify_manifest(c: &Client, reg: &Registry, repo: &str, reference: &str) {
@@ -434,40 +445,24 @@ fn pushes_tag_churn_and_deletes_race_a_looping_gc_and_lose_nothing() {
     println!("race: {pushes} pushes, {runs} collections, {tags} tags verified");
 }
 
-/// Every blob named by a tagged manifest (and an index's children).
+/// Every blob named by a tagged manifest.
 fn named_blobs(c: &Client, reg: &Registry) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let cat: serde_json::Value = c
-        .get(reg.url("/v2/_catalog"))
-        .send()
-        .and_then(|r| r.json())
-        .expect("catalog");
-    for repo in cat["repositories"].as_array().into_iter().flatten() {
-        let repo = repo.as_str().unwrap_or("");
-        let tags: serde_json::Value = c
-            .get(reg.url(&format!("/v2/{repo}/tags/list")))
+    for (repo, tag) in tagged(c, reg) {
+        let m: serde_json::Value = c
+            .get(reg.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .header("accept", OCI_MANIFEST)
             .send()
             .and_then(|r| r.json())
-            .expect("tags");
-        for tag in tags["tags"].as_array().into_iter().flatten() {
-            let m: serde_json::Value = c
-                .get(reg.url(&format!(
-                    "/v2/{repo}/manifests/{}",
-                    tag.as_str().unwrap_or("")
-                )))
-                .header("accept", OCI_MANIFEST)
-                .send()
-                .and_then(|r| r.json())
-                .expect("manifest");
-            for d in m["layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .chain(std::iter::once(&m["config"]))
-                .filter_map(|d| d["digest"].as_str())
-            {
-                out.insert(d.to_string());
-            }
+            .expect("manifest");
+        for d in m["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&m["config"]))
+            .filter_map(|d| d["digest"].as_str())
+        {
+            out.insert(d.to_string());
         }
     }
     out

@@ -76,12 +76,7 @@ impl AppState {
     /// Opens (creating if needed) the registry's storage under the configured data dir.
     pub fn open(cfg: &Config) -> Result<Arc<AppState>, ServeError> {
         let layout = cfg.layout();
-        let meta = Meta::open(&layout.registry_db())?;
-        let store = BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
-            .map_err(|source| ServeError::Storage {
-                path: layout.registry_blobs(),
-                source,
-            })?;
+        let (meta, store) = open_storage(cfg)?;
         let meta = Arc::new(meta);
         let key = auth::load_or_create_key(&layout.registry_auth())?;
         let auth = auth::Auth::new(
@@ -334,6 +329,12 @@ pub async fn serve(
 /// One collection over the data dir of `cfg` from a separate process (`reg registry gc`),
 /// while a registry may be serving it: opens the database and blob store, nothing else.
 pub fn gc_once(cfg: &Config, opts: &gc::Options) -> Result<gc::Report, ServeError> {
+    let (meta, store) = open_storage(cfg)?;
+    Ok(gc::collect(&meta, &store, opts)?)
+}
+
+/// The metadata database and the blob store under the data dir of `cfg`.
+fn open_storage(cfg: &Config) -> Result<(Meta, BlobStore), ServeError> {
     let layout = cfg.layout();
     let meta = Meta::open(&layout.registry_db())?;
     let store = BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
@@ -341,7 +342,7 @@ pub fn gc_once(cfg: &Config, opts: &gc::Options) -> Result<gc::Report, ServeErro
             path: layout.registry_blobs(),
             source,
         })?;
-    Ok(gc::collect(&meta, &store, opts)?)
+    Ok((meta, store))
 }
 
 /// Options of a collection as the configuration describes them.
