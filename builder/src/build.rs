@@ -100,6 +100,18 @@ pub struct Mount {
     pub layers: Vec<PathBuf>,
 }
 
+impl Mount {
+    /// A bind of `source` at `target`.
+    fn bind(source: PathBuf, target: String, readonly: bool) -> Mount {
+        Mount {
+            source,
+            target,
+            readonly,
+            layers: Vec::new(),
+        }
+    }
+}
+
 /// The `key=value` pairs of a `--mount` spec (a bare key means `true`).
 fn mount_options(spec: &str) -> BTreeMap<&str, &str> {
     spec.split(',')
@@ -1023,12 +1035,6 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             format!("{workdir}/{target}")
         };
         let target = format!("/{}", crate::ignore::clean(&target));
-        let dir = |source: PathBuf, readonly: bool| Mount {
-            source,
-            target: target.clone(),
-            readonly,
-            layers: Vec::new(),
-        };
         match ty {
             "cache" => {
                 let id = kv.get("id").copied().unwrap_or(target.as_str());
@@ -1038,14 +1044,18 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                     .join("mounts")
                     .join(Digest::sha256_of(id.as_bytes()).hex());
                 std::fs::create_dir_all(&path).map_err(|e| self.err(step, e))?;
-                Ok((dir(path, false), String::new(), None))
+                Ok((Mount::bind(path, target, false), String::new(), None))
             }
             "tmpfs" => {
                 let path = self.store.tmp("tmpfs");
                 std::fs::create_dir_all(&path).map_err(|e| self.err(step, e))?;
-                Ok((dir(path.clone(), false), String::new(), Some(path)))
+                Ok((
+                    Mount::bind(path.clone(), target, false),
+                    String::new(),
+                    Some(path),
+                ))
             }
-            "bind" => self.bind_mount(step, spec, &kv, dir, stage, done).await,
+            "bind" => self.bind_mount(step, spec, &kv, target, stage, done).await,
             o => Err(self.err(
                 step,
                 format!("--mount type={o} is not supported (reg knows cache, bind, tmpfs)"),
@@ -1060,7 +1070,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         step: &Step,
         spec: &str,
         kv: &BTreeMap<&str, &str>,
-        dir: impl Fn(PathBuf, bool) -> Mount,
+        target: String,
         stage: usize,
         done: &HashMap<usize, State>,
     ) -> Result<(Mount, String, Option<PathBuf>), BuildError> {
@@ -1112,7 +1122,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let from_context = kv.get("from").is_none();
         if e.meta.is_dir() && (rw || !from_context) {
             // Snapshots hold whiteouts, and a writable bind must not write through: a view.
-            let mut m = dir("overlay".into(), !rw);
+            let mut m = Mount::bind("overlay".into(), target, !rw);
             m.layers = view.merged_dirs(&src);
             return Ok((m, key, None));
         }
@@ -1122,9 +1132,9 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             std::fs::create_dir_all(&tmp).map_err(|err| self.err(step, err))?;
             let copy = tmp.join("file");
             std::fs::copy(&e.host, &copy).map_err(|err| self.err(step, err))?;
-            return Ok((dir(copy, false), key, Some(tmp)));
+            return Ok((Mount::bind(copy, target, false), key, Some(tmp)));
         }
-        Ok((dir(e.host, true), key, None))
+        Ok((Mount::bind(e.host, target, true), key, None))
     }
 
     /// One line per path under `srcs` in `view` (mode, owner, size, content digest for the

@@ -601,34 +601,8 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| err("making mounts private", e))?;
     let rootfs = spec.dir.join("rootfs");
-    // The mount data is limited to one page: long snapshot paths would cap an image at a few
-    // dozen layers. So each layer gets a short symlink `l/N` in the container's directory, and
-    // the overlay is mounted with paths relative to it (the kernel takes up to 500 layers).
-    let links = spec.dir.join("l");
-    let _ = std::fs::remove_dir_all(&links);
-    std::fs::create_dir_all(&links).map_err(|e| err("creating the layer links", e))?;
-    let mut layers = spec.layers.clone();
-    if layers.is_empty() {
-        // An image without layers (FROM scratch + metadata) still needs a lower dir.
-        let empty = spec.dir.join("empty");
-        std::fs::create_dir_all(&empty).map_err(|e| err("creating an empty layer", e))?;
-        layers.push(empty);
-    }
-    for (i, l) in layers.iter().enumerate() {
-        std::os::unix::fs::symlink(l, links.join(i.to_string()))
-            .map_err(|e| err("linking a layer", e))?;
-    }
-    let lower: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
-    nix::unistd::chdir(&spec.dir).map_err(|e| err("chdir to the container's directory", e))?;
-    let data = format!("lowerdir={},upperdir=upper,workdir=work", lower.join(":"));
-    mount(
-        Some("overlay"),
-        &rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| err("mounting the overlay rootfs", e))?;
+    overlay(&spec.dir, &spec.layers, true, &rootfs)
+        .map_err(|e| err("mounting the overlay rootfs", e))?;
 
     let sub = |p: &str| rootfs.join(p.trim_start_matches('/'));
     let ensure_dir = |p: &Path| {
@@ -852,43 +826,50 @@ fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
 fn view(rootfs: &Path, dir: &Path, m: &BindMount) -> Result<(), String> {
     let target = secure_join(rootfs, &m.target)?;
     let what = format!("mounting a view at {}", m.target);
-    // Short relative links keep the mount data under its one-page limit, as for the rootfs.
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir.join("l")).map_err(|e| err(&what, e))?;
-    let mut layers = m.layers.clone();
-    if m.readonly {
-        // Without an upper dir overlayfs wants two lower dirs at least.
-        let empty = dir.join("empty");
-        std::fs::create_dir_all(&empty).map_err(|e| err(&what, e))?;
+    std::fs::create_dir_all(&target).map_err(|e| err(&what, e))?;
+    overlay(dir, &m.layers, !m.readonly, &target).map_err(|e| err(&what, e))
+}
+
+/// Mounts an overlay of `layers` (bottom first) at `target`, with `dir/upper` as its upper dir
+/// when `upper`, else read-only. Leaves the working directory at `dir`.
+///
+/// The mount data is limited to one page: long snapshot paths would cap an image at a few dozen
+/// layers. So each layer gets a short symlink `dir/l/N`, and the overlay is mounted with paths
+/// relative to `dir` (the kernel takes up to 500 layers).
+fn overlay(dir: &Path, layers: &[PathBuf], upper: bool, target: &Path) -> std::io::Result<()> {
+    let links = dir.join("l");
+    let _ = std::fs::remove_dir_all(&links);
+    std::fs::create_dir_all(&links)?;
+    let mut layers = layers.to_vec();
+    // overlayfs wants one lower dir with an upper dir, two without (FROM scratch has none).
+    let needed: usize = if upper { 1 } else { 2 };
+    for i in 0..needed.saturating_sub(layers.len()) {
+        let empty = dir.join(format!("empty{i}"));
+        std::fs::create_dir_all(&empty)?;
         layers.insert(0, empty);
     }
     for (i, l) in layers.iter().enumerate() {
-        std::os::unix::fs::symlink(l, dir.join("l").join(i.to_string()))
-            .map_err(|e| err(&what, e))?;
+        std::os::unix::fs::symlink(l, links.join(i.to_string()))?;
     }
     let lower: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
     let mut data = format!("lowerdir={}", lower.join(":"));
-    if !m.readonly {
+    let mut flags = MsFlags::MS_RDONLY;
+    if upper {
         for d in ["upper", "work"] {
-            std::fs::create_dir_all(dir.join(d)).map_err(|e| err(&what, e))?;
+            std::fs::create_dir_all(dir.join(d))?;
         }
         data.push_str(",upperdir=upper,workdir=work");
+        flags = MsFlags::empty();
     }
-    std::fs::create_dir_all(&target).map_err(|e| err(&what, e))?;
-    nix::unistd::chdir(dir).map_err(|e| err(&what, e))?;
-    let flags = if m.readonly {
-        MsFlags::MS_RDONLY
-    } else {
-        MsFlags::empty()
-    };
+    nix::unistd::chdir(dir)?;
     mount(
         Some("overlay"),
-        &target,
+        target,
         Some("overlay"),
         flags,
         Some(data.as_str()),
-    )
-    .map_err(|e| err(&what, e))?;
+    )?;
     Ok(())
 }
 

@@ -76,24 +76,9 @@ fn image(
     seed: &str,
     layers: &[&[u8]],
 ) -> String {
-    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{seed}\"}}");
-    let cd = push_blob(c, reg, repo, config.as_bytes());
-    let ls: Vec<serde_json::Value> = layers
-        .iter()
-        .map(|l| {
-            let d = push_blob(c, reg, repo, l);
-            serde_json::json!({"mediaType": OCI_LAYER, "digest": d, "size": l.len()})
-        })
-        .collect();
-    let m = serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": config.len()},
-        "layers": ls,
-    })
-    .to_string();
-    let r = put_manifest(c, reg, repo, tag, OCI_MANIFEST, &m);
-    assert_eq!(r.status(), 201, "push {repo}:{tag}: {:?}", r.text());
-    sha256(m.as_bytes())
+    RegistryView::of(reg)
+        .try_image(c, repo, tag, seed, layers)
+        .unwrap_or_else(|e| panic!("push {repo}:{tag}: {e}"))
 }
 
 fn status(c: &Client, url: String) -> u16 {
@@ -148,13 +133,7 @@ fn verify_manifest(c: &Client, reg: &Registry, repo: &str, reference: &str) {
     for child in m["manifests"].as_array().into_iter().flatten() {
         verify_manifest(c, reg, repo, child["digest"].as_str().unwrap_or(""));
     }
-    let blobs = m["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(std::iter::once(&m["config"]))
-        .filter_map(|d| d["digest"].as_str());
-    for d in blobs {
+    for d in blobs_of(&m) {
         let r = c
             .get(reg.url(&format!("/v2/{repo}/blobs/{d}")))
             .send()
@@ -323,14 +302,12 @@ fn retention_keeps_the_newest_tags_and_immutable_tags_refuse_change() {
         assert_eq!(r.status(), 403, "delete {reference}");
     }
     // The same content again is no change: accepted.
-    let (_, same) = {
-        let r = c
-            .get(reg.url("/v2/keep/app/manifests/v1"))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .expect("GET");
-        ((), r.text().unwrap_or_default())
-    };
+    let same = c
+        .get(reg.url("/v2/keep/app/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .and_then(|r| r.text())
+        .expect("GET");
     assert_eq!(
         put_manifest(&c, &reg, "keep/app", "v1", OCI_MANIFEST, &same).status(),
         201
@@ -395,8 +372,8 @@ fn pushes_tag_churn_and_deletes_race_a_looping_gc_and_lose_nothing() {
     let deadline = Instant::now() + Duration::from_secs(race_secs());
     let pushers: Vec<_> = (0..16)
         .map(|p| {
-            let reg_url = reg.url("");
-            let host = reg.host.clone();
+            let view = RegistryView::of(&reg);
+            let reg_url = view.url.clone();
             std::thread::spawn(move || {
                 let c = client();
                 let mut n = 0u32;
@@ -406,11 +383,11 @@ fn pushes_tag_churn_and_deletes_race_a_looping_gc_and_lose_nothing() {
                     let tag = format!("p{p}-{}", n % 3);
                     // Content comes back: a blob the collector is removing is pushed again.
                     let own = format!("pusher {p} content {}", n % 5).into_bytes();
-                    let view = RegistryView {
-                        url: reg_url.clone(),
-                        host: host.clone(),
-                    };
-                    view.image(&c, &repo, &tag, &format!("{p}-{n}"), &[&shared, &own]);
+                    if let Err(e) =
+                        view.try_image(&c, &repo, &tag, &format!("{p}-{n}"), &[&shared, &own])
+                    {
+                        panic!("{e}");
+                    }
                     if n % 4 == 3 {
                         // Tag churn: delete one of this pusher's tags.
                         let r = c
@@ -445,6 +422,16 @@ fn pushes_tag_churn_and_deletes_race_a_looping_gc_and_lose_nothing() {
     println!("race: {pushes} pushes, {runs} collections, {tags} tags verified");
 }
 
+/// The config and layer digests an image manifest names.
+fn blobs_of(m: &serde_json::Value) -> impl Iterator<Item = &str> {
+    m["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&m["config"]))
+        .filter_map(|d| d["digest"].as_str())
+}
+
 /// Every blob named by a tagged manifest.
 fn named_blobs(c: &Client, reg: &Registry) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -455,27 +442,22 @@ fn named_blobs(c: &Client, reg: &Registry) -> BTreeSet<String> {
             .send()
             .and_then(|r| r.json())
             .expect("manifest");
-        for d in m["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(std::iter::once(&m["config"]))
-            .filter_map(|d| d["digest"].as_str())
-        {
-            out.insert(d.to_string());
-        }
+        out.extend(blobs_of(&m).map(str::to_string));
     }
     out
 }
 
 /// The registry's URL for pushers on other threads (a `Registry` stays with the test).
+#[derive(Clone)]
 struct RegistryView {
     url: String,
-    #[allow(dead_code)]
-    host: String,
 }
 
 impl RegistryView {
+    fn of(reg: &Registry) -> RegistryView {
+        RegistryView { url: reg.url("") }
+    }
+
     fn blob(&self, c: &Client, repo: &str, data: &[u8]) -> Result<String, String> {
         let digest = sha256(data);
         let r = c
@@ -498,12 +480,6 @@ impl RegistryView {
         Ok(digest)
     }
 
-    fn image(&self, c: &Client, repo: &str, tag: &str, seed: &str, layers: &[&[u8]]) {
-        if let Err(e) = self.try_image(c, repo, tag, seed, layers) {
-            panic!("{e}");
-        }
-    }
-
     fn try_image(
         &self,
         c: &Client,
@@ -511,8 +487,8 @@ impl RegistryView {
         tag: &str,
         seed: &str,
         layers: &[&[u8]],
-    ) -> Result<(), String> {
-        let config = format!("{{\"seed\":\"{seed}\"}}");
+    ) -> Result<String, String> {
+        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{seed}\"}}");
         let cd = self.blob(c, repo, config.as_bytes())?;
         let mut ls = Vec::new();
         for l in layers {
@@ -527,13 +503,13 @@ impl RegistryView {
         let r = c
             .put(format!("{}/v2/{repo}/manifests/{tag}", self.url))
             .header("content-type", OCI_MANIFEST)
-            .body(m)
+            .body(m.clone())
             .send()
             .map_err(|e| e.to_string())?;
         if r.status() != 201 {
             return Err(format!("{repo}:{tag}: {} {:?}", r.status(), r.text()));
         }
-        Ok(())
+        Ok(sha256(m.as_bytes()))
     }
 }
 
@@ -565,10 +541,7 @@ fn kill_9_during_pushes_and_collections_never_leaves_a_dangling_tag() {
         let c = client();
         // What survived the previous crash is whole.
         verify_all(&c, &reg);
-        let view = RegistryView {
-            url: reg.url(""),
-            host: reg.host.clone(),
-        };
+        let view = RegistryView::of(&reg);
         let mut collector = Command::new(reg_tests::reg_bin())
             .args([
                 "registry",
@@ -586,10 +559,7 @@ fn kill_9_during_pushes_and_collections_never_leaves_a_dangling_tag() {
             .expect("gc");
         let pushers: Vec<_> = (0..4)
             .map(|p| {
-                let view = RegistryView {
-                    url: view.url.clone(),
-                    host: view.host.clone(),
-                };
+                let view = view.clone();
                 std::thread::spawn(move || {
                     let c = client();
                     for n in 0..50 {

@@ -103,7 +103,8 @@ fn short(d: &serde_json::Value) -> String {
         .collect()
 }
 
-fn mib(b: u64) -> String {
+/// A size as docker prints it (`12.3 MB`).
+pub(crate) fn mib(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1_000_000.0)
 }
 

@@ -224,25 +224,10 @@ fn gc(file: Option<&Path>, args: GcArgs) -> anyhow::Result<()> {
         r.manifests.len(),
         r.links,
         r.blobs.len(),
-        human_bytes(r.bytes),
+        super::image::mib(r.bytes),
         r.seconds
     );
     Ok(())
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn load(file: Option<&Path>, args: &ServeArgs) -> anyhow::Result<Config> {

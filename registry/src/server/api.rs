@@ -470,6 +470,7 @@ async fn delete_manifest(st: &Arc<AppState>, repo: &RepoName, r: &str, cx: &Ctx)
     let reference = parse_reference(r)?;
     // An immutable tag can be deleted neither itself nor through the manifest it names.
     let protected: Vec<String> = match &reference {
+        _ if !super::gc::has_immutable(&st.rules, repo.as_str()) => Vec::new(),
         Reference::Tag(t) => vec![t.to_string()],
         Reference::Digest(d) => {
             let (m, n, d) = (st.meta.clone(), name.clone(), d.clone());

@@ -87,6 +87,11 @@ fn rule_for<'a>(rules: &'a [Rule], repo: &str) -> Option<&'a Rule> {
     rules.iter().find(|r| r.repos.is_match(repo))
 }
 
+/// Whether some tags of `repo` are immutable (otherwise no tag needs looking up).
+pub fn has_immutable(rules: &[Rule], repo: &str) -> bool {
+    rule_for(rules, repo).is_some_and(|r| r.immutable.is_some())
+}
+
 /// Whether `tag` of `repo` may be neither overwritten nor deleted.
 pub fn is_immutable(rules: &[Rule], repo: &str, tag: &str) -> bool {
     rule_for(rules, repo)
@@ -131,31 +136,33 @@ const LOCK_SECS: i64 = 60;
 
 impl<'a> Lock<'a> {
     fn take(meta: &'a Meta) -> Result<Lock<'a>, GcError> {
-        let holder = format!(
-            "pid {} on {}, {}",
-            std::process::id(),
-            nix_hostname(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let holder = uuid::Uuid::new_v4().simple().to_string();
+        let (pid, host) = (std::process::id(), hostname());
         meta.write(|c| -> Result<(), GcError> {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let held: Option<(String, i64)> = tx
-                .query_row("SELECT holder, expires_at FROM gc_lock WHERE id = 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+            let held: Option<(u32, String, i64)> = tx
+                .query_row(
+                    "SELECT pid, host, expires_at FROM gc_lock WHERE id = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
                 .optional()?;
-            if let Some((other, expires)) = held {
-                if expires > now() && !holder_is_gone(&other) {
+            if let Some((other_pid, other_host, expires)) = held {
+                // A holder on this machine whose process is gone was killed mid-collection:
+                // its lock need not be waited out.
+                let gone = other_host == host && !Path::new(&format!("/proc/{other_pid}")).exists();
+                if expires > now() && !gone {
                     return Err(GcError::Busy {
-                        holder: other,
+                        holder: format!("pid {other_pid} on {other_host}"),
                         secs: expires - now(),
                     });
                 }
             }
             tx.execute(
-                "INSERT INTO gc_lock(id, holder, expires_at) VALUES (1, ?1, ?2) \
-                 ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
-                params![holder, now() + LOCK_SECS],
+                "INSERT INTO gc_lock(id, holder, pid, host, expires_at) VALUES (1, ?1, ?2, ?3, ?4) \
+                 ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, pid = excluded.pid, \
+                 host = excluded.host, expires_at = excluded.expires_at",
+                params![holder, pid, host, now() + LOCK_SECS],
             )?;
             tx.commit()?;
             Ok(())
@@ -186,24 +193,7 @@ impl Drop for Lock<'_> {
     }
 }
 
-/// Whether the lock's holder was a process on this machine that no longer exists (killed
-/// mid-collection): its lock need not be waited out.
-fn holder_is_gone(holder: &str) -> bool {
-    let Some(rest) = holder.strip_prefix("pid ") else {
-        return false;
-    };
-    let mut words = rest.split([' ', ',']);
-    let pid = words.next().and_then(|p| p.parse::<u32>().ok());
-    let host = rest.split(" on ").nth(1).and_then(|h| h.split(',').next());
-    match (pid, host) {
-        (Some(pid), Some(host)) if host == nix_hostname() => {
-            !Path::new(&format!("/proc/{pid}")).exists()
-        }
-        _ => false,
-    }
-}
-
-fn nix_hostname() -> String {
+fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
@@ -242,10 +232,12 @@ fn recover_trash(meta: &Meta, store: &BlobStore) -> Result<usize, GcError> {
     Ok(handled)
 }
 
+/// repo → tag → (digest, updated_at)
+type Tags = BTreeMap<String, BTreeMap<String, (String, i64)>>;
+
 /// Everything the plan is computed from: one read of the metadata.
 struct Snapshot {
-    /// repo → tag → (digest, updated_at)
-    tags: BTreeMap<String, BTreeMap<String, (String, i64)>>,
+    tags: Tags,
     /// repo → digest → (created_at, subject)
     manifests: BTreeMap<String, BTreeMap<String, (i64, Option<String>)>>,
     /// repo → manifest digest → children (blobs and manifests)
@@ -261,7 +253,7 @@ fn snapshot(meta: &Meta) -> Result<Snapshot, GcError> {
         // One read transaction: every table as of the same moment.
         c.execute_batch("BEGIN")?;
         let result = (|| -> rusqlite::Result<Snapshot> {
-            let mut tags: BTreeMap<String, BTreeMap<String, (String, i64)>> = BTreeMap::new();
+            let mut tags = Tags::new();
             let mut q = c.prepare(
                 "SELECT r.name, t.name, t.digest, t.updated_at FROM tags t JOIN repos r ON r.id = t.repo_id",
             )?;
@@ -340,82 +332,20 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
     // 1. Retention: the tags each rule does not keep.
     let mut tags = snap.tags.clone();
     let mut released: HashSet<(String, String)> = HashSet::new();
-    for (repo, repo_tags) in &snap.tags {
-        let Some(rule) = rule_for(&opts.rules, repo) else {
-            continue;
-        };
-        if rule.keep_last == 0 && rule.keep_newer_than.is_none() {
-            continue;
-        }
-        // Immutable tags always stay and do not count towards `keep_last`.
-        let mut by_age: Vec<(&String, &(String, i64))> = repo_tags
-            .iter()
-            .filter(|(tag, _)| !rule.immutable.as_ref().is_some_and(|m| m.is_match(tag)))
-            .collect();
-        by_age.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
-        for (i, (tag, (digest, updated))) in by_age.into_iter().enumerate() {
-            let keep = (rule.keep_last > 0 && i < rule.keep_last as usize)
-                || rule
-                    .keep_newer_than
-                    .is_some_and(|d| *updated >= t - d.as_secs() as i64);
-            if keep {
-                continue;
+    for (repo, tag, digest, updated) in dropped_tags(&snap.tags, &opts.rules, t) {
+        if opts.dry_run || delete_tag_if_unchanged(meta, &repo, &tag, &digest, updated)? {
+            report.tags.push(format!("{repo}:{tag}"));
+            if let Some(m) = tags.get_mut(&repo) {
+                m.remove(&tag);
             }
-            let gone = opts.dry_run || delete_tag_if_unchanged(meta, repo, tag, digest, *updated)?;
-            if gone {
-                report.tags.push(format!("{repo}:{tag}"));
-                released.insert((repo.clone(), digest.clone()));
-                if let Some(m) = tags.get_mut(repo) {
-                    m.remove(tag);
-                }
-            }
+            released.insert((repo, digest));
         }
     }
     lock.renew()?;
 
     // 2. Manifests no kept tag reaches (only under the untagged policy, or released above).
     let untagged_cutoff = opts.untagged.map(|d| t - d.as_secs() as i64);
-    let empty_refs = HashMap::new();
-    let mut dead: BTreeSet<(String, String)> = BTreeSet::new();
-    for (repo, manifests) in &snap.manifests {
-        let refs = snap.refs.get(repo).unwrap_or(&empty_refs);
-        let tagged: HashSet<&str> = tags
-            .get(repo)
-            .map(|m| m.values().map(|(d, _)| d.as_str()).collect())
-            .unwrap_or_default();
-        let mut referrers: HashMap<&str, Vec<&str>> = HashMap::new();
-        for (d, (_, subject)) in manifests {
-            if let Some(s) = subject {
-                referrers.entry(s.as_str()).or_default().push(d.as_str());
-            }
-        }
-        let mut todo: Vec<&str> = manifests
-            .iter()
-            .filter(|(d, (created, _))| {
-                tagged.contains(d.as_str())
-                    || (!released.contains(&(repo.clone(), (*d).clone()))
-                        && untagged_cutoff.is_none_or(|cut| *created >= cut))
-            })
-            .map(|(d, _)| d.as_str())
-            .collect();
-        let mut live: HashSet<&str> = HashSet::new();
-        while let Some(d) = todo.pop() {
-            if !live.insert(d) {
-                continue;
-            }
-            for c in refs.get(d).into_iter().flatten() {
-                if manifests.contains_key(c) {
-                    todo.push(c.as_str());
-                }
-            }
-            todo.extend(referrers.get(d).into_iter().flatten());
-        }
-        for d in manifests.keys() {
-            if !live.contains(d.as_str()) {
-                dead.insert((repo.clone(), d.clone()));
-            }
-        }
-    }
+    let dead = unreachable(&snap, &tags, &released, untagged_cutoff);
     let mut removed: BTreeSet<(String, String)> = BTreeSet::new();
     if opts.dry_run {
         removed = dead;
@@ -511,24 +441,28 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
     let grace_time = SystemTime::now()
         .checked_sub(opts.grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    for (digest, path, mtime) in store.objects() {
-        if mtime >= grace_time {
-            continue;
-        }
+    // Only files without a row at planning time are looked at (stat'ed) at all.
+    let old_enough = |path: &Path| -> Option<u64> {
+        let m = std::fs::metadata(path).ok()?;
+        (m.modified().ok()? < grace_time).then_some(m.len())
+    };
+    for (digest, path) in store.objects() {
         match digest {
-            Some(d) if !snap.blobs.contains_key(&d.to_string()) => {
+            Some(d) if snap.blobs.contains_key(&d.to_string()) => {}
+            Some(d) => {
+                let Some(size) = old_enough(&path) else {
+                    continue;
+                };
                 if meta.blob_known(&d)? {
                     continue;
                 }
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 if opts.dry_run || trash_object(meta, store, &d)? {
                     report.blobs.push((d.to_string(), size));
                     report.bytes += size;
                 }
             }
-            Some(_) => {}
             None => {
-                if !opts.dry_run {
+                if !opts.dry_run && old_enough(&path).is_some() {
                     let _ = std::fs::remove_file(&path);
                 }
             }
@@ -537,6 +471,88 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
     drop(lock);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The tags the retention rules do not keep at time `t`: (repo, tag, digest, updated_at).
+fn dropped_tags(tags: &Tags, rules: &[Rule], t: i64) -> Vec<(String, String, String, i64)> {
+    let mut out = Vec::new();
+    for (repo, repo_tags) in tags {
+        let Some(rule) = rule_for(rules, repo) else {
+            continue;
+        };
+        if rule.keep_last == 0 && rule.keep_newer_than.is_none() {
+            continue;
+        }
+        // Immutable tags always stay and do not count towards `keep_last`.
+        let mut by_age: Vec<(&String, &(String, i64))> = repo_tags
+            .iter()
+            .filter(|(tag, _)| !rule.immutable.as_ref().is_some_and(|m| m.is_match(tag)))
+            .collect();
+        by_age.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
+        for (i, (tag, (digest, updated))) in by_age.into_iter().enumerate() {
+            let keep = (rule.keep_last > 0 && i < rule.keep_last as usize)
+                || rule
+                    .keep_newer_than
+                    .is_some_and(|d| *updated >= t - d.as_secs() as i64);
+            if !keep {
+                out.push((repo.clone(), tag.clone(), digest.clone(), *updated));
+            }
+        }
+    }
+    out
+}
+
+/// The manifests (repo, digest) that no root reaches through index children and referrers.
+/// Roots: tagged manifests, and untagged ones not released by retention and younger than the
+/// untagged policy's cutoff (all of them when there is no policy).
+fn unreachable(
+    snap: &Snapshot,
+    tags: &Tags,
+    released: &HashSet<(String, String)>,
+    untagged_cutoff: Option<i64>,
+) -> BTreeSet<(String, String)> {
+    let empty_refs = HashMap::new();
+    let mut dead = BTreeSet::new();
+    for (repo, manifests) in &snap.manifests {
+        let refs = snap.refs.get(repo).unwrap_or(&empty_refs);
+        let tagged: HashSet<&str> = tags
+            .get(repo)
+            .map(|m| m.values().map(|(d, _)| d.as_str()).collect())
+            .unwrap_or_default();
+        let mut referrers: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (d, (_, subject)) in manifests {
+            if let Some(s) = subject {
+                referrers.entry(s.as_str()).or_default().push(d.as_str());
+            }
+        }
+        let mut todo: Vec<&str> = manifests
+            .iter()
+            .filter(|(d, (created, _))| {
+                tagged.contains(d.as_str())
+                    || (!released.contains(&(repo.clone(), (*d).clone()))
+                        && untagged_cutoff.is_none_or(|cut| *created >= cut))
+            })
+            .map(|(d, _)| d.as_str())
+            .collect();
+        let mut live: HashSet<&str> = HashSet::new();
+        while let Some(d) = todo.pop() {
+            if !live.insert(d) {
+                continue;
+            }
+            for c in refs.get(d).into_iter().flatten() {
+                if manifests.contains_key(c) {
+                    todo.push(c.as_str());
+                }
+            }
+            todo.extend(referrers.get(d).into_iter().flatten());
+        }
+        for d in manifests.keys() {
+            if !live.contains(d.as_str()) {
+                dead.insert((repo.clone(), d.clone()));
+            }
+        }
+    }
+    dead
 }
 
 fn delete_tag_if_unchanged(
@@ -723,8 +739,15 @@ mod tests {
         store
             .objects()
             .into_iter()
-            .find(|(digest, _, _)| digest.as_ref() == Some(d))
-            .map(|(_, p, _)| std::fs::read(p).expect("read object"))
+            .find(|(digest, _)| digest.as_ref() == Some(d))
+            .map(|(_, p)| std::fs::read(p).expect("read object"))
+    }
+
+    /// Step (1) of the collector for `d`: its row goes.
+    fn forget_row(meta: &Meta, d: &Digest) {
+        meta.write(|c| c.execute("DELETE FROM blobs WHERE digest = ?1", [d.to_string()]))
+            .expect("write")
+            .expect("delete row");
     }
 
     #[test]
@@ -739,20 +762,14 @@ mod tests {
 
         // Row deleted, then the push, then the object is moved aside: it comes back.
         let (_t, meta, store, d) = stale_blob(data);
-        assert!(meta
-            .write(|c| c.execute("DELETE FROM blobs WHERE digest = ?1", [d.to_string()]))
-            .expect("write")
-            .is_ok());
+        forget_row(&meta, &d);
         upload(&store, &meta, &d, data);
         assert!(!trash_object(&meta, &store, &d).expect("gc"));
         assert_eq!(object(&store, &d).as_deref(), Some(&data[..]));
 
         // Object already in the trash when the push writes its copy: restored over it.
         let (_t, meta, store, d) = stale_blob(data);
-        assert!(meta
-            .write(|c| c.execute("DELETE FROM blobs WHERE digest = ?1", [d.to_string()]))
-            .expect("write")
-            .is_ok());
+        forget_row(&meta, &d);
         let trashed = store.move_to_trash(&d).expect("trash").expect("was there");
         upload(&store, &meta, &d, data);
         assert!(meta.blob_known(&d).expect("known"));

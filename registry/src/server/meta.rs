@@ -161,6 +161,8 @@ CREATE INDEX IF NOT EXISTS repo_blobs_digest ON repo_blobs(digest);
 CREATE TABLE IF NOT EXISTS gc_lock (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     holder TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS uploads (

@@ -155,9 +155,9 @@ impl BlobStore {
         std::fs::rename(trashed, dst)
     }
 
-    /// Every object file: its digest (when the name is one), path and modification time.
+    /// Every object file: its digest (when the name is one) and path (no stat: a listing).
     /// Files that are not objects (a crashed cross-device copy) come with `None`.
-    pub fn objects(&self) -> Vec<(Option<Digest>, PathBuf, std::time::SystemTime)> {
+    pub fn objects(&self) -> Vec<(Option<Digest>, PathBuf)> {
         let mut out = Vec::new();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
             let Ok(prefixes) = std::fs::read_dir(self.root.join(alg.as_str())) else {
@@ -170,11 +170,7 @@ impl BlobStore {
                 for f in files.flatten() {
                     let name = f.file_name().to_string_lossy().into_owned();
                     let digest = Digest::parse(&format!("{}:{name}", alg.as_str())).ok();
-                    let mtime = f
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-                    out.push((digest, f.path(), mtime));
+                    out.push((digest, f.path()));
                 }
             }
         }
