@@ -85,11 +85,22 @@ pub struct RegistryConfig {
     /// Empty: plain HTTP.
     pub tls_cert: String,
     pub tls_key: String,
+    /// Where the metadata lives (`[registry.metadata]`).
+    pub metadata: MetadataConfig,
     /// Online garbage collection (`[registry.gc]`).
     pub gc: GcConfig,
     /// Retention rules per repository pattern (`[[registry.retention]]`), applied by the
     /// garbage collector; `immutable_tags` is enforced on every push and delete.
     pub retention: Vec<RetentionRule>,
+}
+
+/// The registry's metadata database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (shared by several replicas), or a
+    /// SQLite file path; empty: SQLite at `<data_dir>/registry/meta.db`.
+    pub url: String,
 }
 
 /// When and how the registry collects garbage while it serves. Durations are humantime
@@ -180,6 +191,7 @@ impl Default for RegistryConfig {
             login_failure_delay_ms: 100,
             tls_cert: String::new(),
             tls_key: String::new(),
+            metadata: MetadataConfig::default(),
             gc: GcConfig::default(),
             retention: Vec::new(),
         }
@@ -242,7 +254,7 @@ impl DataLayout {
     pub fn registry_uploads(&self) -> PathBuf {
         self.root.join("registry/uploads")
     }
-    /// The token signing key.
+    /// Where the token signing key was kept before it moved into the metadata database.
     pub fn registry_auth(&self) -> PathBuf {
         self.root.join("registry/auth")
     }

@@ -33,6 +33,64 @@ pub fn reg_bin() -> PathBuf {
     bin
 }
 
+/// `$REG_TEST_POSTGRES`: a PostgreSQL server URL (e.g. `postgres://postgres@127.0.0.1:55432/postgres`).
+/// When set, every registry the tests start keeps its metadata in a database of its own on that
+/// server instead of SQLite (scripts/test runs the registry suite both ways).
+pub fn test_postgres() -> Option<String> {
+    std::env::var("REG_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+fn postgres_db_name(data: &Path) -> String {
+    let hash = hex::encode(sha2::Sha256::digest(data.to_string_lossy().as_bytes()));
+    format!("reg_{}", &hash[..20])
+}
+
+/// The database of data dir `data` on the test server: created on first use, the same one
+/// for every later process on that data dir (restarts, `reg admin`, `reg registry gc`).
+fn postgres_url_for(server: &str, data: &Path) -> String {
+    let name = postgres_db_name(data);
+    let mut admin = postgres::Client::connect(server, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("REG_TEST_POSTGRES={server}: {e}"));
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .expect("look up the test database")
+        .is_some();
+    if !exists {
+        // Two processes may race to create it: a duplicate is fine.
+        if let Err(e) = admin.batch_execute(&format!("CREATE DATABASE {name}")) {
+            let duplicate = e.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE);
+            assert!(duplicate, "CREATE DATABASE {name}: {e}");
+        }
+    }
+    match server.rfind('/') {
+        Some(i) if i > server.find("://").map_or(0, |s| s + 2) => {
+            format!("{}/{name}", &server[..i])
+        }
+        _ => format!("{server}/{name}"),
+    }
+}
+
+/// Drops the database of `data` (after its registry stopped).
+fn drop_postgres_for(server: &str, data: &Path) {
+    let name = postgres_db_name(data);
+    if let Ok(mut admin) = postgres::Client::connect(server, postgres::NoTls) {
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}
+
+/// `reg` with the environment that points it at the metadata of `data`: the PostgreSQL
+/// database of that data dir when `REG_TEST_POSTGRES` is set, else (nothing to add) SQLite.
+/// Use it for every `reg` that opens a registry's data dir.
+pub fn reg_on(data: &Path) -> Command {
+    let mut cmd = Command::new(reg_bin());
+    if let Some(server) = test_postgres() {
+        cmd.env("REG_REGISTRY_METADATA_URL", postgres_url_for(&server, data));
+    }
+    cmd
+}
+
 /// A running `reg registry serve` on 127.0.0.1 with a private data dir.
 pub struct Registry {
     child: Option<Child>,
@@ -74,7 +132,7 @@ impl Registry {
     }
 
     fn spawn(verb: &[&str], data: &Path, env: &[(&str, &str)]) -> Registry {
-        let mut cmd = Command::new(reg_bin());
+        let mut cmd = reg_on(data);
         cmd.args(verb)
             .args(["--addr", "127.0.0.1:0", "--data"])
             .arg(data)
@@ -177,6 +235,10 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.kill9();
+        // A data dir this handle made goes with it, and so does its database.
+        if let (Some(_), Some(server)) = (&self._tmp, test_postgres()) {
+            drop_postgres_for(&server, &self.data);
+        }
     }
 }
 
@@ -451,7 +513,7 @@ pub fn busybox_layers() -> Option<Vec<Vec<u8>>> {
 /// Runs `reg admin --data DIR ARGS…` with `stdin` and returns its standard output.
 pub fn admin(data: &Path, args: &[&str], stdin: &str) -> String {
     use std::io::Write;
-    let mut child = Command::new(reg_bin())
+    let mut child = reg_on(data)
         .arg("admin")
         .arg("--data")
         .arg(data)

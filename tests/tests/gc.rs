@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reg_tests::{
@@ -15,7 +14,7 @@ use reqwest::blocking::Client;
 
 /// `reg registry gc --data DATA ARGS…`: exit code, stdout, stderr.
 fn gc(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(reg_tests::reg_bin())
+    let out = reg_tests::reg_on(data)
         .args(["registry", "gc", "--data"])
         .arg(data)
         .args(args)
@@ -314,7 +313,7 @@ fn retention_keeps_the_newest_tags_and_immutable_tags_refuse_change() {
     );
 
     let gc_with_config = |args: &[&str]| {
-        let out = Command::new(reg_tests::reg_bin())
+        let out = reg_tests::reg_on(&data)
             .args(["--config", &cfg_s, "registry", "gc", "--data"])
             .arg(&data)
             .args(args)
@@ -542,7 +541,7 @@ fn kill_9_during_pushes_and_collections_never_leaves_a_dangling_tag() {
         // What survived the previous crash is whole.
         verify_all(&c, &reg);
         let view = RegistryView::of(&reg);
-        let mut collector = Command::new(reg_tests::reg_bin())
+        let mut collector = reg_tests::reg_on(&data)
             .args([
                 "registry",
                 "gc",

@@ -144,12 +144,10 @@ fn valid_account_name(kind: &str, name: &str) -> anyhow::Result<()> {
 }
 
 pub fn run(config: Option<&Path>, args: AdminArgs) -> anyhow::Result<()> {
-    let data = match args.data {
-        Some(d) => d,
-        None => reg_config::Config::load(config)?.data_dir,
-    };
+    let cfg = reg_config::Config::load(config)?;
+    let data = args.data.unwrap_or(cfg.data_dir);
     let db = reg_config::DataLayout::new(&data).registry_db();
-    let meta = Meta::open(&db)
+    let meta = Meta::open(&cfg.registry.metadata.url, &db)
         .with_context(|| format!("opening the registry database under {}", data.display()))?;
     let who = actor();
     match args.command {

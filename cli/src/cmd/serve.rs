@@ -195,7 +195,7 @@ fn gc(file: Option<&Path>, args: GcArgs) -> anyhow::Result<()> {
         cfg.registry.gc.untagged = u.clone();
     }
     cfg.validate()?;
-    if !cfg.layout().registry_db().exists() {
+    if cfg.registry.metadata.url.is_empty() && !cfg.layout().registry_db().exists() {
         anyhow::bail!(
             "no registry data under {} (give the data dir with --data)",
             cfg.data_dir.display()
@@ -280,6 +280,13 @@ async fn registry_future(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data = cfg.data_dir.clone();
+    let metadata = match cfg.registry.metadata.url.as_str() {
+        "" => "sqlite".to_string(),
+        url if reg_registry::server::db::is_postgres(url) => {
+            format!("postgres ({})", reg_registry::server::db::redact(url))
+        }
+        path => format!("sqlite ({path})"),
+    };
     let scheme = if cfg.registry.tls().is_some() {
         "https"
     } else {
@@ -288,7 +295,7 @@ async fn registry_future(
     reg_registry::server::serve(cfg, shutdown, |addr| {
         tracing::info!(
             data_dir = %data.display(),
-            metadata = "sqlite",
+            metadata = %metadata,
             blobs = "local filesystem",
             "registry listening on {scheme}://{addr}"
         );

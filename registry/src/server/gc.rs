@@ -19,9 +19,9 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use globset::{GlobBuilder, GlobMatcher};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+use super::db::{args, exists, value};
 use super::meta::{now, Meta, MetaError};
 use super::store::BlobStore;
 use crate::digest::Digest;
@@ -30,8 +30,6 @@ use crate::digest::Digest;
 pub enum GcError {
     #[error(transparent)]
     Meta(#[from] MetaError),
-    #[error("metadata database: {0}")]
-    Sql(#[from] rusqlite::Error),
     #[error("blob storage: {0}")]
     Io(#[from] std::io::Error),
     #[error("another garbage collection ({holder}) is running; it holds the lock for {secs} more seconds — wait for it, or for the lock to expire if it was killed")]
@@ -139,14 +137,13 @@ impl<'a> Lock<'a> {
         let holder = uuid::Uuid::new_v4().simple().to_string();
         let (pid, host) = (std::process::id(), hostname());
         meta.write(|c| -> Result<(), GcError> {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let held: Option<(u32, String, i64)> = tx
-                .query_row(
+            let held: Option<(u32, String, i64)> = c
+                .query_opt(
                     "SELECT pid, host, expires_at FROM gc_lock WHERE id = 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
+                    &[],
+                )?
+                .map(|r| Ok::<_, MetaError>((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .transpose()?;
             if let Some((other_pid, other_host, expires)) = held {
                 // A holder on this machine whose process is gone was killed mid-collection:
                 // its lock need not be waited out.
@@ -158,15 +155,14 @@ impl<'a> Lock<'a> {
                     });
                 }
             }
-            tx.execute(
+            c.execute(
                 "INSERT INTO gc_lock(id, holder, pid, host, expires_at) VALUES (1, ?1, ?2, ?3, ?4) \
                  ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, pid = excluded.pid, \
                  host = excluded.host, expires_at = excluded.expires_at",
-                params![holder, pid, host, now() + LOCK_SECS],
+                args![&holder, pid, &host, now() + LOCK_SECS],
             )?;
-            tx.commit()?;
             Ok(())
-        })??;
+        })?;
         Ok(Lock { meta, holder })
     }
 
@@ -175,9 +171,9 @@ impl<'a> Lock<'a> {
         self.meta.write(|c| {
             c.execute(
                 "UPDATE gc_lock SET expires_at = ?2 WHERE id = 1 AND holder = ?1",
-                params![self.holder, now() + LOCK_SECS],
+                args![&self.holder, now() + LOCK_SECS],
             )
-        })??;
+        })?;
         Ok(())
     }
 }
@@ -187,7 +183,7 @@ impl Drop for Lock<'_> {
         let _ = self.meta.write(|c| {
             c.execute(
                 "DELETE FROM gc_lock WHERE id = 1 AND holder = ?1",
-                [&self.holder],
+                args![&self.holder],
             )
         });
     }
@@ -249,68 +245,57 @@ struct Snapshot {
 }
 
 fn snapshot(meta: &Meta) -> Result<Snapshot, GcError> {
-    Ok(meta.read(|c| {
-        // One read transaction: every table as of the same moment.
-        c.execute_batch("BEGIN")?;
-        let result = (|| -> rusqlite::Result<Snapshot> {
-            let mut tags = Tags::new();
-            let mut q = c.prepare(
-                "SELECT r.name, t.name, t.digest, t.updated_at FROM tags t JOIN repos r ON r.id = t.repo_id",
-            )?;
-            let mut rows = q.query([])?;
-            while let Some(r) = rows.next()? {
-                tags.entry(r.get(0)?)
-                    .or_default()
-                    .insert(r.get(1)?, (r.get(2)?, r.get(3)?));
-            }
-            let mut manifests: BTreeMap<String, BTreeMap<String, (i64, Option<String>)>> =
-                BTreeMap::new();
-            let mut q = c.prepare(
-                "SELECT r.name, m.digest, m.created_at, m.subject FROM manifests m JOIN repos r ON r.id = m.repo_id",
-            )?;
-            let mut rows = q.query([])?;
-            while let Some(r) = rows.next()? {
-                manifests
-                    .entry(r.get(0)?)
-                    .or_default()
-                    .insert(r.get(1)?, (r.get(2)?, r.get(3)?));
-            }
-            let mut refs: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
-            let mut q = c.prepare(
-                "SELECT r.name, mr.digest, mr.child FROM manifest_refs mr JOIN repos r ON r.id = mr.repo_id",
-            )?;
-            let mut rows = q.query([])?;
-            while let Some(r) = rows.next()? {
-                refs.entry(r.get(0)?)
-                    .or_default()
-                    .entry(r.get(1)?)
-                    .or_default()
-                    .push(r.get(2)?);
-            }
-            let mut links = Vec::new();
-            let mut q = c.prepare(
-                "SELECT r.name, rb.digest, rb.created_at FROM repo_blobs rb JOIN repos r ON r.id = rb.repo_id",
-            )?;
-            let mut rows = q.query([])?;
-            while let Some(r) = rows.next()? {
-                links.push((r.get(0)?, r.get(1)?, r.get(2)?));
-            }
-            let mut blobs = HashMap::new();
-            let mut q = c.prepare("SELECT digest, size, created_at FROM blobs")?;
-            let mut rows = q.query([])?;
-            while let Some(r) = rows.next()? {
-                blobs.insert(r.get(0)?, (r.get::<_, i64>(1)?.max(0) as u64, r.get(2)?));
-            }
-            Ok(Snapshot {
-                tags,
-                manifests,
-                refs,
-                links,
-                blobs,
-            })
-        })();
-        c.execute_batch("COMMIT")?;
-        result
+    // One read transaction: every table as of the same moment.
+    Ok(meta.snapshot(|c| -> Result<Snapshot, MetaError> {
+        let mut tags = Tags::new();
+        for r in c.query(
+            "SELECT r.name, t.name, t.digest, t.updated_at FROM tags t JOIN repos r ON r.id = t.repo_id",
+            &[],
+        )? {
+            tags.entry(r.get(0)?)
+                .or_default()
+                .insert(r.get(1)?, (r.get(2)?, r.get(3)?));
+        }
+        let mut manifests: BTreeMap<String, BTreeMap<String, (i64, Option<String>)>> =
+            BTreeMap::new();
+        for r in c.query(
+            "SELECT r.name, m.digest, m.created_at, m.subject FROM manifests m JOIN repos r ON r.id = m.repo_id",
+            &[],
+        )? {
+            manifests
+                .entry(r.get(0)?)
+                .or_default()
+                .insert(r.get(1)?, (r.get(2)?, r.get(3)?));
+        }
+        let mut refs: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
+        for r in c.query(
+            "SELECT r.name, mr.digest, mr.child FROM manifest_refs mr JOIN repos r ON r.id = mr.repo_id",
+            &[],
+        )? {
+            refs.entry(r.get(0)?)
+                .or_default()
+                .entry(r.get(1)?)
+                .or_default()
+                .push(r.get(2)?);
+        }
+        let mut links = Vec::new();
+        for r in c.query(
+            "SELECT r.name, rb.digest, rb.created_at FROM repo_blobs rb JOIN repos r ON r.id = rb.repo_id",
+            &[],
+        )? {
+            links.push((r.get(0)?, r.get(1)?, r.get(2)?));
+        }
+        let mut blobs = HashMap::new();
+        for r in c.query("SELECT digest, size, created_at FROM blobs", &[])? {
+            blobs.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
+        }
+        Ok(Snapshot {
+            tags,
+            manifests,
+            refs,
+            links,
+            blobs,
+        })
     })?)
 }
 
@@ -402,9 +387,9 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
                 "DELETE FROM repo_blobs WHERE created_at < ?1 AND NOT EXISTS (\
                  SELECT 1 FROM manifest_refs mr WHERE mr.repo_id = repo_blobs.repo_id \
                  AND mr.child = repo_blobs.digest)",
-                [grace_cutoff],
+                args![grace_cutoff],
             )
-        })?? as u64;
+        })?;
     }
     lock.renew()?;
 
@@ -562,13 +547,14 @@ fn delete_tag_if_unchanged(
     digest: &str,
     updated: i64,
 ) -> Result<bool, GcError> {
-    Ok(meta.write(|c| {
+    let n = meta.write(|c| {
         c.execute(
             "DELETE FROM tags WHERE name = ?2 AND digest = ?3 AND updated_at = ?4 \
              AND repo_id = (SELECT id FROM repos WHERE name = ?1)",
-            params![repo, tag, digest, updated],
+            args![repo, tag, digest, updated],
         )
-    })?? > 0)
+    })?;
+    Ok(n > 0)
 }
 
 /// Deletes each manifest that, now, no tag points at, no other manifest names and that was
@@ -577,34 +563,29 @@ fn delete_manifests_if_unreachable(
     meta: &Meta,
     batch: &[(String, String, i64)],
 ) -> Result<Vec<(String, String)>, GcError> {
-    Ok(meta.write(|c| -> rusqlite::Result<Vec<(String, String)>> {
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    Ok(meta.write(|c| -> Result<_, MetaError> {
         let mut out = Vec::new();
-        {
-            let mut repo_id = tx.prepare_cached("SELECT id FROM repos WHERE name = ?1")?;
-            let mut del = tx.prepare_cached(
+        for (repo, digest, created) in batch {
+            let Some(id) = value::<i64>(c, "SELECT id FROM repos WHERE name = ?1", args![repo])?
+            else {
+                continue;
+            };
+            let deleted = c.execute(
                 "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2 AND created_at = ?3 \
                  AND NOT EXISTS (SELECT 1 FROM tags WHERE repo_id = ?1 AND digest = ?2) \
                  AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo_id = ?1 AND child = ?2 AND digest <> ?2)",
+                args![id, digest, *created],
             )?;
-            let mut refs =
-                tx.prepare_cached("DELETE FROM manifest_refs WHERE repo_id = ?1 AND digest = ?2")?;
-            for (repo, digest, created) in batch {
-                let Some(id) = repo_id
-                    .query_row([repo], |r| r.get::<_, i64>(0))
-                    .optional()?
-                else {
-                    continue;
-                };
-                if del.execute(params![id, digest, created])? > 0 {
-                    refs.execute(params![id, digest])?;
-                    out.push((repo.clone(), digest.clone()));
-                }
+            if deleted > 0 {
+                c.execute(
+                    "DELETE FROM manifest_refs WHERE repo_id = ?1 AND digest = ?2",
+                    args![id, digest],
+                )?;
+                out.push((repo.clone(), digest.clone()));
             }
         }
-        tx.commit()?;
         Ok(out)
-    })??)
+    })?)
 }
 
 /// Rows and objects handled per transaction.
@@ -618,23 +599,20 @@ fn delete_blobs(
     digests: &[Digest],
     grace_cutoff: i64,
 ) -> Result<Vec<Digest>, GcError> {
-    let deleted = meta.write(|c| -> rusqlite::Result<Vec<Digest>> {
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let deleted = meta.write(|c| -> Result<_, MetaError> {
         let mut out = Vec::new();
-        {
-            let mut del = tx.prepare_cached(
+        for d in digests {
+            let n = c.execute(
                 "DELETE FROM blobs WHERE digest = ?1 AND created_at < ?2 \
                  AND NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)",
+                args![d.to_string(), grace_cutoff],
             )?;
-            for d in digests {
-                if del.execute(params![d.to_string(), grace_cutoff])? > 0 {
-                    out.push(d.clone());
-                }
+            if n > 0 {
+                out.push(d.clone());
             }
         }
-        tx.commit()?;
         Ok(out)
-    })??;
+    })?;
     trash_objects(meta, store, &deleted)
 }
 
@@ -653,11 +631,14 @@ fn trash_objects(
             None => gone.push(d.clone()),
         }
     }
-    let back: HashSet<String> = meta.read(|c| {
-        let mut q = c.prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?;
+    let back: HashSet<String> = meta.read(|c| -> Result<_, MetaError> {
         let mut back = HashSet::new();
         for (d, _) in &moved {
-            if q.exists([d.to_string()])? {
+            if exists(
+                c,
+                "SELECT 1 FROM blobs WHERE digest = ?1",
+                args![d.to_string()],
+            )? {
                 back.insert(d.to_string());
             }
         }
@@ -716,13 +697,12 @@ mod tests {
     /// A blob store and database with one unlinked blob recorded an hour ago.
     fn stale_blob(data: &[u8]) -> (tempfile::TempDir, Meta, BlobStore, Digest) {
         let t = tempfile::tempdir().expect("tempdir");
-        let meta = Meta::open(&t.path().join("meta.db")).expect("meta");
+        let meta = Meta::open("", &t.path().join("meta.db")).expect("meta");
         let store = BlobStore::open_local(&t.path().join("blobs"), &t.path().join("uploads"))
             .expect("store");
         let d = Digest::sha256_of(data);
         upload(&store, &meta, &d, data);
-        meta.write(|c| c.execute("UPDATE blobs SET created_at = created_at - 3600", []))
-            .expect("write")
+        meta.write(|c| c.execute("UPDATE blobs SET created_at = created_at - 3600", &[]))
             .expect("update");
         (t, meta, store, d)
     }
@@ -745,8 +725,7 @@ mod tests {
 
     /// Step (1) of the collector for `d`: its row goes.
     fn forget_row(meta: &Meta, d: &Digest) {
-        meta.write(|c| c.execute("DELETE FROM blobs WHERE digest = ?1", [d.to_string()]))
-            .expect("write")
+        meta.write(|c| c.execute("DELETE FROM blobs WHERE digest = ?1", args![d.to_string()]))
             .expect("delete row");
     }
 

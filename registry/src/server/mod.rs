@@ -5,6 +5,7 @@
 
 mod api;
 pub mod auth;
+pub mod db;
 pub mod error;
 pub mod gc;
 pub mod meta;
@@ -78,7 +79,7 @@ impl AppState {
         let layout = cfg.layout();
         let (meta, store) = open_storage(cfg)?;
         let meta = Arc::new(meta);
-        let key = auth::load_or_create_key(&layout.registry_auth())?;
+        let key = auth::load_or_create_key(&meta, &layout.registry_auth())?;
         let auth = auth::Auth::new(
             meta.clone(),
             key,
@@ -336,7 +337,7 @@ pub fn gc_once(cfg: &Config, opts: &gc::Options) -> Result<gc::Report, ServeErro
 /// The metadata database and the blob store under the data dir of `cfg`.
 fn open_storage(cfg: &Config) -> Result<(Meta, BlobStore), ServeError> {
     let layout = cfg.layout();
-    let meta = Meta::open(&layout.registry_db())?;
+    let meta = Meta::open(&cfg.registry.metadata.url, &layout.registry_db())?;
     let store = BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
         .map_err(|source| ServeError::Storage {
             path: layout.registry_blobs(),

@@ -205,46 +205,22 @@ pub fn new_access_token() -> (String, String, String) {
     )
 }
 
-/// Loads the token signing key, creating it (0600, atomically) on first start.
-pub fn load_or_create_key(dir: &Path) -> Result<Vec<u8>, AuthError> {
+/// The token signing key, shared by every replica through the metadata database: created on
+/// first start (a key file `jwt-hs256.key` in `dir` from before keys lived in the database is
+/// taken over, so tokens already handed out stay valid).
+pub fn load_or_create_key(meta: &Meta, dir: &Path) -> Result<Vec<u8>, AuthError> {
     let path = dir.join("jwt-hs256.key");
     let err = |source| AuthError::Key {
         path: path.clone(),
         source,
     };
-    match std::fs::read_to_string(&path) {
-        Ok(s) => return hex::decode(s.trim()).map_err(|e| err(std::io::Error::other(e))),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
-        Err(_) => {}
-    }
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let key = random_hex(32);
-    let tmp = dir.join(format!(".jwt-hs256.key.{}", random_hex(4)));
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(key.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(err)?;
-    }
-    // hard_link fails if another process created the key first: then use theirs.
-    match std::fs::hard_link(&tmp, &path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(e));
-        }
-    }
-    let _ = std::fs::remove_file(&tmp);
-    let s = std::fs::read_to_string(&path).map_err(err)?;
-    hex::decode(s.trim()).map_err(|e| err(std::io::Error::other(e)))
+    let candidate = match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => random_hex(32),
+        Err(e) => return Err(err(e)),
+    };
+    let key = meta.secret_or_insert("jwt-hs256", &candidate)?;
+    hex::decode(key.trim()).map_err(|e| err(std::io::Error::other(e)))
 }
 
 async fn blocking<T: Send + 'static>(

@@ -1,8 +1,8 @@
 //! Users, organisations, visibility, access tokens, refresh tokens and the audit log, in the
-//! registry's SQLite database. Used by the server and by `reg admin` (another process, on the
-//! same file, while the registry runs: WAL makes that safe).
+//! registry's metadata database. Used by the server and by `reg admin` (another process, on
+//! the same database, while the registry runs).
 
-use rusqlite::{params, OptionalExtension};
+use crate::server::db::{args, exists, value, DbError, Row};
 
 use super::policy::{Facts, Role, Scope};
 use crate::server::meta::{now, Meta, MetaError};
@@ -35,9 +35,13 @@ pub struct AuditRow {
     pub client: String,
 }
 
+const TOKEN_COLUMNS: &str =
+    "SELECT id, \"user\", secret_sha256, scopes, expires_at, revoked, created_at FROM access_tokens";
+
 impl Meta {
     pub fn user_count(&self) -> Result<i64, MetaError> {
-        self.read(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get(0)))
+        self.read(|c| value(c, "SELECT count(*) FROM users", &[]))
+            .map(|n| n.unwrap_or(0))
     }
 
     /// Adds a user; `false` if the name is taken.
@@ -47,97 +51,102 @@ impl Meta {
         password_hash: &str,
         admin: bool,
     ) -> Result<bool, MetaError> {
-        Ok(self.write(|c| {
+        let n = self.write(|c| {
             c.execute(
                 "INSERT INTO users(name, password_hash, admin, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                params![name, password_hash, admin, now()],
+                args![name, password_hash, admin, now()],
             )
-        })?? > 0)
+        })?;
+        Ok(n > 0)
     }
 
     pub fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, MetaError> {
-        Ok(self.write(|c| {
+        let n = self.write(|c| {
             c.execute(
                 "UPDATE users SET password_hash = ?2 WHERE name = ?1",
-                params![name, password_hash],
+                args![name, password_hash],
             )
-        })?? > 0)
+        })?;
+        Ok(n > 0)
     }
 
     /// Removes a user with their memberships, access tokens and refresh tokens.
     pub fn remove_user(&self, name: &str) -> Result<bool, MetaError> {
-        Ok(self.write(|c| -> rusqlite::Result<bool> {
-            let tx = c.transaction()?;
-            let n = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
-            tx.execute("DELETE FROM org_members WHERE user = ?1", [name])?;
-            tx.execute(
-                "UPDATE access_tokens SET revoked = 1 WHERE user = ?1",
-                [name],
+        self.write(|c| {
+            let n = c.execute("DELETE FROM users WHERE name = ?1", args![name])?;
+            c.execute("DELETE FROM org_members WHERE \"user\" = ?1", args![name])?;
+            c.execute(
+                "UPDATE access_tokens SET revoked = 1 WHERE \"user\" = ?1",
+                args![name],
             )?;
-            tx.execute("DELETE FROM refresh_tokens WHERE user = ?1", [name])?;
-            tx.commit()?;
+            c.execute(
+                "DELETE FROM refresh_tokens WHERE \"user\" = ?1",
+                args![name],
+            )?;
             Ok(n > 0)
-        })??)
+        })
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>, MetaError> {
         self.read(|c| {
-            let mut st = c.prepare("SELECT name, admin, created_at FROM users ORDER BY name")?;
-            let rows = st.query_map([], |r| {
+            c.query(
+                "SELECT name, admin, created_at FROM users ORDER BY name",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
                 Ok(UserRow {
                     name: r.get(0)?,
                     admin: r.get(1)?,
                     created_at: r.get(2)?,
                 })
-            })?;
-            rows.collect()
+            })
+            .collect()
         })
     }
 
     /// The stored password hash of `name`.
     pub fn password_hash(&self, name: &str) -> Result<Option<String>, MetaError> {
         self.read(|c| {
-            c.query_row(
+            value(
+                c,
                 "SELECT password_hash FROM users WHERE name = ?1",
-                [name],
-                |r| r.get(0),
+                args![name],
             )
-            .optional()
         })
     }
 
     /// Adds an organisation; `false` if it exists.
     pub fn add_org(&self, name: &str) -> Result<bool, MetaError> {
-        Ok(self.write(|c| {
+        let n = self.write(|c| {
             c.execute(
                 "INSERT INTO orgs(name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![name, now()],
+                args![name, now()],
             )
-        })?? > 0)
+        })?;
+        Ok(n > 0)
     }
 
     pub fn org_exists(&self, name: &str) -> Result<bool, MetaError> {
-        self.read(|c| {
-            c.query_row("SELECT 1 FROM orgs WHERE name = ?1", [name], |_| Ok(()))
-                .optional()
-                .map(|o| o.is_some())
-        })
+        self.read(|c| exists(c, "SELECT 1 FROM orgs WHERE name = ?1", args![name]))
     }
 
     /// Sets (or with `None` removes) a member's role.
     pub fn set_member(&self, org: &str, user: &str, role: Option<Role>) -> Result<(), MetaError> {
-        self.write(|c| match role {
-            Some(role) => c.execute(
-                "INSERT INTO org_members(org, user, role) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(org, user) DO UPDATE SET role = excluded.role",
-                params![org, user, role.as_str()],
-            ),
-            None => c.execute(
-                "DELETE FROM org_members WHERE org = ?1 AND user = ?2",
-                params![org, user],
-            ),
-        })??;
-        Ok(())
+        self.write(|c| {
+            match role {
+                Some(role) => c.execute(
+                    "INSERT INTO org_members(org, \"user\", role) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(org, \"user\") DO UPDATE SET role = excluded.role",
+                    args![org, user, role.as_str()],
+                )?,
+                None => c.execute(
+                    "DELETE FROM org_members WHERE org = ?1 AND \"user\" = ?2",
+                    args![org, user],
+                )?,
+            };
+            Ok(())
+        })
     }
 
     pub fn set_visibility(&self, repo: &str, public: bool) -> Result<(), MetaError> {
@@ -145,42 +154,40 @@ impl Meta {
             c.execute(
                 "INSERT INTO repo_visibility(name, public) VALUES (?1, ?2) \
                  ON CONFLICT(name) DO UPDATE SET public = excluded.public",
-                params![repo, public],
-            )
-        })??;
-        Ok(())
+                args![repo, public],
+            )?;
+            Ok(())
+        })
     }
 
     /// Everything the policy needs to decide about `user` (or anonymous) on `repo`.
     pub fn facts(&self, user: Option<&str>, repo: &str) -> Result<Facts, MetaError> {
         let ns = super::policy::namespace(repo).to_string();
         self.read(|c| {
-            let public: bool = c
-                .prepare_cached("SELECT public FROM repo_visibility WHERE name = ?1")?
-                .query_row([repo], |r| r.get(0))
-                .optional()?
-                .unwrap_or(false);
+            let public: bool = value(
+                c,
+                "SELECT public FROM repo_visibility WHERE name = ?1",
+                args![repo],
+            )?
+            .unwrap_or(false);
             let mut facts = Facts {
                 public,
                 ..Facts::default()
             };
             if let Some(user) = user {
-                let admin: Option<bool> = c
-                    .prepare_cached("SELECT admin FROM users WHERE name = ?1")?
-                    .query_row([user], |r| r.get(0))
-                    .optional()?;
+                let admin: Option<bool> =
+                    value(c, "SELECT admin FROM users WHERE name = ?1", args![user])?;
                 let Some(admin) = admin else {
                     return Ok(facts); // a deleted user is nobody
                 };
                 facts.user = Some(user.to_string());
                 facts.admin = admin;
-                let role: Option<String> = c
-                    .prepare_cached(
-                        "SELECT m.role FROM org_members m JOIN orgs o ON o.name = m.org \
-                         WHERE m.org = ?1 AND m.user = ?2",
-                    )?
-                    .query_row(params![ns, user], |r| r.get(0))
-                    .optional()?;
+                let role: Option<String> = value(
+                    c,
+                    "SELECT m.role FROM org_members m JOIN orgs o ON o.name = m.org \
+                     WHERE m.org = ?1 AND m.\"user\" = ?2",
+                    args![&ns, user],
+                )?;
                 facts.role = role.as_deref().and_then(Role::parse);
             }
             Ok(facts)
@@ -196,15 +203,15 @@ impl Meta {
             .join(" ");
         self.write(|c| {
             c.execute(
-                "INSERT INTO access_tokens(id, user, secret_sha256, scopes, expires_at, revoked, created_at) \
+                "INSERT INTO access_tokens(id, \"user\", secret_sha256, scopes, expires_at, revoked, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
-                params![t.id, t.user, t.secret_sha256, scopes, t.expires_at, t.created_at],
-            )
-        })??;
-        Ok(())
+                args![&t.id, &t.user, &t.secret_sha256, scopes, t.expires_at, t.created_at],
+            )?;
+            Ok(())
+        })
     }
 
-    fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    fn token_from_row(r: &Row) -> Result<TokenRow, DbError> {
         let scopes: String = r.get(3)?;
         Ok(TokenRow {
             id: r.get(0)?,
@@ -219,29 +226,30 @@ impl Meta {
 
     pub fn token(&self, id: &str) -> Result<Option<TokenRow>, MetaError> {
         self.read(|c| {
-            c.query_row(
-                "SELECT id, user, secret_sha256, scopes, expires_at, revoked, created_at FROM access_tokens WHERE id = ?1",
-                [id],
-                Self::token_from_row,
-            )
-            .optional()
+            c.query_opt(&format!("{TOKEN_COLUMNS} WHERE id = ?1"), args![id])?
+                .as_ref()
+                .map(Self::token_from_row)
+                .transpose()
         })
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRow>, MetaError> {
         self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT id, user, secret_sha256, scopes, expires_at, revoked, created_at FROM access_tokens ORDER BY created_at",
-            )?;
-            let rows = st.query_map([], Self::token_from_row)?;
-            rows.collect()
+            c.query(&format!("{TOKEN_COLUMNS} ORDER BY created_at"), &[])?
+                .iter()
+                .map(Self::token_from_row)
+                .collect()
         })
     }
 
     pub fn revoke_token(&self, id: &str) -> Result<bool, MetaError> {
-        Ok(self
-            .write(|c| c.execute("UPDATE access_tokens SET revoked = 1 WHERE id = ?1", [id]))??
-            > 0)
+        let n = self.write(|c| {
+            c.execute(
+                "UPDATE access_tokens SET revoked = 1 WHERE id = ?1",
+                args![id],
+            )
+        })?;
+        Ok(n > 0)
     }
 
     pub fn add_refresh_token(
@@ -252,23 +260,22 @@ impl Meta {
     ) -> Result<(), MetaError> {
         self.write(|c| {
             c.execute(
-                "INSERT INTO refresh_tokens(secret_sha256, user, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![secret_sha256, user, expires_at, now()],
-            )
-        })??;
-        Ok(())
+                "INSERT INTO refresh_tokens(secret_sha256, \"user\", expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                args![secret_sha256, user, expires_at, now()],
+            )?;
+            Ok(())
+        })
     }
 
     /// The user a live refresh token belongs to (who must still exist).
     pub fn refresh_token_user(&self, secret_sha256: &str) -> Result<Option<String>, MetaError> {
         self.read(|c| {
-            c.query_row(
-                "SELECT t.user FROM refresh_tokens t JOIN users u ON u.name = t.user \
+            value(
+                c,
+                "SELECT t.\"user\" FROM refresh_tokens t JOIN users u ON u.name = t.\"user\" \
                  WHERE t.secret_sha256 = ?1 AND t.expires_at > ?2",
-                params![secret_sha256, now()],
-                |r| r.get(0),
+                args![secret_sha256, now()],
             )
-            .optional()
         })
     }
 
@@ -283,20 +290,22 @@ impl Meta {
         self.write(|c| {
             c.execute(
                 "INSERT INTO audit(at, actor, action, target, detail, client) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![now(), actor, action, target, detail, client],
-            )
-        })??;
-        Ok(())
+                args![now(), actor, action, target, detail, client],
+            )?;
+            Ok(())
+        })
     }
 
     /// The newest `limit` audit events, oldest first.
     pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditRow>, MetaError> {
         self.read(|c| {
-            let mut st = c.prepare(
+            c.query(
                 "SELECT at, actor, action, target, detail, client FROM \
-                 (SELECT * FROM audit ORDER BY id DESC LIMIT ?1) ORDER BY id",
-            )?;
-            let rows = st.query_map([limit], |r| {
+                 (SELECT * FROM audit ORDER BY id DESC LIMIT ?1) AS newest ORDER BY id",
+                args![limit],
+            )?
+            .iter()
+            .map(|r| {
                 Ok(AuditRow {
                     at: r.get(0)?,
                     actor: r.get(1)?,
@@ -305,8 +314,21 @@ impl Meta {
                     detail: r.get(4)?,
                     client: r.get(5)?,
                 })
-            })?;
-            rows.collect()
+            })
+            .collect()
+        })
+    }
+
+    /// The secret `name`; stores `candidate` first when there is none (the first replica to
+    /// start wins, and every other one reads its value).
+    pub fn secret_or_insert(&self, name: &str, candidate: &str) -> Result<String, MetaError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO secrets(name, value, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(name) DO NOTHING",
+                args![name, candidate, now()],
+            )?;
+            Ok(value(c, "SELECT value FROM secrets WHERE name = ?1", args![name])?
+                .unwrap_or_else(|| candidate.to_string()))
         })
     }
 }
