@@ -87,6 +87,8 @@ pub struct RegistryConfig {
     pub tls_key: String,
     /// Where the metadata lives (`[registry.metadata]`).
     pub metadata: MetadataConfig,
+    /// Where blob bytes live (`[registry.storage]`).
+    pub storage: StorageConfig,
     /// Online garbage collection (`[registry.gc]`).
     pub gc: GcConfig,
     /// Retention rules per repository pattern (`[[registry.retention]]`), applied by the
@@ -101,6 +103,39 @@ pub struct MetadataConfig {
     /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (shared by several replicas), or a
     /// SQLite file path; empty: SQLite at `<data_dir>/registry/meta.db`.
     pub url: String,
+}
+
+/// The registry's blob storage: the local filesystem under the data dir, or an S3 bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `filesystem` or `s3`.
+    pub kind: String,
+    /// S3 endpoint URL (`http://127.0.0.1:3900` for Garage/MinIO); empty: AWS.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `http://endpoint/bucket/key` rather than `http://bucket.endpoint/key`.
+    pub path_style: bool,
+    /// Key prefix inside the bucket, e.g. `registry/`.
+    pub prefix: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: "filesystem".into(),
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            path_style: true,
+            prefix: String::new(),
+        }
+    }
 }
 
 /// When and how the registry collects garbage while it serves. Durations are humantime
@@ -192,6 +227,7 @@ impl Default for RegistryConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             metadata: MetadataConfig::default(),
+            storage: StorageConfig::default(),
             gc: GcConfig::default(),
             retention: Vec::new(),
         }
@@ -338,6 +374,29 @@ impl Config {
             return Err(invalid(
                 "registry.tls_cert",
                 "tls_cert and tls_key must be given together".into(),
+            ));
+        }
+        let st = &self.registry.storage;
+        match st.kind.as_str() {
+            "filesystem" => {}
+            "s3" if st.bucket.is_empty() => {
+                return Err(invalid(
+                    "registry.storage.bucket",
+                    "is required when registry.storage.kind = \"s3\"".into(),
+                ))
+            }
+            "s3" => {}
+            other => {
+                return Err(invalid(
+                    "registry.storage.kind",
+                    format!("{other:?}: expected \"filesystem\" or \"s3\""),
+                ))
+            }
+        }
+        if !st.prefix.is_empty() && !st.prefix.ends_with('/') {
+            return Err(invalid(
+                "registry.storage.prefix",
+                format!("{:?} must end in /", st.prefix),
             ));
         }
         if self.registry.default_page_size == 0 {

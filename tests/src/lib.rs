@@ -2,6 +2,7 @@
 //! data dir, and offers small helpers to push content over plain HTTP. Every process it starts
 //! is killed when its handle drops, so a failing test leaves nothing running.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,10 +86,119 @@ fn drop_postgres_for(server: &str, data: &Path) {
 /// Use it for every `reg` that opens a registry's data dir.
 pub fn reg_on(data: &Path) -> Command {
     let mut cmd = Command::new(reg_bin());
-    if let Some(server) = test_postgres() {
-        cmd.env("REG_REGISTRY_METADATA_URL", postgres_url_for(&server, data));
+    for (k, v) in shared_storage_env(data) {
+        cmd.env(k, v);
     }
     cmd
+}
+
+/// The metadata URL and S3 settings of `data` as environment (empty on SQLite + local
+/// files). A second registry started with these on another data dir is a replica of the
+/// first: same database, same bucket prefix.
+pub fn shared_storage_env(data: &Path) -> Vec<(String, String)> {
+    let mut env = s3_env(data);
+    if let Some(server) = test_postgres() {
+        env.push((
+            "REG_REGISTRY_METADATA_URL".into(),
+            postgres_url_for(&server, data),
+        ));
+    }
+    env
+}
+
+/// `$REG_TEST_S3_ENDPOINT` (with `_BUCKET`, `_KEY_ID`, `_SECRET`, `_REGION`; scripts/garage
+/// prints them): when set, every registry the tests start keeps its blobs in that bucket,
+/// under a prefix of its own per data dir, instead of on the local filesystem.
+pub fn test_s3() -> Option<[String; 5]> {
+    let get = |k: &str| std::env::var(format!("REG_TEST_S3_{k}")).ok();
+    Some([
+        get("ENDPOINT").filter(|e| !e.is_empty())?,
+        get("BUCKET")?,
+        get("KEY_ID")?,
+        get("SECRET")?,
+        get("REGION").unwrap_or_default(),
+    ])
+}
+
+/// What the blob store of `data` holds under `dir` (`sha256/`, `sha512/`, `_uploads/`): object
+/// names relative to it — read straight from the local files or, with `REG_TEST_S3_*`, listed
+/// from the bucket with `object_store`'s own S3 client (not through reg).
+pub fn stored(data: &Path, dir: &str) -> BTreeSet<String> {
+    let Some([endpoint, bucket, key, secret, region]) = test_s3() else {
+        let root = if dir.starts_with("_uploads") {
+            data.join("registry/uploads")
+        } else {
+            data.join("registry/blobs").join(dir)
+        };
+        return walk(&root, &root);
+    };
+    use object_store::ObjectStore as _;
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_access_key_id(key)
+        .with_secret_access_key(secret)
+        .with_region(region)
+        .build()
+        .expect("S3 client");
+    let prefix = format!("{}/{dir}", postgres_db_name(data));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listed: Vec<object_store::ObjectMeta> = rt.block_on(async {
+        use futures::TryStreamExt as _;
+        s3.list(Some(&object_store::path::Path::from(prefix.as_str())))
+            .try_collect()
+            .await
+            .expect("list the test bucket")
+    });
+    listed
+        .into_iter()
+        .map(|o| {
+            o.location
+                .as_ref()
+                .strip_prefix(prefix.trim_end_matches('/'))
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .collect()
+}
+
+fn walk(root: &Path, dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(root, &p));
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            out.insert(rel.to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// The environment that puts the blobs of `data` into the test bucket (empty without one).
+pub fn s3_env(data: &Path) -> Vec<(String, String)> {
+    let Some([endpoint, bucket, key, secret, region]) = test_s3() else {
+        return Vec::new();
+    };
+    let prefix = format!("{}/", postgres_db_name(data));
+    [
+        ("KIND", "s3".to_string()),
+        ("ENDPOINT", endpoint),
+        ("BUCKET", bucket),
+        ("ACCESS_KEY_ID", key),
+        ("SECRET_ACCESS_KEY", secret),
+        ("REGION", region),
+        ("PATH_STYLE", "true".to_string()),
+        ("PREFIX", prefix),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("REG_REGISTRY_STORAGE_{k}"), v))
+    .collect()
 }
 
 /// A running `reg registry serve` on 127.0.0.1 with a private data dir.

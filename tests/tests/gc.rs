@@ -35,17 +35,13 @@ fn gc_ok(data: &Path, args: &[&str]) -> String {
     out
 }
 
-/// Object files in the blob store.
+/// Objects in the blob store (`alg:hex`), on disk or in the test bucket.
 fn objects(data: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for alg in ["sha256", "sha512"] {
-        let Ok(dirs) = std::fs::read_dir(data.join("registry/blobs").join(alg)) else {
-            continue;
-        };
-        for d in dirs.flatten() {
-            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
-                out.insert(format!("{alg}:{}", f.file_name().to_string_lossy()));
-            }
+        for name in reg_tests::stored(data, &format!("{alg}/")) {
+            let hex = name.rsplit('/').next().unwrap_or("");
+            out.insert(format!("{alg}:{hex}"));
         }
     }
     out

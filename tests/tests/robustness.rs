@@ -126,10 +126,8 @@ fn expired_upload_sessions_are_removed_with_their_data() {
     let reg = Registry::start_on(tmp.path(), &[("REG_REGISTRY_UPLOAD_EXPIRY_SECS", "0")]);
     let r = c.get(reg.url(&loc)).send().expect("GET");
     assert_eq!(r.status(), 404);
-    let left = std::fs::read_dir(tmp.path().join("registry/uploads"))
-        .expect("uploads")
-        .count();
-    assert_eq!(left, 0);
+    let left = reg_tests::stored(tmp.path(), "_uploads/");
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

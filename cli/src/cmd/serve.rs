@@ -287,6 +287,12 @@ async fn registry_future(
         }
         path => format!("sqlite ({path})"),
     };
+    let st = &cfg.registry.storage;
+    let blobs = if st.kind == "s3" {
+        format!("S3 bucket {} at {}", st.bucket, st.endpoint)
+    } else {
+        "local filesystem".to_string()
+    };
     let scheme = if cfg.registry.tls().is_some() {
         "https"
     } else {
@@ -296,7 +302,7 @@ async fn registry_future(
         tracing::info!(
             data_dir = %data.display(),
             metadata = %metadata,
-            blobs = "local filesystem",
+            blobs = %blobs,
             "registry listening on {scheme}://{addr}"
         );
     })

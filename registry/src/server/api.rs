@@ -19,7 +19,7 @@ use super::meta::PutManifestError;
 use super::routes::{self, Route};
 use super::store;
 use super::AppState;
-use crate::digest::{Algorithm, Digest, Hasher};
+use crate::digest::{Algorithm, Digest};
 use crate::error::ErrorCode;
 use crate::manifest;
 use crate::media;
@@ -27,14 +27,8 @@ use crate::name::{RepoName, TagName};
 
 type ApiResult = Result<Response, ApiError>;
 
-/// An upload session held in memory between requests. Its `size` is what the file holds;
-/// `hasher`, when present, has hashed exactly those bytes with sha256.
-pub struct Session {
-    id: String,
-    repo: String,
-    size: u64,
-    hasher: Option<Hasher>,
-}
+/// An upload session held in memory between requests (see [`store::Upload`]).
+pub type Session = store::Upload;
 
 /// Runs a blocking closure (SQLite, file system) off the async workers.
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -596,7 +590,7 @@ async fn get_blob(
     if head {
         return Ok(response(status, &headers, Body::empty()));
     }
-    let stream = match st.store.read(&digest, start, len)? {
+    let stream = match st.store.read(&digest, start, len).await? {
         Some(s) => s,
         None => {
             tracing::error!(digest = %digest, "blob recorded in metadata but missing from storage");
@@ -686,36 +680,36 @@ async fn start_upload(
         // Not mountable: fall through to an ordinary upload session, as the spec asks.
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let path = st.store.upload_path(&id);
     if let Some(d) = q.get("digest") {
         // Monolithic single-request upload: never recorded as a session.
         let digest = parse_digest(d)?;
-        std::fs::File::create(&path)?;
-        let mut s = Session {
-            id: id.clone(),
-            repo: repo.to_string(),
-            size: 0,
-            hasher: Some(Hasher::new(digest.algorithm())),
-        };
+        let (store, i) = (st.store.clone(), id.clone());
+        blocking(move || store.create_upload(&i)).await??;
+        let mut s = Session::new(id.clone(), repo.to_string(), digest.algorithm());
         let result = async {
             append_body(st, &mut s, h, body).await?;
             finish(st, repo, &mut s, &digest).await
         }
         .await;
         if result.is_err() {
-            let _ = std::fs::remove_file(&path);
+            let (store, parts) = (st.store.clone(), s.parts.clone());
+            let _ = blocking(move || store.discard_upload(&id, &parts)).await;
         }
         return result;
     }
-    std::fs::File::create(&path)?;
-    let (meta, i, r) = (st.meta.clone(), id.clone(), repo.to_string());
-    blocking(move || meta.create_upload(&i, &r)).await??;
-    let s = Session {
-        id: id.clone(),
-        repo: repo.to_string(),
-        size: 0,
-        hasher: Some(Hasher::new(Algorithm::Sha256)),
-    };
+    let (store, meta, i, r) = (
+        st.store.clone(),
+        st.meta.clone(),
+        id.clone(),
+        repo.to_string(),
+    );
+    blocking(move || -> Result<(), ApiError> {
+        store.create_upload(&i)?;
+        meta.create_upload(&i, &r)?;
+        Ok(())
+    })
+    .await??;
+    let s = Session::new(id.clone(), repo.to_string(), Algorithm::Sha256);
     let headers = upload_headers(repo, &s);
     st.sessions
         .lock()
@@ -752,9 +746,27 @@ async fn session(
         .get(id)
         .cloned();
     if let Some(s) = existing {
-        if s.lock().await.repo != repo.as_str() {
+        let mut guard = s.lock().await;
+        if guard.repo != repo.as_str() {
             return Err(upload_unknown(id));
         }
+        if st.store.is_shared() {
+            // Another replica may have moved the session on (or ended it) since: the row is
+            // the truth, and this replica's running hash only counts while it still matches.
+            let (meta, i) = (st.meta.clone(), id.to_string());
+            let Some(row) = blocking(move || meta.get_upload(&i)).await?? else {
+                drop(guard);
+                forget_session(st, id);
+                return Err(upload_unknown(id));
+            };
+            if row.size != guard.size || row.parts != guard.parts {
+                guard.size = row.size;
+                guard.parts = row.parts;
+                guard.hasher = None;
+                guard.tail = None;
+            }
+        }
+        drop(guard);
         return Ok(s);
     }
     let (meta, i) = (st.meta.clone(), id.to_string());
@@ -762,15 +774,17 @@ async fn session(
     let Some(row) = row.filter(|r| r.repo == repo.as_str()) else {
         return Err(upload_unknown(id));
     };
-    let size = match std::fs::metadata(st.store.upload_path(id)) {
-        Ok(m) => m.len(),
-        Err(_) => return Err(upload_unknown(id)),
+    let Some(size) = st.store.upload_size(id, row.size) else {
+        return Err(upload_unknown(id));
     };
+    // Continued here after a restart, or after it began on another replica: no running hash.
     let s = Arc::new(tokio::sync::Mutex::new(Session {
         id: row.id,
         repo: row.repo,
         size,
         hasher: None,
+        parts: row.parts,
+        tail: None,
     }));
     let mut map = st
         .sessions
@@ -838,10 +852,16 @@ async fn append_body(
 ) -> Result<u64, ApiError> {
     let announced = check_content_range(h, s)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let path = st.store.upload_path(&s.id);
-    let (start, hasher) = (s.size, s.hasher.take());
+    // The worker owns the session's state while it writes, and hands it back.
+    let id = s.id.clone();
+    let mut up = std::mem::replace(
+        s,
+        Session::new(id.clone(), s.repo.clone(), Algorithm::Sha256),
+    );
+    let store = st.store.clone();
     let writer = store::stream_worker("reg-blob-write", move || {
-        store::append_chunks(&path, start, hasher, rx)
+        let r = store.append(&mut up, rx);
+        (up, r)
     });
     let mut stream = body.into_data_stream();
     let mut client_error = None;
@@ -860,11 +880,14 @@ async fn append_body(
         }
     }
     drop(tx);
-    let (hasher, written, write_error) = writer
-        .await
-        .map_err(|_| ApiError::internal("upload writer thread did not start or panicked"))?;
-    s.hasher = hasher;
-    s.size += written;
+    let Ok((up, (written, write_error))) = writer.await else {
+        // The state is lost with the thread: the next request reloads it from the record.
+        forget_session(st, &id);
+        return Err(ApiError::internal(
+            "upload writer thread did not start or panicked",
+        ));
+    };
+    *s = up;
     if let Some(e) = write_error {
         return Err(ApiError::internal(format!("writing upload {}: {e}", s.id)));
     }
@@ -898,8 +921,8 @@ async fn patch_upload(
     let s = session(st, repo, id).await?;
     let mut s = s.lock().await;
     let result = append_body(st, &mut s, h, body).await;
-    let (meta, i) = (st.meta.clone(), id.to_string());
-    blocking(move || meta.touch_upload(&i)).await??;
+    let (meta, i, size, parts) = (st.meta.clone(), id.to_string(), s.size, s.parts.clone());
+    blocking(move || meta.record_upload(&i, size, &parts)).await??;
     result?;
     Ok(response(
         StatusCode::ACCEPTED,
@@ -931,17 +954,28 @@ async fn finish(
     s: &mut Session,
     digest: &Digest,
 ) -> ApiResult {
-    let path = st.store.upload_path(&s.id);
-    let computed = match s.hasher.take() {
-        Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
-        _ => {
-            let (p, alg) = (path.clone(), digest.algorithm());
-            blocking(move || store::hash_file(&p, alg)).await??.0
+    let (store, touch, d, size) = (st.store.clone(), st.meta.clone(), digest.clone(), s.size);
+    let placeholder = Session::new(s.id.clone(), s.repo.clone(), Algorithm::Sha256);
+    let mut up = std::mem::replace(s, placeholder);
+    // Verified, then the row, then the bytes: a collection that runs meanwhile spares the
+    // blob (see gc).
+    let (up, verdict) = blocking(move || {
+        let r = store.finish(&mut up, &d, || {
+            touch.touch_blob(&d, size).map_err(std::io::Error::other)
+        });
+        (up, r)
+    })
+    .await?;
+    *s = up;
+    let (meta, id) = (st.meta.clone(), s.id.clone());
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(e) => {
+            forget_session(st, &s.id);
+            return Err(e.into());
         }
     };
-    let (meta, id) = (st.meta.clone(), s.id.clone());
-    if &computed != digest {
-        let _ = std::fs::remove_file(&path);
+    if let Some(computed) = verdict {
         blocking(move || meta.delete_upload(&id)).await??;
         forget_session(st, &s.id);
         return Err(ApiError::new(
@@ -950,15 +984,6 @@ async fn finish(
         )
         .with_detail(serde_json::json!({ "digest": digest.to_string() })));
     }
-    let (store, p, d, size) = (st.store.clone(), path.clone(), digest.clone(), s.size);
-    let touch = st.meta.clone();
-    // The row first, then the bytes: a collection that runs meanwhile spares the blob (see gc).
-    blocking(move || -> Result<(), ApiError> {
-        touch.touch_blob(&d, size)?;
-        store.commit(&p, &d)?;
-        Ok(())
-    })
-    .await??;
     let (name, d) = (repo.to_string(), digest.clone());
     blocking(move || -> Result<(), super::meta::MetaError> {
         meta.link_blob(&name, &d, size)?;
@@ -973,9 +998,18 @@ async fn finish(
 async fn cancel_upload(st: &Arc<AppState>, repo: &RepoName, id: &str) -> ApiResult {
     let s = session(st, repo, id).await?;
     let s = s.lock().await;
-    let _ = std::fs::remove_file(st.store.upload_path(&s.id));
-    let (meta, i) = (st.meta.clone(), s.id.clone());
-    blocking(move || meta.delete_upload(&i)).await??;
+    let (store, meta, i, parts) = (
+        st.store.clone(),
+        st.meta.clone(),
+        s.id.clone(),
+        s.parts.clone(),
+    );
+    blocking(move || -> Result<(), ApiError> {
+        store.discard_upload(&i, &parts)?;
+        meta.delete_upload(&i)?;
+        Ok(())
+    })
+    .await??;
     forget_session(st, &s.id);
     Ok(response(StatusCode::NO_CONTENT, &[], Body::empty()))
 }

@@ -208,20 +208,11 @@ pub fn recover_at_start(meta: &Meta, store: &BlobStore) -> Result<usize, GcError
 /// Puts back trashed objects whose blob row exists (a push won the race while a collection
 /// was cut short) and deletes the rest. Call with the lock held.
 fn recover_trash(meta: &Meta, store: &BlobStore) -> Result<usize, GcError> {
-    let Ok(entries) = std::fs::read_dir(store.trash_dir()) else {
-        return Ok(0);
-    };
     let mut handled = 0;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let mut parts = name.splitn(3, '-');
-        let digest = match (parts.next(), parts.next()) {
-            (Some(alg), Some(hex)) => Digest::parse(&format!("{alg}:{hex}")).ok(),
-            _ => None,
-        };
-        match digest {
-            Some(d) if meta.blob_known(&d)? => store.restore(&e.path(), &d)?,
-            _ => std::fs::remove_file(e.path())?,
+    for t in store.trashed()? {
+        match t.digest() {
+            Some(d) if meta.blob_known(&d)? => store.restore(&t, &d)?,
+            _ => store.forget(&t)?,
         }
         handled += 1;
     }
@@ -426,16 +417,16 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
     let grace_time = SystemTime::now()
         .checked_sub(opts.grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    // Only files without a row at planning time are looked at (stat'ed) at all.
-    let old_enough = |path: &Path| -> Option<u64> {
-        let m = std::fs::metadata(path).ok()?;
-        (m.modified().ok()? < grace_time).then_some(m.len())
+    // Only objects without a row at planning time are looked at (stat'ed) at all.
+    let old_enough = |o: &super::store::StoredObject| -> Option<u64> {
+        let (size, modified) = store.stat(o)?;
+        (modified < grace_time).then_some(size)
     };
-    for (digest, path) in store.objects() {
-        match digest {
+    for o in store.objects()? {
+        match o.digest.clone() {
             Some(d) if snap.blobs.contains_key(&d.to_string()) => {}
             Some(d) => {
-                let Some(size) = old_enough(&path) else {
+                let Some(size) = old_enough(&o) else {
                     continue;
                 };
                 if meta.blob_known(&d)? {
@@ -447,8 +438,8 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
                 }
             }
             None => {
-                if !opts.dry_run && old_enough(&path).is_some() {
-                    let _ = std::fs::remove_file(&path);
+                if !opts.dry_run && old_enough(&o).is_some() {
+                    let _ = store.remove_stray(&o);
                 }
             }
         }
@@ -648,7 +639,7 @@ fn trash_objects(
         if back.contains(&d.to_string()) {
             store.restore(&trashed, &d)?;
         } else {
-            std::fs::remove_file(&trashed)?;
+            store.forget(&trashed)?;
             gone.push(d);
         }
     }
@@ -707,20 +698,41 @@ mod tests {
         (t, meta, store, d)
     }
 
-    /// What a push does: the row, then the object (see `api::finish`).
+    /// What a push does: verified, the row, then the object (see `api::finish`).
     fn upload(store: &BlobStore, meta: &Meta, d: &Digest, data: &[u8]) {
-        meta.touch_blob(d, data.len() as u64).expect("touch");
-        let f = store.upload_path(&uuid::Uuid::new_v4().to_string());
-        std::fs::write(&f, data).expect("upload file");
-        store.commit(&f, d).expect("commit");
+        let id = uuid::Uuid::new_v4().to_string();
+        store.create_upload(&id).expect("create");
+        let mut up = super::super::store::Upload::new(id, "r".into(), d.algorithm());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.try_send(bytes::Bytes::copy_from_slice(data))
+            .expect("send");
+        drop(tx);
+        assert!(store.append(&mut up, rx).1.is_none());
+        let verdict = store
+            .finish(&mut up, d, || {
+                meta.touch_blob(d, data.len() as u64)
+                    .map_err(std::io::Error::other)
+            })
+            .expect("commit");
+        assert!(verdict.is_none(), "digest matches");
     }
 
     fn object(store: &BlobStore, d: &Digest) -> Option<Vec<u8>> {
-        store
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        use futures::StreamExt;
+        let o = store
             .objects()
+            .expect("list")
             .into_iter()
-            .find(|(digest, _)| digest.as_ref() == Some(d))
-            .map(|(_, p)| std::fs::read(p).expect("read object"))
+            .find(|o| o.digest.as_ref() == Some(d))?;
+        let (size, _) = store.stat(&o)?;
+        let chunks: Vec<std::io::Result<bytes::Bytes>> = rt.block_on(async {
+            let stream = store.read(d, 0, size).await.expect("read")?;
+            Some(stream.collect().await)
+        })?;
+        Some(chunks.into_iter().flat_map(|c| c.expect("chunk")).collect())
     }
 
     /// Step (1) of the collector for `d`: its row goes.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::db::{args, exists, value, Conn, Db, DbError};
+use super::store::UploadParts;
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Parsed};
 
@@ -48,6 +49,9 @@ pub struct UploadRow {
     pub id: String,
     pub repo: String,
     pub updated_at: i64,
+    /// Bytes recorded as stored (S3; locally the file is the truth).
+    pub size: u64,
+    pub parts: UploadParts,
 }
 
 pub struct Meta {
@@ -65,6 +69,8 @@ const LINK_BLOB: &str = "INSERT INTO repo_blobs(repo_id, digest, created_at) VAL
                          ON CONFLICT(repo_id, digest) DO UPDATE SET created_at = excluded.created_at";
 const TOUCH_BLOB: &str = "INSERT INTO blobs(digest, size, created_at) VALUES (?1, ?2, ?3) \
                           ON CONFLICT(digest) DO UPDATE SET created_at = excluded.created_at";
+const UPLOAD_COLUMNS: &str =
+    "SELECT id, repo, updated_at, size, multipart, parts, parts_bytes FROM uploads";
 const BLOB_IN_REPO: &str = "SELECT b.size FROM repo_blobs rb JOIN repos r ON r.id = rb.repo_id \
                             JOIN blobs b ON b.digest = rb.digest WHERE r.name = ?1 AND rb.digest = ?2";
 
@@ -408,30 +414,42 @@ impl Meta {
     }
 
     fn upload_row(r: &super::db::Row) -> Result<UploadRow, DbError> {
+        let etags: String = r.get(5)?;
         Ok(UploadRow {
             id: r.get(0)?,
             repo: r.get(1)?,
             updated_at: r.get(2)?,
+            size: r.get(3)?,
+            parts: UploadParts {
+                multipart: r.get(4)?,
+                etags: etags.split_whitespace().map(str::to_string).collect(),
+                parts_bytes: r.get(6)?,
+            },
         })
     }
 
     pub fn get_upload(&self, id: &str) -> Result<Option<UploadRow>, MetaError> {
         self.read(|c| {
-            c.query_opt(
-                "SELECT id, repo, updated_at FROM uploads WHERE id = ?1",
-                args![id],
-            )?
-            .as_ref()
-            .map(Self::upload_row)
-            .transpose()
+            c.query_opt(&format!("{UPLOAD_COLUMNS} WHERE id = ?1"), args![id])?
+                .as_ref()
+                .map(Self::upload_row)
+                .transpose()
         })
     }
 
-    pub fn touch_upload(&self, id: &str) -> Result<(), MetaError> {
+    /// Records what an upload holds now (and that it is alive).
+    pub fn record_upload(&self, id: &str, size: u64, parts: &UploadParts) -> Result<(), MetaError> {
         self.write(|c| {
             c.execute(
-                "UPDATE uploads SET updated_at = ?2 WHERE id = ?1",
-                args![id, now()],
+                "UPDATE uploads SET updated_at = ?2, size = ?3, multipart = ?4, parts = ?5, parts_bytes = ?6 WHERE id = ?1",
+                args![
+                    id,
+                    now(),
+                    size,
+                    parts.multipart.clone(),
+                    parts.etags.join(" "),
+                    parts.parts_bytes
+                ],
             )?;
             Ok(())
         })
@@ -447,7 +465,7 @@ impl Meta {
     /// All recorded upload sessions (for the expiry sweep and start-up cleanup).
     pub fn uploads(&self) -> Result<Vec<UploadRow>, MetaError> {
         self.read(|c| {
-            c.query("SELECT id, repo, updated_at FROM uploads", &[])?
+            c.query(UPLOAD_COLUMNS, &[])?
                 .iter()
                 .map(Self::upload_row)
                 .collect()

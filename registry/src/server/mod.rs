@@ -38,9 +38,9 @@ pub enum ServeError {
     Auth(#[from] auth::AuthError),
     #[error("refusing to serve {0} without authentication: create a user first (reg admin --data DIR user add NAME --admin --password-stdin), listen on 127.0.0.1, or pass --insecure-no-auth")]
     OpenOnNetwork(String),
-    #[error("blob storage under {path}: {source}")]
+    #[error("blob storage {what}: {source}")]
     Storage {
-        path: std::path::PathBuf,
+        what: String,
         source: std::io::Error,
     },
     #[error("cannot listen on {addr}: {source}; is another registry running there? choose another with --addr")]
@@ -116,7 +116,9 @@ impl AppState {
         let mut live = std::collections::HashSet::new();
         for r in rows {
             if now - r.updated_at > expiry {
-                let _ = std::fs::remove_file(self.store.upload_path(&r.id));
+                if let Err(e) = self.store.discard_upload(&r.id, &r.parts) {
+                    tracing::warn!(upload = %r.id, error = %e, "could not remove an expired upload's bytes");
+                }
                 self.meta.delete_upload(&r.id)?;
                 if let Ok(mut m) = self.sessions.lock() {
                     m.remove(&r.id);
@@ -127,15 +129,7 @@ impl AppState {
             }
         }
         if startup {
-            if let Ok(dir) = std::fs::read_dir(self.store.uploads_dir()) {
-                for e in dir.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if !live.contains(&name) {
-                        let _ = std::fs::remove_file(e.path());
-                        removed += 1;
-                    }
-                }
-            }
+            removed += self.store.sweep_orphan_uploads(&live);
         }
         Ok(removed)
     }
@@ -338,12 +332,34 @@ pub fn gc_once(cfg: &Config, opts: &gc::Options) -> Result<gc::Report, ServeErro
 fn open_storage(cfg: &Config) -> Result<(Meta, BlobStore), ServeError> {
     let layout = cfg.layout();
     let meta = Meta::open(&cfg.registry.metadata.url, &layout.registry_db())?;
-    let store = BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
-        .map_err(|source| ServeError::Storage {
-            path: layout.registry_blobs(),
-            source,
-        })?;
+    let st = &cfg.registry.storage;
+    let store = if st.kind == "s3" {
+        BlobStore::open_s3(&store::S3Settings {
+            endpoint: st.endpoint.clone(),
+            bucket: st.bucket.clone(),
+            region: st.region.clone(),
+            access_key_id: st.access_key_id.clone(),
+            secret_access_key: st.secret_access_key.clone(),
+            path_style: st.path_style,
+            prefix: st.prefix.clone(),
+        })
+    } else {
+        BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
+    }
+    .map_err(|source| ServeError::Storage {
+        what: store_name(cfg),
+        source,
+    })?;
     Ok((meta, store))
+}
+
+fn store_name(cfg: &Config) -> String {
+    let st = &cfg.registry.storage;
+    if st.kind == "s3" {
+        format!("S3 bucket {} at {}", st.bucket, st.endpoint)
+    } else {
+        cfg.layout().registry_blobs().display().to_string()
+    }
 }
 
 /// Options of a collection as the configuration describes them.

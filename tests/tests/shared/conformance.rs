@@ -243,10 +243,8 @@ fn digest_mismatch_stores_nothing() {
         .expect("POST");
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r), "DIGEST_INVALID");
-    let uploads = std::fs::read_dir(reg.data_dir().join("registry/uploads"))
-        .expect("uploads dir")
-        .count();
-    assert_eq!(uploads, 0, "no upload file is left behind");
+    let uploads = reg_tests::stored(reg.data_dir(), "_uploads/");
+    assert!(uploads.is_empty(), "no upload is left behind: {uploads:?}");
 }
 
 #[test]
