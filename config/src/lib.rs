@@ -123,6 +123,13 @@ pub struct StorageConfig {
     pub prefix: String,
 }
 
+impl StorageConfig {
+    /// `S3 bucket B at ENDPOINT` for S3; `None` for the local filesystem.
+    pub fn describe(&self) -> Option<String> {
+        (self.kind == "s3").then(|| format!("S3 bucket {} at {}", self.bucket, self.endpoint))
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {

@@ -287,12 +287,11 @@ async fn registry_future(
         }
         path => format!("sqlite ({path})"),
     };
-    let st = &cfg.registry.storage;
-    let blobs = if st.kind == "s3" {
-        format!("S3 bucket {} at {}", st.bucket, st.endpoint)
-    } else {
-        "local filesystem".to_string()
-    };
+    let blobs = cfg
+        .registry
+        .storage
+        .describe()
+        .unwrap_or_else(|| "local filesystem".to_string());
     let scheme = if cfg.registry.tls().is_some() {
         "https"
     } else {

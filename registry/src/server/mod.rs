@@ -334,15 +334,7 @@ fn open_storage(cfg: &Config) -> Result<(Meta, BlobStore), ServeError> {
     let meta = Meta::open(&cfg.registry.metadata.url, &layout.registry_db())?;
     let st = &cfg.registry.storage;
     let store = if st.kind == "s3" {
-        BlobStore::open_s3(&store::S3Settings {
-            endpoint: st.endpoint.clone(),
-            bucket: st.bucket.clone(),
-            region: st.region.clone(),
-            access_key_id: st.access_key_id.clone(),
-            secret_access_key: st.secret_access_key.clone(),
-            path_style: st.path_style,
-            prefix: st.prefix.clone(),
-        })
+        BlobStore::open_s3(st)
     } else {
         BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
     }
@@ -354,12 +346,10 @@ fn open_storage(cfg: &Config) -> Result<(Meta, BlobStore), ServeError> {
 }
 
 fn store_name(cfg: &Config) -> String {
-    let st = &cfg.registry.storage;
-    if st.kind == "s3" {
-        format!("S3 bucket {} at {}", st.bucket, st.endpoint)
-    } else {
-        cfg.layout().registry_blobs().display().to_string()
-    }
+    cfg.registry
+        .storage
+        .describe()
+        .unwrap_or_else(|| cfg.layout().registry_blobs().display().to_string())
 }
 
 /// Options of a collection as the configuration describes them.

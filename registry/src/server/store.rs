@@ -74,19 +74,6 @@ impl Upload {
     }
 }
 
-/// S3 settings (from `registry.storage`).
-#[derive(Debug, Clone, Default)]
-pub struct S3Settings {
-    pub endpoint: String,
-    pub bucket: String,
-    pub region: String,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub path_style: bool,
-    /// Key prefix inside the bucket (`""` or ending in `/`).
-    pub prefix: String,
-}
-
 struct S3 {
     store: Arc<AmazonS3>,
     prefix: String,
@@ -246,7 +233,7 @@ impl BlobStore {
     }
 
     /// Opens the bucket and checks that it answers (a listing of one prefix).
-    pub fn open_s3(cfg: &S3Settings) -> std::io::Result<BlobStore> {
+    pub fn open_s3(cfg: &reg_config::StorageConfig) -> std::io::Result<BlobStore> {
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
             .with_region(if cfg.region.is_empty() {
@@ -292,14 +279,6 @@ impl BlobStore {
     /// Whether other processes (replicas) may write the same uploads: S3.
     pub fn is_shared(&self) -> bool {
         matches!(self.backend, Backend::S3(_))
-    }
-
-    /// `local filesystem` or `S3 bucket NAME`.
-    pub fn describe(&self) -> String {
-        match &self.backend {
-            Backend::Local { root, .. } => format!("local filesystem ({})", root.display()),
-            Backend::S3(s) => format!("S3 ({})", s.store),
-        }
     }
 
     fn local_path(root: &Path, d: &Digest) -> PathBuf {
