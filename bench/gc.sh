@@ -12,9 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MANIFESTS=${MANIFESTS:-10000}
 BLOBS=${BLOBS:-5}
-for t in curl python3 docker-registry; do
-    command -v "$t" >/dev/null || { echo "bench: $t is missing (apt-get install it)"; exit 1; }
-done
+. bench/lib.sh
+need curl python3 docker-registry
 cargo build --release --locked --bin reg >&2
 REG=$PWD/target/release/reg
 
@@ -25,8 +24,6 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 100); do curl -sf "http://$1/v2/" >/dev/null && return 0; sleep 0.1; done; echo "bench: $1 did not start"; exit 1; }
 now_ms() { date +%s%3N; }
 objects() { find "$1" -type f | wc -l; }
 

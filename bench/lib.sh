@@ -1,5 +1,5 @@
-# Shared by the node benchmarks (sourced): checks, the release binary, `reg serve` on a free
-# loopback port with its own data dir, and the busybox image pushed into it.
+# Shared by the benchmarks (sourced): checks, the release binary, free loopback ports, waiting
+# for a registry, and (node benchmarks) `reg serve` with the busybox image pushed into it.
 
 need() {
     for t in "$@"; do
@@ -17,6 +17,18 @@ prepare() {
 }
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# Waits until the registry at HOST:PORT answers /v2/ (any status, or only status $2 if given).
+wait_up() {
+    local code
+    for _ in $(seq 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://$1/v2/" || true)
+        if [ -n "${2:-}" ]; then [ "$code" = "$2" ] && return 0; else [ "$code" = 200 ] && return 0; fi
+        sleep 0.1
+    done
+    echo "bench: $1 did not start"
+    exit 1
+}
 
 # `reg serve` with data in $work/data (its pid goes to `pids`); sets port, exports REG_HOST and
 # the default registry, and pushes the busybox image as IMG (pulled into the node's store).

@@ -16,9 +16,8 @@ REQS=${REQS:-50000}
 CONC=${CONC:-32}
 ROUNDS=${ROUNDS:-3}
 
-for t in curl hey skopeo openssl python3 docker-registry; do
-    command -v "$t" >/dev/null || { echo "bench: $t is missing (apt-get install it)"; exit 1; }
-done
+. bench/lib.sh
+need curl hey skopeo openssl python3 docker-registry
 cargo build --release --locked --bin reg >&2
 REG=target/release/reg
 
@@ -30,8 +29,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 100); do curl -sf "http://$1/v2/" >/dev/null && return 0; sleep 0.1; done; echo "bench: $1 did not start"; exit 1; }
 
 # --- servers -------------------------------------------------------------------------------
 reg_port=$(free_port)
@@ -127,8 +124,7 @@ echo "bench-password" | "$REG" admin --data "$work/auth-data" user add bench --p
 "$REG" admin --data "$work/auth-data" repo visibility bench/img public >/dev/null
 REG_LOG=warn "$REG" registry serve --addr "127.0.0.1:$auth_port" --data "$work/auth-data" 2>"$work/auth.log" &
 pids+=("$!")
-wait_up_auth() { for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$1/v2/")" = 401 ] && return 0; sleep 0.1; done; echo "bench: $1 did not start"; exit 1; }
-wait_up_auth "127.0.0.1:$auth_port"
+wait_up "127.0.0.1:$auth_port" 401
 skopeo copy -q --dest-tls-verify=false --dest-creds bench:bench-password "oci:$work/layout:v1" "docker://127.0.0.1:$auth_port/bench/img:v1" >/dev/null
 auth_url="http://127.0.0.1:$auth_port/v2/bench/img/manifests/v1"
 token=$(curl -s -u bench:bench-password "http://127.0.0.1:$auth_port/auth/token?service=reg&scope=repository:bench/img:pull" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')

@@ -43,7 +43,8 @@ pub fn test_postgres() -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-fn postgres_db_name(data: &Path) -> String {
+/// A short name for data dir `data`: its PostgreSQL database and its S3 key prefix.
+fn data_dir_key(data: &Path) -> String {
     let hash = hex::encode(sha2::Sha256::digest(data.to_string_lossy().as_bytes()));
     format!("reg_{}", &hash[..20])
 }
@@ -51,7 +52,7 @@ fn postgres_db_name(data: &Path) -> String {
 /// The database of data dir `data` on the test server: created on first use, the same one
 /// for every later process on that data dir (restarts, `reg admin`, `reg registry gc`).
 fn postgres_url_for(server: &str, data: &Path) -> String {
-    let name = postgres_db_name(data);
+    let name = data_dir_key(data);
     let mut admin = postgres::Client::connect(server, postgres::NoTls)
         .unwrap_or_else(|e| panic!("REG_TEST_POSTGRES={server}: {e}"));
     let exists = admin
@@ -75,7 +76,7 @@ fn postgres_url_for(server: &str, data: &Path) -> String {
 
 /// Drops the database of `data` (after its registry stopped).
 fn drop_postgres_for(server: &str, data: &Path) {
-    let name = postgres_db_name(data);
+    let name = data_dir_key(data);
     if let Ok(mut admin) = postgres::Client::connect(server, postgres::NoTls) {
         let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
     }
@@ -142,7 +143,7 @@ pub fn stored(data: &Path, dir: &str) -> BTreeSet<String> {
         .with_region(region)
         .build()
         .expect("S3 client");
-    let prefix = format!("{}/{dir}", postgres_db_name(data));
+    let prefix = format!("{}/{dir}", data_dir_key(data));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -185,7 +186,7 @@ pub fn s3_env(data: &Path) -> Vec<(String, String)> {
     let Some([endpoint, bucket, key, secret, region]) = test_s3() else {
         return Vec::new();
     };
-    let prefix = format!("{}/", postgres_db_name(data));
+    let prefix = format!("{}/", data_dir_key(data));
     [
         ("KIND", "s3".to_string()),
         ("ENDPOINT", endpoint),

@@ -854,10 +854,7 @@ async fn append_body(
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     // The worker owns the session's state while it writes, and hands it back.
     let id = s.id.clone();
-    let mut up = std::mem::replace(
-        s,
-        Session::new(id.clone(), s.repo.clone(), Algorithm::Sha256),
-    );
+    let mut up = s.take();
     let store = st.store.clone();
     let writer = store::stream_worker("reg-blob-write", move || {
         let r = store.append(&mut up, rx);
@@ -955,8 +952,7 @@ async fn finish(
     digest: &Digest,
 ) -> ApiResult {
     let (store, touch, d, size) = (st.store.clone(), st.meta.clone(), digest.clone(), s.size);
-    let placeholder = Session::new(s.id.clone(), s.repo.clone(), Algorithm::Sha256);
-    let mut up = std::mem::replace(s, placeholder);
+    let mut up = s.take();
     // Verified, then the row, then the bytes: a collection that runs meanwhile spares the
     // blob (see gc).
     let (up, verdict) = blocking(move || {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use globset::{GlobBuilder, GlobMatcher};
 use serde::Serialize;
 
-use super::db::{args, exists, value};
+use super::db::{args, exists};
 use super::meta::{now, Meta, MetaError};
 use super::store::BlobStore;
 use crate::digest::Digest;
@@ -557,8 +557,7 @@ fn delete_manifests_if_unreachable(
     Ok(meta.write(|c| -> Result<_, MetaError> {
         let mut out = Vec::new();
         for (repo, digest, created) in batch {
-            let Some(id) = value::<i64>(c, "SELECT id FROM repos WHERE name = ?1", args![repo])?
-            else {
+            let Some(id) = Meta::repo_id(c, repo)? else {
                 continue;
             };
             let deleted = c.execute(

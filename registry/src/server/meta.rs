@@ -117,15 +117,14 @@ impl Meta {
             "INSERT INTO repos(name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
             args![repo, now()],
         )?;
-        value(tx, "SELECT id FROM repos WHERE name = ?1", args![repo])?.ok_or_else(|| {
-            DbError::Type {
-                column: 0,
-                message: format!("repository {repo} vanished"),
-            }
+        Self::repo_id(tx, repo)?.ok_or_else(|| DbError::Type {
+            column: 0,
+            message: format!("repository {repo} vanished"),
         })
     }
 
-    fn repo_id(c: &mut dyn Conn, repo: &str) -> Result<Option<i64>, DbError> {
+    /// The id of repository `repo`, if it exists.
+    pub(crate) fn repo_id(c: &mut dyn Conn, repo: &str) -> Result<Option<i64>, DbError> {
         value(c, "SELECT id FROM repos WHERE name = ?1", args![repo])
     }
 

@@ -33,7 +33,7 @@ use crate::digest::{Algorithm, Digest, Hasher};
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Size of an S3 part (S3 wants at least 5 MiB for every part but the last).
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
+const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// Upload leftovers on S3 younger than this are never swept at start-up: another replica may
 /// be about to finish them.
@@ -58,7 +58,7 @@ pub struct Upload {
     pub hasher: Option<Hasher>,
     pub parts: UploadParts,
     /// S3: the tail's bytes when this process has them (else they are read back).
-    pub tail: Option<Vec<u8>>,
+    pub tail: Option<Bytes>,
 }
 
 impl Upload {
@@ -69,8 +69,15 @@ impl Upload {
             size: 0,
             hasher: Some(Hasher::new(algorithm)),
             parts: UploadParts::default(),
-            tail: Some(Vec::new()),
+            tail: Some(Bytes::new()),
         }
+    }
+
+    /// Takes the session's state out (to hand it to a worker thread), leaving an empty
+    /// session with the same id and repository in its place.
+    pub fn take(&mut self) -> Upload {
+        let empty = Upload::new(self.id.clone(), self.repo.clone(), Algorithm::Sha256);
+        std::mem::replace(self, empty)
     }
 }
 
@@ -627,17 +634,6 @@ impl BlobStore {
             Backend::S3(s3) => s3.delete(&ObjPath::from(o.name.as_str())),
         }
     }
-
-    /// Whether the object for `d` exists (tests and checks).
-    pub fn contains(&self, d: &Digest) -> bool {
-        match &self.backend {
-            Backend::Local { root, .. } => Self::local_path(root, d).exists(),
-            Backend::S3(s3) => {
-                let (store, key) = (s3.store.clone(), s3.object(d));
-                s3.block(async move { store.head(&key).await }).is_ok()
-            }
-        }
-    }
 }
 
 /// Sends `len` bytes of `file` to `tx` in chunks; stops when the client goes away.
@@ -696,7 +692,8 @@ fn commit_file(src: &Path, dst: &Path) -> std::io::Result<()> {
 fn s3_tail(s3: &S3, up: &mut Upload) -> std::io::Result<Vec<u8>> {
     let want = (up.size - up.parts.parts_bytes) as usize;
     if let Some(t) = up.tail.take().filter(|t| t.len() == want) {
-        return Ok(t);
+        // Not copied: the upload of the last request's tail has dropped its handle.
+        return Ok(Vec::from(t));
     }
     let mut t = s3.get_range(&s3.tail_key(&up.id, up.parts.parts_bytes), 0..want as u64)?;
     // A later write cut short by a crash may have left a longer object: the row is the truth.
@@ -754,16 +751,17 @@ fn s3_append(
         }
     }
     let size = up.parts.parts_bytes + buf.len() as u64;
+    let tail = Bytes::from(buf);
     if up.parts.parts_bytes != old_tail_at || received > 0 {
         let (store, key, payload) = (
             s3.store.clone(),
             s3.tail_key(&up.id, up.parts.parts_bytes),
-            PutPayload::from(buf.clone()),
+            PutPayload::from(tail.clone()),
         );
         s3.block(async move { store.put(&key, payload).await })?;
     }
     up.size = size;
-    up.tail = Some(buf);
+    up.tail = Some(tail);
     Ok(size - start)
 }
 
