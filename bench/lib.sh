@@ -57,3 +57,51 @@ median_ms() {
     done
     python3 -c "import statistics,sys;print(round(statistics.median(float(l) for l in open(sys.argv[1]))/1000,1))" "$f"
 }
+
+# Where the registries keep their data: STORAGE=filesystem (default: each its own directory under
+# $work) or s3 (one bucket for both — Garage started here through scripts/garage unless
+# REG_TEST_S3_* name one; reg under the prefix reg-bench-PID/, distribution under
+# /dist-bench-PID; blob GETs redirected to the bucket, as distribution does by default, unless
+# REDIRECT=false), METADATA=sqlite (default) or postgres (a throwaway server, scripts/postgres).
+# Sets reg_env (an array of VAR=value for `env`) and, on S3, dist_storage (distribution's
+# `storage:` entry). storage_teardown stops what storage_setup started.
+storage_setup() {
+    reg_env=(REG_LOG=warn)
+    dist_storage=""
+    if [ "${STORAGE:-filesystem}" = s3 ]; then
+        if [ -z "${REG_TEST_S3_ENDPOINT:-}" ]; then
+            eval "$(scripts/garage start "$work/garage")"
+        fi
+        reg_env+=(REG_REGISTRY_STORAGE_KIND=s3 "REG_REGISTRY_STORAGE_ENDPOINT=$REG_TEST_S3_ENDPOINT"
+            "REG_REGISTRY_STORAGE_BUCKET=$REG_TEST_S3_BUCKET" "REG_REGISTRY_STORAGE_ACCESS_KEY_ID=$REG_TEST_S3_KEY_ID"
+            "REG_REGISTRY_STORAGE_SECRET_ACCESS_KEY=$REG_TEST_S3_SECRET" "REG_REGISTRY_STORAGE_REGION=$REG_TEST_S3_REGION"
+            REG_REGISTRY_STORAGE_PATH_STYLE=true "REG_REGISTRY_STORAGE_PREFIX=reg-bench-$$/"
+            "REG_REGISTRY_STORAGE_REDIRECT=${REDIRECT:-true}")
+        dist_storage="s3: { accesskey: $REG_TEST_S3_KEY_ID, secretkey: $REG_TEST_S3_SECRET, region: $REG_TEST_S3_REGION, regionendpoint: $REG_TEST_S3_ENDPOINT, bucket: $REG_TEST_S3_BUCKET, secure: false, v4auth: true, rootdirectory: /dist-bench-$$ }"
+    fi
+    if [ "${METADATA:-sqlite}" = postgres ]; then
+        chmod 755 "$work" # the PostgreSQL server runs as user postgres
+        reg_env+=("REG_REGISTRY_METADATA_URL=$(scripts/postgres start "$work/pg")")
+    fi
+}
+storage_teardown() {
+    if [ -d "$work/garage" ]; then scripts/garage stop "$work/garage" || true; fi
+    if [ -d "$work/pg" ]; then scripts/postgres stop "$work/pg" >/dev/null || true; fi
+}
+
+# distribution's registry with storage entry $2 on HOST:PORT $1, config in $work/dist.yml; its
+# pid goes to `pids` and dist_pid. (Without AWS_CA_BUNDLE: its SDK refuses a CA bundle it cannot
+# apply to its own transport.)
+start_dist() {
+    cat > "$work/dist.yml" <<YML
+version: 0.1
+log: { level: error, accesslog: { disabled: true } }
+storage:
+  $2
+  delete: { enabled: true }
+  cache: { blobdescriptor: inmemory }
+http: { addr: $1 }
+YML
+    env -u AWS_CA_BUNDLE docker-registry serve "$work/dist.yml" 2>"$work/dist.log" &
+    dist_pid=$!; pids+=("$dist_pid")
+}

@@ -4,6 +4,10 @@
 #
 #   bench/registry.sh            # full run (512 MiB blob, 20 x 5 MiB image, 32-connection load)
 #   BLOB_MIB=64 REQS=5000 bench/registry.sh   # quicker
+#   STORAGE=s3 bench/registry.sh # both on one S3 bucket (Garage, started here unless
+#                                # REG_TEST_S3_* name one): reg's S3 backend against
+#                                # distribution's S3 driver; METADATA=postgres adds reg's
+#                                # metadata in a throwaway PostgreSQL (scripts/postgres)
 #
 # Needs: curl, hey, skopeo, openssl, python3, docker-registry (apt-get install docker-registry hey skopeo).
 # Only 127.0.0.1 is ever contacted.
@@ -15,6 +19,8 @@ LAYER_MIB=${LAYER_MIB:-5}
 REQS=${REQS:-50000}
 CONC=${CONC:-32}
 ROUNDS=${ROUNDS:-3}
+STORAGE=${STORAGE:-filesystem}
+METADATA=${METADATA:-sqlite}
 
 . bench/lib.sh
 need curl hey skopeo openssl python3 docker-registry
@@ -25,28 +31,22 @@ work=$(mktemp -d /tmp/reg-bench.XXXXXX)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    storage_teardown
     rm -rf "$work"
 }
 trap cleanup EXIT
 
+# --- storage (STORAGE, METADATA: see bench/lib.sh) ------------------------------------------
+storage_setup
+dist_storage=${dist_storage:-"filesystem: { rootdirectory: $work/dist-data }"}
 
 # --- servers -------------------------------------------------------------------------------
 reg_port=$(free_port)
-REG_LOG=warn "$REG" registry serve --addr "127.0.0.1:$reg_port" --data "$work/reg-data" 2>"$work/reg.log" &
+env "${reg_env[@]}" "$REG" registry serve --addr "127.0.0.1:$reg_port" --data "$work/reg-data" 2>"$work/reg.log" &
 reg_pid=$!; pids+=("$reg_pid")
 
 dist_port=$(free_port)
-cat > "$work/dist.yml" <<YML
-version: 0.1
-log: { level: error, accesslog: { disabled: true } }
-storage:
-  filesystem: { rootdirectory: $work/dist-data }
-  delete: { enabled: true }
-  cache: { blobdescriptor: inmemory }
-http: { addr: 127.0.0.1:$dist_port }
-YML
-docker-registry serve "$work/dist.yml" 2>"$work/dist.log" &
-dist_pid=$!; pids+=("$dist_pid")
+start_dist "127.0.0.1:$dist_port" "$dist_storage"
 wait_up "127.0.0.1:$reg_port"; wait_up "127.0.0.1:$dist_port"
 
 # --- data ----------------------------------------------------------------------------------
@@ -85,21 +85,34 @@ push_blob() {
     [ "$code" = 201 ] || { echo "bench: push to $host answered $code" >&2; exit 1; }
     python3 -c "print($t1-$t0)"
 }
-pull_blob() { curl -s -o /dev/null -w '%{time_total}' "http://$1/v2/$2/blobs/$blob_digest"; }
+# -L: distribution on S3 answers with a redirect to the bucket by default; the time includes it.
+pull_blob() { curl -sfL -o /dev/null -w "%{time_total}" "http://$1/v2/$2/blobs/$blob_digest"; }
 best() { sort -g | head -1; }
 mbps() { python3 -c "print(f'{$BLOB_MIB/$1:.0f}')"; }
 
+# skopeo with an empty blob-info cache: otherwise a second push of the same layers to another
+# repository becomes a cross-repository mount and moves no data. (Root's cache is at a fixed
+# path, so it gets a private tmpfs there; other users a fresh XDG_DATA_HOME.)
+fresh_skopeo() {
+    if [ "$(id -u)" = 0 ]; then
+        mkdir -p /var/lib/containers/cache
+        unshare -m sh -c 'mount -t tmpfs tmpfs /var/lib/containers/cache && exec skopeo "$@"' sh "$@"
+    else
+        local d; d=$(mktemp -d "$work/xdg.XXXXXX")
+        XDG_DATA_HOME=$d skopeo "$@"
+    fi
+}
 skopeo_push() {
     local t0 t1
     t0=$(date +%s.%N)
-    skopeo copy -q --dest-tls-verify=false "oci:$work/layout:v1" "docker://$1/bench/img$2:v1" >/dev/null
+    fresh_skopeo copy -q --dest-tls-verify=false "oci:$work/layout:v1" "docker://$1/bench/img$2:v1" >/dev/null
     t1=$(date +%s.%N); python3 -c "print($t1-$t0)"
 }
 skopeo_pull() {
     local t0 t1
     rm -rf "$work/pulled"
     t0=$(date +%s.%N)
-    skopeo copy -q --src-tls-verify=false "docker://$1/bench/img$2:v1" "oci:$work/pulled:v1" >/dev/null
+    fresh_skopeo copy -q --src-tls-verify=false "docker://$1/bench/img$2:v1" "oci:$work/pulled:v1" >/dev/null
     t1=$(date +%s.%N); python3 -c "print($t1-$t0)"
 }
 
@@ -138,7 +151,10 @@ sha_mbps=$(python3 -c "print(f'{$BLOB_MIB/($t1-$t0):.0f}')")
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
 img_mib=$((LAYERS * LAYER_MIB))
 echo
+where="local filesystem"
+[ "${STORAGE:-filesystem}" = s3 ] && where="one S3 bucket (Garage), blob GETs redirected: ${REDIRECT:-true}"
 echo "reg vs distribution $(docker-registry --version | awk '{print $3}'), $(nproc) cores, best of $ROUNDS; blob ${BLOB_MIB} MiB, image ${LAYERS}x${LAYER_MIB} MiB, $REQS manifest GETs at $CONC connections"
+echo "storage: $where; reg metadata: ${METADATA:-sqlite}"
 echo
 printf '| %-38s | %12s | %12s | %10s |\n' "measure" "reg" "distribution" "reg/dist"
 printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..40})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})"

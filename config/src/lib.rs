@@ -121,6 +121,10 @@ pub struct StorageConfig {
     pub path_style: bool,
     /// Key prefix inside the bucket, e.g. `registry/`.
     pub prefix: String,
+    /// Answer blob GETs with a redirect to a presigned URL of the object (clients then fetch
+    /// from the bucket directly), as distribution does by default. Off: the registry streams
+    /// the bytes itself, which also works when clients cannot reach the bucket.
+    pub redirect: bool,
 }
 
 impl StorageConfig {
@@ -141,6 +145,7 @@ impl Default for StorageConfig {
             secret_access_key: String::new(),
             path_style: true,
             prefix: String::new(),
+            redirect: false,
         }
     }
 }

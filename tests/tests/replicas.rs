@@ -13,6 +13,11 @@ use reg_tests::{
 /// Replica A on a fresh data dir, and replica B on another data dir sharing A's database and
 /// bucket. `None` (after saying why) when the shared backends are not configured.
 fn replicas() -> Option<(tempfile::TempDir, Registry, Registry)> {
+    replicas_with(&[])
+}
+
+/// [`replicas`], with more environment for B.
+fn replicas_with(b_env: &[(&str, &str)]) -> Option<(tempfile::TempDir, Registry, Registry)> {
     if test_postgres().is_none() || test_s3().is_none() {
         eprintln!(
             "skipped: replicas need REG_TEST_POSTGRES and REG_TEST_S3_* (scripts/test sets them)"
@@ -25,6 +30,7 @@ fn replicas() -> Option<(tempfile::TempDir, Registry, Registry)> {
     let env: Vec<(&str, &str)> = shared
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(b_env.iter().copied())
         .collect();
     let b = Registry::start_on(data_b.path(), &env);
     Some((data_b, a, b))
@@ -203,13 +209,60 @@ fn tags_deletes_and_tokens_are_shared() {
     assert_eq!(r.status(), 401, "and B has auth on too: the user is shared");
 }
 
+/// B answers blob GETs with redirects to presigned bucket URLs (`registry.storage.redirect`).
+const REDIRECT: (&str, &str) = ("REG_REGISTRY_STORAGE_REDIRECT", "true");
+
+#[test]
+fn with_redirect_a_blob_get_sends_the_client_to_the_bucket() {
+    let Some((_b_data, a, b)) = replicas_with(&[REDIRECT]) else {
+        return;
+    };
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let c = client();
+    let digest = push_blob(&c, &a, "team/redir", &blob);
+    let path = format!("/v2/team/redir/blobs/{digest}");
+    // A streams it itself; B redirects, and the presigned URL serves the same bytes and ranges.
+    let r = c.get(a.url(&path)).send().expect("GET via A");
+    assert_eq!(r.status(), 200);
+    let r = c.get(b.url(&path)).send().expect("GET via B");
+    assert_eq!(r.status(), 307);
+    let url = location(&r);
+    let endpoint = test_s3().map(|s| s[0].clone()).unwrap_or_default();
+    assert!(url.starts_with(&endpoint), "{url} is not in the bucket");
+    assert!(url.contains("X-Amz-Signature="), "{url} is not presigned");
+    let got = c.get(&url).send().expect("GET presigned");
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().expect("body").as_ref(), &blob[..]);
+    let part = c
+        .get(&url)
+        .header("range", "bytes=1000-1999")
+        .send()
+        .expect("range");
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().expect("body").as_ref(), &blob[1000..2000]);
+    // HEAD still answers from the registry, and a blob it does not have is still a 404.
+    let r = c.head(b.url(&path)).send().expect("HEAD via B");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        reg_tests::header(&r, "content-length").as_deref(),
+        Some(blob.len().to_string().as_str())
+    );
+    let missing = sha256(b"not pushed");
+    let r = c
+        .get(b.url(&format!("/v2/team/redir/blobs/{missing}")))
+        .send()
+        .expect("GET missing");
+    assert_eq!(r.status(), 404);
+}
+
 #[test]
 fn docker_pushes_through_one_replica_and_pulls_through_the_other() {
     if !docker_ready() {
         return;
     }
     let Some(_) = busybox_layers() else { return };
-    let Some((_b_data, a, b)) = replicas() else {
+    // docker follows B's redirects to the bucket.
+    let Some((_b_data, a, b)) = replicas_with(&[REDIRECT]) else {
         return;
     };
     let ctx = tempfile::tempdir().expect("tempdir");

@@ -590,6 +590,19 @@ async fn get_blob(
     if head {
         return Ok(response(status, &headers, Body::empty()));
     }
+    // The client sends its Range header again to the bucket, which answers it itself.
+    if let Some(url) = st.store.redirect_url(&digest).await? {
+        let headers = [
+            ("location", url),
+            ("docker-content-digest", digest.to_string()),
+            ("content-length", "0".into()),
+        ];
+        return Ok(response(
+            StatusCode::TEMPORARY_REDIRECT,
+            &headers,
+            Body::empty(),
+        ));
+    }
     let stream = match st.store.read(&digest, start, len).await? {
         Some(s) => s,
         None => {

@@ -615,8 +615,11 @@ fn trash_objects(
 ) -> Result<Vec<Digest>, GcError> {
     let mut moved = Vec::new();
     let mut gone = Vec::new();
-    for d in digests {
-        match store.move_to_trash(d)? {
+    for (d, t) in digests
+        .iter()
+        .zip(in_parallel(store, digests, |d| store.move_to_trash(d)))
+    {
+        match t? {
             Some(t) => moved.push((d.clone(), t)),
             None => gone.push(d.clone()),
         }
@@ -634,15 +637,49 @@ fn trash_objects(
         }
         Ok(back)
     })?;
-    for (d, trashed) in moved {
+    let done = in_parallel(store, &moved, |(d, trashed)| {
         if back.contains(&d.to_string()) {
-            store.restore(&trashed, &d)?;
+            store.restore(trashed, d).map(|()| false)
         } else {
-            store.forget(&trashed)?;
+            store.forget(trashed).map(|()| true)
+        }
+    });
+    for ((d, _), forgotten) in moved.into_iter().zip(done) {
+        if forgotten? {
             gone.push(d);
         }
     }
     Ok(gone)
+}
+
+/// Object requests in flight at once on S3, where each one is a round trip.
+const S3_CONCURRENCY: usize = 16;
+
+/// `f` over `items`, results in order: on S3 from [`S3_CONCURRENCY`] threads (each request
+/// waits on the network, so the collection is not one round trip per object), locally in turn
+/// (a rename or unlink does not wait on anything).
+fn in_parallel<T: Sync, R: Send>(
+    store: &BlobStore,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if !store.is_shared() || items.len() < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let per = items.len().div_ceil(S3_CONCURRENCY);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(per)
+            .map(|chunk| {
+                let f = &f;
+                scope.spawn(move || chunk.iter().map(f).collect::<Vec<R>>())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// [`trash_objects`] for one.

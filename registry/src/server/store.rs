@@ -35,6 +35,10 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Size of an S3 part (S3 wants at least 5 MiB for every part but the last).
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
+/// How long a presigned blob URL (`registry.storage.redirect`) stays valid: long enough for a
+/// slow download to start, short enough that a leaked URL soon dies.
+const REDIRECT_VALIDITY: Duration = Duration::from_secs(20 * 60);
+
 /// Upload leftovers on S3 younger than this are never swept at start-up: another replica may
 /// be about to finish them.
 const S3_ORPHAN_AGE: Duration = Duration::from_secs(3600);
@@ -84,6 +88,8 @@ impl Upload {
 struct S3 {
     store: Arc<AmazonS3>,
     prefix: String,
+    /// Blob GETs answer with a presigned URL (`registry.storage.redirect`).
+    redirect: bool,
     /// Every S3 call runs on this runtime, from whatever thread asks (see [`S3::block`]).
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -270,6 +276,7 @@ impl BlobStore {
         let s3 = S3 {
             store: Arc::new(store),
             prefix: cfg.prefix.clone(),
+            redirect: cfg.redirect,
             rt: Some(rt),
         };
         s3.list("_probe/").map_err(|e| {
@@ -324,28 +331,21 @@ impl BlobStore {
             }
             Backend::S3(s3) => {
                 let (store, key) = (s3.store.clone(), s3.object(d));
-                // Ask first, so that a missing object is a 404 and not a broken body.
-                let head = {
-                    let (store, key) = (store.clone(), key.clone());
-                    s3.handle()?
-                        .spawn(async move { store.head(&key).await })
-                        .await
-                        .map_err(std::io::Error::other)?
-                };
-                match head.map_err(io_err) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(e),
-                }
+                // The GET's answer (status and headers) comes back first, so that a missing
+                // object is a 404 and not a broken body; the body then streams through `tx`.
+                let (found_tx, found) = tokio::sync::oneshot::channel();
                 s3.handle()?.spawn(async move {
                     let opts = GetOptions {
                         range: (len > 0).then_some(GetRange::Bounded(offset..offset + len)),
                         ..GetOptions::default()
                     };
                     let mut body = match store.get_opts(&key, opts).await {
-                        Ok(r) => r.into_stream(),
+                        Ok(r) => {
+                            let _ = found_tx.send(Ok(()));
+                            r.into_stream()
+                        }
                         Err(e) => {
-                            let _ = tx.send(Err(io_err(e))).await;
+                            let _ = found_tx.send(Err(io_err(e)));
                             return;
                         }
                     };
@@ -355,9 +355,38 @@ impl BlobStore {
                         }
                     }
                 });
+                match found.await.map_err(std::io::Error::other)? {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(Some(tokio_stream_from(rx)))
+    }
+
+    /// With `registry.storage.redirect` on S3: a presigned GET URL of `d`, valid for
+    /// [`REDIRECT_VALIDITY`], for the client to fetch the object from the bucket itself.
+    pub async fn redirect_url(&self, d: &Digest) -> std::io::Result<Option<String>> {
+        let Backend::S3(s3) = &self.backend else {
+            return Ok(None);
+        };
+        if !s3.redirect {
+            return Ok(None);
+        }
+        use object_store::signer::Signer as _;
+        let (store, key) = (s3.store.clone(), s3.object(d));
+        let url = s3
+            .handle()?
+            .spawn(async move {
+                store
+                    .signed_url(axum::http::Method::GET, &key, REDIRECT_VALIDITY)
+                    .await
+            })
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(io_err)?;
+        Ok(Some(url.to_string()))
     }
 
     /// Prepares the storage of a new upload.
