@@ -1,5 +1,6 @@
 //! Published ports (`-p [HOSTIP:][HOSTPORT:]CTRPORT[/udp]`) through a userland proxy in the
-//! agent: it listens on the host and relays each connection to the container's address.
+//! agent: it listens on the host and relays each connection to the container's address (TCP
+//! with splice(2), so the bytes never pass through the agent's memory).
 //!
 //! A proxy rather than DNAT rules: connections to `127.0.0.1:HOSTPORT` from the host itself
 //! never pass PREROUTING, and DNAT of loopback traffic needs `route_localnet`, which opens the
@@ -114,15 +115,65 @@ async fn relay_tcp(l: tokio::net::TcpListener, dest: SocketAddr) {
     loop {
         tokio::select! {
             a = l.accept() => {
-                let Ok((mut client, _)) = a else { continue };
+                let Ok((client, _)) = a else { continue };
                 conns.spawn(async move {
                     let _ = client.set_nodelay(true);
-                    let Ok(mut up) = tokio::net::TcpStream::connect(dest).await else { return };
+                    let Ok(up) = tokio::net::TcpStream::connect(dest).await else { return };
                     let _ = up.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, 256 * 1024, 256 * 1024).await;
+                    // Each direction ends at its EOF; an error ends both.
+                    let _ = tokio::try_join!(splice_one_way(&client, &up), splice_one_way(&up, &client));
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// Size of the pipe between the two sockets of a relayed connection.
+const PIPE_BYTES: usize = 1 << 20;
+
+/// Relays `from` → `to` with splice(2) through a pipe: the kernel moves the socket buffers'
+/// pages across, nothing is copied through this process (docker's proxy copies every byte
+/// through user space). At `from`'s EOF, `to`'s write side is shut down.
+async fn splice_one_way(
+    from: &tokio::net::TcpStream,
+    to: &tokio::net::TcpStream,
+) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+    use std::os::fd::{AsFd, AsRawFd};
+    use tokio::io::Interest;
+    let (pipe_r, pipe_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    // A larger pipe means fewer wake-ups; the default (64 KiB) is kept if the host refuses.
+    let cap = fcntl(pipe_w.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32))
+        .map(|n| n as usize)
+        .unwrap_or(64 * 1024);
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    loop {
+        // The pipe is empty here, so a would-block can only come from the socket.
+        let n = loop {
+            from.readable().await?;
+            match from.try_io(Interest::READABLE, || {
+                splice(from.as_fd(), None, pipe_w.as_fd(), None, cap, flags).map_err(Into::into)
+            }) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            let _ = nix::sys::socket::shutdown(to.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+            return Ok(());
+        }
+        let mut left = n;
+        while left > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || {
+                splice(pipe_r.as_fd(), None, to.as_fd(), None, left, flags).map_err(Into::into)
+            }) {
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
 }

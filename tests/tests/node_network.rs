@@ -186,6 +186,44 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
     }
     assert!(body.contains("hello-web"), "{body}");
 
+    // Bulk data both ways through the (splice) proxy: 6 MiB sent to an echo server come back
+    // intact, and the half-close of the sending side reaches the container.
+    let echo = sh(&format!("exec {B} nc -l -p 81 -e {B} cat"));
+    n.run_d(&args(&["--name", "echo", "-p", "127.0.0.1::81", IMG], &echo));
+    let (_, port_out, _) = n.reg(&["port", "echo"]);
+    let echo_port: u16 = port_out
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port line: {port_out}"));
+    let sent: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut back = Vec::new();
+    for _ in 0..100 {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", echo_port)) else {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        };
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        let mut reader = s.try_clone().expect("clone");
+        let data = sent.clone();
+        let writer = std::thread::spawn(move || {
+            let _ = s.write_all(&data);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        });
+        back.clear();
+        let _ = reader.read_to_end(&mut back);
+        let _ = writer.join();
+        if !back.is_empty() {
+            break;
+        }
+        // The proxy closes a client whose container is not listening yet: try again.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(back.len(), sent.len(), "echoed bytes");
+    assert!(back == sent, "the echo differs from what was sent");
+
     // A taken port: a clear error, and the container does not run.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let p = taken.local_addr().expect("addr").port();
@@ -199,7 +237,7 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
     assert_eq!(n.inspect("clash")["State"]["Running"], false);
 
     let before: Vec<String> = links("veth");
-    let (code, _, err) = n.reg(&["rm", "-f", "web", "clash", "srv"]);
+    let (code, _, err) = n.reg(&["rm", "-f", "web", "clash", "srv", "echo"]);
     assert_eq!(code, 0, "{err}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     assert_eq!(n.mounts_under_data(), 0, "netns mounts left");
