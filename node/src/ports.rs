@@ -144,9 +144,12 @@ async fn splice_one_way(
     use tokio::io::Interest;
     let (pipe_r, pipe_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     // A larger pipe means fewer wake-ups; the default (64 KiB) is kept if the host refuses.
-    let cap = fcntl(pipe_w.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32))
-        .map(|n| n as usize)
-        .unwrap_or(64 * 1024);
+    let cap = fcntl(
+        pipe_w.as_raw_fd(),
+        FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32),
+    )
+    .map(|n| n as usize)
+    .unwrap_or(64 * 1024);
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     loop {
         // The pipe is empty here, so a would-block can only come from the socket.

@@ -189,7 +189,10 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
     // Bulk data both ways through the (splice) proxy: 6 MiB sent to an echo server come back
     // intact, and the half-close of the sending side reaches the container.
     let echo = sh(&format!("exec {B} nc -l -p 81 -e {B} cat"));
-    n.run_d(&args(&["--name", "echo", "-p", "127.0.0.1::81", IMG], &echo));
+    n.run_d(&args(
+        &["--name", "echo", "-p", "127.0.0.1::81", IMG],
+        &echo,
+    ));
     let (_, port_out, _) = n.reg(&["port", "echo"]);
     let echo_port: u16 = port_out
         .trim()
