@@ -18,18 +18,14 @@ need curl python3 docker-registry
 cargo build --release --locked --bin reg >&2
 REG=$PWD/target/release/reg
 
-work=$(mktemp -d /tmp/reg-gc-bench.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    storage_teardown
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_work reg-gc-bench
 now_ms() { date +%s%3N; }
-# Stored blobs (local filesystem only; on S3 the table shows what the collectors report).
-objects() { if [ "${STORAGE:-filesystem}" = s3 ]; then echo -; else find "$1" -type f | wc -l; fi; }
-storage_setup
+# Files under $1 (named $2, if given): the stored blobs, counted on the local filesystem only
+# (on S3 the table shows what the collectors report).
+objects() {
+    if [ "${STORAGE:-filesystem}" = s3 ]; then echo -; else find "$1" -type f ${2:+-name "$2"} | wc -l; fi
+}
+storage_setup "$work/dist"
 
 # --- reg ---------------------------------------------------------------------------------------
 reg_port=$(free_port)
@@ -67,19 +63,18 @@ tail -1 "$work/reg-gc2.out" >&2
 
 # --- distribution ------------------------------------------------------------------------------
 dist_port=$(free_port)
-start_dist "127.0.0.1:$dist_port" "${dist_storage:-"filesystem: { rootdirectory: $work/dist }"}"
+start_dist "127.0.0.1:$dist_port" "$dist_storage"
 wait_up "127.0.0.1:$dist_port"
 t0=$(now_ms)
 python3 bench/gc_fill.py fill "127.0.0.1:$dist_port" "$MANIFESTS" "$BLOBS" dist >/dev/null
 fill_dist=$(( $(now_ms) - t0 ))
-dist_objects() { if [ "${STORAGE:-filesystem}" = s3 ]; then echo -; else find "$work/dist/docker/registry/v2/blobs" -name data | wc -l; fi; }
-dist_before=$(dist_objects)
+dist_before=$(objects "$work/dist/docker/registry/v2/blobs" data)
 # distribution collects offline only: stop it first.
 kill "$dist_pid"; wait "$dist_pid" 2>/dev/null || true
 t0=$(now_ms)
 env -u AWS_CA_BUNDLE docker-registry garbage-collect "$work/dist.yml" > "$work/dist-gc.out" 2>&1
 gc_dist=$(( $(now_ms) - t0 ))
-dist_after=$(dist_objects)
+dist_after=$(objects "$work/dist/docker/registry/v2/blobs" data)
 reg_removed=$(tail -1 "$work/reg-gc.out" | grep -o '[0-9]* blobs' | cut -d' ' -f1)
 dist_removed=$(grep -o '[0-9]* blobs and' "$work/dist-gc.out" | tail -1 | cut -d' ' -f1)
 

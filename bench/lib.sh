@@ -63,11 +63,11 @@ median_ms() {
 # REG_TEST_S3_* name one; reg under the prefix reg-bench-PID/, distribution under
 # /dist-bench-PID; blob GETs redirected to the bucket, as distribution does by default, unless
 # REDIRECT=false), METADATA=sqlite (default) or postgres (a throwaway server, scripts/postgres).
-# Sets reg_env (an array of VAR=value for `env`) and, on S3, dist_storage (distribution's
-# `storage:` entry). storage_teardown stops what storage_setup started.
+# Sets reg_env (an array of VAR=value for `env`) and dist_storage (distribution's `storage:`
+# entry; on the filesystem, directory $1). storage_teardown stops what storage_setup started.
 storage_setup() {
     reg_env=(REG_LOG=warn)
-    dist_storage=""
+    dist_storage="filesystem: { rootdirectory: $1 }"
     if [ "${STORAGE:-filesystem}" = s3 ]; then
         if [ -z "${REG_TEST_S3_ENDPOINT:-}" ]; then
             eval "$(scripts/garage start "$work/garage")"
@@ -83,6 +83,18 @@ storage_setup() {
         chmod 755 "$work" # the PostgreSQL server runs as user postgres
         reg_env+=("REG_REGISTRY_METADATA_URL=$(scripts/postgres start "$work/pg")")
     fi
+}
+# A registry benchmark's scratch dir ($work, named after $1) and the servers it starts (their
+# pids go to `pids`); everything is stopped and removed at exit, whatever happens.
+bench_work() {
+    work=$(mktemp -d "/tmp/$1.XXXXXX")
+    pids=()
+    trap stop_all EXIT
+}
+stop_all() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    storage_teardown
+    rm -rf "$work"
 }
 storage_teardown() {
     if [ -d "$work/garage" ]; then scripts/garage stop "$work/garage" || true; fi

@@ -27,18 +27,10 @@ need curl hey skopeo openssl python3 docker-registry
 cargo build --release --locked --bin reg >&2
 REG=target/release/reg
 
-work=$(mktemp -d /tmp/reg-bench.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    storage_teardown
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_work reg-bench
 
 # --- storage (STORAGE, METADATA: see bench/lib.sh) ------------------------------------------
-storage_setup
-dist_storage=${dist_storage:-"filesystem: { rootdirectory: $work/dist-data }"}
+storage_setup "$work/dist-data"
 
 # --- servers -------------------------------------------------------------------------------
 reg_port=$(free_port)
