@@ -68,18 +68,19 @@ c["process"]["args"] = ["/bin/busybox", "true"]; c["process"]["terminal"] = Fals
 json.dump(c, open(p, "w"))
 PY
     if command -v runc >/dev/null; then
-        start[runc]=$(median_ms sh -c "runc run -b '$work/bundle' bench-\$(date +%s%N)")
+        runc_once() { runc run -b "$work/bundle" "bench-$(date +%s%N)"; }
+        start[runc]=$(median_ms runc_once)
     fi
     if command -v crun >/dev/null; then
         # crun refuses hybrid cgroup hosts (DESIGN.md §7) unless /sys/fs/cgroup/unified is
-        # unmounted in a private mount namespace: measure that wrapper alone and subtract it.
-        wrap="unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec \"\$0\" \"\$@\"'"
+        # unmounted in a private mount namespace: the whole timing loop runs in one such
+        # namespace, so only `crun run` itself is timed.
+        crun_once() { crun run -b "$work/bundle" "bench-$(date +%s%N)"; }
         if [ -d /sys/fs/cgroup/unified ] && [ ! -e /sys/fs/cgroup/cgroup.controllers ]; then
-            with=$(median_ms sh -c "$wrap crun run -b '$work/bundle' bench-\$(date +%s%N)")
-            alone=$(median_ms sh -c "$wrap true")
-            start[crun]=$(python3 -c "print(round($with - $alone, 1))")
+            start[crun]=$(work=$work RUNS=$RUNS unshare -m --propagation private bash -c \
+                "$(declare -f median_ms crun_once); umount /sys/fs/cgroup/unified && median_ms crun_once")
         else
-            start[crun]=$(median_ms sh -c "crun run -b '$work/bundle' bench-\$(date +%s%N)")
+            start[crun]=$(median_ms crun_once)
         fi
     fi
 fi

@@ -741,6 +741,7 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
             format!("container {} is already running", rec.name),
         ));
     }
+    crate::runtime::warm_cgroup_moves();
     let dir = rec.spec.dir.clone();
     for f in [PID, EXIT, OOM] {
         let _ = std::fs::remove_file(dir.join(f));
@@ -785,7 +786,7 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
         });
     }
     let undo = |cs: Arc<Containers>, id: String, netns: PathBuf| async move {
-        let _ = cs.networks.detach(&id, &netns).await;
+        let _ = cs.networks.detach(&id, &netns, &[]).await;
     };
     let written = tokio::task::spawn_blocking(move || crate::bundle::write(&spec))
         .await
@@ -889,7 +890,11 @@ async fn watch_exit(
     };
     let oom = dir.join(OOM).exists();
     if !rec.networks.is_empty() {
-        if let Err(e) = cs.networks.detach(&id, &dir.join("netns")).await {
+        if let Err(e) = cs
+            .networks
+            .detach(&id, &dir.join("netns"), &rec.state.ports)
+            .await
+        {
             tracing::warn!(container = %id, error = %e.1, "taking down the container's network");
         }
     }
@@ -929,7 +934,7 @@ async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), ApiError> {
     // The namespace file is a mount point: it must go before the directory can.
     if !rec.networks.is_empty() || rec.spec.dir.join("netns").exists() {
         cs.networks
-            .detach(&rec.id, &rec.spec.dir.join("netns"))
+            .detach(&rec.id, &rec.spec.dir.join("netns"), &rec.state.ports)
             .await?;
     }
     cs.networks.release(&rec.id, None)?;

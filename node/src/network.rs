@@ -256,6 +256,8 @@ pub struct Networks {
     up: Mutex<std::collections::HashSet<String>>,
     /// Background veth deletions.
     pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Containers whose published ports are in a network's DNAT maps: the table and bindings.
+    dnat: Mutex<HashMap<String, (String, Vec<PortBinding>)>>,
     uplink_mtu: u32,
 }
 
@@ -274,6 +276,11 @@ impl Networks {
             .map_err(|e| format!("opening the network database: {e}"))?;
         db.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
+        // As the containers' connection to the same file: WAL, and no fsync per commit (a
+        // power loss may lose the last commits, never corrupt the file; a killed agent loses none).
+        db.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|_| db.pragma_update(None, "synchronous", "NORMAL"))
+            .map_err(|e| format!("opening the network database: {e}"))?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS networks (
                  id TEXT PRIMARY KEY,
@@ -298,6 +305,7 @@ impl Networks {
             live: Mutex::new(HashMap::new()),
             up: Mutex::new(std::collections::HashSet::new()),
             pending: Mutex::new(Vec::new()),
+            dnat: Mutex::new(HashMap::new()),
             uplink_mtu: uplink_mtu(),
         });
         Ok(n)
@@ -654,7 +662,7 @@ impl Networks {
     ) -> Result<Vec<PortBinding>, ApiError> {
         let r = self.attach_inner(id, netns, ports, upstream).await;
         if r.is_err() {
-            let _ = self.detach(id, netns).await;
+            let _ = self.detach(id, netns, &[]).await;
         }
         r
     }
@@ -745,12 +753,34 @@ impl Networks {
                 }
             }
         }
+        if let (Some(ep), false) = (eps.first(), bound.is_empty()) {
+            if let Err(e) = self.dnat_up(id, ep, &bound).await {
+                live.iter().for_each(|t| t.abort());
+                return Err(e);
+            }
+        }
         if let Ok(mut l) = self.live.lock() {
             if let Some(old) = l.insert(id.to_string(), live) {
                 old.iter().for_each(|t| t.abort());
             }
         }
         Ok(bound)
+    }
+
+    /// Container `id`'s published ports into the DNAT maps of its first network `ep`.
+    async fn dnat_up(
+        &self,
+        id: &str,
+        ep: &Endpoint,
+        bound: &[PortBinding],
+    ) -> Result<(), ApiError> {
+        let t = table(&self.network_by_id(&ep.network)?);
+        let (t2, b, ip) = (t.clone(), bound.to_vec(), ep.ip);
+        blocking(move || crate::ports::dnat_add(&t2, &b, ip)).await?;
+        if let Ok(mut d) = self.dnat.lock() {
+            d.insert(id.to_string(), (t, bound.to_vec()));
+        }
+        Ok(())
     }
 
     /// `network connect` of a running container (its namespace at `netns`): endpoint `ep`
@@ -798,11 +828,32 @@ impl Networks {
     /// unmounts the namespace. Its veths die with the namespace; they are also deleted in the
     /// background (deleting a veth waits for the kernel's RCU grace periods, ~20 ms, which a
     /// `run --rm` need not wait for).
-    pub async fn detach(self: &Arc<Self>, id: &str, netns: &Path) -> Result<(), ApiError> {
+    /// `ports`: its published ports as recorded, for a container that an earlier agent started.
+    /// Its published ports stop being forwarded first.
+    pub async fn detach(
+        self: &Arc<Self>,
+        id: &str,
+        netns: &Path,
+        ports: &[PortBinding],
+    ) -> Result<(), ApiError> {
         if let Some(l) = self.live.lock().ok().and_then(|mut l| l.remove(id)) {
             l.iter().for_each(|t| t.abort());
         }
         let eps = self.endpoints_of(id)?;
+        let dnat = match self.dnat.lock().ok().and_then(|mut d| d.remove(id)) {
+            Some(d) => Some(d),
+            // Not detached yet (its namespace is still there), by an earlier agent.
+            None if !ports.is_empty() && netns.exists() => eps
+                .first()
+                .and_then(|ep| self.network_by_id(&ep.network).ok())
+                .map(|n| (table(&n), ports.to_vec())),
+            None => None,
+        };
+        if let Some((t, bound)) = dnat {
+            if let Err(e) = blocking(move || crate::ports::dnat_remove(&t, &bound)).await {
+                tracing::debug!(container = %id, error = %e.1, "removing published ports");
+            }
+        }
         for ep in &eps {
             self.set_active(ep, false)?;
         }
@@ -896,7 +947,8 @@ impl Networks {
             let sock = blocking(move || netlink::dns_socket_in(&ns)).await?;
             live.push(self.serve_dns(id, sock, upstream)?);
         }
-        if let Some(target) = eps.first().map(|e| e.ip) {
+        if let Some(ep) = eps.first() {
+            let target = ep.ip;
             for b in ports {
                 let spec = crate::ports::PortSpec {
                     host_ip: b.host_ip.parse().ok(),
@@ -907,6 +959,11 @@ impl Networks {
                 match crate::ports::publish(&spec, target).await {
                     Ok((_, t)) => live.push(t),
                     Err(e) => tracing::warn!(container = %id, error = %e, "re-publishing a port"),
+                }
+            }
+            if !ports.is_empty() {
+                if let Err(e) = self.dnat_up(id, ep, ports).await {
+                    tracing::warn!(container = %id, error = %e.1, "re-installing port rules");
                 }
             }
         }
@@ -940,7 +997,7 @@ pub fn table(n: &Network) -> String {
     format!("reg_{}", &n.id[..8])
 }
 
-fn nft(script: &str) -> Result<(), String> {
+pub(crate) fn nft(script: &str) -> Result<(), String> {
     use std::io::Write;
     let mut child = std::process::Command::new("nft")
         .args(["-f", "-"])
@@ -985,24 +1042,53 @@ fn rules(n: &Network) -> String {
     } else {
         format!("iifname \"{br}\" accept")
     };
-    let nat = if n.internal {
+    let outbound_nat = if n.internal {
         String::new()
     } else {
-        format!(
-            "chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; ip saddr {} oifname != \"{br}\" masquerade; }}",
-            n.subnet
-        )
+        format!("ip saddr {} oifname != \"{br}\" masquerade", n.subnet)
     };
+    // Published ports (ports.rs): host address and port -> container address and port.
+    let mut maps = String::new();
+    let mut dnat = String::new();
+    for proto in ["tcp", "udp"] {
+        maps.push_str(&format!(
+            "  map ports_{proto} {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; }}
+  map ports_{proto}_any {{ type inet_service : ipv4_addr . inet_service; }}
+"
+        ));
+        dnat.push_str(&format!(
+            "    fib daddr type local {proto} dport @ports_{proto}_any counter dnat ip to {proto} dport map @ports_{proto}_any
+    ip daddr . {proto} dport @ports_{proto} counter dnat ip to ip daddr . {proto} dport map @ports_{proto}
+"
+        ));
+    }
     format!(
         "table ip {t} {{
+{maps}  chain ports_prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+{dnat}  }}
+  chain ports_output {{
+    type nat hook output priority -100; policy accept;
+{dnat}  }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
     iifname \"{br}\" oifname \"{br}\" accept
     oifname \"{br}\" ct state established,related accept
+    oifname \"{br}\" ct status dnat accept
     oifname \"{br}\" drop
     {out}
   }}
-  {nat}
+  chain prerouting {{
+    type filter hook prerouting priority raw; policy accept;
+    iifname \"{br}\" ip daddr 127.0.0.0/8 drop
+    iifname \"{br}\" ip saddr 127.0.0.0/8 drop
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    {outbound_nat}
+    oifname \"{br}\" ip saddr 127.0.0.0/8 masquerade
+    iifname \"{br}\" oifname \"{br}\" ct status dnat masquerade
+  }}
 }}
 "
     )
@@ -1015,9 +1101,13 @@ fn network_up(n: &Network) -> Result<(), String> {
     netlink::run(None, move |h| async move {
         netlink::bridge_up(&h, &br, gw, subnet.prefix).await
     })?;
-    // A table left by a crashed agent is replaced, not added to.
-    let _ = nft(&format!("delete table ip {}\n", table(n)));
-    nft(&rules(n))?;
+    // The rules of a table left by an earlier agent are replaced, not added to; the published
+    // ports in its maps stay (their containers may still run: the new agent re-attaches them).
+    let t = table(n);
+    nft(&format!(
+        "table ip {t} {{}}\nflush table ip {t}\n{}",
+        rules(n)
+    ))?;
     // Where another tool's FORWARD chain drops by default (docker's iptables), our accepts
     // must also be there: every base chain on the hook has to let a packet pass.
     remove_forward_accepts(n);
@@ -1030,6 +1120,12 @@ fn network_up(n: &Network) -> Result<(), String> {
             br = n.bridge
         ))?;
     }
+    // Published ports DNAT the host's own connections to 127.0.0.1:HOSTPORT onto this bridge.
+    std::fs::write(
+        format!("/proc/sys/net/ipv4/conf/{br}/route_localnet", br = n.bridge),
+        "1",
+    )
+    .map_err(|e| format!("enabling route_localnet on {}: {e}", n.bridge))?;
     if !n.internal {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| format!("enabling ip_forward: {e}"))?;
@@ -1255,12 +1351,17 @@ mod tests {
         let r = rules(&n);
         assert!(r.contains("table ip reg_01234567"));
         assert!(r.contains("oifname \"reg01234567\" drop"));
-        assert!(r.contains("masquerade"));
+        assert!(r.contains("oifname != \"reg01234567\" masquerade"));
+        // Published ports: DNAT-ed traffic may enter, loopback sources are masqueraded, and
+        // nothing to or from 127/8 comes in from the containers.
+        assert!(r.contains("oifname \"reg01234567\" ct status dnat accept"));
+        assert!(r.contains("oifname \"reg01234567\" ip saddr 127.0.0.0/8 masquerade"));
+        assert!(r.contains("iifname \"reg01234567\" ip daddr 127.0.0.0/8 drop"));
         let r = rules(&Network {
             internal: true,
             ..n
         });
-        assert!(!r.contains("masquerade"));
+        assert!(!r.contains("oifname != \"reg01234567\" masquerade"), "{r}");
         assert!(r.contains("iifname \"reg01234567\" drop"));
     }
 }

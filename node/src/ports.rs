@@ -1,10 +1,15 @@
-//! Published ports (`-p [HOSTIP:][HOSTPORT:]CTRPORT[/udp]`) through a userland proxy in the
-//! agent: it listens on the host and relays each connection to the container's address (TCP
-//! with splice(2), so the bytes never pass through the agent's memory).
+//! Published ports (`-p [HOSTIP:][HOSTPORT:]CTRPORT[/udp]`): the kernel forwards them. Each
+//! container with published ports gets its own nftables table (`reg_p_<id>`) whose DNAT rules,
+//! in the prerouting and output hooks, send `HOSTIP:HOSTPORT` to the container's address — also
+//! from the host itself to `127.0.0.1:HOSTPORT`, which works because the network's bridge has
+//! `route_localnet` and masquerades loopback sources (what docker does with
+//! `--userland-proxy=false`). The network's table drops anything addressed to or from 127/8
+//! that arrives from its containers, so `route_localnet` does not open the host's loopback
+//! services to them.
 //!
-//! A proxy rather than DNAT rules: connections to `127.0.0.1:HOSTPORT` from the host itself
-//! never pass PREROUTING, and DNAT of loopback traffic needs `route_localnet`, which opens the
-//! host's loopback services to its networks. docker uses the same proxy for that case.
+//! The agent also binds each host port and relays what reaches it (TCP with splice(2)): the
+//! socket holds the port, so a taken port is a clear error and no other program can take it
+//! later, and the relay serves whatever the DNAT rules do not see.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -107,6 +112,53 @@ pub async fn publish(
         },
         task,
     ))
+}
+
+/// The nftables maps of published ports in a network's table (see `network::rules`): keyed by
+/// host address and port, or by port alone for every local address (`-p PORT:PORT`).
+pub const MAPS: [&str; 4] = ["ports_tcp", "ports_tcp_any", "ports_udp", "ports_udp_any"];
+
+/// The map element of each binding: `(map, key, value)`.
+fn elements(bound: &[PortBinding], target: Ipv4Addr) -> Vec<(String, String, String)> {
+    bound
+        .iter()
+        .map(|b| {
+            let proto = if b.proto == "udp" { "udp" } else { "tcp" };
+            let (map, key) = match b.host_ip.parse::<Ipv4Addr>() {
+                Ok(ip) if !ip.is_unspecified() => {
+                    (format!("ports_{proto}"), format!("{ip} . {}", b.host_port))
+                }
+                _ => (format!("ports_{proto}_any"), b.host_port.to_string()),
+            };
+            (map, key, format!("{target} . {}", b.container_port))
+        })
+        .collect()
+}
+
+/// Makes the kernel forward `bound` to `target` (elements of the maps in network table `table`).
+/// An element left by an agent that died is replaced.
+pub fn dnat_add(table: &str, bound: &[PortBinding], target: Ipv4Addr) -> Result<(), String> {
+    let els = elements(bound, target);
+    let add: String = els
+        .iter()
+        .map(|(m, k, v)| format!("add element ip {table} {m} {{ {k} : {v} }}\n"))
+        .collect();
+    if crate::network::nft(&add).is_ok() {
+        return Ok(());
+    }
+    for (m, k, _) in &els {
+        let _ = crate::network::nft(&format!("delete element ip {table} {m} {{ {k} }}\n"));
+    }
+    crate::network::nft(&add)
+}
+
+/// Stops forwarding `bound`.
+pub fn dnat_remove(table: &str, bound: &[PortBinding]) -> Result<(), String> {
+    let del: String = elements(bound, Ipv4Addr::UNSPECIFIED)
+        .iter()
+        .map(|(m, k, _)| format!("delete element ip {table} {m} {{ {k} }}\n"))
+        .collect();
+    crate::network::nft(&del)
 }
 
 async fn relay_tcp(l: tokio::net::TcpListener, dest: SocketAddr) {
@@ -219,6 +271,29 @@ async fn relay_udp(s: tokio::net::UdpSocket, dest: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_map_element_per_binding() {
+        let b = |ip: &str, port, proto: &str| PortBinding {
+            host_ip: ip.to_string(),
+            host_port: port,
+            container_port: 80,
+            proto: proto.to_string(),
+        };
+        let els = elements(
+            &[b("0.0.0.0", 8080, "tcp"), b("127.0.0.1", 5353, "udp")],
+            Ipv4Addr::new(10, 88, 0, 2),
+        );
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            els,
+            vec![
+                s("ports_tcp_any", "8080", "10.88.0.2 . 80"),
+                s("ports_udp", "127.0.0.1 . 5353", "10.88.0.2 . 80"),
+            ]
+        );
+        assert!(els.iter().all(|(m, _, _)| MAPS.contains(&m.as_str())));
+    }
 
     #[test]
     fn parses_docker_syntax() {

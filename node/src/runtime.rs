@@ -373,6 +373,49 @@ fn cgroup_manager(id: &str) -> Result<libcgroups::common::AnyCgroupManager, Stri
     .map_err(|e| e.to_string())
 }
 
+/// Starts, in the background, the RCU grace period that the container's first cgroup move will
+/// otherwise wait for on the start's critical path.
+///
+/// Moving a process into a cgroup (a write to `cgroup.procs`) takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing; when no move happened within the last grace period,
+/// that first waits for one (10–20 ms measured here, every runtime pays it: crun, runc). Moves
+/// within the following grace period are fast. Rewriting the agent's own pid into the cgroup it
+/// already is in changes nothing but takes the lock, so the wait overlaps the rest of the start
+/// (network, bundle, monitor) instead of following it.
+pub fn warm_cgroup_moves() {
+    let Some(procs) = own_cgroup_procs() else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("cgroup-warm".into())
+        .spawn(move || {
+            let _ = std::fs::write(&procs, std::process::id().to_string());
+        });
+}
+
+/// The `cgroup.procs` of this process's own cgroup: in the v1 pids hierarchy where there is
+/// one, else in the v2 hierarchy.
+fn own_cgroup_procs() -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut v2 = None;
+    for line in own.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "pids") {
+            return Some(
+                Path::new("/sys/fs/cgroup/pids")
+                    .join(path)
+                    .join("cgroup.procs"),
+            );
+        }
+        if controllers.is_empty() {
+            v2 = Some(Path::new("/sys/fs/cgroup").join(path).join("cgroup.procs"));
+        }
+    }
+    v2.filter(|p| p.exists())
+}
+
 /// Removes container `id`'s cgroup when its monitor could not (it was killed).
 pub fn remove_cgroup(id: &str) {
     if let Ok(m) = cgroup_manager(id) {

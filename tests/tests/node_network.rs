@@ -44,6 +44,25 @@ fn bridge_of(n: &Node, net: &str) -> (String, String) {
     (br, format!("reg_{}", &id[..8]))
 }
 
+/// The body of `GET /index.html` from 127.0.0.1:`port`, retried for 5 s while the container's
+/// server starts ("" if it never answers).
+fn http_get(port: u16) -> String {
+    let mut body = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+            body.clear();
+            let _ = s.read_to_string(&mut body);
+            if body.contains("200 OK") {
+                return body;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    body
+}
+
 /// `nc -l -p 111` in container `name` on `net`: what it receives goes to its log. Its stdin is
 /// a FIFO it holds open itself: at EOF on stdin busybox nc would half-close the connection.
 fn server(n: &Node, name: &str, net: &str) -> String {
@@ -185,8 +204,33 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(body.contains("hello-web"), "{body}");
+    // The kernel carried it: the network's DNAT rules counted the connection, and the port is
+    // an element of its map.
+    let nft_table = || {
+        std::process::Command::new("nft")
+            .args(["list", "table", "ip", &table])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let rules = nft_table();
+    let counted: u64 = rules
+        .lines()
+        .filter(|l| l.contains("dnat ip to"))
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .filter_map(|c| c.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    let web_ip = ip_of(&n, "web");
+    assert!(
+        rules.contains(&format!("127.0.0.1 . {port} : {web_ip} . 80")),
+        "{rules}"
+    );
+    assert!(
+        counted > 0,
+        "no packet went through the DNAT rules: {rules}"
+    );
 
-    // Bulk data both ways through the (splice) proxy: 6 MiB sent to an echo server come back
+    // Bulk data both ways through the published port: 6 MiB sent to an echo server come back
     // intact, and the half-close of the sending side reaches the container.
     let echo = sh(&format!("exec {B} nc -l -p 81 -e {B} cat"));
     n.run_d(&args(
@@ -221,7 +265,7 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
         if !back.is_empty() {
             break;
         }
-        // The proxy closes a client whose container is not listening yet: try again.
+        // A container not listening yet resets the connection: try again.
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(back.len(), sent.len(), "echoed bytes");
@@ -243,6 +287,11 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
     let (code, _, err) = n.reg(&["rm", "-f", "web", "clash", "srv", "echo"]);
     assert_eq!(code, 0, "{err}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(
+        !nft_table().contains(&format!(". {port} :")),
+        "published port left in the map: {}",
+        nft_table()
+    );
     assert_eq!(n.mounts_under_data(), 0, "netns mounts left");
     wait_until("veths gone", || {
         links("veth").iter().all(|l| !before.contains(l))
@@ -296,10 +345,31 @@ fn internal_networks_fixed_ips_and_an_agent_restart() {
     assert_ne!(code, 0);
     assert!(err.contains("already in use"), "{err}");
 
-    // The agent restarts: the container's DNS answers again.
+    // A published port on the default bridge, to follow through the restart.
+    let web = sh(&format!(
+        "{B} mkdir -p /www && echo still-here > /www/index.html && exec {B} httpd -f -p 80 -h /www"
+    ));
+    n.run_d(&args(&["--name", "web2", "-p", "127.0.0.1::80", IMG], &web));
+    let (_, port_out, _) = n.reg(&["port", "web2"]);
+    let port: u16 = port_out
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port line: {port_out}"));
+    assert!(http_get(port).contains("still-here"));
+
+    // The agent dies: the kernel still forwards the port. It restarts: the container's DNS
+    // answers again and the port still works.
     n.server.kill9();
+    assert!(
+        http_get(port).contains("still-here"),
+        "while the agent is down"
+    );
     n.server = reg_tests::Registry::start_all(n.tmp.path());
     n.wait_for_agent();
+    assert!(http_get(port).contains("still-here"), "after the restart");
+    assert_eq!(n.reg(&["rm", "-f", "web2"]).0, 0);
     let look = sh(&format!("{B} nslookup fixed 127.0.0.11"));
     let (code, out, err) = n.reg(&args(&["exec", "fixed"], &look));
     assert_eq!(code, 0, "{err}");
