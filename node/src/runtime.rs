@@ -373,25 +373,59 @@ fn cgroup_manager(id: &str) -> Result<libcgroups::common::AnyCgroupManager, Stri
     .map_err(|e| e.to_string())
 }
 
-/// Starts, in the background, the RCU grace period that the container's first cgroup move will
-/// otherwise wait for on the start's critical path.
+/// Keeps cgroup moves fast while a container starts: the RCU grace period that the init's
+/// first move into its cgroup would wait for on the start's critical path is taken in the
+/// background instead.
 ///
 /// Moving a process into a cgroup (a write to `cgroup.procs`) takes the kernel's global
-/// `cgroup_threadgroup_rwsem` for writing; when no move happened within the last grace period,
-/// that first waits for one (10–20 ms measured here, every runtime pays it: crun, runc). Moves
-/// within the following grace period are fast. Rewriting the agent's own pid into the cgroup it
-/// already is in changes nothing but takes the lock, so the wait overlaps the rest of the start
-/// (network, bundle, monitor) instead of following it.
+/// `cgroup_threadgroup_rwsem` for writing; when no move happened within about the last grace
+/// period, that first waits for a whole one (10–20 ms measured here; every runtime pays it,
+/// crun and runc too). Rewriting the agent's own pid into the cgroup it already is in changes
+/// nothing but takes the lock: one thread does that every few ms for [`WARM_FOR`] after the
+/// latest call, so the wait overlaps the rest of the start (network, bundle, monitor) and the
+/// init's own move finds the lock ready. Concurrent starts share the one thread.
 pub fn warm_cgroup_moves() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    static UNTIL_MS: AtomicU64 = AtomicU64::new(0);
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
     let Some(procs) = own_cgroup_procs() else {
         return;
     };
-    let _ = std::thread::Builder::new()
+    UNTIL_MS.fetch_max(now_ms() + WARM_FOR.as_millis() as u64, Ordering::SeqCst);
+    if RUNNING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
         .name("cgroup-warm".into())
         .spawn(move || {
-            let _ = std::fs::write(&procs, std::process::id().to_string());
+            let me = std::process::id().to_string();
+            loop {
+                while now_ms() < UNTIL_MS.load(Ordering::SeqCst) {
+                    let _ = std::fs::write(&procs, &me);
+                    std::thread::sleep(std::time::Duration::from_millis(4));
+                }
+                RUNNING.store(false, Ordering::SeqCst);
+                // A call that came in between the last check and the store keeps us going.
+                if now_ms() >= UNTIL_MS.load(Ordering::SeqCst)
+                    || RUNNING.swap(true, Ordering::SeqCst)
+                {
+                    return;
+                }
+            }
         });
+    if spawned.is_err() {
+        RUNNING.store(false, Ordering::SeqCst);
+    }
 }
+
+/// How long [`warm_cgroup_moves`] keeps the lock warm after a start began.
+const WARM_FOR: std::time::Duration = std::time::Duration::from_millis(150);
 
 /// The `cgroup.procs` of this process's own cgroup: in the v1 pids hierarchy where there is
 /// one, else in the v2 hierarchy.
