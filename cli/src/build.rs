@@ -373,6 +373,7 @@ impl StepRunner for NodeRunner {
                     target: m.target,
                     readonly: m.readonly,
                     layers: m.layers,
+                    copy_up: false,
                 })
                 .collect(),
             network: step.network,

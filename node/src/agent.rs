@@ -94,6 +94,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/containers/{id}/logs", get(crate::containers::logs))
         .route("/containers/{id}/stop", post(crate::containers::stop))
         .route("/containers/{id}/kill", post(crate::containers::kill))
+        .route("/containers/{id}/resize", post(crate::containers::resize))
         .route("/containers/{id}/wait", post(crate::containers::wait))
         .route("/containers/{id}/exec", post(crate::containers::exec))
         .route(
@@ -501,6 +502,7 @@ pub fn writer_body(
 }
 
 /// The cli's side: HTTP/1 over the agent's unix socket.
+#[derive(Clone)]
 pub struct AgentClient {
     socket: PathBuf,
 }

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use crate::runtime::{BindMount, Limits, SecuritySpec, Spec, MASKED, READONLY};
 use crate::seccomp::{Action, Op, Profile};
 
+/// The bind mount option that marks a volume to be filled from the image (see
+/// [`crate::runtime::BindMount::copy_up`]).
+const COPY_UP: &str = "reg-copy-up";
+
 pub const CONFIG: &str = "config.json";
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
@@ -160,6 +164,11 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         if m.readonly {
             options.push("ro");
         }
+        if m.copy_up {
+            // Ours alone; other runtimes pass unknown options to mount(2) as data, which a
+            // bind mount ignores.
+            options.push(COPY_UP);
+        }
         mounts.push(serde_json::json!({
             "destination": m.target, "type": "bind", "source": m.source, "options": options,
         }));
@@ -305,6 +314,7 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
                 target: m["destination"].as_str().unwrap_or("").to_string(),
                 readonly: options.iter().any(|o| o == "ro"),
                 layers,
+                copy_up: options.iter().any(|o| o == COPY_UP),
             }
         })
         .collect();
@@ -399,12 +409,14 @@ mod tests {
                     target: "/data".into(),
                     readonly: true,
                     layers: Vec::new(),
+                    copy_up: true,
                 },
                 BindMount {
                     source: "overlay".into(),
                     target: "/stage".into(),
                     readonly: false,
                     layers: vec!["/s/1".into(), "/s/2".into()],
+                    copy_up: false,
                 },
             ],
             network: "demo".into(),

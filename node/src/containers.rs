@@ -1707,6 +1707,53 @@ pub async fn kill(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Deserialize)]
+pub struct ResizeQuery {
+    h: u16,
+    w: u16,
+}
+
+/// `POST /containers/{id}/resize?h=ROWS&w=COLS` (docker's): the size of a `-t` container's
+/// terminal, passed to its monitor.
+pub async fn resize(
+    State(st): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<ResizeQuery>,
+) -> Result<Response, ApiError> {
+    let rec = st.containers.resolve(&id)?;
+    let conflict = |m: String| ApiError(StatusCode::CONFLICT, m);
+    if rec.state.status != "running" {
+        return Err(conflict(format!("container {} is not running", rec.name)));
+    }
+    if !rec.spec.tty {
+        return Err(conflict(format!(
+            "container {} has no terminal (start it with -t to resize one)",
+            rec.name
+        )));
+    }
+    if q.h == 0 || q.w == 0 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a terminal needs at least one row and one column".into(),
+        ));
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a monitor that is not reading (yet) makes this fail instead of hang.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(rec.spec.dir.join(crate::monitor::RESIZE))
+        .and_then(|mut f| f.write_all(format!("{} {}\n", q.h, q.w).as_bytes()))
+        .map_err(|e| {
+            conflict(format!(
+                "container {}: its terminal is not ready ({e}): try again",
+                rec.name
+            ))
+        })?;
+    Ok(StatusCode::OK.into_response())
+}
+
 pub async fn wait(
     State(st): State<Arc<AgentState>>,
     UrlPath(id): UrlPath<String>,

@@ -18,6 +18,9 @@ pub const EXIT: &str = "exit";
 pub const OOM: &str = "oom";
 /// The FIFO a `-i` container reads (made by the agent, removed once the container has it).
 pub const STDIN: &str = "stdin";
+/// With `-t`: a FIFO the monitor reads `ROWS COLS` lines from (the agent's `resize` endpoint
+/// writes them) and applies to the container's terminal.
+pub const RESIZE: &str = "resize";
 
 /// Writes `content` to `dir/name` atomically (temp + rename).
 pub fn write_atomic(dir: &Path, name: &str, content: &str) -> std::io::Result<()> {
@@ -33,6 +36,34 @@ pub fn log_line(stream: &str, text: &str) -> String {
         "{}\n",
         serde_json::json!({ "stream": stream, "log": text, "time": time })
     )
+}
+
+/// Makes the [`RESIZE`] FIFO and applies what arrives on it to `master` (the kernel then sends
+/// SIGWINCH to the container's foreground processes). Held open for reading and writing, so it
+/// never reads end-of-file; the thread ends with the monitor.
+fn serve_resize(dir: &Path, master: std::fs::File) {
+    let path = dir.join(RESIZE);
+    let _ = std::fs::remove_file(&path);
+    if nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).is_err() {
+        return;
+    }
+    let Ok(fifo) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+    else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(fifo).lines() {
+            let Ok(line) = line else { return };
+            let mut f = line.split_whitespace().map(str::parse::<u16>);
+            if let (Some(Ok(rows)), Some(Ok(cols))) = (f.next(), f.next()) {
+                use std::os::fd::AsFd;
+                let _ = runtime::set_terminal_size(master.as_fd(), rows, cols);
+            }
+        }
+    });
 }
 
 fn pump(
@@ -189,6 +220,9 @@ pub fn monitor(spec: &Spec) -> i32 {
         // The master arrives once the init has its terminal (nothing if it failed before).
         if let Some(master) = runtime::receive_fd(&ours) {
             let master = std::fs::File::from(master);
+            if let Ok(m) = master.try_clone() {
+                serve_resize(&dir, m);
+            }
             // Without -i nobody types: the terminal stays open and silent, as with docker.
             if has_input {
                 if let Ok(input) = master.try_clone() {

@@ -82,6 +82,10 @@ pub struct BindMount {
     /// discarded with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<PathBuf>,
+    /// A volume (named or anonymous): when it is empty, what the image has at `target` is
+    /// copied into it before it is mounted there (docker's behaviour; not for host paths).
+    #[serde(default)]
+    pub copy_up: bool,
 }
 
 /// Where the `k`th mount of a container keeps what its view needs (layer links, upper dir).
@@ -869,6 +873,18 @@ fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
     let target = secure_join(rootfs, &m.target)?;
     let what = format!("mounting {} at {}", m.source.display(), m.target);
     let src_meta = std::fs::metadata(&m.source).map_err(|e| err(&what, e))?;
+    if m.copy_up
+        && src_meta.is_dir()
+        && target.symlink_metadata().is_ok_and(|t| t.is_dir())
+        && std::fs::read_dir(&m.source).is_ok_and(|mut d| d.next().is_none())
+    {
+        copy_tree(&target, &m.source).map_err(|e| {
+            err(
+                &format!("copying the image's {} into its volume", m.target),
+                e,
+            )
+        })?;
+    }
     if src_meta.is_dir() {
         std::fs::create_dir_all(&target).map_err(|e| err(&what, e))?;
     } else if !target.exists() {
@@ -896,6 +912,39 @@ fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
         .map_err(|e| err(&format!("making {} read-only", m.target), e))?;
     }
     Ok(())
+}
+
+/// Copies the tree at `from` (the image's, inside the rootfs) into the empty directory `to`:
+/// directories, files and symlinks with their modes and owners (symlinks are copied, never
+/// followed); sockets, FIFOs and devices are left out.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let own = |p: &Path, m: &std::fs::Metadata| {
+        std::os::unix::fs::lchown(p, Some(m.uid()), Some(m.gid()))
+    };
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = src.symlink_metadata()?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&dst)?;
+            copy_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else {
+            continue;
+        }
+        own(&dst, &meta)?;
+        if !kind.is_symlink() {
+            std::fs::set_permissions(&dst, meta.permissions())?;
+        }
+    }
+    let meta = from.metadata()?;
+    own(to, &meta)?;
+    std::fs::set_permissions(to, meta.permissions())
 }
 
 /// Mounts the merged view `m` into the rootfs (before `pivot_root`): an overlay of its layers,
@@ -1172,6 +1221,19 @@ pub fn receive_fd(sock: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
 }
 
 nix::ioctl_read_bad!(get_win_size, nix::libc::TIOCGWINSZ, nix::libc::winsize);
+
+/// Sets the size of the terminal on `fd` (a pty master: its processes get SIGWINCH).
+#[allow(unsafe_code)]
+pub fn set_terminal_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<()> {
+    let ws = nix::libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: a valid fd and a valid winsize that outlives the call.
+    unsafe { set_win_size(fd.as_raw_fd(), &ws) }.map(drop)
+}
 
 /// The size (rows, columns) of the terminal on `fd`, if it is one.
 #[allow(unsafe_code)]

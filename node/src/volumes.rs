@@ -65,6 +65,7 @@ pub fn resolve(root: &Path, spec: &str) -> Result<BindMount, String> {
             other => return Err(format!("-v {spec:?}: unknown option {other:?} (ro or rw)")),
         }
     }
+    let copy_up = !source.is_some_and(|s| s.starts_with('/'));
     let source = match source {
         Some(s) if s.starts_with('/') => {
             let p = PathBuf::from(s);
@@ -85,6 +86,7 @@ pub fn resolve(root: &Path, spec: &str) -> Result<BindMount, String> {
         target: target.to_string(),
         readonly,
         layers: Vec::new(),
+        copy_up,
     })
 }
 

@@ -480,6 +480,50 @@ fn volumes_bind_mounts_and_read_only() {
 }
 
 #[test]
+fn a_new_volume_starts_with_what_the_image_has_there() {
+    let seed = tar_layer(&[
+        LayerFile {
+            path: "seed/conf/app.conf",
+            mode: 0o640,
+            data: b"port=80\n",
+        },
+        LayerFile {
+            path: "seed/run.sh",
+            mode: 0o755,
+            data: b"#!/bin/sh\n",
+        },
+    ]);
+    let Some(n) = node_with(&[seed]) else { return };
+    // A new named volume where the image has files: it starts with a copy, modes kept.
+    let (code, out, err) = n.run(&args(
+        &["-v", "seeded:/seed", IMG],
+        &sh("/bin/busybox cat /seed/conf/app.conf; \
+             /bin/busybox stat -c '%a %n' /seed/conf/app.conf /seed/run.sh; \
+             echo local > /seed/conf/app.conf"),
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("port=80\n"), "{out}");
+    assert!(out.contains("640 /seed/conf/app.conf"), "{out}");
+    assert!(out.contains("755 /seed/run.sh"), "{out}");
+    // No longer empty: the next container sees the volume's content, not the image's again.
+    let (_, out, _) = n.run(&args(
+        &["-v", "seeded:/seed", IMG],
+        &sh("/bin/busybox cat /seed/conf/app.conf"),
+    ));
+    assert_eq!(out, "local\n");
+    // An anonymous volume is filled too; a host directory never is.
+    let (_, out, _) = n.run(&args(&["-v", "/seed", IMG], &sh("/bin/busybox ls /seed")));
+    assert!(out.contains("run.sh"), "{out}");
+    let host = n.tmp.path().join("empty-host-dir");
+    std::fs::create_dir_all(&host).expect("mkdir");
+    let bind = format!("{}:/seed", host.display());
+    let (code, out, err) = n.run(&args(&["-v", &bind, IMG], &sh("/bin/busybox ls /seed")));
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(std::fs::read_dir(&host).is_ok_and(|mut d| d.next().is_none()));
+    assert_eq!(n.reg(&["volume", "rm", "seeded"]).0, 0);
+}
+
+#[test]
 fn host_network_info_and_version() {
     let Some(n) = node() else { return };
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -575,6 +619,48 @@ fn run_i_streams_stdin_to_the_container() {
         text.contains("hi-42"),
         "the shell ran the typed command: {text:?}"
     );
+}
+
+/// A bodyless POST to the agent's API: (status, body).
+fn agent_post(n: &Node, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(n.host.trim_start_matches("unix://"))
+        .expect("agent socket");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: reg\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn resizing_a_terminal_reaches_the_container() {
+    let Some(n) = node() else { return };
+    let id = n.run_d(&args(
+        &["-t", IMG],
+        &sh("while :; do /bin/busybox stty size; /bin/busybox sleep 0.1; done"),
+    ));
+    wait_until("the first size", || {
+        n.reg(&["logs", &id]).1.contains("24 80")
+    });
+    wait_until("the resize", || {
+        agent_post(&n, &format!("/containers/{id}/resize?h=40&w=132")).0 == 200
+            && n.reg(&["logs", &id]).1.contains("40 132")
+    });
+    // Without -t there is no terminal to resize: a clear refusal.
+    let plain = n.run_d(&args(&[IMG], &sh("exec /bin/busybox sleep 600")));
+    let (status, body) = agent_post(&n, &format!("/containers/{plain}/resize?h=40&w=132"));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("no terminal"), "{body}");
+    assert_eq!(n.reg(&["rm", "-f", &id, &plain]).0, 0);
 }
 
 #[test]

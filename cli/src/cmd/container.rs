@@ -215,6 +215,25 @@ fn stream_to_exit(
     Ok(finish(exit, failure, status))
 }
 
+/// Sends this terminal's size to container `id` whenever it changes (SIGWINCH), while `rt` runs.
+fn follow_resize(rt: &tokio::runtime::Runtime, agent: &AgentClient, id: &str) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut changed) = rt.block_on(async { signal(SignalKind::window_change()) }) else {
+        return;
+    };
+    let (agent, id) = (agent.clone(), id.to_string());
+    rt.spawn(async move {
+        while changed.recv().await.is_some() {
+            if let Some((h, w)) = reg_node::runtime::terminal_size(std::io::stdout().as_fd()) {
+                let path = format!("/containers/{}/resize?h={h}&w={w}", query_value(&id));
+                let _ = agent
+                    .json_body("POST", &path, &serde_json::Value::Null)
+                    .await;
+            }
+        }
+    });
+}
+
 /// This process's terminal in raw mode while it lives (when stdin is a terminal).
 struct RawMode(nix::sys::termios::Termios);
 
@@ -345,6 +364,10 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
         ))?;
         println!("{id}");
         return Ok(0);
+    }
+    // With -t the container's terminal follows this one's size (docker's resize on SIGWINCH).
+    if args.tty {
+        follow_resize(&rt, &agent, &id);
     }
     if args.interactive {
         // Keystrokes go to the container's terminal as they are typed (restored on return).
