@@ -44,6 +44,19 @@ fn bridge_of(n: &Node, net: &str) -> (String, String) {
     (br, format!("reg_{}", &id[..8]))
 }
 
+/// The host port of container `name`'s (one) published port, and `reg port`'s line.
+fn host_port(n: &Node, name: &str) -> (u16, String) {
+    let (code, out, err) = n.reg(&["port", name]);
+    assert_eq!(code, 0, "{err}");
+    let port = out
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port line: {out}"));
+    (port, out)
+}
+
 /// The body of `GET /index.html` from 127.0.0.1:`port`, retried for 5 s while the container's
 /// server starts ("" if it never answers).
 fn http_get(port: u16) -> String {
@@ -182,14 +195,7 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
         "{B} mkdir -p /www && echo hello-web > /www/index.html && exec {B} httpd -f -p 80 -h /www"
     ));
     n.run_d(&args(&["--name", "web", "-p", "127.0.0.1::80", IMG], &web));
-    let (code, port_out, err) = n.reg(&["port", "web"]);
-    assert_eq!(code, 0, "{err}");
-    let port: u16 = port_out
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("port line: {port_out}"));
+    let (port, port_out) = host_port(&n, "web");
     assert!(port_out.starts_with("80/tcp -> 127.0.0.1:"), "{port_out}");
     let mut body = String::new();
     for _ in 0..100 {
@@ -237,13 +243,7 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
         &["--name", "echo", "-p", "127.0.0.1::81", IMG],
         &echo,
     ));
-    let (_, port_out, _) = n.reg(&["port", "echo"]);
-    let echo_port: u16 = port_out
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("port line: {port_out}"));
+    let (echo_port, _) = host_port(&n, "echo");
     let sent: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
     let mut back = Vec::new();
     for _ in 0..100 {
@@ -350,13 +350,7 @@ fn internal_networks_fixed_ips_and_an_agent_restart() {
         "{B} mkdir -p /www && echo still-here > /www/index.html && exec {B} httpd -f -p 80 -h /www"
     ));
     n.run_d(&args(&["--name", "web2", "-p", "127.0.0.1::80", IMG], &web));
-    let (_, port_out, _) = n.reg(&["port", "web2"]);
-    let port: u16 = port_out
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("port line: {port_out}"));
+    let (port, _) = host_port(&n, "web2");
     assert!(http_get(port).contains("still-here"));
 
     // The agent dies: the kernel still forwards the port. It restarts: the container's DNS
