@@ -785,8 +785,11 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
             format!("/proc/{}/ns/net", o.state.pid).into()
         });
     }
-    let undo = |cs: Arc<Containers>, id: String, netns: PathBuf| async move {
-        let _ = cs.networks.detach(&id, &netns, &[]).await;
+    let undo = |cs: Arc<Containers>,
+                id: String,
+                netns: PathBuf,
+                ports: Vec<crate::network::PortBinding>| async move {
+        let _ = cs.networks.detach(&id, &netns, &ports).await;
     };
     let written = tokio::task::spawn_blocking(move || crate::bundle::write(&spec))
         .await
@@ -800,13 +803,13 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
             })
         });
     if let Err(e) = written {
-        undo(cs.clone(), id.to_string(), netns).await;
+        undo(cs.clone(), id.to_string(), netns, bound).await;
         return Err(e);
     }
     let exe = match cs.sealed_exe().await {
         Ok(e) => e,
         Err(e) => {
-            undo(cs.clone(), id.to_string(), netns).await;
+            undo(cs.clone(), id.to_string(), netns, bound).await;
             return Err(e);
         }
     };
@@ -814,7 +817,7 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ApiError> {
     let child = match child {
         Ok(c) => c,
         Err(e) => {
-            undo(cs.clone(), id.to_string(), netns).await;
+            undo(cs.clone(), id.to_string(), netns, bound).await;
             return Err(internal(format!("starting the container monitor: {e}")));
         }
     };

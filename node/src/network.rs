@@ -256,8 +256,6 @@ pub struct Networks {
     up: Mutex<std::collections::HashSet<String>>,
     /// Background veth deletions.
     pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Containers whose published ports are in a network's DNAT maps: the table and bindings.
-    dnat: Mutex<HashMap<String, (String, Vec<PortBinding>)>>,
     uplink_mtu: u32,
 }
 
@@ -305,7 +303,6 @@ impl Networks {
             live: Mutex::new(HashMap::new()),
             up: Mutex::new(std::collections::HashSet::new()),
             pending: Mutex::new(Vec::new()),
-            dnat: Mutex::new(HashMap::new()),
             uplink_mtu: uplink_mtu(),
         });
         Ok(n)
@@ -754,7 +751,7 @@ impl Networks {
             }
         }
         if let (Some(ep), false) = (eps.first(), bound.is_empty()) {
-            if let Err(e) = self.dnat_up(id, ep, &bound).await {
+            if let Err(e) = self.dnat_up(ep, &bound).await {
                 live.iter().for_each(|t| t.abort());
                 return Err(e);
             }
@@ -767,20 +764,12 @@ impl Networks {
         Ok(bound)
     }
 
-    /// Container `id`'s published ports into the DNAT maps of its first network `ep`.
-    async fn dnat_up(
-        &self,
-        id: &str,
-        ep: &Endpoint,
-        bound: &[PortBinding],
-    ) -> Result<(), ApiError> {
+    /// A container's published ports into the DNAT maps of its first network `ep`. They stay
+    /// there (across agent restarts too: `network_up` keeps the maps) until `detach`.
+    async fn dnat_up(&self, ep: &Endpoint, bound: &[PortBinding]) -> Result<(), ApiError> {
         let t = table(&self.network_by_id(&ep.network)?);
-        let (t2, b, ip) = (t.clone(), bound.to_vec(), ep.ip);
-        blocking(move || crate::ports::dnat_add(&t2, &b, ip)).await?;
-        if let Ok(mut d) = self.dnat.lock() {
-            d.insert(id.to_string(), (t, bound.to_vec()));
-        }
-        Ok(())
+        let (b, ip) = (bound.to_vec(), ep.ip);
+        blocking(move || crate::ports::dnat_add(&t, &b, ip)).await
     }
 
     /// `network connect` of a running container (its namespace at `netns`): endpoint `ep`
@@ -828,8 +817,8 @@ impl Networks {
     /// unmounts the namespace. Its veths die with the namespace; they are also deleted in the
     /// background (deleting a veth waits for the kernel's RCU grace periods, ~20 ms, which a
     /// `run --rm` need not wait for).
-    /// `ports`: its published ports as recorded, for a container that an earlier agent started.
-    /// Its published ports stop being forwarded first.
+    /// Its published ports (`ports`, as bound at start) stop being forwarded first, once: only
+    /// while its namespace is still there.
     pub async fn detach(
         self: &Arc<Self>,
         id: &str,
@@ -840,15 +829,11 @@ impl Networks {
             l.iter().for_each(|t| t.abort());
         }
         let eps = self.endpoints_of(id)?;
-        let dnat = match self.dnat.lock().ok().and_then(|mut d| d.remove(id)) {
-            Some(d) => Some(d),
-            // Not detached yet (its namespace is still there), by an earlier agent.
-            None if !ports.is_empty() && netns.exists() => eps
-                .first()
-                .and_then(|ep| self.network_by_id(&ep.network).ok())
-                .map(|n| (table(&n), ports.to_vec())),
-            None => None,
-        };
+        let dnat = eps
+            .first()
+            .filter(|_| !ports.is_empty() && netns.exists())
+            .and_then(|ep| self.network_by_id(&ep.network).ok())
+            .map(|n| (table(&n), ports.to_vec()));
         if let Some((t, bound)) = dnat {
             if let Err(e) = blocking(move || crate::ports::dnat_remove(&t, &bound)).await {
                 tracing::debug!(container = %id, error = %e.1, "removing published ports");
@@ -928,7 +913,8 @@ impl Networks {
         Ok(tokio::spawn(crate::dns::serve(sock, resolve, upstream)).abort_handle())
     }
 
-    /// After an agent restart: DNS and port proxies of containers still running come back.
+    /// After an agent restart: DNS and port sockets of containers still running come back (their
+    /// DNAT map elements never left).
     pub async fn reattach(
         self: &Arc<Self>,
         id: &str,
@@ -947,8 +933,7 @@ impl Networks {
             let sock = blocking(move || netlink::dns_socket_in(&ns)).await?;
             live.push(self.serve_dns(id, sock, upstream)?);
         }
-        if let Some(ep) = eps.first() {
-            let target = ep.ip;
+        if let Some(target) = eps.first().map(|e| e.ip) {
             for b in ports {
                 let spec = crate::ports::PortSpec {
                     host_ip: b.host_ip.parse().ok(),
@@ -959,11 +944,6 @@ impl Networks {
                 match crate::ports::publish(&spec, target).await {
                     Ok((_, t)) => live.push(t),
                     Err(e) => tracing::warn!(container = %id, error = %e, "re-publishing a port"),
-                }
-            }
-            if !ports.is_empty() {
-                if let Err(e) = self.dnat_up(id, ep, ports).await {
-                    tracing::warn!(container = %id, error = %e.1, "re-installing port rules");
                 }
             }
         }

@@ -1,9 +1,9 @@
-//! Published ports (`-p [HOSTIP:][HOSTPORT:]CTRPORT[/udp]`): the kernel forwards them. Each
-//! container with published ports gets its own nftables table (`reg_p_<id>`) whose DNAT rules,
-//! in the prerouting and output hooks, send `HOSTIP:HOSTPORT` to the container's address — also
-//! from the host itself to `127.0.0.1:HOSTPORT`, which works because the network's bridge has
-//! `route_localnet` and masquerades loopback sources (what docker does with
-//! `--userland-proxy=false`). The network's table drops anything addressed to or from 127/8
+//! Published ports (`-p [HOSTIP:][HOSTPORT:]CTRPORT[/udp]`): the kernel forwards them. Each is
+//! an element of a DNAT map in the table of the container's (first) network, looked up in the
+//! nat prerouting and output hooks (`network::rules`), which sends `HOSTIP:HOSTPORT` to the
+//! container's address — also from the host itself to `127.0.0.1:HOSTPORT`, which works because
+//! the network's bridge has `route_localnet` and masquerades loopback sources (what docker does
+//! with `--userland-proxy=false`). The network's table drops anything addressed to or from 127/8
 //! that arrives from its containers, so `route_localnet` does not open the host's loopback
 //! services to them.
 //!

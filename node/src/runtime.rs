@@ -390,15 +390,19 @@ fn cgroup_manager(id: &str) -> Result<libcgroups::common::AnyCgroupManager, Stri
 /// init's own move finds the lock ready. Concurrent starts share the one thread.
 pub fn warm_cgroup_moves() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::OnceLock;
     static RUNNING: AtomicBool = AtomicBool::new(false);
     static UNTIL_MS: AtomicU64 = AtomicU64::new(0);
+    // The agent's own cgroup does not change: found once.
+    static PROCS: OnceLock<Option<PathBuf>> = OnceLock::new();
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
     fn now_ms() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
     }
-    let Some(procs) = own_cgroup_procs() else {
+    let Some(procs) = PROCS.get_or_init(own_cgroup_procs).clone() else {
         return;
     };
     UNTIL_MS.fetch_max(now_ms() + WARM_FOR.as_millis() as u64, Ordering::SeqCst);
