@@ -742,3 +742,92 @@ pub fn docker_ready() -> bool {
     }
     ok
 }
+
+/// A host directory that hostile input tries to reach: a few files and a subdirectory with
+/// known content. [`Victim::assert_untouched`] compares a recursive listing (names, kinds,
+/// modes, owners, sizes, sha256 of contents, link targets) with the one taken at creation, and
+/// that nothing new appeared in it.
+pub struct Victim {
+    dir: tempfile::TempDir,
+    before: Vec<String>,
+}
+
+impl Victim {
+    pub fn new() -> Victim {
+        let dir = tempfile::Builder::new()
+            .prefix("reg-victim-")
+            .tempdir()
+            .expect("victim dir");
+        std::fs::write(dir.path().join("keep.txt"), "the host's file\n").expect("victim file");
+        std::fs::create_dir(dir.path().join("sub")).expect("victim sub");
+        std::fs::write(dir.path().join("sub/data"), vec![7u8; 4096]).expect("victim data");
+        let before = listing(dir.path());
+        Victim { dir, before }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The victim as a string for Dockerfiles and commands.
+    pub fn display(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    #[track_caller]
+    pub fn assert_untouched(&self) {
+        let now = listing(self.dir.path());
+        assert_eq!(
+            self.before,
+            now,
+            "host directory {} was changed",
+            self.dir.path().display()
+        );
+    }
+}
+
+impl Default for Victim {
+    fn default() -> Self {
+        Victim::new()
+    }
+}
+
+/// A recursive listing of `dir` (itself included): one line per entry, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, p: &Path, out: &mut Vec<String>) {
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        let rel = p.strip_prefix(root).unwrap_or(p).display().to_string();
+        let what = if m.file_type().is_symlink() {
+            format!(
+                "-> {}",
+                std::fs::read_link(p).map(|t| t.display().to_string()).unwrap_or_default()
+            )
+        } else if m.is_file() {
+            sha256(&std::fs::read(p).unwrap_or_default())
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{rel} mode={:o} uid={} gid={} size={} {what}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            if m.is_dir() { 0 } else { m.size() }
+        ));
+        if m.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(p)
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            names.sort();
+            for n in names {
+                walk(root, &n, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out
+}
