@@ -4,13 +4,15 @@
 //! xattr.
 //!
 //! Security: every entry path is normalised inside the snapshot (`..` that climbs out is refused,
-//! a leading `/` is the snapshot root); no entry is ever written through a symlink (an existing
-//! parent that is a symlink is refused, so a layer cannot plant `x -> /etc` and then write
-//! `x/passwd`); hard links must point at an entry of the same snapshot; device files and whiteouts
-//! need root. Each refusal names the layer and the path.
+//! a leading `/` is the snapshot root) and written through the snapshot's strict
+//! [`reg_untrusted::Tree`]: fd-relative, and the kernel refuses any symlink on the way, so a
+//! layer cannot plant `x -> /etc` and then write `x/passwd`; owners, modes and times are set
+//! through the new inode. Hard links must point at an entry of the same snapshot; whiteouts of
+//! `.`, `..` or nothing are refused; device files, FIFOs and whiteouts are made as what they are
+//! and need root (they are never opened). Each refusal names the layer and the path.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 /// Why a layer could not be unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -123,17 +125,20 @@ pub fn unpack(
         hasher: opts.diff_algorithm.map(reg_registry::Hasher::new),
     };
     let mut archive = tar::Archive::new(hashing);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    // Ownership is applied below, leniently: an empty uid field means 0, as Go's archive/tar reads it.
-    archive.set_preserve_ownerships(false);
-    archive.set_unpack_xattrs(false);
-    archive.set_overwrite(true);
+    // Entries are written by `Unpacker` through the snapshot's strict tree, never by the tar
+    // crate's path-based unpack; ownership is applied leniently: an empty uid field means 0,
+    // as Go's archive/tar reads it.
+    let tree = reg_untrusted::Tree::open_strict(dest).map_err(|source| UnpackError::Io {
+        layer: layer.to_string(),
+        path: dest.display().to_string(),
+        source,
+    })?;
     let mut u = Unpacker {
-        dest,
+        tree,
         layer,
         opts,
         stats: Stats::default(),
+        dirs: std::collections::HashSet::new(),
     };
     let entries = archive.entries().map_err(|source| UnpackError::Format {
         layer: layer.to_string(),
@@ -158,10 +163,14 @@ pub fn unpack(
 }
 
 struct Unpacker<'a> {
-    dest: &'a Path,
+    /// The snapshot being filled, strict: any symlink met on a path is refused by the kernel.
+    tree: reg_untrusted::Tree,
     layer: &'a str,
     opts: Options,
     stats: Stats,
+    /// Directories this unpack made or checked (a cache of lstat results only: the tree's
+    /// strict resolution is what keeps writes inside, even if an entry was replaced since).
+    dirs: std::collections::HashSet<String>,
 }
 
 /// Normalises a path from the archive to components inside the snapshot root.
@@ -190,58 +199,89 @@ impl Unpacker<'_> {
         }
     }
 
-    fn io(&self, path: &Path, source: std::io::Error) -> UnpackError {
+    /// An I/O error on `rel`; a symlink the strict tree refused becomes a refusal naming it.
+    fn io(&self, display: &str, rel: &str, source: std::io::Error) -> UnpackError {
+        if reg_untrusted::is_symlink_refusal(&source) {
+            return self.refused(display, "it would be written through a symlink");
+        }
         UnpackError::Io {
             layer: self.layer.to_string(),
-            path: path.display().to_string(),
+            path: rel.to_string(),
             source,
         }
     }
 
     /// Makes sure every parent of `parts` exists as a real directory (never a symlink) and
-    /// returns the full path of the entry.
-    fn prepare_parents(&self, display: &str, parts: &[String]) -> Result<PathBuf, UnpackError> {
-        let mut cur = self.dest.to_path_buf();
-        for (i, p) in parts.iter().enumerate() {
-            cur.push(p);
-            if i + 1 == parts.len() {
-                break;
+    /// returns the entry's path relative to the snapshot.
+    fn prepare_parents(&mut self, display: &str, parts: &[String]) -> Result<String, UnpackError> {
+        for i in 0..parts.len().saturating_sub(1) {
+            let dir = parts[..=i].join("/");
+            if self.dirs.contains(&dir) {
+                continue;
             }
-            match std::fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_symlink() => {
+            match self.tree.symlink_metadata(&dir) {
+                Ok(Some(m)) if m.file_type().is_symlink() => {
                     return Err(self.refused(
                         display,
-                        format!(
-                            "it would be written through the symlink {}",
-                            parts[..=i].join("/")
-                        ),
+                        format!("it would be written through the symlink {dir}"),
                     ))
                 }
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(self.refused(
-                        display,
-                        format!("its parent {} is not a directory", parts[..=i].join("/")),
-                    ))
+                Ok(Some(m)) if m.is_dir() => {}
+                Ok(Some(_)) => {
+                    return Err(
+                        self.refused(display, format!("its parent {dir} is not a directory"))
+                    )
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir(&cur).map_err(|e| self.io(&cur, e))?;
-                }
-                Err(e) => return Err(self.io(&cur, e)),
+                Ok(None) => self
+                    .tree
+                    .mkdir(&dir, 0o755)
+                    .map_err(|e| self.io(display, &dir, e))?,
+                Err(e) => return Err(self.io(display, &dir, e)),
             }
+            self.dirs.insert(dir);
         }
-        Ok(cur)
+        Ok(parts.join("/"))
     }
 
-    /// Removes whatever is at `path` (never following a symlink).
-    fn clear(&self, path: &Path, keep_dir: bool) -> Result<(), UnpackError> {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() && keep_dir => Ok(()),
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(|e| self.io(path, e)),
-            Ok(_) => std::fs::remove_file(path).map_err(|e| self.io(path, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io(path, e)),
+    /// Removes whatever is at `rel` (never following a symlink), except a directory when
+    /// `keep_dir`.
+    fn clear(&mut self, display: &str, rel: &str, keep_dir: bool) -> Result<(), UnpackError> {
+        match self.tree.symlink_metadata(rel) {
+            Ok(Some(m)) if m.is_dir() && keep_dir => Ok(()),
+            Ok(Some(m)) => {
+                if m.is_dir() {
+                    let below = format!("{rel}/");
+                    self.dirs.retain(|d| d != rel && !d.starts_with(&below));
+                }
+                self.tree
+                    .remove_all(rel)
+                    .map_err(|e| self.io(display, rel, e))
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(self.io(display, rel, e)),
         }
+    }
+
+    /// Owner, then mode (a chown clears set-id bits), then mtime, all through the inode.
+    fn finish_inode(
+        &self,
+        display: &str,
+        rel: &str,
+        fd: &impl std::os::fd::AsFd,
+        header: &tar::Header,
+    ) -> Result<(), UnpackError> {
+        let io = |e| self.io(display, rel, e);
+        if self.opts.root {
+            let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+            reg_untrusted::set_owner(fd, uid as u32, gid as u32).map_err(io)?;
+        }
+        if header.entry_type() != tar::EntryType::Symlink {
+            let mode = header.mode().unwrap_or(0o644) & 0o7777;
+            reg_untrusted::set_mode(fd, mode).map_err(io)?;
+            let mtime = header.mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
+            reg_untrusted::set_mtime(fd, mtime, 0).map_err(io)?;
+        }
+        Ok(())
     }
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
@@ -255,29 +295,38 @@ impl Unpacker<'_> {
 
         // Whiteouts.
         if name == ".wh..wh..opq" {
-            let dir_parts = &parts[..parts.len() - 1];
             if !self.opts.root {
                 return Err(self.refused(
                     &display,
                     "opaque directories need root (trusted.overlay xattrs)",
                 ));
             }
-            let dir = if dir_parts.is_empty() {
-                self.dest.to_path_buf()
-            } else {
-                // Prepare "<dir>/x": that creates <dir> itself as a real directory.
-                let mut with_child = dir_parts.to_vec();
-                with_child.push("x".into());
-                let p = self.prepare_parents(&display, &with_child)?;
-                p.parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| self.dest.to_path_buf())
-            };
-            xattr::set(&dir, "trusted.overlay.opaque", b"y").map_err(|e| self.io(&dir, e))?;
+            let dir_parts = &parts[..parts.len() - 1];
+            // Prepare "<dir>/x": that makes <dir> itself a real directory.
+            let mut with_child = dir_parts.to_vec();
+            with_child.push("x".into());
+            self.prepare_parents(&display, &with_child)?;
+            let dir = dir_parts.join("/");
+            let f = self
+                .tree
+                .open_dir(&dir)
+                .map_err(|e| self.io(&display, &dir, e))?;
+            use xattr::FileExt;
+            f.set_xattr("trusted.overlay.opaque", b"y")
+                .map_err(|e| self.io(&display, &dir, e))?;
             self.stats.whiteouts += 1;
             return Ok(());
         }
+        if name.starts_with(".wh..wh.") {
+            return Ok(()); // aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not content
+        }
         if let Some(hidden) = name.strip_prefix(".wh.") {
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(self.refused(
+                    &display,
+                    format!("a whiteout of {hidden:?} names no entry of a directory"),
+                ));
+            }
             if !self.opts.root {
                 return Err(self.refused(
                     &display,
@@ -289,23 +338,32 @@ impl Unpacker<'_> {
                 *last = hidden.to_string();
             }
             let target = self.prepare_parents(&display, &target_parts)?;
-            self.clear(&target, false)?;
-            nix::sys::stat::mknod(
-                &target,
-                nix::sys::stat::SFlag::S_IFCHR,
-                nix::sys::stat::Mode::from_bits_truncate(0o000),
-                0,
-            )
-            .map_err(|e| self.io(&target, e.into()))?;
+            self.clear(&display, &target, false)?;
+            self.tree
+                .mknod(&target, reg_untrusted::Node::Char { major: 0, minor: 0 }, 0)
+                .map_err(|e| self.io(&display, &target, e))?;
             self.stats.whiteouts += 1;
             return Ok(());
         }
 
-        let full = self.prepare_parents(&display, &parts)?;
-        let kind = entry.header().entry_type();
+        let rel = self.prepare_parents(&display, &parts)?;
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let io = |u: &Self, e| u.io(&display, &rel, e);
         match kind {
             tar::EntryType::Directory => {
-                self.clear(&full, true)?;
+                self.clear(&display, &rel, true)?;
+                if !self.dirs.contains(&rel) {
+                    match self.tree.mkdir(&rel, 0o755) {
+                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                            return Err(io(self, e))
+                        }
+                        _ => {}
+                    }
+                    self.dirs.insert(rel.clone());
+                }
+                let h = self.tree.resolve_nofollow(&rel).map_err(|e| io(self, e))?;
+                self.finish_inode(&display, &rel, &h, &header)
             }
             tar::EntryType::Link => {
                 let target_raw = entry
@@ -323,8 +381,8 @@ impl Unpacker<'_> {
                 if target_parts.is_empty() {
                     return Err(self.refused(&display, "hard link to the layer root"));
                 }
-                let target = self.prepare_parents(&display, &target_parts)?;
-                let meta = std::fs::symlink_metadata(&target).map_err(|_| {
+                let target = target_parts.join("/");
+                let not_here = || {
                     self.refused(
                         &display,
                         format!(
@@ -332,48 +390,69 @@ impl Unpacker<'_> {
                             target_raw.display()
                         ),
                     )
-                })?;
+                };
+                let meta = match self.tree.symlink_metadata(&target) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Err(not_here()),
+                    Err(e) if reg_untrusted::is_symlink_refusal(&e) => return Err(not_here()),
+                    Err(e) => return Err(io(self, e)),
+                };
                 if meta.is_dir() {
                     return Err(self.refused(&display, "hard link to a directory"));
                 }
-                self.clear(&full, false)?;
-                std::fs::hard_link(&target, &full).map_err(|e| self.io(&full, e))?;
-                return Ok(());
+                self.clear(&display, &rel, false)?;
+                self.tree.hard_link(&rel, &target).map_err(|e| io(self, e))
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 if !self.opts.root {
                     return Err(self.refused(&display, "device files and fifos need root"));
                 }
-                self.clear(&full, false)?;
+                self.clear(&display, &rel, false)?;
+                let dev =
+                    |n: std::io::Result<Option<u32>>| u64::from(n.ok().flatten().unwrap_or(0));
+                let (major, minor) = (dev(header.device_major()), dev(header.device_minor()));
+                let node = match kind {
+                    tar::EntryType::Char => reg_untrusted::Node::Char { major, minor },
+                    tar::EntryType::Block => reg_untrusted::Node::Block { major, minor },
+                    _ => reg_untrusted::Node::Fifo,
+                };
+                self.tree
+                    .mknod(&rel, node, 0o600)
+                    .map_err(|e| io(self, e))?;
+                let h = self.tree.resolve_nofollow(&rel).map_err(|e| io(self, e))?;
+                self.finish_inode(&display, &rel, &h, &header)
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Symlink => {
-                self.clear(&full, false)?;
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .map(|p| p.into_owned())
+                    .ok_or_else(|| self.refused(&display, "symlink without a target"))?;
+                self.clear(&display, &rel, false)?;
+                self.tree.symlink(&rel, &target).map_err(|e| io(self, e))?;
+                let h = self.tree.resolve_nofollow(&rel).map_err(|e| io(self, e))?;
+                self.finish_inode(&display, &rel, &h, &header)
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.clear(&display, &rel, false)?;
+                let mut f = self
+                    .tree
+                    .create_file(&rel, 0o600)
+                    .map_err(|e| io(self, e))?;
+                std::io::copy(&mut entry, &mut f).map_err(|e| io(self, e))?;
+                self.finish_inode(&display, &rel, &f, &header)
             }
             // pax/GNU metadata entries are consumed by the tar reader; anything else is skipped.
-            _ => return Ok(()),
+            _ => Ok(()),
         }
-        let (uid, gid) = (
-            entry.header().uid().unwrap_or(0),
-            entry.header().gid().unwrap_or(0),
-        );
-        entry.unpack(&full).map_err(|e| self.io(&full, e))?;
-        if self.opts.root {
-            nix::unistd::fchownat(
-                None,
-                &full,
-                Some(nix::unistd::Uid::from_raw(uid as u32)),
-                Some(nix::unistd::Gid::from_raw(gid as u32)),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.io(&full, e.into()))?;
-        }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// A tar entry with an arbitrary (possibly hostile) name, written as raw header bytes.
     enum E<'a> {
@@ -381,6 +460,8 @@ mod tests {
         Dir(&'a str),
         Symlink(&'a str, &'a str),
         Hardlink(&'a str, &'a str),
+        /// A character device, block device or FIFO with a mode.
+        Node(&'a str, tar::EntryType, u32, u32, u32),
     }
 
     fn raw_header(name: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -> tar::Header {
@@ -426,6 +507,18 @@ mod tests {
                     &raw_header(n, tar::EntryType::Link, 0, Some(t)),
                     std::io::empty(),
                 ),
+                E::Node(n, kind, major, minor, mode) => {
+                    let mut h = tar::Header::new_ustar();
+                    h.set_path(n).expect("path");
+                    h.set_entry_type(*kind);
+                    h.set_size(0);
+                    h.set_mtime(0);
+                    h.set_device_major(*major).expect("major");
+                    h.set_device_minor(*minor).expect("minor");
+                    h.set_mode(*mode);
+                    h.set_cksum();
+                    b.append(&h, std::io::empty())
+                }
             }
             .expect("append");
         }
@@ -548,6 +641,65 @@ mod tests {
         assert!(m.file_type().is_char_device() && m.rdev() == 0);
         let opaque = xattr::get(d.join("opaque"), "trusted.overlay.opaque").expect("xattr");
         assert_eq!(opaque.as_deref(), Some(&b"y"[..]));
+    }
+
+    #[test]
+    fn whiteouts_of_dot_and_dot_dot_are_refused_and_touch_nothing() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: whiteouts need root");
+            return;
+        }
+        for name in [".wh...", "sub/.wh...", ".wh..", "sub/.wh."] {
+            let (outer, r) = run(&[E::Dir("sub/"), E::File(name, b"")]);
+            assert!(
+                matches!(r, Err(UnpackError::Refused { .. })),
+                "{name}: {r:?}"
+            );
+            // The snapshot's parent (the node's tmp dir in a pull) is untouched.
+            assert!(outer.path().join("snap/sub").is_dir(), "{name}");
+        }
+    }
+
+    #[test]
+    fn devices_and_fifos_are_made_as_what_they_are() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: device nodes need root");
+            return;
+        }
+        let (outer, r) = run(&[
+            E::Node("dev/kmsg", tar::EntryType::Char, 1, 11, 0o600),
+            E::Node("dev/sda", tar::EntryType::Block, 8, 0, 0o660),
+            E::Node("run/pipe", tar::EntryType::Fifo, 0, 0, 0o620),
+        ]);
+        r.expect("unpacks");
+        let d = outer.path().join("snap");
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let m = std::fs::symlink_metadata(d.join("dev/kmsg")).expect("kmsg");
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), nix::sys::stat::makedev(1, 11));
+        assert_eq!(m.mode() & 0o7777, 0o600);
+        let m = std::fs::symlink_metadata(d.join("dev/sda")).expect("sda");
+        assert!(m.file_type().is_block_device());
+        assert_eq!(m.rdev(), nix::sys::stat::makedev(8, 0));
+        let m = std::fs::symlink_metadata(d.join("run/pipe")).expect("fifo");
+        assert!(m.file_type().is_fifo());
+        assert_eq!(m.mode() & 0o7777, 0o620);
+    }
+
+    #[test]
+    fn set_id_bits_survive_the_owner_change() {
+        let mut h = raw_header("bin/su", tar::EntryType::Regular, 2, None);
+        h.set_mode(0o4755);
+        h.set_uid(0);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &b"#!"[..]).expect("append");
+        let bytes = b.into_inner().expect("tar");
+        let dir = tempfile::tempdir().expect("tempdir");
+        unpack(&bytes[..], dir.path(), "l", Options::default()).expect("unpacks");
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir.path().join("bin/su")).expect("su");
+        assert_eq!(m.mode() & 0o7777, 0o4755);
     }
 
     #[test]

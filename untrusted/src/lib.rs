@@ -226,6 +226,20 @@ impl Tree {
             .map_err(io_err)
     }
 
+    /// Opens the directory `rel` (not following a final symlink) for reading its entries or
+    /// setting its xattrs through the fd.
+    pub fn open_dir(&self, rel: impl AsRef<Path>) -> io::Result<File> {
+        let h = self.resolve_nofollow(rel)?;
+        if !metadata(&h)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a directory",
+            ));
+        }
+        h.reopen(OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY | OpenFlags::O_CLOEXEC)
+            .map_err(io_err)
+    }
+
     /// Makes the symlink `rel` → `target` (the target is stored as it is, never resolved here).
     pub fn symlink(&self, rel: impl AsRef<Path>, target: impl AsRef<Path>) -> io::Result<()> {
         self.root
