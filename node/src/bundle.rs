@@ -184,7 +184,10 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         (None, "host") => {}
         (None, _) => namespaces.push(serde_json::json!({"type": "network"})),
     }
-    let mut resources = serde_json::json!({ "devices": [{"allow": false, "access": "rwm"}] });
+    let rules = crate::runtime::device_rules(&spec.security)?;
+    let mut resources = serde_json::json!({
+        "devices": serde_json::to_value(&rules).map_err(|e| err("device cgroup rules", e))?,
+    });
     if let Some(m) = spec.limits.memory {
         resources["memory"] = serde_json::json!({ "limit": m });
     }
@@ -200,6 +203,21 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         "cgroupsPath": format!("/reg/{}", spec.id),
         "resources": resources,
     });
+    if !spec.security.devices.is_empty() {
+        let devices: Vec<serde_json::Value> = spec
+            .security
+            .devices
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "path": d.path, "type": if d.block { "b" } else { "c" },
+                    "major": d.major, "minor": d.minor, "fileMode": d.mode,
+                    "uid": d.uid, "gid": d.gid,
+                })
+            })
+            .collect();
+        linux["devices"] = serde_json::json!(devices);
+    }
     if !spec.security.privileged {
         linux["maskedPaths"] = serde_json::json!(MASKED);
         linux["readonlyPaths"] = serde_json::json!(READONLY);
@@ -366,6 +384,7 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
                     })
                 })
                 .collect(),
+            devices: devices_of(&v["linux"]),
         },
         mounts,
         network: if network { "none" } else { "host" }.into(),
@@ -379,6 +398,44 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
             .zip(p["consoleSize"]["width"].as_u64())
             .map(|(h, w)| (h as u16, w as u16)),
     })
+}
+
+/// The `--device`s of a bundle: `linux.devices`, each with the access its cgroup rule allows.
+fn devices_of(linux: &serde_json::Value) -> Vec<crate::runtime::Device> {
+    let rules = linux["resources"]["devices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    linux["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let typ = d["type"].as_str()?;
+            let (major, minor) = (d["major"].as_u64()?, d["minor"].as_u64()?);
+            let access = rules
+                .iter()
+                .find(|r| {
+                    r["allow"] == true
+                        && r["type"] == typ
+                        && r["major"].as_u64() == Some(major)
+                        && r["minor"].as_u64() == Some(minor)
+                })
+                .and_then(|r| r["access"].as_str())
+                .unwrap_or("rwm")
+                .to_string();
+            Some(crate::runtime::Device {
+                path: d["path"].as_str()?.to_string(),
+                block: typ == "b",
+                major,
+                minor,
+                access,
+                mode: d["fileMode"].as_u64().unwrap_or(0o666) as u32,
+                uid: d["uid"].as_u64().unwrap_or(0) as u32,
+                gid: d["gid"].as_u64().unwrap_or(0) as u32,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,13 +12,12 @@
 //! cannot be executed; 127 when it is not found; 128+N when killed by signal N.
 
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::makedev;
 use nix::sys::wait::{waitpid, WaitStatus};
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +107,9 @@ pub struct Security {
     /// `--ulimit NAME=SOFT[:HARD]`.
     #[serde(default)]
     pub ulimits: Vec<String>,
+    /// `--device HOST[:CONTAINER[:PERMISSIONS]]`.
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 /// One resource limit (`nofile`, `nproc`, …) set before the user's program starts.
@@ -195,6 +197,114 @@ pub struct SecuritySpec {
     /// `--ulimit`s (on top of the default `nofile`).
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
+    /// `--device`s: made in the container's /dev and allowed by its device cgroup.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+/// A host device given to a container (`--device`), resolved on the host once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Device {
+    /// Where it appears, an absolute path under /dev.
+    pub path: String,
+    pub block: bool,
+    pub major: u64,
+    pub minor: u64,
+    /// The device cgroup's access: some of `r`, `w`, `m`.
+    pub access: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `--device /dev/fuse[:/dev/fuse[:rwm]]`, looked up on the host: it must be a character or
+/// block device.
+pub fn parse_device(d: &str) -> Result<Device, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut parts = d.splitn(3, ':');
+    let host = parts.next().unwrap_or_default();
+    let (path, access) = match (parts.next(), parts.next()) {
+        (None, _) => (host.to_string(), "rwm".to_string()),
+        (Some(p), None) if !p.starts_with('/') => (host.to_string(), p.to_string()),
+        (Some(p), None) => (p.to_string(), "rwm".to_string()),
+        (Some(p), Some(a)) => (p.to_string(), a.to_string()),
+    };
+    if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(format!(
+            "--device {d:?}: permissions must be some of r, w, m"
+        ));
+    }
+    if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "--device {d:?}: the container path must be under /dev"
+        ));
+    }
+    let m = std::fs::metadata(host).map_err(|e| format!("--device {d:?}: {host}: {e}"))?;
+    let kind = m.file_type();
+    if !kind.is_char_device() && !kind.is_block_device() {
+        return Err(format!("--device {d:?}: {host} is not a device"));
+    }
+    let rdev = m.rdev();
+    Ok(Device {
+        path,
+        block: kind.is_block_device(),
+        major: nix::sys::stat::major(rdev),
+        minor: nix::sys::stat::minor(rdev),
+        access,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+    })
+}
+
+/// The container's device cgroup rules (docker's default allow-list, which libcgroups adds to
+/// whatever is asked: `c *:* m`, `b *:* m`, the default nodes of [`DEFAULT_DEVICES`],
+/// `/dev/console`, `/dev/pts/*`, `/dev/ptmx`, `/dev/net/tun`): everything denied first, then
+/// each `--device`. `--privileged` allows every device, as docker does.
+pub(crate) fn device_rules(
+    security: &SecuritySpec,
+) -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, String> {
+    use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
+    let rule = |allow: bool, typ: Option<LinuxDeviceType>, major, minor, access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .access(access.to_string());
+        if let Some(t) = typ {
+            b = b.typ(t);
+        }
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build().map_err(|e| err("device cgroup rule", e))
+    };
+    if security.privileged {
+        return Ok(vec![rule(
+            true,
+            Some(LinuxDeviceType::A),
+            None,
+            None,
+            "rwm",
+        )?]);
+    }
+    let mut rules = vec![rule(false, Some(LinuxDeviceType::A), None, None, "rwm")?];
+    for d in &security.devices {
+        let typ = if d.block {
+            LinuxDeviceType::B
+        } else {
+            LinuxDeviceType::C
+        };
+        rules.push(rule(
+            true,
+            Some(typ),
+            Some(d.major as i64),
+            Some(d.minor as i64),
+            &d.access,
+        )?);
+    }
+    Ok(rules)
 }
 
 impl Default for SecuritySpec {
@@ -204,6 +314,7 @@ impl Default for SecuritySpec {
             caps: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
             seccomp: Some(crate::seccomp::Profile::default_profile()),
             rlimits: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }
@@ -256,6 +367,11 @@ pub fn resolve_security(req: &Security) -> Result<SecuritySpec, String> {
             .iter()
             .map(|u| parse_ulimit(u))
             .collect::<Result<_, _>>()?,
+        devices: req
+            .devices
+            .iter()
+            .map(|d| parse_device(d))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -270,11 +386,12 @@ pub struct Limits {
     pub cpus: Option<f64>,
 }
 
-fn resources(l: &Limits) -> Result<oci_spec::runtime::LinuxResources, String> {
+fn resources(spec: &Spec) -> Result<oci_spec::runtime::LinuxResources, String> {
     use oci_spec::runtime::{
         LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
     };
-    let mut b = LinuxResourcesBuilder::default();
+    let l = &spec.limits;
+    let mut b = LinuxResourcesBuilder::default().devices(device_rules(&spec.security)?);
     if let Some(m) = l.memory {
         b = b.memory(
             LinuxMemoryBuilder::default()
@@ -505,7 +622,7 @@ pub fn start(
             return Err(125);
         }
     }
-    let res = match resources(&spec.limits) {
+    let res = match resources(spec) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("reg: container {}: {e}", spec.id);
@@ -671,8 +788,8 @@ fn init(
             filters,
         ),
         Err(e) => {
-            eprintln!("reg: container {}: {e}", spec.id);
-            125
+            eprintln!("reg: container {}: {}", spec.id, e.message);
+            e.code
         }
     }
 }
@@ -681,31 +798,55 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
-fn setup(spec: &Spec) -> Result<PathBuf, String> {
+/// How the init failed before exec: docker's 125, or 126 for a working directory it refuses.
+#[derive(Debug)]
+pub(crate) struct SetupError {
+    pub code: isize,
+    pub message: String,
+}
+
+impl From<String> for SetupError {
+    fn from(message: String) -> Self {
+        SetupError { code: 125, message }
+    }
+}
+
+/// Mounts `what` onto exactly the inode behind `at` (resolved inside the rootfs), never onto a
+/// path a racing process could have swapped meanwhile.
+fn mount_on(
+    source: Option<&Path>,
+    at: &reg_untrusted::Handle,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> nix::Result<()> {
+    mount(source, &reg_untrusted::fd_path(at), fstype, flags, data)
+}
+
+fn setup(spec: &Spec) -> Result<PathBuf, SetupError> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| err("making mounts private", e))?;
     let rootfs = spec.dir.join("rootfs");
     overlay(&spec.dir, &spec.layers, true, &rootfs)
         .map_err(|e| err("mounting the overlay rootfs", e))?;
-
-    let sub = |p: &str| rootfs.join(p.trim_start_matches('/'));
-    let ensure_dir = |p: &Path| {
-        std::fs::create_dir_all(p).map_err(|e| err(&format!("creating {}", p.display()), e))
+    // From here on every path in the rootfs (the image's content) resolves inside it.
+    let root = reg_untrusted::Tree::open(&rootfs).map_err(|e| err("opening the rootfs", e))?;
+    let dir = |rel: &str| {
+        root.mkdir_all(rel, 0o755)
+            .map_err(|e| err(&format!("creating /{rel}"), e))
     };
-    ensure_dir(&sub("proc"))?;
-    mount(
-        Some("proc"),
-        &sub("proc"),
+    mount_on(
+        Some(Path::new("proc")),
+        &dir("proc")?,
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         none,
     )
     .map_err(|e| err("mounting /proc", e))?;
-    ensure_dir(&sub("sys"))?;
-    mount(
-        Some("sysfs"),
-        &sub("sys"),
+    mount_on(
+        Some(Path::new("sysfs")),
+        &dir("sys")?,
         Some("sysfs"),
         if spec.security.privileged {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
@@ -715,32 +856,41 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
         none,
     )
     .map_err(|e| err("mounting /sys", e))?;
-    ensure_dir(&sub("dev"))?;
-    mount(
-        Some("tmpfs"),
-        &sub("dev"),
+    mount_on(
+        Some(Path::new("tmpfs")),
+        &dir("dev")?,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )
     .map_err(|e| err("mounting /dev", e))?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let p = sub(&format!("dev/{name}"));
-        mknod(
-            &p,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
-        )
-        .map_err(|e| err(&format!("creating /dev/{name}"), e))?;
-        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666));
+    // /dev is now our own fresh tmpfs: nothing of the image's is in it.
+    let dev = root.subtree("dev").map_err(|e| err("opening /dev", e))?;
+    for (name, major, minor) in DEFAULT_DEVICES {
+        dev.mknod(name, reg_untrusted::Node::Char { major, minor }, 0o666)
+            .map_err(|e| err(&format!("creating /dev/{name}"), e))?;
+    }
+    for d in &spec.security.devices {
+        let rel = d.path.trim_start_matches("/dev/");
+        if let Some(parent) = Path::new(rel).parent() {
+            dev.mkdir_all(parent, 0o755)
+                .map_err(|e| err(&format!("creating {}", d.path), e))?;
+        }
+        let node = if d.block {
+            reg_untrusted::Node::Block {
+                major: d.major,
+                minor: d.minor,
+            }
+        } else {
+            reg_untrusted::Node::Char {
+                major: d.major,
+                minor: d.minor,
+            }
+        };
+        dev.mknod(rel, node, d.mode)
+            .and_then(|()| dev.resolve_nofollow(rel))
+            .and_then(|h| reg_untrusted::set_owner(&h, d.uid, d.gid))
+            .map_err(|e| err(&format!("creating {}", d.path), e))?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -749,60 +899,102 @@ fn setup(spec: &Spec) -> Result<PathBuf, String> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        std::os::unix::fs::symlink(target, sub(&format!("dev/{link}")))
+        dev.symlink(link, target)
             .map_err(|e| err(&format!("creating /dev/{link}"), e))?;
     }
-    ensure_dir(&sub("dev/pts"))?;
-    mount(
-        Some("devpts"),
-        &sub("dev/pts"),
+    let dev_dir = |rel: &str| {
+        dev.mkdir_all(rel, 0o755)
+            .map_err(|e| err(&format!("creating /dev/{rel}"), e))
+    };
+    mount_on(
+        Some(Path::new("devpts")),
+        &dev_dir("pts")?,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(|e| err("mounting /dev/pts", e))?;
-    ensure_dir(&sub("dev/shm"))?;
-    mount(
-        Some("shm"),
-        &sub("dev/shm"),
+    mount_on(
+        Some(Path::new("shm")),
+        &dev_dir("shm")?,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=1777,size=65536k"),
     )
     .map_err(|e| err("mounting /dev/shm", e))?;
+    drop(dev);
 
     nix::unistd::sethostname(&spec.hostname).map_err(|e| err("setting the hostname", e))?;
-    etc_files(spec, &rootfs)?;
+    etc_files(spec, &root)?;
     for (k, m) in spec.mounts.iter().enumerate() {
         if m.layers.is_empty() {
-            bind(&rootfs, m)?;
+            bind(&root, m)?;
         } else {
-            view(&rootfs, &view_dir(&spec.dir, k), m)?;
+            view(&root, &view_dir(&spec.dir, k), m)?;
         }
     }
 
-    let old = sub(".reg-old-root");
-    ensure_dir(&old)?;
-    nix::unistd::pivot_root(&rootfs, &old).map_err(|e| err("pivot_root", e))?;
+    // pivot_root(".", ".") with the new root as working directory (as runc does): no
+    // directory of the image's is needed for the old root, which is then detached from ".".
+    nix::unistd::fchdir(root.root_fd().as_raw_fd()).map_err(|e| err("entering the rootfs", e))?;
+    drop(root);
+    nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detaching the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| err("chdir /", e))?;
-    umount2("/.reg-old-root", MntFlags::MNT_DETACH)
-        .map_err(|e| err("detaching the old root", e))?;
-    let _ = std::fs::remove_dir("/.reg-old-root");
     if !spec.security.privileged {
         mask_and_protect()?;
     }
     if spec.network != "host" {
         loopback_up().map_err(|e| err("bringing up lo", e))?;
     }
-    let cwd = if spec.cwd.is_empty() {
-        "/"
-    } else {
-        spec.cwd.as_str()
-    };
-    std::fs::create_dir_all(cwd).map_err(|e| err(&format!("creating the working dir {cwd}"), e))?;
-    nix::unistd::chdir(cwd).map_err(|e| err(&format!("chdir {cwd}"), e))?;
+    enter_workdir(&spec.cwd, true)?;
+    Ok(find_program(&spec.args, &spec.env)?)
+}
 
-    find_program(&spec.args, &spec.env)
+/// The device nodes every container gets in its /dev (docker's defaults; the device cgroup
+/// allows exactly these, see [`device_rules`]).
+const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Changes into the working directory `cwd` of the container whose root is now `/`: resolved
+/// inside that root (a symlink the container planted, `..`, or a magic link such as
+/// `/proc/self/fd/N` cannot lead out of it), entered through the resolved fd, then checked: a
+/// working directory outside the root is refused with 126, as runc and docker do
+/// (CVE-2024-21626). `create` makes it when missing (`run -w`, `WORKDIR`); `exec -w` does not.
+pub(crate) fn enter_workdir(cwd: &str, create: bool) -> Result<(), SetupError> {
+    let cwd = if cwd.is_empty() { "/" } else { cwd };
+    let refuse = |why: String| SetupError {
+        code: 126,
+        message: format!("working directory {cwd:?}: {why}"),
+    };
+    let root = reg_untrusted::Tree::open("/").map_err(|e| refuse(e.to_string()))?;
+    let h = if create {
+        root.mkdir_all(cwd, 0o755)
+    } else {
+        root.resolve(cwd)
+    }
+    .map_err(|e| {
+        if reg_untrusted::is_symlink_refusal(&e)
+            || reg_untrusted::errno(&e) == Some(nix::libc::EXDEV)
+        {
+            refuse("it leads outside the container".into())
+        } else {
+            refuse(e.to_string())
+        }
+    })?;
+    nix::unistd::fchdir(h.as_fd().as_raw_fd()).map_err(|e| refuse(e.to_string()))?;
+    // The kernel names a directory outside our root "(unreachable)/…".
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        Ok(_) => Err(refuse("it is outside the container".into())),
+        Err(e) => Err(refuse(e.to_string())),
+    }
 }
 
 /// The executable for `args[0]`: a path as given, else searched in the `PATH` of `env`.
@@ -871,33 +1063,38 @@ pub fn secure_join(root: &Path, path: &str) -> Result<PathBuf, String> {
     Ok(parts.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
 }
 
-/// Bind-mounts a volume or host path into the rootfs (before `pivot_root`).
-fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
+/// Bind-mounts a volume or host path into the rootfs (before `pivot_root`); the target is
+/// resolved (and made) inside the rootfs and the mount lands on the resolved inode.
+fn bind(root: &reg_untrusted::Tree, m: &BindMount) -> Result<(), String> {
     let none: Option<&str> = None;
-    let target = secure_join(rootfs, &m.target)?;
     let what = format!("mounting {} at {}", m.source.display(), m.target);
     let src_meta = std::fs::metadata(&m.source).map_err(|e| err(&what, e))?;
-    if m.copy_up
-        && src_meta.is_dir()
-        && target.symlink_metadata().is_ok_and(|t| t.is_dir())
-        && std::fs::read_dir(&m.source).is_ok_and(|mut d| d.next().is_none())
-    {
-        copy_tree(&target, &m.source).map_err(|e| {
+    if m.copy_up && src_meta.is_dir() {
+        copy_up(root, m).map_err(|e| {
             err(
                 &format!("copying the image's {} into its volume", m.target),
                 e,
             )
         })?;
     }
-    if src_meta.is_dir() {
-        std::fs::create_dir_all(&target).map_err(|e| err(&what, e))?;
-    } else if !target.exists() {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err(&what, e))?;
+    let target = if src_meta.is_dir() {
+        root.mkdir_all(&m.target, 0o755)
+            .map_err(|e| err(&what, e))?
+    } else {
+        match root.resolve(&m.target) {
+            Ok(h) => h,
+            Err(e) if reg_untrusted::is_not_found(&e) => {
+                let rel = Path::new(&m.target);
+                if let Some(parent) = rel.parent() {
+                    root.mkdir_all(parent, 0o755).map_err(|e| err(&what, e))?;
+                }
+                root.create_file(rel, 0o644).map_err(|e| err(&what, e))?;
+                root.resolve(rel).map_err(|e| err(&what, e))?
+            }
+            Err(e) => return Err(err(&what, e)),
         }
-        std::fs::write(&target, "").map_err(|e| err(&what, e))?;
-    }
-    mount(
+    };
+    mount_on(
         Some(&m.source),
         &target,
         none,
@@ -906,9 +1103,11 @@ fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
     )
     .map_err(|e| err(&what, e))?;
     if m.readonly {
-        mount(
-            none,
-            &target,
+        // The new mount is on top of what `target` names: resolve again to reach it.
+        let mounted = root.resolve(&m.target).map_err(|e| err(&what, e))?;
+        mount_on(
+            None,
+            &mounted,
             none,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             none,
@@ -918,47 +1117,94 @@ fn bind(rootfs: &Path, m: &BindMount) -> Result<(), String> {
     Ok(())
 }
 
-/// Copies the tree at `from` (the image's, inside the rootfs) into the empty directory `to`:
-/// directories, files and symlinks with their modes and owners (symlinks are copied, never
-/// followed); sockets, FIFOs and devices are left out.
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let own = |p: &Path, m: &std::fs::Metadata| {
-        std::os::unix::fs::lchown(p, Some(m.uid()), Some(m.gid()))
+/// docker's copy-up: when the volume `m.source` is empty and the image has a directory at
+/// `m.target`, the image's tree is copied into the volume first. Both sides are untrusted (the
+/// image's content, and a volume another container may be writing into right now): the image
+/// side is read inside the rootfs without following symlinks, the volume side is written
+/// through a strict tree (any symlink on the way refused, new entries created exclusively,
+/// owners and modes set through the new inodes), so nothing lands outside the volume.
+fn copy_up(root: &reg_untrusted::Tree, m: &BindMount) -> std::io::Result<()> {
+    let from = match root.symlink_metadata(&m.target)? {
+        Some(meta) if meta.is_dir() => root.subtree(&m.target)?,
+        _ => return Ok(()),
     };
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        let meta = src.symlink_metadata()?;
+    let to = reg_untrusted::Tree::open_strict(&m.source)?;
+    if !to.read_dir("")?.is_empty() {
+        return Ok(());
+    }
+    let mut budget = COPY_UP_MAX_ENTRIES;
+    copy_dir(&from, &to, Path::new(""), 0, &mut budget)?;
+    // The volume's own root takes the image directory's owner and mode.
+    let src = from.resolve("")?;
+    let meta = reg_untrusted::metadata(&src)?;
+    let dst = to.resolve("")?;
+    use std::os::unix::fs::MetadataExt;
+    reg_untrusted::set_owner(&dst, meta.uid(), meta.gid())?;
+    reg_untrusted::set_mode(&dst, meta.mode())
+}
+
+/// Bounds of a copy-up: an image's directory deeper or larger than this is an error, not a
+/// stack overflow or an endless copy.
+const COPY_UP_MAX_DEPTH: usize = 256;
+const COPY_UP_MAX_ENTRIES: usize = 1_000_000;
+
+fn copy_dir(
+    from: &reg_untrusted::Tree,
+    to: &reg_untrusted::Tree,
+    rel: &Path,
+    depth: usize,
+    budget: &mut usize,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if depth > COPY_UP_MAX_DEPTH {
+        return Err(std::io::Error::other(format!(
+            "{}: more than {COPY_UP_MAX_DEPTH} directory levels",
+            rel.display()
+        )));
+    }
+    for name in from.read_dir(rel)? {
+        *budget = budget.checked_sub(1).ok_or_else(|| {
+            std::io::Error::other(format!("more than {COPY_UP_MAX_ENTRIES} entries"))
+        })?;
+        let child = rel.join(&name);
+        let Some(meta) = from.symlink_metadata(&child)? else {
+            continue; // gone meanwhile
+        };
         let kind = meta.file_type();
         if kind.is_dir() {
-            std::fs::create_dir(&dst)?;
-            copy_tree(&src, &dst)?;
+            to.mkdir(&child, 0o700)?;
+            copy_dir(from, to, &child, depth + 1, budget)?;
         } else if kind.is_file() {
-            std::fs::copy(&src, &dst)?;
+            let mut src = from.open_file_nofollow(&child)?;
+            let mut dst = to.create_file(&child, 0o600)?;
+            std::io::copy(&mut src, &mut dst)?;
         } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+            to.symlink(&child, from.read_link(&child)?)?;
         } else {
-            continue;
+            continue; // sockets, FIFOs and devices are left out, as docker does
         }
-        own(&dst, &meta)?;
-        if !kind.is_symlink() {
-            std::fs::set_permissions(&dst, meta.permissions())?;
-        }
+        let dst = to.resolve_nofollow(&child)?;
+        reg_untrusted::set_owner(&dst, meta.uid(), meta.gid())?;
+        reg_untrusted::set_mode(&dst, meta.mode())?;
     }
-    let meta = from.metadata()?;
-    own(to, &meta)?;
-    std::fs::set_permissions(to, meta.permissions())
+    Ok(())
 }
 
 /// Mounts the merged view `m` into the rootfs (before `pivot_root`): an overlay of its layers,
 /// read-only, or with an upper dir in `dir` that goes away with the container.
-fn view(rootfs: &Path, dir: &Path, m: &BindMount) -> Result<(), String> {
-    let target = secure_join(rootfs, &m.target)?;
+fn view(root: &reg_untrusted::Tree, dir: &Path, m: &BindMount) -> Result<(), String> {
     let what = format!("mounting a view at {}", m.target);
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(&target).map_err(|e| err(&what, e))?;
-    overlay(dir, &m.layers, !m.readonly, &target).map_err(|e| err(&what, e))
+    let target = root
+        .mkdir_all(&m.target, 0o755)
+        .map_err(|e| err(&what, e))?;
+    overlay(
+        dir,
+        &m.layers,
+        !m.readonly,
+        &reg_untrusted::fd_path(&target),
+    )
+    .map_err(|e| err(&what, e))
 }
 
 /// Mounts an overlay of `layers` (bottom first) at `target`, with `dir/upper` as its upper dir
@@ -1056,11 +1302,20 @@ pub(crate) const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 /// targets): for a build step the upper dir becomes a layer, and they are the runtime's, not the
 /// step's. Only empty files and directories go; a path any layer has stays.
 pub fn remove_mount_points(spec: &Spec) {
-    let upper = spec.dir.join("upper");
+    // The upper dir holds what the step wrote: looked at through strict trees only.
+    let Ok(upper) = reg_untrusted::Tree::open_strict(spec.dir.join("upper")) else {
+        return;
+    };
+    let layers: Vec<reg_untrusted::Tree> = spec
+        .layers
+        .iter()
+        .filter_map(|l| reg_untrusted::Tree::open_strict(l).ok())
+        .collect();
+    // A path any layer has, or might have behind a symlink of its own, stays.
     let in_image = |p: &str| {
-        spec.layers
+        layers
             .iter()
-            .any(|l| std::fs::symlink_metadata(l.join(p)).is_ok())
+            .any(|l| !matches!(l.symlink_metadata(p), Ok(None)))
     };
     let mut paths: Vec<String> = ["dev", "proc", "sys", ".reg-old-root"]
         .iter()
@@ -1077,60 +1332,102 @@ pub fn remove_mount_points(spec: &Spec) {
         if p.is_empty() || in_image(&p) {
             continue;
         }
-        let host = upper.join(&p);
-        match std::fs::symlink_metadata(&host) {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir(&host);
-            }
-            Ok(m) if m.is_file() && m.len() == 0 => {
-                let _ = std::fs::remove_file(&host);
+        match upper.symlink_metadata(&p) {
+            Ok(Some(m)) if m.is_dir() || (m.is_file() && m.len() == 0) => {
+                // Fails for a non-empty directory, as it should.
+                let _ = upper.remove(&p);
             }
             _ => {}
         }
     }
 }
 
-/// Bind-mounts the bundle's `/etc` files over the image's, which stays unchanged.
-fn etc_files(spec: &Spec, rootfs: &Path) -> Result<(), String> {
-    let etc = rootfs.join("etc");
-    std::fs::create_dir_all(&etc).map_err(|e| err("creating /etc", e))?;
+/// Bind-mounts the bundle's `/etc` files over the image's, which stays unchanged. Resolved
+/// inside the rootfs: an image whose `/etc` (or `/etc/hosts`) is a symlink cannot point the
+/// mounts, or the files made for them, at the host.
+fn etc_files(spec: &Spec, root: &reg_untrusted::Tree) -> Result<(), String> {
+    root.mkdir_all("etc", 0o755)
+        .map_err(|e| err("creating /etc", e))?;
     let none: Option<&str> = None;
     for name in ETC_FILES {
         let src = spec.dir.join(name);
-        let dst = etc.join(name);
-        // A symlink in the image (e.g. resolv.conf -> elsewhere) would be followed by the mount.
-        if std::fs::symlink_metadata(&dst).is_ok_and(|m| m.file_type().is_symlink()) {
-            std::fs::remove_file(&dst).map_err(|e| err(&format!("replacing /etc/{name}"), e))?;
+        let rel = format!("etc/{name}");
+        let what = |w: &str| format!("{w} /etc/{name}");
+        match root.symlink_metadata(&rel) {
+            Ok(Some(m)) if m.is_file() => {}
+            // A symlink in the image (e.g. resolv.conf -> elsewhere) is replaced by a file.
+            Ok(Some(m)) if !m.is_dir() => {
+                root.remove(&rel).map_err(|e| err(&what("replacing"), e))?;
+                root.create_file(&rel, 0o644)
+                    .map_err(|e| err(&what("creating"), e))?;
+            }
+            Ok(Some(_)) => return Err(format!("/etc/{name} is a directory in the image")),
+            Ok(None) => {
+                root.create_file(&rel, 0o644)
+                    .map_err(|e| err(&what("creating"), e))?;
+            }
+            Err(e) => return Err(err(&what("looking up"), e)),
         }
-        if !dst.exists() {
-            std::fs::write(&dst, "").map_err(|e| err(&format!("creating /etc/{name}"), e))?;
-        }
-        mount(Some(&src), &dst, none, MsFlags::MS_BIND, none)
-            .map_err(|e| err(&format!("mounting /etc/{name}"), e))?;
+        let at = root
+            .resolve_nofollow(&rel)
+            .map_err(|e| err(&what("looking up"), e))?;
+        mount_on(Some(&src), &at, none, MsFlags::MS_BIND, none)
+            .map_err(|e| err(&what("mounting"), e))?;
     }
     Ok(())
 }
 
-/// Masks and write-protects what docker does in /proc and /sys.
+/// Masks and write-protects what docker does in /proc and /sys (after `pivot_root`). Every
+/// target is resolved inside the container's root and mounted on through its fd, and the mask
+/// source is our own /dev/null, checked to be the null device (CVE-2025-31133: an image's
+/// `/dev/null` that is a symlink or a file must not redirect a mask).
 fn mask_and_protect() -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let none: Option<&str> = None;
+    let root = reg_untrusted::Tree::open("/").map_err(|e| err("opening /", e))?;
+    let null = root
+        .resolve_nofollow("dev/null")
+        .map_err(|e| err("opening /dev/null", e))?;
+    let m = reg_untrusted::metadata(&null).map_err(|e| err("opening /dev/null", e))?;
+    if !m.file_type().is_char_device() || m.rdev() != makedev(1, 3) {
+        return Err("/dev/null is not the null device".into());
+    }
+    let null_path = reg_untrusted::fd_path(&null);
     for p in MASKED {
-        let Ok(m) = std::fs::symlink_metadata(p) else {
+        let Ok(at) = root.resolve_nofollow(p) else {
             continue;
         };
-        if m.is_dir() {
-            mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, none)
-                .map_err(|e| err(&format!("masking {p}"), e))?;
+        let is_dir = reg_untrusted::metadata(&at).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            mount_on(
+                Some(Path::new("tmpfs")),
+                &at,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                none,
+            )
+            .map_err(|e| err(&format!("masking {p}"), e))?;
         } else {
-            mount(Some("/dev/null"), p, none, MsFlags::MS_BIND, none)
+            mount_on(Some(&null_path), &at, none, MsFlags::MS_BIND, none)
                 .map_err(|e| err(&format!("masking {p}"), e))?;
         }
     }
     for p in READONLY {
-        if std::fs::symlink_metadata(p).is_err() {
+        let Ok(at) = root.resolve_nofollow(p) else {
             continue;
-        }
-        mount(Some(p), p, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)
+        };
+        let here = reg_untrusted::fd_path(&at);
+        mount(
+            Some(&here),
+            &here,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(|e| err(&format!("binding {p}"), e))?;
+        // The bind is on top of what `at` names: resolve again to reach it.
+        let mounted = root
+            .resolve_nofollow(p)
             .map_err(|e| err(&format!("binding {p}"), e))?;
         let flags = MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
@@ -1138,7 +1435,8 @@ fn mask_and_protect() -> Result<(), String> {
             | MsFlags::MS_NOSUID
             | MsFlags::MS_NODEV
             | MsFlags::MS_NOEXEC;
-        mount(none, p, none, flags, none).map_err(|e| err(&format!("making {p} read-only"), e))?;
+        mount_on(None, &mounted, none, flags, none)
+            .map_err(|e| err(&format!("making {p} read-only"), e))?;
     }
     Ok(())
 }
@@ -1458,6 +1756,7 @@ fn exec(
         .and_then(|()| {
             nix::sys::prctl::set_no_new_privs().map_err(|e| err("setting no_new_privs", e))
         })
+        .and_then(|()| only_stdio_across_exec())
         .and_then(|()| crate::seccomp::install(filters));
     if let Err(e) = prepared {
         eprintln!("reg: container {id}: {e}");
@@ -1476,6 +1775,40 @@ fn exec(
         err.map(|e| e.desc()).unwrap_or("failed")
     );
     code
+}
+
+/// Marks every fd above 2 close-on-exec, right before the user's program is executed: it
+/// starts with only stdin, stdout and stderr (a terminal is among them), and no descriptor of
+/// the runtime — a host procfs handle, a namespace file, a socket of the monitor — survives
+/// into the container (CVE-2024-21626). The last fd the runtime needs has been used by then.
+#[allow(unsafe_code)]
+fn only_stdio_across_exec() -> Result<(), String> {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on open descriptors;
+    // it touches no memory of ours.
+    let r = unsafe {
+        nix::libc::close_range(
+            3,
+            u32::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC as nix::libc::c_int,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: every descriptor that is open, one by one.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| err("listing open descriptors", e))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // One that closed meanwhile (the listing's own) answers EBADF: nothing to do.
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    Ok(())
 }
 
 /// Copies stdin (when `input`) to the terminal's master and the master to stdout until the
@@ -1610,14 +1943,9 @@ pub fn enter(e: &ExecSpec) -> i32 {
     // run arbitrary code after fork.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
-            let cwd = if e.cwd.is_empty() {
-                "/"
-            } else {
-                e.cwd.as_str()
-            };
-            if let Err(x) = nix::unistd::chdir(cwd) {
-                eprintln!("reg: exec in container {}: chdir {cwd}: {x}", e.id);
-                std::process::exit(125);
+            if let Err(x) = enter_workdir(&e.cwd, false) {
+                eprintln!("reg: exec in container {}: {}", e.id, x.message);
+                std::process::exit(x.code as i32);
             }
             if let Some((_, theirs)) = &console {
                 if let Err(x) = terminal(theirs.as_raw_fd(), e.tty_size) {

@@ -88,6 +88,9 @@ const CLONE_NEW_FLAGS: [u64; 7] = [
     0x4000_0000,
 ];
 
+/// The `personality(2)` values docker's default profile allows.
+const PERSONAS: [u64; 5] = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
+
 fn deny(names: &[&str], unless: &[&str]) -> Rule {
     Rule {
         names: names.iter().map(|s| s.to_string()).collect(),
@@ -189,6 +192,20 @@ impl Profile {
         rules.push(Rule {
             action: Action::Errno(ENOSYS),
             ..deny(&["clone3"], &["SYS_ADMIN"])
+        });
+        // personality(2): only the personas docker's profile allows (PER_LINUX, PER_LINUX32,
+        // either with UNAME26, and the 0xffffffff query); ADDR_NO_RANDOMIZE and the rest of
+        // the flags are refused whatever the capabilities.
+        rules.push(Rule {
+            args: PERSONAS
+                .iter()
+                .map(|v| Arg {
+                    index: 0,
+                    op: Op::Ne,
+                    value: *v,
+                })
+                .collect(),
+            ..deny(&["personality"], &[])
         });
         Profile {
             default_action: Action::Allow,

@@ -89,8 +89,8 @@ pub fn is_not_found(e: &io::Error) -> bool {
 /// `/proc/self/fd/N`: names exactly the inode behind `fd` (a magic link), for the few calls
 /// that take only a path — `mount(2)` above all, so a mount lands on the inode we resolved and
 /// not on whatever a racing process put at its path meanwhile.
-pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+pub fn fd_path(fd: &impl AsFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
 }
 
 /// What kind of special file [`Tree::mknod`] makes.
@@ -120,6 +120,25 @@ impl Tree {
         let mut t = Tree::open(dir)?;
         t.root.set_resolver_flags(ResolverFlags::NO_SYMLINKS);
         Ok(t)
+    }
+
+    /// The subtree at `rel` (a final symlink followed inside this tree) as a tree of its own,
+    /// with the same rules: paths resolved in it never leave the subtree.
+    pub fn subtree(&self, rel: impl AsRef<Path>) -> io::Result<Tree> {
+        let rel = rel.as_ref();
+        let h = self.resolve(rel)?;
+        if !metadata(&h)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", rel.display()),
+            ));
+        }
+        let root =
+            pathrs::Root::from_fd(OwnedFd::from(h)).with_resolver_flags(self.root.resolver_flags());
+        Ok(Tree {
+            root,
+            dir: self.dir.join(rel.strip_prefix("/").unwrap_or(rel)),
+        })
     }
 
     /// The host path of the tree (for messages and for handing to the kernel as a whole).
@@ -217,6 +236,20 @@ impl Tree {
         let h = self.resolve(rel)?;
         let m = metadata(&h)?;
         if !m.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", rel.display()),
+            ));
+        }
+        h.reopen(OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC)
+            .map_err(io_err)
+    }
+
+    /// Opens `rel` for reading if it is itself a regular file (a symlink is not followed).
+    pub fn open_file_nofollow(&self, rel: impl AsRef<Path>) -> io::Result<File> {
+        let rel = rel.as_ref();
+        let h = self.resolve_nofollow(rel)?;
+        if !metadata(&h)?.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a regular file", rel.display()),

@@ -92,9 +92,12 @@ pub struct RunArgs {
     /// Drop a Linux capability (e.g. CHOWN, or ALL).
     #[arg(long = "cap-drop")]
     cap_drop: Vec<String>,
-    /// Every capability, no seccomp filter, no masked paths, writable /sys.
+    /// Every capability and device, no seccomp filter, no masked paths, writable /sys.
     #[arg(long)]
     privileged: bool,
+    /// Give the container a host device: /dev/HOST[:/dev/CONTAINER[:rwm]].
+    #[arg(long = "device")]
+    device: Vec<String>,
     /// seccomp=unconfined or seccomp=PROFILE.json (docker's profile format).
     #[arg(long = "security-opt")]
     security_opt: Vec<String>,
@@ -176,6 +179,7 @@ fn security(args: &RunArgs) -> anyhow::Result<serde_json::Value> {
         "cap_drop": args.cap_drop,
         "seccomp": seccomp,
         "ulimits": args.ulimit,
+        "devices": args.device,
     }))
 }
 
