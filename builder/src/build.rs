@@ -3,15 +3,28 @@
 //! by RUN (the step container's overlay upper dir) and COPY/ADD (straight from the context or an
 //! earlier stage), a content-keyed cache, and the final OCI config + manifest handed to the
 //! [`Store`]. RUN goes through [`StepRunner`]; neither trait is implemented here.
+//!
+//! What COPY, ADD and RUN mounts read and write is someone else's content (the context, a
+//! stage's snapshots, an image, an archive, what a step left in its upper dir): every host-side
+//! file operation on it goes through [`reg_untrusted::Tree`], never a `std::fs` path function.
+//! A layer being assembled is a strict tree: a symlink an earlier source put there is never
+//! written through (BuildKit's "cannot copy to non-directory"); the destination path itself is
+//! resolved in the stage's view, inside its root, as BuildKit resolves it in the rootfs.
+//! Sources are read only as regular files; symlinks are copied as symlinks, device nodes and
+//! FIFOs re-made as nodes, never opened.
+
+#![deny(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use reg_registry::digest::{chain_id, chain_ids, Digest};
+use reg_untrusted::{is_symlink_refusal, set_mode, set_mtime, set_owner, Node, Tree};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -266,8 +279,9 @@ impl State {
             .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
     }
 
-    fn view(&self, store: &impl Store) -> View {
+    fn view(&self, store: &impl Store) -> Result<View, String> {
         View::new(self.chain.iter().map(|c| store.snapshot(c)).collect())
+            .map_err(|e| format!("the stage's snapshots: {e}"))
     }
 
     fn history(&mut self, epoch: u64, created_by: String, empty: bool) {
@@ -441,6 +455,12 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             }
         }
         out
+    }
+
+    /// The build context as a view (one layer).
+    fn context_view(&self, step: &Step) -> Result<View, BuildError> {
+        View::new(vec![self.context.dir.clone()])
+            .map_err(|e| self.err(step, format!("the build context: {e}")))
     }
 
     fn err(&self, step: &Step, message: impl std::fmt::Display) -> BuildError {
@@ -807,9 +827,8 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
     {
         let record = self.opts.cache_dir.join(key.replace(':', "-"));
         if !self.opts.no_cache {
-            if let Some(layer) = std::fs::read(&record)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Option<LayerRef>>(&b).ok())
+            if let Some(layer) =
+                own::read(&record).and_then(|b| serde_json::from_slice::<Option<LayerRef>>(&b).ok())
             {
                 let usable = match &layer {
                     None => true,
@@ -824,21 +843,16 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             }
         }
         let work = self.store.tmp("step");
-        std::fs::create_dir_all(&work).map_err(|e| self.err(step, e))?;
+        own::mkdir(&work).map_err(|e| self.err(step, e))?;
         let result = make(work.clone()).await;
         let made = match result {
             Ok(dir) => self.commit(st, step, &dir).await,
             Err(e) => Err(e),
         };
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&work)).await;
+        let _ = tokio::task::spawn_blocking(move || remove_scratch(&work)).await;
         let layer = made?;
-        let _ = std::fs::create_dir_all(&self.opts.cache_dir);
-        let tmp = record.with_extension("tmp");
         let json = serde_json::to_vec(&layer).unwrap_or_default();
-        if std::fs::write(&tmp, json)
-            .and_then(|()| std::fs::rename(&tmp, &record))
-            .is_err()
-        {
+        if own::write(&self.opts.cache_dir, &record, &json).is_err() {
             (self.log)(Event::Note {
                 message: format!("could not record the cache entry {}", record.display()),
             });
@@ -854,8 +868,9 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         step: &Step,
         dir: &Path,
     ) -> Result<Option<LayerRef>, BuildError> {
-        let empty = std::fs::read_dir(dir)
-            .map(|mut d| d.next().is_none())
+        let empty = Tree::open_strict(dir)
+            .and_then(|t| t.read_dir(""))
+            .map(|names| names.is_empty())
             .unwrap_or(true);
         if empty {
             return Ok(None);
@@ -879,7 +894,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         };
         let chain = chain_id(st.chain.last(), &layer.diff_id);
         let res = self.store.add_layer(&blob, &layer, dir, &chain);
-        let _ = std::fs::remove_file(&blob);
+        own::remove_file(&blob);
         res.map_err(|e| self.err(step, e))?;
         Ok(Some(layer))
     }
@@ -1001,7 +1016,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             })
             .await;
         for d in scratch {
-            let _ = std::fs::remove_dir_all(d);
+            let _ = remove_scratch(&d);
         }
         res
     }
@@ -1043,12 +1058,12 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                     .cache_dir
                     .join("mounts")
                     .join(Digest::sha256_of(id.as_bytes()).hex());
-                std::fs::create_dir_all(&path).map_err(|e| self.err(step, e))?;
+                own::mkdir(&path).map_err(|e| self.err(step, e))?;
                 Ok((Mount::bind(path, target, false), String::new(), None))
             }
             "tmpfs" => {
                 let path = self.store.tmp("tmpfs");
-                std::fs::create_dir_all(&path).map_err(|e| self.err(step, e))?;
+                own::mkdir(&path).map_err(|e| self.err(step, e))?;
                 Ok((
                     Mount::bind(path.clone(), target, false),
                     String::new(),
@@ -1075,13 +1090,14 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         done: &HashMap<usize, State>,
     ) -> Result<(Mount, String, Option<PathBuf>), BuildError> {
         let (view, from_key) = match kv.get("from") {
-            None => (View::new(vec![self.context.dir.clone()]), None),
+            None => (self.context_view(step)?, None),
             Some(f) => match stage_ref(self.df, stage, f) {
                 Some(d) => {
                     let s = done
                         .get(&d)
                         .ok_or_else(|| self.err(step, format!("stage {f} was not built")))?;
-                    (s.view(self.store), Some(s.key.clone()))
+                    let view = s.view(self.store).map_err(|e| self.err(step, e))?;
+                    (view, Some(s.key.clone()))
                 }
                 None => {
                     let img = self
@@ -1090,7 +1106,8 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                         .await
                         .map_err(|e| self.err(step, format!("--mount={spec}: {e}")))?;
                     let layers = img.chain().iter().map(|c| self.store.snapshot(c)).collect();
-                    (View::new(layers), Some(img.id.to_string()))
+                    let view = View::new(layers).map_err(|e| self.err(step, e))?;
+                    (view, Some(img.id.to_string()))
                 }
             },
         };
@@ -1127,12 +1144,16 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             return Ok((m, key, None));
         }
         if rw {
-            // A private copy of the one file.
+            // A private copy of the one file (a regular file: a device or FIFO is not read).
             let tmp = self.store.tmp("bind");
-            std::fs::create_dir_all(&tmp).map_err(|err| self.err(step, err))?;
-            let copy = tmp.join("file");
-            std::fs::copy(&e.host, &copy).map_err(|err| self.err(step, err))?;
-            return Ok((Mount::bind(copy, target, false), key, Some(tmp)));
+            let fail = |err: std::io::Error| self.err(step, format!("--mount={spec}: {err}"));
+            own::mkdir(&tmp).map_err(fail)?;
+            let mut from = e.open().map_err(fail)?;
+            let mut to = Tree::open_strict(&tmp)
+                .and_then(|t| t.create_file("file", e.meta.mode() & 0o7777))
+                .map_err(fail)?;
+            std::io::copy(&mut from, &mut to).map_err(fail)?;
+            return Ok((Mount::bind(tmp.join("file"), target, false), key, Some(tmp)));
         }
         Ok((Mount::bind(e.host, target, true), key, None))
     }
@@ -1153,7 +1174,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                     String::new()
                 };
                 let link = if e.meta.file_type().is_symlink() {
-                    std::fs::read_link(&e.host)
+                    e.read_link()
                         .map(|l| l.to_string_lossy().into_owned())
                         .unwrap_or_default()
                 } else {
@@ -1194,11 +1215,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         }
         // Where the files come from: the context, an earlier stage, or an image.
         let (from_view, from_key, from_context) = match flag(flags, "from") {
-            None => (
-                View::new(vec![self.context.dir.clone()]),
-                String::new(),
-                true,
-            ),
+            None => (self.context_view(step)?, String::new(), true),
             Some(f) => {
                 let f = word(f)?;
                 if add {
@@ -1209,7 +1226,8 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                         let s = done
                             .get(&d)
                             .ok_or_else(|| self.err(step, format!("stage {f} was not built")))?;
-                        (s.view(self.store), s.key.clone(), false)
+                        let view = s.view(self.store).map_err(|e| self.err(step, e))?;
+                        (view, s.key.clone(), false)
                     }
                     None => {
                         let img = self
@@ -1217,11 +1235,9 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                             .base(&f, self.log.clone())
                             .await
                             .map_err(|e| self.err(step, format!("--from={f}: {e}")))?;
-                        (
-                            View::new(img.chain().iter().map(|c| self.store.snapshot(c)).collect()),
-                            img.id.to_string(),
-                            false,
-                        )
+                        let layers = img.chain().iter().map(|c| self.store.snapshot(c)).collect();
+                        let view = View::new(layers).map_err(|e| self.err(step, e))?;
+                        (view, img.id.to_string(), false)
                     }
                 }
             }
@@ -1245,7 +1261,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         } else {
             format!("{}/{dest_raw}", st.workdir())
         };
-        let view = st.view(self.store);
+        let view = st.view(self.store).map_err(|e| self.err(step, e))?;
         let dest_rel = view
             .resolve(&dest_abs, true)
             .map_err(|e| self.err(step, e))?;
@@ -1356,20 +1372,22 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             let layer = work.join("layer");
             let view2 = view.clone();
             let res = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
-                std::fs::create_dir_all(&layer).map_err(|e| e.to_string())?;
+                own::mkdir(&layer).map_err(|e| e.to_string())?;
+                // Filled by us from untrusted sources: no symlink in it is ever followed.
+                let tree = Tree::open_strict(&layer).map_err(|e| e.to_string())?;
                 let parent_of_dest = if dest_is_dir {
                     dest_rel.clone()
                 } else {
                     parent(&dest_rel).to_string()
                 };
-                mirror_dirs(&view2, &layer, &parent_of_dest)?;
+                mirror_dirs(&view2, &tree, &parent_of_dest)?;
                 for (path, body) in heredoc_files {
-                    let target = layer.join(&path);
-                    std::fs::write(&target, body).map_err(|e| format!("{path}: {e}"))?;
-                    if let Some(m) = opts.chmod {
-                        let _ =
-                            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(m));
-                    }
+                    let io = at(&path);
+                    make_room(&tree, &path, false)?;
+                    let mut f = tree
+                        .create_file(&path, opts.chmod.unwrap_or(0o644))
+                        .map_err(&io)?;
+                    f.write_all(body.as_bytes()).map_err(&io)?;
                 }
                 for (src, _) in plan {
                     let e = from_view
@@ -1377,15 +1395,16 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                         .ok_or_else(|| format!("{src}: vanished during the build"))?;
                     let name = src.rsplit('/').next().unwrap_or(&src).to_string();
                     if add && e.meta.is_file() {
-                        if let Some(kind) = archive_kind(&e.host) {
-                            let into = layer.join(&parent_of_dest);
+                        let mut f = e.open().map_err(|err| format!("/{src}: {err}"))?;
+                        if let Some(kind) = archive_kind(&mut f) {
                             let into = if dest_is_dir {
-                                into
+                                parent_of_dest.clone()
                             } else {
-                                layer.join(&dest_rel)
+                                dest_rel.clone()
                             };
-                            std::fs::create_dir_all(&into).map_err(|e| e.to_string())?;
-                            extract(&e.host, kind, &into).map_err(|err| format!("{src}: {err}"))?;
+                            tree.mkdir_all(&into, 0o755).map_err(at(&into))?;
+                            extract(f, kind, &tree, &into)
+                                .map_err(|err| format!("{src}: {err}"))?;
                             continue;
                         }
                     }
@@ -1396,7 +1415,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                     } else {
                         dest_rel.clone()
                     };
-                    copy_tree(&from_view, &src, &layer, &target, &opts)?;
+                    copy_tree(&from_view, &src, &tree, &target, &opts)?;
                 }
                 Ok(layer)
             })
@@ -1412,7 +1431,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
 
     /// `--chown=USER[:GROUP]`: names looked up in the stage's /etc/passwd and /etc/group.
     fn owner(&self, st: &State, step: &Step, spec: &str) -> Result<(u32, u32), BuildError> {
-        let view = st.view(self.store);
+        let view = st.view(self.store).map_err(|e| self.err(step, e))?;
         let (u, g) = spec.split_once(':').unwrap_or((spec, ""));
         let uid = match u.parse::<u32>() {
             Ok(n) => n,
@@ -1639,94 +1658,192 @@ struct CopyOpts {
     keep_owner: bool,
 }
 
+/// Our own paths: the cache dir and the store's tmp paths, named by us under our data dir.
+/// Nothing a build controls is *at* these paths (what a step or a copy put *inside* a scratch
+/// dir goes with [`remove_scratch`]), so `std::fs` is fine for them and only for them.
+mod own {
+    use std::path::Path;
+
+    #[allow(clippy::disallowed_methods)] // trusted: a path of ours (see the module)
+    pub fn mkdir(p: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(p)
+    }
+
+    #[allow(clippy::disallowed_methods)] // trusted: a cache record of ours
+    pub fn read(p: &Path) -> Option<Vec<u8>> {
+        std::fs::read(p).ok()
+    }
+
+    /// Writes `bytes` to `p` in `dir` (made when missing) by a rename: never half a record.
+    #[allow(clippy::disallowed_methods)] // trusted: a cache record of ours
+    pub fn write(dir: &Path, p: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, p)
+    }
+
+    #[allow(clippy::disallowed_methods)] // trusted: a blob file of ours in the store's tmp dir
+    pub fn remove_file(p: &Path) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Removes a scratch dir of ours and everything in it. The dir is ours, its content is not (a
+/// step's upper dir, a layer being assembled): removed fd-relative inside the dir's parent.
+fn remove_scratch(dir: &Path) -> std::io::Result<()> {
+    match (dir.parent(), dir.file_name()) {
+        (Some(p), Some(name)) => Tree::open_strict(p)?.remove_all(name),
+        _ => Ok(()),
+    }
+}
+
+/// The error for `rel` in the layer being assembled: a strict tree's refusal of a symlink on
+/// the way says what happened.
+fn at(rel: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| {
+        if is_symlink_refusal(&e) {
+            format!(
+                "/{rel}: a symlink put there by an earlier source is in the way \
+                 (reg never writes through one)"
+            )
+        } else {
+            format!("/{rel}: {e}")
+        }
+    }
+}
+
+/// Makes `rel` in the layer free for a new entry: whatever an earlier source left there goes,
+/// unless it is a directory (`dir`: one is wanted and may stay; otherwise an error). Parents
+/// are made as needed. Returns whether a directory is already there.
+fn make_room(layer: &Tree, rel: &str, dir: bool) -> Result<bool, String> {
+    let io = at(rel);
+    match layer.symlink_metadata(rel).map_err(&io)? {
+        Some(m) if m.is_dir() && dir => Ok(true),
+        Some(m) if m.is_dir() => Err(format!("/{rel}: cannot replace a directory with a file")),
+        Some(m) if dir => Err(format!(
+            "cannot copy to non-directory: /{rel} ({} put there by an earlier source; reg never \
+             copies through one)",
+            if m.file_type().is_symlink() {
+                "a symlink"
+            } else {
+                "a file"
+            }
+        )),
+        Some(_) => {
+            layer.remove(rel).map_err(&io)?;
+            Ok(false)
+        }
+        None => {
+            let p = parent(rel);
+            if !p.is_empty() {
+                layer.mkdir_all(p, 0o755).map_err(at(p))?;
+            }
+            Ok(false)
+        }
+    }
+}
+
 /// Creates `rel` and its parents in `layer` with the metadata they have in `view` (or
 /// root-owned 0755 where the image has nothing), so the layer changes no existing directory.
-fn mirror_dirs(view: &View, layer: &Path, rel: &str) -> Result<(), String> {
+fn mirror_dirs(view: &View, layer: &Tree, rel: &str) -> Result<(), String> {
     let mut cur = String::new();
     for c in rel.split('/').filter(|c| !c.is_empty()) {
         cur = join(&cur, c);
-        let host = layer.join(&cur);
-        if host.exists() {
+        if make_room(layer, &cur, true)? {
             continue;
         }
-        std::fs::create_dir(&host).map_err(|e| format!("{cur}: {e}"))?;
-        if let Some(e) = view.find(&cur).filter(|e| e.meta.is_dir()) {
-            let _ = std::fs::set_permissions(
-                &host,
-                std::fs::Permissions::from_mode(e.meta.mode() & 0o7777),
-            );
-            let _ = std::os::unix::fs::chown(&host, Some(e.meta.uid()), Some(e.meta.gid()));
-            if let Ok(t) = e.meta.modified() {
-                let _ = std::fs::File::open(&host).and_then(|f| f.set_modified(t));
+        let io = at(&cur);
+        layer.mkdir(&cur, 0o755).map_err(&io)?;
+        let h = layer.resolve_nofollow(&cur).map_err(&io)?;
+        match view.find(&cur).filter(|e| e.meta.is_dir()) {
+            Some(e) => {
+                set_owner(&h, e.meta.uid(), e.meta.gid()).map_err(&io)?;
+                set_mode(&h, e.meta.mode() & 0o7777).map_err(&io)?;
+                let _ = set_mtime(&h, e.meta.mtime(), e.meta.mtime_nsec());
             }
-        } else {
-            let _ = std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755));
+            None => set_mode(&h, 0o755).map_err(&io)?,
         }
     }
     Ok(())
 }
 
-/// Copies `src` of `view` (a directory: its contents) to `target` in `layer`.
+/// Copies `src` of `view` (a directory: its contents) to `target` in `layer`. Only regular
+/// files are read; symlinks are copied as they are, device nodes and FIFOs made anew.
 fn copy_tree(
     view: &View,
     src: &str,
-    layer: &Path,
+    layer: &Tree,
     target: &str,
     o: &CopyOpts,
 ) -> Result<(), String> {
     let Some(e) = view.find(src) else {
         return Ok(());
     };
-    let dst = layer.join(target);
-    let io = |err: std::io::Error| format!("{target}: {err}");
+    let io = at(target);
     let (uid, gid) = match o.chown {
         Some(ids) => ids,
         None if o.keep_owner => (e.meta.uid(), e.meta.gid()),
         None => (0, 0),
     };
+    let mode = o.chmod.unwrap_or(e.meta.mode() & 0o7777);
+    let (secs, nanos) = (e.meta.mtime(), e.meta.mtime_nsec());
     let ft = e.meta.file_type();
     if ft.is_dir() {
-        if !dst.is_dir() {
-            if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).map_err(io)?;
-            }
-            std::fs::create_dir(&dst).map_err(io)?;
+        if !make_room(layer, target, true)? {
+            layer.mkdir(target, 0o700).map_err(&io)?;
         }
-        let mode = o.chmod.unwrap_or(e.meta.mode() & 0o7777);
-        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-        std::os::unix::fs::chown(&dst, Some(uid), Some(gid)).map_err(io)?;
+        let h = layer.resolve_nofollow(target).map_err(&io)?;
+        // The owner first: a chown clears set-id bits.
+        set_owner(&h, uid, gid).map_err(&io)?;
+        set_mode(&h, mode).map_err(&io)?;
         for name in view.list(src) {
             copy_tree(view, &join(src, &name), layer, &join(target, &name), o)?;
         }
-        if let Ok(t) = e.meta.modified() {
-            let _ = std::fs::File::open(&dst).and_then(|f| f.set_modified(t));
-        }
+        let _ = set_mtime(&h, secs, nanos);
         return Ok(());
     }
-    if let Some(p) = dst.parent() {
-        std::fs::create_dir_all(p).map_err(io)?;
+    if !(ft.is_symlink() || ft.is_file() || special(&e.meta).is_some()) {
+        // Sockets are not part of an image.
+        return Ok(());
     }
-    if std::fs::symlink_metadata(&dst).is_ok() {
-        let _ = std::fs::remove_file(&dst);
-    }
+    make_room(layer, target, false)?;
     if ft.is_symlink() {
-        let t = std::fs::read_link(&e.host).map_err(io)?;
-        std::os::unix::fs::symlink(t, &dst).map_err(io)?;
-        std::os::unix::fs::lchown(&dst, Some(uid), Some(gid)).map_err(io)?;
+        let link = e.read_link().map_err(|err| format!("/{src}: {err}"))?;
+        layer.symlink(target, link).map_err(&io)?;
+        let h = layer.resolve_nofollow(target).map_err(&io)?;
+        set_owner(&h, uid, gid).map_err(&io)?;
     } else if ft.is_file() {
-        std::fs::copy(&e.host, &dst).map_err(io)?;
-        let mode = o.chmod.unwrap_or(e.meta.mode() & 0o7777);
-        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-        std::os::unix::fs::chown(&dst, Some(uid), Some(gid)).map_err(io)?;
-        if let Ok(t) = e.meta.modified() {
-            let _ = std::fs::File::options()
-                .write(true)
-                .open(&dst)
-                .and_then(|f| f.set_modified(t));
-        }
+        let mut from = e.open().map_err(|err| format!("/{src}: {err}"))?;
+        let mut to = layer.create_file(target, 0o600).map_err(&io)?;
+        std::io::copy(&mut from, &mut to).map_err(&io)?;
+        set_owner(&to, uid, gid).map_err(&io)?;
+        set_mode(&to, mode).map_err(&io)?;
+        let _ = set_mtime(&to, secs, nanos);
+    } else if let Some(node) = special(&e.meta) {
+        // Never opened: a snapshot's device node is a real device of this host.
+        layer.mknod(target, node, mode).map_err(&io)?;
+        let h = layer.resolve_nofollow(target).map_err(&io)?;
+        set_owner(&h, uid, gid).map_err(&io)?;
+        set_mode(&h, mode).map_err(&io)?;
+        let _ = set_mtime(&h, secs, nanos);
     }
-    // Devices, fifos and sockets are not copied.
     Ok(())
+}
+
+/// The device node or FIFO `m` describes, to be made anew.
+fn special(m: &std::fs::Metadata) -> Option<Node> {
+    let ft = m.file_type();
+    let (major, minor) = crate::layer::dev_parts(m.rdev());
+    if ft.is_char_device() {
+        Some(Node::Char { major, minor })
+    } else if ft.is_block_device() {
+        Some(Node::Block { major, minor })
+    } else if ft.is_fifo() {
+        Some(Node::Fifo)
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1736,11 +1853,10 @@ enum Archive {
     Zstd,
 }
 
-/// ADD unpacks local archives, recognised by their content, not their name.
-fn archive_kind(path: &Path) -> Option<Archive> {
-    use std::io::Read;
+/// ADD unpacks local archives, recognised by their content, not their name. `f` is left at
+/// its start.
+fn archive_kind(f: &mut std::fs::File) -> Option<Archive> {
     let mut head = [0u8; 512];
-    let mut f = std::fs::File::open(path).ok()?;
     let mut n = 0;
     while n < head.len() {
         match f.read(&mut head[n..]) {
@@ -1748,6 +1864,7 @@ fn archive_kind(path: &Path) -> Option<Archive> {
             Ok(k) => n += k,
         }
     }
+    f.rewind().ok()?;
     let head = &head[..n];
     if head.starts_with(&[0x1f, 0x8b]) {
         Some(Archive::Gzip)
@@ -1760,25 +1877,290 @@ fn archive_kind(path: &Path) -> Option<Archive> {
     }
 }
 
-fn extract(path: &Path, kind: Archive, into: &Path) -> std::io::Result<()> {
-    let f = std::io::BufReader::new(std::fs::File::open(path)?);
-    let r: Box<dyn std::io::Read> = match kind {
+/// An archive entry's name as a path inside the extraction dir: `/` and `.` dropped, `..`
+/// refused. `None` for the dir itself.
+fn entry_path(name: &Path) -> Result<Option<PathBuf>, String> {
+    let mut p = PathBuf::new();
+    for c in name.components() {
+        match c {
+            std::path::Component::Normal(n) => p.push(n),
+            std::path::Component::ParentDir => {
+                return Err(format!(
+                    "{}: an entry with .. in its path is refused",
+                    name.display()
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok((!p.as_os_str().is_empty()).then_some(p))
+}
+
+/// A directory's metadata from an archive, applied once all entries are in (its mtime would
+/// change with every entry made in it).
+struct DirMeta {
+    rel: PathBuf,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+/// Unpacks the archive `f` into `into` of the layer being assembled, with the owners, modes
+/// and times of its entries, as docker does. Whatever an earlier entry or source left at an
+/// entry's path is replaced (a directory by a directory is kept); a symlink on the way to an
+/// entry is an error, never followed.
+fn extract(f: std::fs::File, kind: Archive, layer: &Tree, into: &str) -> Result<(), String> {
+    let f = std::io::BufReader::new(f);
+    let r: Box<dyn Read> = match kind {
         Archive::Tar => Box::new(f),
         Archive::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Archive::Zstd => Box::new(zstd::Decoder::with_buffer(f)?),
+        Archive::Zstd => Box::new(zstd::Decoder::with_buffer(f).map_err(|e| e.to_string())?),
     };
     let mut ar = tar::Archive::new(r);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
-    ar.set_unpack_xattrs(false);
-    ar.set_overwrite(true);
-    // `unpack` refuses entries that would land outside `into` (`..`, through symlinks).
-    ar.unpack(into)
+    let mut dirs: Vec<DirMeta> = Vec::new();
+    for entry in ar.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.path().map_err(|e| e.to_string())?.into_owned();
+        let Some(rel) = entry_path(&name)? else {
+            continue;
+        };
+        let rel = Path::new(into).join(rel);
+        let shown = rel.to_string_lossy().into_owned();
+        let io = at(&shown);
+        let h = entry.header();
+        let kind = h.entry_type();
+        let num = |v: std::io::Result<u64>| -> Result<u32, String> {
+            v.ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("{}: a bad number in its header", name.display()))
+        };
+        let mode = num(h.mode().map(u64::from))? & 0o7777;
+        let (uid, gid) = (num(h.uid())?, num(h.gid())?);
+        let mtime = i64::try_from(h.mtime().unwrap_or(0)).unwrap_or(0);
+        // Old tars mark directories by a trailing slash only.
+        let is_dir = kind.is_dir()
+            || (kind == tar::EntryType::Regular
+                && name.as_os_str().as_encoded_bytes().ends_with(b"/"));
+        let special = match kind {
+            tar::EntryType::Char | tar::EntryType::Block => {
+                let major = u64::from(h.device_major().ok().flatten().unwrap_or(0));
+                let minor = u64::from(h.device_minor().ok().flatten().unwrap_or(0));
+                Some(if kind == tar::EntryType::Char {
+                    Node::Char { major, minor }
+                } else {
+                    Node::Block { major, minor }
+                })
+            }
+            tar::EntryType::Fifo => Some(Node::Fifo),
+            _ => None,
+        };
+        let file = matches!(
+            kind,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
+        );
+        if !(is_dir || file || special.is_some() || kind.is_symlink() || kind.is_hard_link()) {
+            // Global pax headers and the like: nothing to make.
+            continue;
+        }
+        // Parents as needed; whatever is at the path goes, unless a directory meets one.
+        if let Some(p) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+            layer.mkdir_all(p, 0o755).map_err(&io)?;
+        }
+        let there = layer.symlink_metadata(&rel).map_err(&io)?;
+        let keep = is_dir && there.as_ref().is_some_and(|m| m.is_dir());
+        if there.is_some() && !keep {
+            layer.remove_all(&rel).map_err(&io)?;
+        }
+        if is_dir {
+            if !keep {
+                layer.mkdir(&rel, 0o700).map_err(&io)?;
+            }
+            dirs.push(DirMeta {
+                rel,
+                mode,
+                uid,
+                gid,
+                mtime,
+            });
+        } else if file {
+            let mut to = layer.create_file(&rel, 0o600).map_err(&io)?;
+            std::io::copy(&mut entry, &mut to).map_err(&io)?;
+            set_owner(&to, uid, gid).map_err(&io)?;
+            set_mode(&to, mode).map_err(&io)?;
+            set_mtime(&to, mtime, 0).map_err(&io)?;
+        } else if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{shown}: a symlink without a target"))?;
+            layer.symlink(&rel, target).map_err(&io)?;
+            let h = layer.resolve_nofollow(&rel).map_err(&io)?;
+            set_owner(&h, uid, gid).map_err(&io)?;
+        } else if kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{shown}: a hard link without a target"))?;
+            let target = entry_path(&target)?
+                .ok_or_else(|| format!("{shown}: a hard link to the archive's root"))?;
+            layer
+                .hard_link(&rel, Path::new(into).join(target))
+                .map_err(&io)?;
+        } else if let Some(node) = special {
+            layer.mknod(&rel, node, mode).map_err(&io)?;
+            let h = layer.resolve_nofollow(&rel).map_err(&io)?;
+            set_owner(&h, uid, gid).map_err(&io)?;
+            set_mode(&h, mode).map_err(&io)?;
+            set_mtime(&h, mtime, 0).map_err(&io)?;
+        }
+    }
+    for d in dirs.iter().rev() {
+        let shown = d.rel.to_string_lossy();
+        let io = at(&shown);
+        // A later entry may have replaced the directory: then its metadata is not this one's.
+        let h = layer.resolve_nofollow(&d.rel).map_err(&io)?;
+        if !reg_untrusted::metadata(&h).map_err(&io)?.is_dir() {
+            continue;
+        }
+        set_owner(&h, d.uid, d.gid).map_err(&io)?;
+        set_mode(&h, d.mode).map_err(&io)?;
+        set_mtime(&h, d.mtime, 0).map_err(&io)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests make their trees in temp dirs of their own
 mod tests {
     use super::*;
+
+    /// A host dir a hostile source points at, with what it held.
+    struct Victim(tempfile::TempDir);
+
+    impl Victim {
+        fn new() -> Victim {
+            let d = tempfile::tempdir().expect("tempdir");
+            std::fs::write(d.path().join("keep.txt"), "host").expect("victim file");
+            Victim(d)
+        }
+        #[track_caller]
+        fn assert_untouched(&self) {
+            let names: Vec<_> = std::fs::read_dir(self.0.path())
+                .expect("list")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(names, ["keep.txt"]);
+            let text = std::fs::read_to_string(self.0.path().join("keep.txt")).expect("read");
+            assert_eq!(text, "host");
+        }
+    }
+
+    /// Copy options that need no root: the files become ours.
+    fn mine() -> CopyOpts {
+        let me = tempfile::tempfile()
+            .expect("file")
+            .metadata()
+            .expect("stat");
+        CopyOpts {
+            chown: Some((me.uid(), me.gid())),
+            chmod: None,
+            keep_owner: false,
+        }
+    }
+
+    #[test]
+    fn copy_never_writes_through_a_symlink_from_an_earlier_source() {
+        let victim = Victim::new();
+        let src = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(src.path().join("a")).expect("a");
+        std::fs::create_dir_all(src.path().join("b/sub")).expect("b");
+        std::os::unix::fs::symlink(victim.0.path(), src.path().join("a/sub")).expect("plant");
+        std::fs::write(src.path().join("b/sub/keep.txt"), "PWNED").expect("b file");
+        let view = View::new(vec![src.path().into()]).expect("view");
+        let out = tempfile::tempdir().expect("tempdir");
+        let layer = Tree::open_strict(out.path()).expect("layer");
+        mirror_dirs(&view, &layer, "out").expect("dest");
+        copy_tree(&view, "a", &layer, "out", &mine()).expect("the link is copied as a link");
+        let err = copy_tree(&view, "b", &layer, "out", &mine()).expect_err("refused");
+        assert!(
+            err.starts_with("cannot copy to non-directory: /out/sub"),
+            "{err}"
+        );
+        victim.assert_untouched();
+        let link = std::fs::read_link(out.path().join("out/sub")).expect("still a link");
+        assert_eq!(link, victim.0.path());
+    }
+
+    #[test]
+    fn special_sources_are_made_anew_never_opened() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let t = Tree::open(src.path()).expect("tree");
+        // Opening the FIFO for reading would block the copy forever.
+        t.mknod("fifo", Node::Fifo, 0o640).expect("fifo");
+        let view = View::new(vec![src.path().into()]).expect("view");
+        let out = tempfile::tempdir().expect("tempdir");
+        let layer = Tree::open_strict(out.path()).expect("layer");
+        copy_tree(&view, "fifo", &layer, "copy", &mine()).expect("copied");
+        let m = std::fs::symlink_metadata(out.path().join("copy")).expect("there");
+        assert!(m.file_type().is_fifo());
+        assert_eq!(m.mode() & 0o7777, 0o640);
+    }
+
+    /// A tar of `entries` (path, symlink target or file content).
+    fn archive(entries: &[(&str, Result<&str, &str>)]) -> std::fs::File {
+        let mut b = tar::Builder::new(tempfile::tempfile().expect("file"));
+        for (path, what) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            // set_path refuses `..`: the name's bytes as a hostile archive would have them.
+            h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            let content = match what {
+                Ok(link) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_link_name(link).expect("link");
+                    ""
+                }
+                Err(content) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    content
+                }
+            };
+            h.set_size(content.len() as u64);
+            h.set_cksum();
+            b.append(&h, content.as_bytes()).expect("append");
+        }
+        let mut f = b.into_inner().expect("tar");
+        f.rewind().expect("rewind");
+        f
+    }
+
+    #[test]
+    fn archives_never_write_through_a_symlink_they_planted() {
+        let victim = Victim::new();
+        let v = victim.0.path().to_str().expect("utf-8");
+        let out = tempfile::tempdir().expect("tempdir");
+        let layer = Tree::open_strict(out.path()).expect("layer");
+        let mut f = archive(&[("link", Ok(v)), ("link/keep.txt", Err("PWNED"))]);
+        assert!(matches!(archive_kind(&mut f), Some(Archive::Tar)));
+        let err = extract(f, Archive::Tar, &layer, "opt").expect_err("refused");
+        assert!(err.contains("/opt/link/keep.txt: a symlink"), "{err}");
+        victim.assert_untouched();
+        // `..` is refused too; a file replaces a link an earlier entry made.
+        let f = archive(&[("../../escape", Err("x"))]);
+        let err = extract(f, Archive::Tar, &layer, "opt").expect_err("refused");
+        assert!(err.contains(".. in its path"), "{err}");
+        let f = archive(&[("l", Ok(v)), ("l", Err("mine"))]);
+        extract(f, Archive::Tar, &layer, "").expect("extracts");
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("l")).expect("a file now"),
+            "mine"
+        );
+        victim.assert_untouched();
+    }
 
     #[test]
     fn heredoc_scripts() {

@@ -6,15 +6,19 @@
 //! (hashing each on the way, so COPY's cache keys cost no second read), removes what the
 //! manifest no longer lists and records the new index. A warm rebuild moves no file bytes.
 //!
-//! Nothing is ever written through a symlink: every parent of a written path is checked to be a
-//! real directory inside the copy, and paths with `..` or a leading `/` are refused.
+//! Nothing is ever written through a symlink: the copy's tree is opened strict
+//! ([`Tree::open_strict`], fd-relative, any symlink on a path refused), every parent of a
+//! written path is made a real directory first (a symlink there is replaced), and paths with
+//! `..` or a leading `/` are refused. Only `<root>/index.json` is opened by path: it is ours.
+
+#![deny(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use reg_registry::digest::{Algorithm, Digest, Hasher};
+use reg_untrusted::Tree;
 use serde::{Deserialize, Serialize};
 
 /// Where the client puts the Dockerfile in the context stream (it may be outside the context
@@ -76,11 +80,38 @@ pub fn tree(root: &Path) -> PathBuf {
     root.join("tree")
 }
 
+#[allow(clippy::disallowed_methods)] // trusted: the index is ours, beside the tree, never in it
 fn load(root: &Path) -> Index {
     std::fs::read(index_path(root))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
+}
+
+/// Replaces the index atomically, or (`None`) removes it.
+#[allow(clippy::disallowed_methods)] // trusted: the index is ours, beside the tree, never in it
+fn store(root: &Path, index: Option<&Index>) -> std::io::Result<()> {
+    let path = index_path(root);
+    let Some(index) = index else {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(index).map_err(|e| std::io::Error::other(e.to_string()))?,
+    )?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Opens the copy's tree, making it first if needed.
+#[allow(clippy::disallowed_methods)] // trusted: `<root>/tree` is made by us, under our data dir
+fn open_tree(root: &Path) -> std::io::Result<Tree> {
+    let dir = tree(root);
+    std::fs::create_dir_all(&dir)?;
+    Tree::open_strict(dir)
 }
 
 fn check(path: &str) -> Result<String, ContextError> {
@@ -93,17 +124,24 @@ fn check(path: &str) -> Result<String, ContextError> {
     Ok(clean)
 }
 
+/// Whether `rel` is a regular file in the copy (never looking past a symlink).
+fn is_file(t: &Tree, rel: &str) -> bool {
+    t.symlink_metadata(rel)
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.is_file())
+}
+
 /// The regular files of `manifest` whose bytes the copy at `root` lacks.
 pub fn needed(root: &Path, manifest: &[Entry]) -> Vec<String> {
     let index = load(root);
-    let tree = tree(root);
+    let tree = Tree::open_strict(tree(root)).ok();
     manifest
         .iter()
         .filter(|e| e.kind == Kind::File)
-        .filter(|e| match index.entries.get(&e.path) {
-            Some((had, Some(_))) => {
-                had != *e
-                    || !std::fs::symlink_metadata(tree.join(&e.path)).is_ok_and(|m| m.is_file())
+        .filter(|e| match (index.entries.get(&e.path), &tree) {
+            (Some((had, Some(_))), Some(t)) => {
+                had != *e || !check(&e.path).is_ok_and(|rel| is_file(t, &rel))
             }
             _ => true,
         })
@@ -111,32 +149,31 @@ pub fn needed(root: &Path, manifest: &[Entry]) -> Vec<String> {
         .collect()
 }
 
-/// Creates the parents of `rel` under `tree` as real directories (a symlink on the way is
-/// replaced, never followed).
-fn parents(tree: &Path, rel: &str) -> Result<PathBuf, ContextError> {
-    let mut cur = tree.to_path_buf();
+/// Creates the parents of `rel` in the copy as real directories (a symlink or file on the way
+/// is replaced, never followed).
+fn parents(t: &Tree, rel: &str) -> Result<(), ContextError> {
     let comps: Vec<&str> = rel.split('/').collect();
+    let mut cur = String::new();
     for c in &comps[..comps.len().saturating_sub(1)] {
-        cur.push(c);
-        match std::fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                std::fs::remove_file(&cur)?;
-                std::fs::create_dir(&cur)?;
+        if !cur.is_empty() {
+            cur.push('/');
+        }
+        cur.push_str(c);
+        match t.symlink_metadata(&cur)? {
+            Some(m) if m.is_dir() => {}
+            Some(_) => {
+                t.remove(&cur)?;
+                t.mkdir(&cur, 0o755)?;
             }
-            Err(_) => std::fs::create_dir(&cur)?,
+            None => t.mkdir(&cur, 0o755)?,
         }
     }
-    Ok(tree.join(rel))
+    Ok(())
 }
 
-/// Removes whatever is at `p` (file, symlink or tree).
-fn clear(p: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
-        Ok(_) => std::fs::remove_file(p),
-        Err(_) => Ok(()),
-    }
+/// Removes whatever is at `rel` (file, symlink or tree).
+fn clear(t: &Tree, rel: impl AsRef<Path>) -> std::io::Result<()> {
+    t.remove_all(rel)
 }
 
 struct HashingReader<'a, R> {
@@ -154,12 +191,11 @@ impl<R: Read> Read for HashingReader<'_, R> {
 
 /// Brings the copy at `root` up to date from the stream `r` (see the module docs).
 pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
-    let tree = tree(root);
-    std::fs::create_dir_all(&tree)?;
+    let t = open_tree(root)?;
     let old = load(root);
     // The index is rewritten at the end; a stream cut midway leaves a copy whose index is gone,
     // so the next build sends everything again rather than trusting a half-updated tree.
-    let _ = std::fs::remove_file(index_path(root));
+    let _ = store(root, None);
     let mut ar = tar::Archive::new(r);
     let mut dockerfile = None;
     let mut manifest: Option<Vec<Entry>> = None;
@@ -191,10 +227,11 @@ pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
                 message: "only regular files travel in the stream".into(),
             });
         }
-        let target = parents(&tree, &rel)?;
-        clear(&target)?;
+        parents(&t, &rel)?;
+        clear(&t, &rel)?;
         let mut hasher = Hasher::new(Algorithm::Sha256);
-        let mut f = std::fs::File::create_new(&target)?;
+        // Its mode is set from the manifest below.
+        let mut f = t.create_file(&rel, 0o600)?;
         std::io::copy(
             &mut HashingReader {
                 inner: &mut entry,
@@ -230,31 +267,27 @@ pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
     for e in implied.iter().chain(&manifest) {
         wanted.insert(check(&e.path)?, e);
     }
-    prune(&tree, "", &wanted)?;
+    prune(&t, "", &wanted)?;
     let mut index = Index::default();
     let mut digests = BTreeMap::new();
     for (rel, e) in &wanted {
-        let p = parents(&tree, rel)?;
+        parents(&t, rel)?;
         let digest = match e.kind {
             Kind::Dir => {
-                match std::fs::symlink_metadata(&p) {
-                    Ok(m) if m.is_dir() => {}
-                    _ => {
-                        clear(&p)?;
-                        std::fs::create_dir(&p)?;
-                    }
+                if !t.symlink_metadata(rel)?.is_some_and(|m| m.is_dir()) {
+                    clear(&t, rel)?;
+                    t.mkdir(rel, 0o755)?;
                 }
                 None
             }
             Kind::Symlink => {
                 let link = e.link.clone().unwrap_or_default();
-                if std::fs::read_link(&p)
-                    .ok()
-                    .map(|l| l.to_string_lossy().into_owned())
-                    != Some(link.clone())
-                {
-                    clear(&p)?;
-                    std::os::unix::fs::symlink(&link, &p)?;
+                let is_link = t
+                    .symlink_metadata(rel)?
+                    .is_some_and(|m| m.file_type().is_symlink());
+                if !is_link || t.read_link(rel)?.to_string_lossy().into_owned() != link {
+                    clear(&t, rel)?;
+                    t.symlink(rel, &link)?;
                 }
                 None
             }
@@ -266,7 +299,7 @@ pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
                         .get(rel)
                         .and_then(|(_, d)| d.as_deref())
                         .and_then(|d| Digest::parse(d).ok())
-                        .filter(|_| std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()))
+                        .filter(|_| is_file(&t, rel))
                         .ok_or_else(|| ContextError::Invalid {
                             path: rel.clone(),
                             message: "not sent and not in the agent's copy: build again".into(),
@@ -277,39 +310,28 @@ pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
             }
         };
         if e.kind != Kind::Symlink {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+            let h = t.resolve_nofollow(rel)?;
+            reg_untrusted::set_mode(&h, e.mode & 0o7777)?;
         }
         index.entries.insert(rel.clone(), ((*e).clone(), digest));
     }
-    let tmp = index_path(root).with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(&index).map_err(|e| std::io::Error::other(e.to_string()))?,
-    )?;
-    std::fs::rename(&tmp, index_path(root))?;
+    store(root, Some(&index))?;
     Ok(Context {
-        dir: tree,
+        dir: tree(root),
         digests,
         dockerfile,
     })
 }
 
 /// Removes from the copy every path the manifest does not list (or lists as another kind).
-fn prune(tree: &Path, rel: &str, wanted: &BTreeMap<String, &Entry>) -> std::io::Result<()> {
-    let dir = if rel.is_empty() {
-        tree.to_path_buf()
-    } else {
-        tree.join(rel)
-    };
-    for e in std::fs::read_dir(&dir)? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let path = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
+fn prune(t: &Tree, rel: &str, wanted: &BTreeMap<String, &Entry>) -> std::io::Result<()> {
+    for name in t.read_dir(rel)? {
+        let at = Path::new(rel).join(&name);
+        // A name that is not UTF-8 cannot be in the manifest: it goes.
+        let path = at.to_str().map(str::to_string).unwrap_or_default();
+        let Some(m) = t.symlink_metadata(&at)? else {
+            continue;
         };
-        let m = std::fs::symlink_metadata(e.path())?;
         let keep = match wanted.get(&path).map(|w| &w.kind) {
             Some(Kind::Dir) => m.is_dir(),
             Some(Kind::File) => m.is_file(),
@@ -317,15 +339,16 @@ fn prune(tree: &Path, rel: &str, wanted: &BTreeMap<String, &Entry>) -> std::io::
             None => false,
         };
         if !keep {
-            clear(&e.path())?;
+            clear(t, &at)?;
         } else if m.is_dir() {
-            prune(tree, &path, wanted)?;
+            prune(t, &path, wanted)?;
         }
     }
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests make their copies in temp dirs of their own
 mod tests {
     use super::*;
 

@@ -3,36 +3,76 @@
 //! (`trusted.overlay.opaque`). The build context is a view of one directory. Paths are
 //! `/`-separated and relative to the view's root; symlinks resolve *inside* the root, the way
 //! they would in the container, so no lookup ever leaves the view.
+//!
+//! Every look at a layer goes through a strict [`Tree`] (fd-relative, no symlink followed):
+//! the content of a snapshot or of the context copy is someone else's, and a device node or a
+//! FIFO in it is only ever looked at, never opened ([`Entry::open`] takes regular files only).
+
+#![deny(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use reg_untrusted::Tree;
 
 #[derive(Debug, Clone)]
 pub struct View {
-    layers: Vec<PathBuf>,
+    layers: Vec<Layer>,
 }
 
-/// One entry of the view: the host path that holds it and its metadata.
+/// One directory of the view, opened once.
+#[derive(Debug, Clone)]
+struct Layer {
+    dir: PathBuf,
+    tree: Arc<Tree>,
+}
+
+/// One entry of the view: where it is and its metadata (`lstat`).
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// The host path that holds it: only for handing to the kernel as a whole (a bind mount
+    /// of a snapshot, which nobody changes). Never open or stat it by path: [`Entry::open`],
+    /// [`Entry::read_link`].
     pub host: PathBuf,
-    pub meta: std::fs::Metadata,
+    pub meta: Metadata,
+    tree: Arc<Tree>,
+    rel: String,
+}
+
+impl Entry {
+    /// Opens the entry for reading if it is a regular file; a device node, a FIFO or a
+    /// symlink is refused before anything is opened.
+    pub fn open(&self) -> io::Result<File> {
+        self.tree.open_file(&self.rel)
+    }
+
+    /// The target of the entry, a symlink, as stored.
+    pub fn read_link(&self) -> io::Result<PathBuf> {
+        self.tree.read_link(&self.rel)
+    }
 }
 
 enum InLayer {
-    Present(std::fs::Metadata),
+    Present(Metadata),
     Absent,
     /// Deleted or hidden here: lower layers do not count.
     Gone,
 }
 
-pub fn is_whiteout(m: &std::fs::Metadata) -> bool {
+pub fn is_whiteout(m: &Metadata) -> bool {
     m.file_type().is_char_device() && m.rdev() == 0
 }
 
-pub fn is_opaque(path: &Path) -> bool {
-    matches!(xattr::get(path, "trusted.overlay.opaque"), Ok(Some(v)) if v == b"y")
+/// Whether the directory behind `fd` (a [`reg_untrusted::Handle`]) is opaque.
+#[allow(clippy::disallowed_methods)] // the magic link names exactly the inode behind `fd`
+pub fn is_opaque(fd: &impl AsFd) -> bool {
+    let path = reg_untrusted::fd_path(&fd.as_fd());
+    matches!(xattr::get_deref(path, "trusted.overlay.opaque"), Ok(Some(v)) if v == b"y")
 }
 
 fn components(rel: &str) -> Vec<&str> {
@@ -41,18 +81,43 @@ fn components(rel: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The most a file read for a lookup (`/etc/passwd`, `/etc/group`) may hold.
+const MAX_ID_FILE: u64 = 16 << 20;
+
 impl View {
-    pub fn new(layers: Vec<PathBuf>) -> View {
-        View { layers }
+    /// The view of `layers` (bottom first); each must be a directory.
+    pub fn new(layers: Vec<PathBuf>) -> io::Result<View> {
+        let layers = layers
+            .into_iter()
+            .map(|dir| match Tree::open_strict(&dir) {
+                Ok(t) => Ok(Layer {
+                    tree: Arc::new(t),
+                    dir,
+                }),
+                Err(e) => Err(io::Error::new(
+                    e.kind(),
+                    format!("opening {}: {e}", dir.display()),
+                )),
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(View { layers })
     }
 
     /// What layer `l` says about `comps` (without following symlinks).
-    fn in_layer(l: &Path, comps: &[&str]) -> (InLayer, bool) {
-        let mut p = l.to_path_buf();
+    fn in_layer(l: &Layer, comps: &[&str]) -> (InLayer, bool) {
+        let mut rel = String::new();
         let mut stop_below = false;
         for (i, c) in comps.iter().enumerate() {
-            p.push(c);
-            let Ok(m) = std::fs::symlink_metadata(&p) else {
+            if !rel.is_empty() {
+                rel.push('/');
+            }
+            rel.push_str(c);
+            let Some((h, m)) = l
+                .tree
+                .resolve_nofollow(&rel)
+                .and_then(|h| reg_untrusted::metadata(&h).map(|m| (h, m)))
+                .ok()
+            else {
                 return (InLayer::Absent, stop_below);
             };
             if is_whiteout(&m) {
@@ -66,12 +131,12 @@ impl View {
                 // A file or symlink replaced a parent directory here.
                 return (InLayer::Gone, true);
             }
-            if is_opaque(&p) {
+            if is_opaque(&h) {
                 stop_below = true;
             }
         }
         // The root itself.
-        match std::fs::symlink_metadata(l) {
+        match reg_untrusted::metadata(&l.tree.root_fd()) {
             Ok(m) => (InLayer::Present(m), false),
             Err(_) => (InLayer::Absent, false),
         }
@@ -84,9 +149,14 @@ impl View {
             let (state, stop) = Self::in_layer(l, &comps);
             match state {
                 InLayer::Present(meta) => {
-                    let mut host = l.clone();
+                    let mut host = l.dir.clone();
                     host.extend(&comps);
-                    return Some(Entry { host, meta });
+                    return Some(Entry {
+                        host,
+                        meta,
+                        tree: l.tree.clone(),
+                        rel: comps.join("/"),
+                    });
                 }
                 InLayer::Gone => return None,
                 InLayer::Absent if stop => return None,
@@ -98,12 +168,24 @@ impl View {
 
     /// The names in directory `rel`, merged across layers, sorted.
     pub fn list(&self, rel: &str) -> Vec<String> {
+        let comps = components(rel);
+        let rel = comps.join("/");
         let mut names: BTreeMap<String, bool> = BTreeMap::new();
         // Top layer first: the first word on a name (present or whited out) wins.
-        for dir in self.merged_dirs(rel).iter().rev() {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let gone = e.metadata().map(|m| is_whiteout(&m)).unwrap_or(false);
+        for l in self.merged(&comps).into_iter().rev() {
+            for name in l.tree.read_dir(&rel).into_iter().flatten() {
+                let name = name.to_string_lossy().into_owned();
+                let path = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let gone = l
+                    .tree
+                    .symlink_metadata(&path)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| is_whiteout(&m));
                 names.entry(name).or_insert(!gone);
             }
         }
@@ -113,21 +195,19 @@ impl View {
             .collect()
     }
 
-    /// The directories whose overlay is the merged directory `rel` (bottom first): each
-    /// layer's copy of it, down to where a layer hides what lies below. Whiteouts and opaque
-    /// directories further down the tree stay in them for the overlay to honour.
-    pub fn merged_dirs(&self, rel: &str) -> Vec<PathBuf> {
-        let comps = components(rel);
-        let mut dirs = Vec::new();
+    /// The layers whose copies of the directory `comps` make the merged one (bottom first).
+    fn merged(&self, comps: &[&str]) -> Vec<&Layer> {
+        let mut found = Vec::new();
         for l in self.layers.iter().rev() {
-            let (state, stop) = Self::in_layer(l, &comps);
+            let (state, stop) = Self::in_layer(l, comps);
             match state {
                 InLayer::Present(m) if m.is_dir() => {
-                    let mut dir = l.clone();
-                    dir.extend(&comps);
-                    let last = stop || is_opaque(&dir);
-                    dirs.push(dir);
-                    if last {
+                    let opaque = l
+                        .tree
+                        .resolve_nofollow(comps.join("/"))
+                        .is_ok_and(|h| is_opaque(&h));
+                    found.push(l);
+                    if stop || opaque {
                         break;
                     }
                 }
@@ -136,8 +216,23 @@ impl View {
                 InLayer::Absent => {}
             }
         }
-        dirs.reverse();
-        dirs
+        found.reverse();
+        found
+    }
+
+    /// The directories whose overlay is the merged directory `rel` (bottom first): each
+    /// layer's copy of it, down to where a layer hides what lies below. Whiteouts and opaque
+    /// directories further down the tree stay in them for the overlay to honour.
+    pub fn merged_dirs(&self, rel: &str) -> Vec<PathBuf> {
+        let comps = components(rel);
+        self.merged(&comps)
+            .into_iter()
+            .map(|l| {
+                let mut dir = l.dir.clone();
+                dir.extend(&comps);
+                dir
+            })
+            .collect()
     }
 
     /// Resolves `rel` with every symlink followed inside the root (the last one only with
@@ -171,7 +266,8 @@ impl View {
             if hops > 40 {
                 return Err(format!("{rel}: too many levels of symbolic links"));
             }
-            let target = std::fs::read_link(&e.host)
+            let target = e
+                .read_link()
                 .map_err(|err| format!("{rel}: {err}"))?
                 .to_string_lossy()
                 .into_owned();
@@ -187,9 +283,15 @@ impl View {
     }
 
     /// Looks `name` up in the view's `/etc/passwd` (`user`) or `/etc/group`: its numeric id.
+    /// Only a regular file is read (a FIFO or a device there would block or never end).
     pub fn lookup_id(&self, file: &str, name: &str) -> Option<u32> {
         let e = self.find(&self.resolve(file, true).ok()?)?;
-        let text = std::fs::read_to_string(e.host).ok()?;
+        let mut text = String::new();
+        e.open()
+            .ok()?
+            .take(MAX_ID_FILE)
+            .read_to_string(&mut text)
+            .ok()?;
         text.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             (f.len() >= 3 && f[0] == name)
@@ -200,8 +302,10 @@ impl View {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests make their layers in temp dirs of their own
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn layer(files: &[(&str, &str)]) -> tempfile::TempDir {
         let d = tempfile::tempdir().expect("tempdir");
@@ -225,7 +329,7 @@ mod tests {
     fn merged_dirs_stop_where_a_layer_hides_the_ones_below() {
         let a = layer(&[("app/x", "1"), ("other/", "")]);
         let b = layer(&[("app/y", "2")]);
-        let v = View::new(vec![a.path().into(), b.path().into()]);
+        let v = View::new(vec![a.path().into(), b.path().into()]).expect("view");
         assert_eq!(
             v.merged_dirs("app"),
             [a.path().join("app"), b.path().join("app")]
@@ -238,7 +342,8 @@ mod tests {
             b.path().into(),
             c.path().into(),
             d.path().into(),
-        ]);
+        ])
+        .expect("view");
         assert_eq!(v.merged_dirs("app"), [d.path().join("app")]);
         assert_eq!(v.merged_dirs("other"), [a.path().join("other")]);
         assert!(v.merged_dirs("none").is_empty());
@@ -248,7 +353,7 @@ mod tests {
     fn upper_layers_win_and_listings_merge() {
         let a = layer(&[("etc/a", "1"), ("etc/b", "lower")]);
         let b = layer(&[("etc/b", "upper"), ("etc/c", "3")]);
-        let v = View::new(vec![a.path().into(), b.path().into()]);
+        let v = View::new(vec![a.path().into(), b.path().into()]).expect("view");
         let e = v.find("etc/b").expect("found");
         assert_eq!(std::fs::read_to_string(e.host).expect("read"), "upper");
         assert_eq!(v.list("etc"), ["a", "b", "c"]);
@@ -264,7 +369,7 @@ mod tests {
             ("up", "->../../../real"),
             ("loop", "->loop"),
         ]);
-        let v = View::new(vec![a.path().into()]);
+        let v = View::new(vec![a.path().into()]).expect("view");
         assert_eq!(v.resolve("abs/f", true).as_deref(), Ok("real/f"));
         assert_eq!(v.resolve("rel/f", true).as_deref(), Ok("real/f"));
         assert_eq!(v.resolve("up/f", true).as_deref(), Ok("real/f"));
@@ -282,8 +387,46 @@ mod tests {
             "etc/passwd",
             "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n",
         )]);
-        let v = View::new(vec![a.path().into()]);
+        let v = View::new(vec![a.path().into()]).expect("view");
         assert_eq!(v.lookup_id("etc/passwd", "app"), Some(1000));
         assert_eq!(v.lookup_id("etc/passwd", "nobody"), None);
+    }
+
+    #[test]
+    fn special_files_are_looked_at_never_opened() {
+        let a = layer(&[("etc/", "")]);
+        let fifo = a.path().join("etc/passwd");
+        nix_mkfifo(&fifo);
+        let v = View::new(vec![a.path().into()]).expect("view");
+        // A FIFO as /etc/passwd: opening it would block the build forever.
+        assert_eq!(v.lookup_id("etc/passwd", "root"), None);
+        let e = v.find("etc/passwd").expect("found");
+        assert!(e.meta.file_type().is_fifo());
+        let err = e.open().expect_err("refused");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn lookups_never_leave_a_layer() {
+        let outside = layer(&[("secret", "host file")]);
+        let a = layer(&[("dir/", "")]);
+        let name = outside.path().file_name().expect("name").to_string_lossy();
+        let v = View::new(vec![a.path().into()]).expect("view");
+        assert!(v.find(&format!("../{name}/secret")).is_none());
+        // A symlink inside a layer is an entry, never a way through.
+        std::os::unix::fs::symlink(outside.path(), a.path().join("dir/out")).expect("link");
+        assert!(v.find("dir/out/secret").is_none());
+        assert!(v.list("dir/out").is_empty());
+        let e = v.find("dir/out").expect("the link itself");
+        assert!(e.open().is_err());
+        assert_eq!(e.read_link().expect("target"), outside.path());
+    }
+
+    fn nix_mkfifo(p: &Path) {
+        let dir = p.parent().expect("parent");
+        let tree = Tree::open(dir).expect("tree");
+        let name = p.file_name().expect("name");
+        tree.mknod(name, reg_untrusted::Node::Fifo, 0o644)
+            .expect("mkfifo");
     }
 }

@@ -3,13 +3,21 @@
 //! xattrs, modification times clamped to `SOURCE_DATE_EPOCH`, gzip without a timestamp — so the
 //! same tree always gives the same bytes. Whiteouts become `.wh.NAME`, opaque directories
 //! `.wh..wh..opq`. The diff id (uncompressed) and the digest (compressed) are hashed on the way.
+//!
+//! The directory's content is not ours (a RUN's upper dir holds what the step wrote, device
+//! nodes and symlinks included): it is read through a strict [`Tree`], symlinks are stored as
+//! symlinks, and only regular files are ever opened.
+
+#![deny(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use reg_registry::digest::{Algorithm, Digest, Hasher};
+use reg_untrusted::Tree;
 
 use crate::fsview::{is_opaque, is_whiteout};
 
@@ -70,9 +78,16 @@ fn hw<W: Write>(inner: W) -> HashWriter<W> {
     }
 }
 
+/// Creates the blob file `out`.
+#[allow(clippy::disallowed_methods)] // trusted: `out` is a fresh path in the store's tmp dir
+fn create_blob(out: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::create(out)
+}
+
 /// Writes the layer of `dir` to `out`.
 pub fn write(dir: &Path, out: &Path, c: Compression, epoch: u64) -> std::io::Result<Written> {
-    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+    let tree = Tree::open_strict(dir)?;
+    let file = std::io::BufWriter::with_capacity(1 << 20, create_blob(out)?);
     let compressed = hw(file);
     let (diff_id, compressed) = match c {
         Compression::Gzip => {
@@ -83,7 +98,7 @@ pub fn write(dir: &Path, out: &Path, c: Compression, epoch: u64) -> std::io::Res
             let mut tar = tar::Builder::new(hw(enc));
             tar.mode(tar::HeaderMode::Complete);
             tar.follow_symlinks(false);
-            append_tree(&mut tar, dir, epoch)?;
+            append_tree(&mut tar, &tree, epoch)?;
             let raw = tar.into_inner()?;
             (raw.hasher.finish(), raw.inner.finish()?)
         }
@@ -92,7 +107,7 @@ pub fn write(dir: &Path, out: &Path, c: Compression, epoch: u64) -> std::io::Res
             enc.include_checksum(false)?;
             let mut tar = tar::Builder::new(hw(enc));
             tar.follow_symlinks(false);
-            append_tree(&mut tar, dir, epoch)?;
+            append_tree(&mut tar, &tree, epoch)?;
             let raw = tar.into_inner()?;
             (raw.hasher.finish(), raw.inner.finish()?)
         }
@@ -107,6 +122,13 @@ pub fn write(dir: &Path, out: &Path, c: Compression, epoch: u64) -> std::io::Res
         diff_id,
         size,
     })
+}
+
+/// A device number's major and minor (Linux's encoding in `dev_t`).
+pub(crate) fn dev_parts(rdev: u64) -> (u64, u64) {
+    let major = ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff);
+    let minor = ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff);
+    (major, minor)
 }
 
 fn header(m: &std::fs::Metadata, kind: tar::EntryType, epoch: u64) -> tar::Header {
@@ -131,99 +153,91 @@ fn empty_file(_epoch: u64) -> tar::Header {
 
 fn append_tree<W: Write>(
     tar: &mut tar::Builder<W>,
-    root: &Path,
+    tree: &Tree,
     epoch: u64,
 ) -> std::io::Result<()> {
-    let mut links: HashMap<(u64, u64), String> = HashMap::new();
-    append_dir(tar, root, "", epoch, &mut links)
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    append_dir(tar, tree, Path::new(""), epoch, &mut links)
+}
+
+/// `parent/prefix+name` (or `prefix+name` at the root): the tar names of whiteouts.
+fn prefixed(rel: &Path, prefix: &str, name: &OsString) -> PathBuf {
+    let mut n = OsString::from(prefix);
+    n.push(name);
+    rel.join(n)
 }
 
 /// Depth first in name order, as `filepath.Walk` (BuildKit, docker) writes layers.
 fn append_dir<W: Write>(
     tar: &mut tar::Builder<W>,
-    root: &Path,
-    rel: &str,
+    tree: &Tree,
+    rel: &Path,
     epoch: u64,
-    links: &mut HashMap<(u64, u64), String>,
+    links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> std::io::Result<()> {
-    {
-        let dir = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(rel)
-        };
-        let mut names: Vec<String> = std::fs::read_dir(&dir)?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect::<Result<_, _>>()?;
-        names.sort();
-        for name in names {
-            let path = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let host = root.join(&path);
-            let m = std::fs::symlink_metadata(&host)?;
-            let ft = m.file_type();
-            if is_whiteout(&m) {
-                let wh = match path.rsplit_once('/') {
-                    Some((p, n)) => format!("{p}/.wh.{n}"),
-                    None => format!(".wh.{name}"),
-                };
-                tar.append_data(&mut empty_file(epoch), wh, std::io::empty())?;
-            } else if ft.is_dir() {
-                let mut h = header(&m, tar::EntryType::Directory, epoch);
-                tar.append_data(&mut h, format!("{path}/"), std::io::empty())?;
-                if is_opaque(&host) {
-                    tar.append_data(
-                        &mut empty_file(epoch),
-                        format!("{path}/.wh..wh..opq"),
-                        std::io::empty(),
-                    )?;
-                }
-                append_dir(tar, root, &path, epoch, links)?;
-            } else if ft.is_symlink() {
-                let target = std::fs::read_link(&host)?;
-                let mut h = header(&m, tar::EntryType::Symlink, epoch);
-                tar.append_link(&mut h, &path, target)?;
-            } else if ft.is_file() {
-                let key = (m.dev(), m.ino());
-                if m.nlink() > 1 {
-                    if let Some(first) = links.get(&key) {
-                        let mut h = header(&m, tar::EntryType::Link, epoch);
-                        tar.append_link(&mut h, &path, first)?;
-                        continue;
-                    }
-                    links.insert(key, path.clone());
-                }
-                let mut h = header(&m, tar::EntryType::Regular, epoch);
-                h.set_size(m.len());
-                let f = std::fs::File::open(&host)?;
-                tar.append_data(&mut h, &path, f)?;
-            } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-                let kind = if ft.is_char_device() {
-                    tar::EntryType::Char
-                } else if ft.is_block_device() {
-                    tar::EntryType::Block
-                } else {
-                    tar::EntryType::Fifo
-                };
-                let mut h = header(&m, kind, epoch);
-                let rdev = m.rdev();
-                // Linux's encoding of major/minor in dev_t.
-                let major = ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff);
-                let minor = ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff);
-                h.set_device_major(u32::try_from(major).unwrap_or(0))?;
-                h.set_device_minor(u32::try_from(minor).unwrap_or(0))?;
-                tar.append_data(&mut h, &path, std::io::empty())?;
+    for name in tree.read_dir(rel)? {
+        let path = rel.join(&name);
+        let h = tree.resolve_nofollow(&path)?;
+        let m = reg_untrusted::metadata(&h)?;
+        let ft = m.file_type();
+        if is_whiteout(&m) {
+            let wh = prefixed(rel, ".wh.", &name);
+            tar.append_data(&mut empty_file(epoch), wh, std::io::empty())?;
+        } else if ft.is_dir() {
+            let mut h2 = header(&m, tar::EntryType::Directory, epoch);
+            let mut slash = path.clone().into_os_string();
+            slash.push("/");
+            tar.append_data(&mut h2, slash, std::io::empty())?;
+            if is_opaque(&h) {
+                tar.append_data(
+                    &mut empty_file(epoch),
+                    path.join(".wh..wh..opq"),
+                    std::io::empty(),
+                )?;
             }
-            // Sockets are not part of a filesystem image.
+            drop(h);
+            append_dir(tar, tree, &path, epoch, links)?;
+        } else if ft.is_symlink() {
+            let target = tree.read_link(&path)?;
+            let mut h = header(&m, tar::EntryType::Symlink, epoch);
+            tar.append_link(&mut h, &path, target)?;
+        } else if ft.is_file() {
+            let key = (m.dev(), m.ino());
+            if m.nlink() > 1 {
+                if let Some(first) = links.get(&key) {
+                    let mut h = header(&m, tar::EntryType::Link, epoch);
+                    tar.append_link(&mut h, &path, first)?;
+                    continue;
+                }
+                links.insert(key, path.clone());
+            }
+            // The header from the inode that is read, so size and bytes agree.
+            let f = tree.open_file(&path)?;
+            let m = f.metadata()?;
+            let mut h = header(&m, tar::EntryType::Regular, epoch);
+            h.set_size(m.len());
+            tar.append_data(&mut h, &path, f.take(m.len()))?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            let kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else if ft.is_block_device() {
+                tar::EntryType::Block
+            } else {
+                tar::EntryType::Fifo
+            };
+            let mut h = header(&m, kind, epoch);
+            let (major, minor) = dev_parts(m.rdev());
+            h.set_device_major(u32::try_from(major).unwrap_or(0))?;
+            h.set_device_minor(u32::try_from(minor).unwrap_or(0))?;
+            tar.append_data(&mut h, &path, std::io::empty())?;
         }
+        // Sockets are not part of a filesystem image.
     }
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests make their trees in temp dirs of their own
 mod tests {
     use super::*;
 
@@ -276,5 +290,46 @@ mod tests {
             names.push(e.path().expect("path").to_string_lossy().into_owned());
         }
         assert_eq!(names, ["a", "b/", "b/c/", "b/c/d", "l"]);
+    }
+
+    #[test]
+    fn special_files_and_symlinks_are_recorded_never_opened() {
+        let out = tempfile::tempdir().expect("tempdir");
+        let t = tempfile::tempdir().expect("tempdir");
+        let tree = Tree::open_strict(t.path()).expect("tree");
+        // Opening a FIFO would block forever; a symlink to a host file must stay a link.
+        tree.mknod("fifo", reg_untrusted::Node::Fifo, 0o600)
+            .expect("fifo");
+        tree.symlink("passwd", "/etc/passwd").expect("symlink");
+        write(t.path(), &out.path().join("l"), Compression::Gzip, 0).expect("writes");
+        let f = std::fs::File::open(out.path().join("l")).expect("open");
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        let mut got = Vec::new();
+        for e in ar.entries().expect("entries") {
+            let e = e.expect("entry");
+            let link = e
+                .link_name()
+                .ok()
+                .flatten()
+                .map(|l| l.display().to_string());
+            got.push((
+                e.path().expect("path").display().to_string(),
+                e.header().entry_type(),
+                e.size(),
+                link,
+            ));
+        }
+        assert_eq!(
+            got,
+            [
+                ("fifo".to_string(), tar::EntryType::Fifo, 0, None),
+                (
+                    "passwd".to_string(),
+                    tar::EntryType::Symlink,
+                    0,
+                    Some("/etc/passwd".to_string())
+                ),
+            ]
+        );
     }
 }
