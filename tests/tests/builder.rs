@@ -368,3 +368,246 @@ fn pushed_build_pulls_and_runs_under_docker_with_the_same_output() {
     ]));
     assert_eq!(theirs, ours);
 }
+
+// Containment: a hostile Dockerfile, context, stage or archive never makes the builder (root,
+// in the agent) write, chmod, chown or read a host file outside the trees it works on. Each
+// test plants a way out towards a `Victim` and checks it is byte-for-byte, mode and owner
+// untouched, and that the agent still builds.
+
+/// The agent still answers and builds after a hostile build.
+#[track_caller]
+fn still_serves(n: &Node) {
+    let (code, _, err) = n.reg(&["version"]);
+    assert_eq!(code, 0, "reg version after a hostile build: {err}");
+    let ctx = context(&[
+        ("Dockerfile", "FROM node/run:v1\nCOPY f /f\n"),
+        ("f", "fine\n"),
+    ]);
+    build_ok(n, &ctx, &["-t", "built/after:1"]);
+    let (code, out, err) = n.run(&["built/after:1", "/bin/busybox", "cat", "/f"]);
+    assert_eq!((code, out.as_str()), (0, "fine\n"), "{err}");
+}
+
+/// A build expected to fail with `needle` in its error.
+#[track_caller]
+fn build_fails(n: &Node, ctx: &tempfile::TempDir, needle: &str) {
+    let (code, out, err) = build(n, ctx, &["-t", "built/hostile:1"]);
+    assert_eq!(code, 1, "expected a refusal:\n{out}{err}");
+    assert!(err.contains(needle), "{needle:?} not in\n{out}{err}");
+}
+
+/// Writes the tar `name` into `ctx` with `entries` (path, `->target` for a symlink or content),
+/// names written as bytes, as a hostile archive would have them.
+fn hostile_tar(ctx: &tempfile::TempDir, name: &str, entries: &[(&str, &str)]) {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, what) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        let data = match what.strip_prefix("->") {
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_link_name(target).expect("link name");
+                ""
+            }
+            None => {
+                h.set_entry_type(tar::EntryType::Regular);
+                *what
+            }
+        };
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data.as_bytes()).expect("append");
+    }
+    std::fs::write(ctx.path().join(name), b.into_inner().expect("tar")).expect("write tar");
+}
+
+#[test]
+fn copy_never_writes_through_a_symlink_from_an_earlier_source() {
+    let Some(n) = node() else { return };
+    let v = reg_tests::Victim::new();
+    // A stage plants /a/sub -> victim; the second source's sub/keep.txt would land in it.
+    let dockerfile = format!(
+        "FROM node/run:v1 AS evil\n{INSTALL}\
+         RUN mkdir -p /a /b/sub && ln -s {victim} /a/sub && echo PWNED > /b/sub/keep.txt\n\
+         FROM scratch\n\
+         COPY --from=evil --chmod=0777 --chown=4321:4321 /a /b /out/\n",
+        victim = v.display()
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    build_fails(&n, &ctx, "COPY: cannot copy to non-directory: /out/sub");
+    v.assert_untouched();
+    still_serves(&n);
+}
+
+#[test]
+fn copy_never_writes_through_a_symlink_from_an_earlier_context_dir() {
+    let Some(n) = node() else { return };
+    let v = reg_tests::Victim::new();
+    let link = format!("->{}", v.display());
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM node/run:v1\nCOPY --chmod=0777 --chown=4321:4321 d1 d2 /out/\n",
+        ),
+        ("d1/sub", &link),
+        ("d2/sub/keep.txt", "PWNED\n"),
+        ("d2/sub/new.txt", "PWNED\n"),
+    ]);
+    build_fails(&n, &ctx, "COPY: cannot copy to non-directory: /out/sub");
+    v.assert_untouched();
+    still_serves(&n);
+}
+
+#[test]
+fn add_never_writes_through_a_symlink_its_archive_planted() {
+    let Some(n) = node() else { return };
+    let v = reg_tests::Victim::new();
+    let link = format!("->{}", v.display());
+    // One archive: `link -> victim`, then `link/keep.txt`.
+    let ctx = context(&[("Dockerfile", "FROM node/run:v1\nADD one.tar /out/\n")]);
+    hostile_tar(
+        &ctx,
+        "one.tar",
+        &[("link", &link), ("link/keep.txt", "PWNED\n")],
+    );
+    build_fails(
+        &n,
+        &ctx,
+        "/out/link/keep.txt: a symlink put there by an earlier source",
+    );
+    v.assert_untouched();
+    // `..` in an archive is refused, not cleaned into somewhere else.
+    let ctx = context(&[("Dockerfile", "FROM node/run:v1\nADD up.tar /out/\n")]);
+    hostile_tar(&ctx, "up.tar", &[("../../../../keep.txt", "PWNED\n")]);
+    build_fails(&n, &ctx, "an entry with .. in its path is refused");
+
+    // The archive plants `sub -> victim`, a later source of the same ADD has sub/keep.txt.
+    let ctx = context(&[
+        ("Dockerfile", "FROM node/run:v1\nADD plant.tar d2 /out/\n"),
+        ("d2/sub/keep.txt", "PWNED\n"),
+    ]);
+    hostile_tar(&ctx, "plant.tar", &[("sub", &link)]);
+    build_fails(&n, &ctx, "cannot copy to non-directory: /out/sub");
+    v.assert_untouched();
+
+    // A later instruction copying into the planted link: the link resolves inside the image
+    // (as in the container), so the file lands at the victim's path *in the image*.
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM node/run:v1\nADD plant.tar /out/\nCOPY keep.txt /out/sub/\n",
+        ),
+        ("keep.txt", "PWNED\n"),
+    ]);
+    hostile_tar(&ctx, "plant.tar", &[("sub", &link)]);
+    build_ok(&n, &ctx, &["-t", "built/contained:1"]);
+    v.assert_untouched();
+    let inside = format!("{}/keep.txt", v.display());
+    let (code, out, err) = n.run(&["built/contained:1", "/bin/busybox", "cat", &inside]);
+    assert_eq!((code, out.as_str()), (0, "PWNED\n"), "{err}");
+    still_serves(&n);
+}
+
+#[test]
+fn copy_into_a_workdir_symlinked_to_a_host_path_stays_in_the_image() {
+    let Some(n) = node() else { return };
+    let v = reg_tests::Victim::new();
+    let dockerfile = format!(
+        "FROM node/run:v1\n{INSTALL}RUN ln -s {victim} /w\nWORKDIR /w\n\
+         COPY --chmod=0777 --chown=4321:4321 keep.txt .\nCOPY sub/ ./sub/\n",
+        victim = v.display()
+    );
+    let ctx = context(&[
+        ("Dockerfile", &dockerfile),
+        ("keep.txt", "PWNED\n"),
+        ("sub/data", "PWNED\n"),
+    ]);
+    build_ok(&n, &ctx, &["-t", "built/workdir:1"]);
+    v.assert_untouched();
+    // Inside the image, /w leads to the copies, as it would in a container.
+    let (code, out, err) = n.run(&[
+        "built/workdir:1",
+        "/bin/sh",
+        "-c",
+        "cat /w/keep.txt /w/sub/data; stat -c '%a %u' /w/keep.txt",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "PWNED\nPWNED\n777 4321\n"),
+        "{err}"
+    );
+    still_serves(&n);
+}
+
+#[test]
+fn device_nodes_and_fifos_in_a_stage_are_copied_as_nodes_never_opened() {
+    let Some(n) = node() else { return };
+    let v = reg_tests::Victim::new();
+    // 1:8 is the host's /dev/random: its bytes must not end up in the image. Opening the FIFO
+    // would block the build forever.
+    let dockerfile = format!(
+        "FROM node/run:v1 AS evil\n{INSTALL}\
+         RUN mknod /dev-node c 1 8 && mkfifo /fifo && chmod 0640 /fifo\n\
+         FROM node/run:v1\n{INSTALL}\
+         COPY --from=evil /dev-node /fifo /out/\n"
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    build_ok(&n, &ctx, &["-t", "built/nodes:1"]);
+    let (code, out, err) = n.run(&[
+        "built/nodes:1",
+        "/bin/sh",
+        "-c",
+        "stat -c '%n %F %t:%T %s' /out/dev-node /out/fifo; stat -c '%a' /out/fifo",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "/out/dev-node character special file 1:8 0\n/out/fifo fifo 0:0 0\n640\n"
+        ),
+        "{err}"
+    );
+    // A writable bind of a FIFO would be a copy of it: refused, not read.
+    let dockerfile = format!(
+        "FROM node/run:v1 AS evil\n{INSTALL}RUN mkfifo /fifo\n\
+         FROM node/run:v1\n{INSTALL}\
+         RUN --mount=type=bind,from=evil,source=/fifo,target=/x,rw true\n"
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    build_fails(&n, &ctx, "fifo is not a regular file");
+    v.assert_untouched();
+    still_serves(&n);
+}
+
+#[test]
+fn chown_names_are_never_looked_up_in_a_fifo_or_a_device() {
+    let Some(n) = node() else { return };
+    // Reading a FIFO /etc/passwd would block forever, a /dev/zero /etc/group never end.
+    let base = format!(
+        "FROM node/run:v1\n{INSTALL}\
+         RUN mkdir -p /etc && mkfifo /etc/passwd && mknod /etc/group c 1 5\n"
+    );
+    let ctx = context(&[
+        ("Dockerfile", &format!("{base}COPY --chown=app f /f\n")),
+        ("f", "x"),
+    ]);
+    build_fails(
+        &n,
+        &ctx,
+        "--chown: no user \"app\" in the image's /etc/passwd",
+    );
+    let ctx = context(&[
+        ("Dockerfile", &format!("{base}COPY --chown=0:staff f /f\n")),
+        ("f", "x"),
+    ]);
+    build_fails(
+        &n,
+        &ctx,
+        "--chown: no group \"staff\" in the image's /etc/group",
+    );
+    still_serves(&n);
+}
