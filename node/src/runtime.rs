@@ -765,16 +765,18 @@ fn init(
     console: Option<std::os::fd::RawFd>,
     ready: std::os::fd::RawFd,
 ) -> isize {
-    let prepared = setup(spec).and_then(|program| {
+    let mut ready = Ready {
+        fd: ready,
+        joined: None,
+    };
+    let prepared = setup(spec, &mut ready).and_then(|program| {
         if let Some(sock) = console {
             terminal(sock, spec.tty_size)?;
         }
         Ok(program)
     });
     // Nothing of the user's runs before the init is in its cgroup.
-    let mut b = [0u8; 1];
-    let in_cgroup = matches!(nix::unistd::read(ready, &mut b), Ok(1));
-    if !in_cgroup {
+    if !ready.wait() {
         return 125;
     }
     match prepared {
@@ -796,6 +798,23 @@ fn init(
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
+}
+
+/// The init's side of the pipe on which the monitor says the init is in its cgroup, with the
+/// cgroup's limits and device rules applied.
+struct Ready {
+    fd: std::os::fd::RawFd,
+    joined: Option<bool>,
+}
+
+impl Ready {
+    /// Waits (once) for the monitor's word; false when it never came.
+    fn wait(&mut self) -> bool {
+        *self.joined.get_or_insert_with(|| {
+            let mut b = [0u8; 1];
+            matches!(nix::unistd::read(self.fd, &mut b), Ok(1))
+        })
+    }
 }
 
 /// How the init failed before exec: docker's 125, or 126 for a working directory it refuses.
@@ -823,7 +842,7 @@ fn mount_on(
     mount(source, &reg_untrusted::fd_path(at), fstype, flags, data)
 }
 
-fn setup(spec: &Spec) -> Result<PathBuf, SetupError> {
+fn setup(spec: &Spec, ready: &mut Ready) -> Result<PathBuf, SetupError> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| err("making mounts private", e))?;
@@ -864,6 +883,13 @@ fn setup(spec: &Spec) -> Result<PathBuf, SetupError> {
         Some("mode=755,size=65536k"),
     )
     .map_err(|e| err("mounting /dev", e))?;
+    // Device nodes are made once the device cgroup is in force: while the monitor writes its
+    // rules (deny all, then allow) an mknod would fail; the mounts above overlapped that.
+    if !ready.wait() {
+        return Err("the monitor did not put the container into its cgroup"
+            .to_string()
+            .into());
+    }
     // /dev is now our own fresh tmpfs: nothing of the image's is in it.
     let dev = root.subtree("dev").map_err(|e| err("opening /dev", e))?;
     for (name, major, minor) in DEFAULT_DEVICES {

@@ -42,16 +42,23 @@ pub struct Tree {
 /// (`ELOOP` for a refused symlink, `EXDEV` for a detected race or escape).
 fn io_err(e: pathrs::error::Error) -> io::Error {
     use pathrs::error::ErrorKind;
+    // libpathrs says what it did on top and why below: keep the whole chain.
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message = format!("{message}: {c}");
+        cause = c.source();
+    }
     match e.kind() {
         ErrorKind::OsError(Some(n)) => io::Error::new(
             io::Error::from_raw_os_error(n).kind(),
-            IoWithErrno(n, e.to_string()),
+            IoWithErrno(n, message),
         ),
         ErrorKind::SafetyViolation => io::Error::new(
             io::ErrorKind::PermissionDenied,
-            IoWithErrno(nix::libc::EXDEV, format!("refused as unsafe: {e}")),
+            IoWithErrno(nix::libc::EXDEV, format!("refused as unsafe: {message}")),
         ),
-        _ => io::Error::other(e.to_string()),
+        _ => io::Error::other(message),
     }
 }
 
