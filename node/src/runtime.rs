@@ -234,15 +234,15 @@ pub fn parse_device(d: &str) -> Result<Device, String> {
             "--device {d:?}: permissions must be some of r, w, m"
         ));
     }
-    if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "--device {d:?}: the container path must be under /dev"
-        ));
-    }
     let m = std::fs::metadata(host).map_err(|e| format!("--device {d:?}: {host}: {e}"))?;
     let kind = m.file_type();
     if !kind.is_char_device() && !kind.is_block_device() {
         return Err(format!("--device {d:?}: {host} is not a device"));
+    }
+    if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "--device {d:?}: the container path must be under /dev"
+        ));
     }
     let rdev = m.rdev();
     Ok(Device {
@@ -629,14 +629,19 @@ pub fn start(
             return Err(125);
         }
     };
-    // The init waits on this pipe until it has been put into its cgroup.
-    let (ready_r, ready_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+    // The init waits on `ready` until it has been put into its cgroup; we wait on `done` until
+    // the init has exec'd the user's program or failed (its end is close-on-exec): until then
+    // its mount namespace still has the host's root, and nothing may join it (`reg exec`).
+    let pipes = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .and_then(|r| Ok((r, nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)));
+    let ((ready_r, ready_w), (done_r, done_w)) = match pipes {
         Ok(p) => p,
         Err(e) => {
             eprintln!("reg: container {}: pipe: {e}", spec.id);
             return Err(125);
         }
     };
+    let done_r_raw = done_r.as_raw_fd();
     // Compiled ahead by the agent when it wrote the bundle; compiled here otherwise.
     let filters = match &spec.security.seccomp {
         Some(p) => match crate::seccomp::read_cache(
@@ -689,6 +694,7 @@ pub fn start(
             Box::new(move || {
                 // Our copy of the write end must go, or a dead monitor would leave us waiting.
                 let _ = nix::unistd::close(ready_w_raw);
+                let _ = nix::unistd::close(done_r_raw);
                 // The container lives no longer than its monitor, which records its end.
                 if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
                     return 125;
@@ -755,6 +761,9 @@ pub fn start(
         }
         drop(ready_w);
     }
+    drop(done_w);
+    let mut b = [0u8; 1];
+    while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(done_r.as_raw_fd(), &mut b) {}
     Ok((pid, cgroup))
 }
 
