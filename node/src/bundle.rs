@@ -9,7 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::runtime::{BindMount, Limits, SecuritySpec, Spec, MASKED, READONLY};
+use crate::rootfs::{MASKED, READONLY};
+use crate::runtime::{BindMount, Limits, SecuritySpec, Spec};
 use crate::seccomp::{Action, Op, Profile};
 
 /// The bind mount option that marks a volume to be filled from the image (see
@@ -121,7 +122,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
     // A non-root user keeps capabilities only in the bounding set, as docker does.
     let caps = &spec.security.caps;
     let live: &[String] = if uid == 0 { caps } else { &[] };
-    for (name, content) in crate::runtime::etc_contents(spec) {
+    for (name, content) in crate::rootfs::etc_contents(spec) {
         crate::monitor::write_atomic(&spec.dir, name, &content)
             .map_err(|e| err(&format!("writing {name}"), e))?;
     }
@@ -132,7 +133,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         serde_json::json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if spec.security.privileged { vec!["nosuid", "noexec", "nodev"] } else { vec!["nosuid", "noexec", "nodev", "ro"] }}),
     ];
-    for name in crate::runtime::ETC_FILES {
+    for name in crate::rootfs::ETC_FILES {
         mounts.push(serde_json::json!({
             "destination": format!("/etc/{name}"), "type": "bind",
             "source": spec.dir.join(name), "options": ["rbind", "rprivate"],
@@ -302,7 +303,7 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
     let limits: Limits =
         serde_json::from_str(a["org.reg.limits"].as_str().unwrap_or("{}")).unwrap_or_default();
     let p = &v["process"];
-    let standard: Vec<String> = crate::runtime::ETC_FILES
+    let standard: Vec<String> = crate::rootfs::ETC_FILES
         .iter()
         .map(|n| format!("/etc/{n}"))
         .collect();

@@ -590,7 +590,7 @@ impl Containers {
         }
         drain();
         let _ =
-            tokio::task::spawn_blocking(move || crate::runtime::remove_mount_points(&spec)).await;
+            tokio::task::spawn_blocking(move || crate::rootfs::remove_mount_points(&spec)).await;
         read_file(&dir, EXIT)
             .and_then(|c| c.trim().parse().ok())
             .ok_or_else(|| "the step's monitor ended without recording an exit code".to_string())

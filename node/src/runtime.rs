@@ -12,12 +12,10 @@
 //! cannot be executed; 127 when it is not found; 128+N when killed by signal N.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
-use nix::sys::stat::makedev;
 use nix::sys::wait::{waitpid, WaitStatus};
 use serde::{Deserialize, Serialize};
 
@@ -458,30 +456,6 @@ const DEFAULT_CAPS: [caps::Capability; 14] = [
     caps::Capability::CAP_AUDIT_WRITE,
 ];
 
-/// Docker's default masked paths (hidden behind /dev/null or an empty read-only tmpfs).
-pub(crate) const MASKED: [&str; 11] = [
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Docker's default read-only paths.
-pub(crate) const READONLY: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The libcgroups manager of container `id`'s cgroup, `/reg/<id>` (v1, hybrid or v2).
@@ -778,7 +752,7 @@ fn init(
         fd: ready,
         joined: None,
     };
-    let prepared = setup(spec, &mut ready).and_then(|program| {
+    let prepared = crate::rootfs::setup(spec, &mut ready).and_then(|program| {
         if let Some(sock) = console {
             terminal(sock, spec.tty_size)?;
         }
@@ -805,20 +779,20 @@ fn init(
     }
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> String {
+pub(crate) fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
 /// The init's side of the pipe on which the monitor says the init is in its cgroup, with the
 /// cgroup's limits and device rules applied.
-struct Ready {
+pub(crate) struct Ready {
     fd: std::os::fd::RawFd,
     joined: Option<bool>,
 }
 
 impl Ready {
     /// Waits (once) for the monitor's word; false when it never came.
-    fn wait(&mut self) -> bool {
+    pub(crate) fn wait(&mut self) -> bool {
         *self.joined.get_or_insert_with(|| {
             let mut b = [0u8; 1];
             matches!(nix::unistd::read(self.fd, &mut b), Ok(1))
@@ -826,214 +800,8 @@ impl Ready {
     }
 }
 
-/// How the init failed before exec: docker's 125, or 126 for a working directory it refuses.
-#[derive(Debug)]
-pub(crate) struct SetupError {
-    pub code: isize,
-    pub message: String,
-}
-
-impl From<String> for SetupError {
-    fn from(message: String) -> Self {
-        SetupError { code: 125, message }
-    }
-}
-
-/// Mounts `what` onto exactly the inode behind `at` (resolved inside the rootfs), never onto a
-/// path a racing process could have swapped meanwhile.
-fn mount_on(
-    source: Option<&Path>,
-    at: &reg_untrusted::Handle,
-    fstype: Option<&str>,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> nix::Result<()> {
-    mount(source, &reg_untrusted::fd_path(at), fstype, flags, data)
-}
-
-fn setup(spec: &Spec, ready: &mut Ready) -> Result<PathBuf, SetupError> {
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
-        .map_err(|e| err("making mounts private", e))?;
-    let rootfs = spec.dir.join("rootfs");
-    overlay(&spec.dir, &spec.layers, true, &rootfs)
-        .map_err(|e| err("mounting the overlay rootfs", e))?;
-    // From here on every path in the rootfs (the image's content) resolves inside it.
-    let root = reg_untrusted::Tree::open(&rootfs).map_err(|e| err("opening the rootfs", e))?;
-    let dir = |rel: &str| {
-        root.mkdir_all(rel, 0o755)
-            .map_err(|e| err(&format!("creating /{rel}"), e))
-    };
-    mount_on(
-        Some(Path::new("proc")),
-        &dir("proc")?,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        none,
-    )
-    .map_err(|e| err("mounting /proc", e))?;
-    mount_on(
-        Some(Path::new("sysfs")),
-        &dir("sys")?,
-        Some("sysfs"),
-        if spec.security.privileged {
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
-        } else {
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY
-        },
-        none,
-    )
-    .map_err(|e| err("mounting /sys", e))?;
-    mount_on(
-        Some(Path::new("tmpfs")),
-        &dir("dev")?,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )
-    .map_err(|e| err("mounting /dev", e))?;
-    // Device nodes are made once the device cgroup is in force: while the monitor writes its
-    // rules (deny all, then allow) an mknod would fail; the mounts above overlapped that.
-    if !ready.wait() {
-        return Err("the monitor did not put the container into its cgroup"
-            .to_string()
-            .into());
-    }
-    // /dev is now our own fresh tmpfs: nothing of the image's is in it.
-    let dev = root.subtree("dev").map_err(|e| err("opening /dev", e))?;
-    for (name, major, minor) in DEFAULT_DEVICES {
-        dev.mknod(name, reg_untrusted::Node::Char { major, minor }, 0o666)
-            .map_err(|e| err(&format!("creating /dev/{name}"), e))?;
-    }
-    for d in &spec.security.devices {
-        let rel = d.path.trim_start_matches("/dev/");
-        if let Some(parent) = Path::new(rel).parent() {
-            dev.mkdir_all(parent, 0o755)
-                .map_err(|e| err(&format!("creating {}", d.path), e))?;
-        }
-        let node = if d.block {
-            reg_untrusted::Node::Block {
-                major: d.major,
-                minor: d.minor,
-            }
-        } else {
-            reg_untrusted::Node::Char {
-                major: d.major,
-                minor: d.minor,
-            }
-        };
-        dev.mknod(rel, node, d.mode)
-            .and_then(|()| dev.resolve_nofollow(rel))
-            .and_then(|h| reg_untrusted::set_owner(&h, d.uid, d.gid))
-            .map_err(|e| err(&format!("creating {}", d.path), e))?;
-    }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("ptmx", "pts/ptmx"),
-    ] {
-        dev.symlink(link, target)
-            .map_err(|e| err(&format!("creating /dev/{link}"), e))?;
-    }
-    let dev_dir = |rel: &str| {
-        dev.mkdir_all(rel, 0o755)
-            .map_err(|e| err(&format!("creating /dev/{rel}"), e))
-    };
-    mount_on(
-        Some(Path::new("devpts")),
-        &dev_dir("pts")?,
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .map_err(|e| err("mounting /dev/pts", e))?;
-    mount_on(
-        Some(Path::new("shm")),
-        &dev_dir("shm")?,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
-    )
-    .map_err(|e| err("mounting /dev/shm", e))?;
-    drop(dev);
-
-    nix::unistd::sethostname(&spec.hostname).map_err(|e| err("setting the hostname", e))?;
-    etc_files(spec, &root)?;
-    for (k, m) in spec.mounts.iter().enumerate() {
-        if m.layers.is_empty() {
-            bind(&root, m)?;
-        } else {
-            view(&root, &view_dir(&spec.dir, k), m)?;
-        }
-    }
-
-    // pivot_root(".", ".") with the new root as working directory (as runc does): no
-    // directory of the image's is needed for the old root, which is then detached from ".".
-    nix::unistd::fchdir(root.root_fd().as_raw_fd()).map_err(|e| err("entering the rootfs", e))?;
-    drop(root);
-    nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detaching the old root", e))?;
-    nix::unistd::chdir("/").map_err(|e| err("chdir /", e))?;
-    if !spec.security.privileged {
-        mask_and_protect()?;
-    }
-    if spec.network != "host" {
-        loopback_up().map_err(|e| err("bringing up lo", e))?;
-    }
-    enter_workdir(&spec.cwd, true)?;
-    Ok(find_program(&spec.args, &spec.env)?)
-}
-
-/// The device nodes every container gets in its /dev (docker's defaults; the device cgroup
-/// allows exactly these, see [`device_rules`]).
-const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
-
-/// Changes into the working directory `cwd` of the container whose root is now `/`: resolved
-/// inside that root (a symlink the container planted, `..`, or a magic link such as
-/// `/proc/self/fd/N` cannot lead out of it), entered through the resolved fd, then checked: a
-/// working directory outside the root is refused with 126, as runc and docker do
-/// (CVE-2024-21626). `create` makes it when missing (`run -w`, `WORKDIR`); `exec -w` does not.
-pub(crate) fn enter_workdir(cwd: &str, create: bool) -> Result<(), SetupError> {
-    let cwd = if cwd.is_empty() { "/" } else { cwd };
-    let refuse = |why: String| SetupError {
-        code: 126,
-        message: format!("working directory {cwd:?}: {why}"),
-    };
-    let root = reg_untrusted::Tree::open("/").map_err(|e| refuse(e.to_string()))?;
-    let h = if create {
-        root.mkdir_all(cwd, 0o755)
-    } else {
-        root.resolve(cwd)
-    }
-    .map_err(|e| {
-        if reg_untrusted::is_symlink_refusal(&e)
-            || reg_untrusted::errno(&e) == Some(nix::libc::EXDEV)
-        {
-            refuse("it leads outside the container".into())
-        } else {
-            refuse(e.to_string())
-        }
-    })?;
-    nix::unistd::fchdir(h.as_fd().as_raw_fd()).map_err(|e| refuse(e.to_string()))?;
-    // The kernel names a directory outside our root "(unreachable)/…".
-    match nix::unistd::getcwd() {
-        Ok(p) if p.is_absolute() => Ok(()),
-        Ok(_) => Err(refuse("it is outside the container".into())),
-        Err(e) => Err(refuse(e.to_string())),
-    }
-}
-
 /// The executable for `args[0]`: a path as given, else searched in the `PATH` of `env`.
-fn find_program(args: &[String], env: &[String]) -> Result<PathBuf, String> {
+pub(crate) fn find_program(args: &[String], env: &[String]) -> Result<PathBuf, String> {
     let Some(arg0) = args.first() else {
         return Err("no command given and the image has none".into());
     };
@@ -1050,430 +818,6 @@ fn find_program(args: &[String], env: &[String]) -> Result<PathBuf, String> {
         .map(|d| Path::new(d).join(arg0))
         .find(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from(format!("\0not-found:{arg0}"))))
-}
-
-/// Resolves `path` inside `root` the way the container will see it: symlinks (absolute ones
-/// relative to `root`) and `..` never lead outside `root`. Components that do not exist yet
-/// are appended as they are.
-pub fn secure_join(root: &Path, path: &str) -> Result<PathBuf, String> {
-    let mut todo: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .rev()
-        .map(str::to_string)
-        .collect();
-    let mut parts: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            parts.pop();
-            continue;
-        }
-        let here: PathBuf = parts
-            .iter()
-            .fold(root.to_path_buf(), |p, c| p.join(c))
-            .join(&c);
-        match std::fs::symlink_metadata(&here) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(format!("{path}: too many levels of symbolic links"));
-                }
-                let target = std::fs::read_link(&here)
-                    .map_err(|e| err(&format!("reading link {}", here.display()), e))?;
-                let t = target.to_string_lossy().to_string();
-                if t.starts_with('/') {
-                    parts.clear();
-                }
-                todo.extend(
-                    t.split('/')
-                        .filter(|c| !c.is_empty() && *c != ".")
-                        .rev()
-                        .map(str::to_string),
-                );
-            }
-            _ => parts.push(c),
-        }
-    }
-    Ok(parts.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
-}
-
-/// Bind-mounts a volume or host path into the rootfs (before `pivot_root`); the target is
-/// resolved (and made) inside the rootfs and the mount lands on the resolved inode.
-fn bind(root: &reg_untrusted::Tree, m: &BindMount) -> Result<(), String> {
-    let none: Option<&str> = None;
-    let what = format!("mounting {} at {}", m.source.display(), m.target);
-    let src_meta = std::fs::metadata(&m.source).map_err(|e| err(&what, e))?;
-    if m.copy_up && src_meta.is_dir() {
-        copy_up(root, m).map_err(|e| {
-            err(
-                &format!("copying the image's {} into its volume", m.target),
-                e,
-            )
-        })?;
-    }
-    let target = if src_meta.is_dir() {
-        root.mkdir_all(&m.target, 0o755)
-            .map_err(|e| err(&what, e))?
-    } else {
-        match root.resolve(&m.target) {
-            Ok(h) => h,
-            Err(e) if reg_untrusted::is_not_found(&e) => {
-                let rel = Path::new(&m.target);
-                if let Some(parent) = rel.parent() {
-                    root.mkdir_all(parent, 0o755).map_err(|e| err(&what, e))?;
-                }
-                root.create_file(rel, 0o644).map_err(|e| err(&what, e))?;
-                root.resolve(rel).map_err(|e| err(&what, e))?
-            }
-            Err(e) => return Err(err(&what, e)),
-        }
-    };
-    mount_on(
-        Some(&m.source),
-        &target,
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        none,
-    )
-    .map_err(|e| err(&what, e))?;
-    if m.readonly {
-        // The new mount is on top of what `target` names: resolve again to reach it.
-        let mounted = root.resolve(&m.target).map_err(|e| err(&what, e))?;
-        mount_on(
-            None,
-            &mounted,
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            none,
-        )
-        .map_err(|e| err(&format!("making {} read-only", m.target), e))?;
-    }
-    Ok(())
-}
-
-/// docker's copy-up: when the volume `m.source` is empty and the image has a directory at
-/// `m.target`, the image's tree is copied into the volume first. Both sides are untrusted (the
-/// image's content, and a volume another container may be writing into right now): the image
-/// side is read inside the rootfs without following symlinks, the volume side is written
-/// through a strict tree (any symlink on the way refused, new entries created exclusively,
-/// owners and modes set through the new inodes), so nothing lands outside the volume.
-fn copy_up(root: &reg_untrusted::Tree, m: &BindMount) -> std::io::Result<()> {
-    let from = match root.symlink_metadata(&m.target)? {
-        Some(meta) if meta.is_dir() => root.subtree(&m.target)?,
-        _ => return Ok(()),
-    };
-    let to = reg_untrusted::Tree::open_strict(&m.source)?;
-    if !to.read_dir("")?.is_empty() {
-        return Ok(());
-    }
-    let mut budget = COPY_UP_MAX_ENTRIES;
-    copy_dir(&from, &to, Path::new(""), 0, &mut budget)?;
-    // The volume's own root takes the image directory's owner and mode.
-    let src = from.resolve("")?;
-    let meta = reg_untrusted::metadata(&src)?;
-    let dst = to.resolve("")?;
-    use std::os::unix::fs::MetadataExt;
-    reg_untrusted::set_owner(&dst, meta.uid(), meta.gid())?;
-    reg_untrusted::set_mode(&dst, meta.mode())
-}
-
-/// Bounds of a copy-up: an image's directory deeper or larger than this is an error, not a
-/// stack overflow or an endless copy.
-const COPY_UP_MAX_DEPTH: usize = 256;
-const COPY_UP_MAX_ENTRIES: usize = 1_000_000;
-
-fn copy_dir(
-    from: &reg_untrusted::Tree,
-    to: &reg_untrusted::Tree,
-    rel: &Path,
-    depth: usize,
-    budget: &mut usize,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if depth > COPY_UP_MAX_DEPTH {
-        return Err(std::io::Error::other(format!(
-            "{}: more than {COPY_UP_MAX_DEPTH} directory levels",
-            rel.display()
-        )));
-    }
-    for name in from.read_dir(rel)? {
-        *budget = budget.checked_sub(1).ok_or_else(|| {
-            std::io::Error::other(format!("more than {COPY_UP_MAX_ENTRIES} entries"))
-        })?;
-        let child = rel.join(&name);
-        let Some(meta) = from.symlink_metadata(&child)? else {
-            continue; // gone meanwhile
-        };
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            to.mkdir(&child, 0o700)?;
-            copy_dir(from, to, &child, depth + 1, budget)?;
-        } else if kind.is_file() {
-            let mut src = from.open_file_nofollow(&child)?;
-            let mut dst = to.create_file(&child, 0o600)?;
-            std::io::copy(&mut src, &mut dst)?;
-        } else if kind.is_symlink() {
-            to.symlink(&child, from.read_link(&child)?)?;
-        } else {
-            continue; // sockets, FIFOs and devices are left out, as docker does
-        }
-        let dst = to.resolve_nofollow(&child)?;
-        reg_untrusted::set_owner(&dst, meta.uid(), meta.gid())?;
-        reg_untrusted::set_mode(&dst, meta.mode())?;
-    }
-    Ok(())
-}
-
-/// Mounts the merged view `m` into the rootfs (before `pivot_root`): an overlay of its layers,
-/// read-only, or with an upper dir in `dir` that goes away with the container.
-fn view(root: &reg_untrusted::Tree, dir: &Path, m: &BindMount) -> Result<(), String> {
-    let what = format!("mounting a view at {}", m.target);
-    let _ = std::fs::remove_dir_all(dir);
-    let target = root
-        .mkdir_all(&m.target, 0o755)
-        .map_err(|e| err(&what, e))?;
-    overlay(
-        dir,
-        &m.layers,
-        !m.readonly,
-        &reg_untrusted::fd_path(&target),
-    )
-    .map_err(|e| err(&what, e))
-}
-
-/// Mounts an overlay of `layers` (bottom first) at `target`, with `dir/upper` as its upper dir
-/// when `upper`, else read-only. Leaves the working directory at `dir`.
-///
-/// The mount data is limited to one page: long snapshot paths would cap an image at a few dozen
-/// layers. So each layer gets a short symlink `dir/l/N`, and the overlay is mounted with paths
-/// relative to `dir` (the kernel takes up to 500 layers).
-fn overlay(dir: &Path, layers: &[PathBuf], upper: bool, target: &Path) -> std::io::Result<()> {
-    let links = dir.join("l");
-    let _ = std::fs::remove_dir_all(&links);
-    std::fs::create_dir_all(&links)?;
-    let mut layers = layers.to_vec();
-    // overlayfs wants one lower dir with an upper dir, two without (FROM scratch has none).
-    let needed: usize = if upper { 1 } else { 2 };
-    for i in 0..needed.saturating_sub(layers.len()) {
-        let empty = dir.join(format!("empty{i}"));
-        std::fs::create_dir_all(&empty)?;
-        layers.insert(0, empty);
-    }
-    for (i, l) in layers.iter().enumerate() {
-        std::os::unix::fs::symlink(l, links.join(i.to_string()))?;
-    }
-    let lower: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
-    let mut data = format!("lowerdir={}", lower.join(":"));
-    let mut flags = MsFlags::MS_RDONLY;
-    if upper {
-        for d in ["upper", "work"] {
-            std::fs::create_dir_all(dir.join(d))?;
-        }
-        data.push_str(",upperdir=upper,workdir=work");
-        flags = MsFlags::empty();
-    }
-    nix::unistd::chdir(dir)?;
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        flags,
-        Some(data.as_str()),
-    )?;
-    Ok(())
-}
-
-/// The contents of `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for `spec`.
-pub(crate) fn etc_contents(spec: &Spec) -> [(&'static str, String); 3] {
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let host_network = spec.network == "host";
-    // Loopback resolvers of the host mean nothing inside the container's own network.
-    let resolv: String = host_resolv
-        .lines()
-        .filter(|l| {
-            host_network
-                || !(l.starts_with("nameserver") && (l.contains(" 127.") || l.contains(" ::1")))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let resolv = if spec.dns.is_empty() {
-        resolv
-    } else {
-        let mut r: String = spec
-            .dns
-            .iter()
-            .map(|d| format!("nameserver {d}\n"))
-            .collect();
-        r.extend(
-            host_resolv
-                .lines()
-                .filter(|l| l.starts_with("search") || l.starts_with("options"))
-                .map(|l| format!("{l}\n")),
-        );
-        r
-    };
-    let mut hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
-        spec.ip.as_deref().unwrap_or("127.0.1.1"),
-        spec.hostname
-    );
-    for l in &spec.extra_hosts {
-        hosts.push_str(l);
-        hosts.push('\n');
-    }
-    [
-        ("hosts", hosts),
-        ("hostname", format!("{}\n", spec.hostname)),
-        ("resolv.conf", resolv),
-    ]
-}
-
-/// The `/etc` files a container gets from its bundle (written by [`crate::bundle::write`]).
-pub(crate) const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
-
-/// Removes from a finished container's upper dir the mount points `setup` made because the
-/// image lacked them (`/proc`, `/sys`, `/dev`, the `/etc` files it binds over, bind-mount
-/// targets): for a build step the upper dir becomes a layer, and they are the runtime's, not the
-/// step's. Only empty files and directories go; a path any layer has stays.
-pub fn remove_mount_points(spec: &Spec) {
-    // The upper dir holds what the step wrote: looked at through strict trees only.
-    let Ok(upper) = reg_untrusted::Tree::open_strict(spec.dir.join("upper")) else {
-        return;
-    };
-    let layers: Vec<reg_untrusted::Tree> = spec
-        .layers
-        .iter()
-        .filter_map(|l| reg_untrusted::Tree::open_strict(l).ok())
-        .collect();
-    // A path any layer has, or might have behind a symlink of its own, stays.
-    let in_image = |p: &str| {
-        layers
-            .iter()
-            .any(|l| !matches!(l.symlink_metadata(p), Ok(None)))
-    };
-    let mut paths: Vec<String> = ["dev", "proc", "sys", ".reg-old-root"]
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
-    paths.extend(ETC_FILES.iter().map(|f| format!("etc/{f}")));
-    paths.extend(
-        spec.mounts
-            .iter()
-            .map(|m| m.target.trim_matches('/').to_string()),
-    );
-    paths.push("etc".into());
-    for p in paths {
-        if p.is_empty() || in_image(&p) {
-            continue;
-        }
-        match upper.symlink_metadata(&p) {
-            Ok(Some(m)) if m.is_dir() || (m.is_file() && m.len() == 0) => {
-                // Fails for a non-empty directory, as it should.
-                let _ = upper.remove(&p);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Bind-mounts the bundle's `/etc` files over the image's, which stays unchanged. Resolved
-/// inside the rootfs: an image whose `/etc` (or `/etc/hosts`) is a symlink cannot point the
-/// mounts, or the files made for them, at the host.
-fn etc_files(spec: &Spec, root: &reg_untrusted::Tree) -> Result<(), String> {
-    root.mkdir_all("etc", 0o755)
-        .map_err(|e| err("creating /etc", e))?;
-    let none: Option<&str> = None;
-    for name in ETC_FILES {
-        let src = spec.dir.join(name);
-        let rel = format!("etc/{name}");
-        let what = |w: &str| format!("{w} /etc/{name}");
-        match root.symlink_metadata(&rel) {
-            Ok(Some(m)) if m.is_file() => {}
-            // A symlink in the image (e.g. resolv.conf -> elsewhere) is replaced by a file.
-            Ok(Some(m)) if !m.is_dir() => {
-                root.remove(&rel).map_err(|e| err(&what("replacing"), e))?;
-                root.create_file(&rel, 0o644)
-                    .map_err(|e| err(&what("creating"), e))?;
-            }
-            Ok(Some(_)) => return Err(format!("/etc/{name} is a directory in the image")),
-            Ok(None) => {
-                root.create_file(&rel, 0o644)
-                    .map_err(|e| err(&what("creating"), e))?;
-            }
-            Err(e) => return Err(err(&what("looking up"), e)),
-        }
-        let at = root
-            .resolve_nofollow(&rel)
-            .map_err(|e| err(&what("looking up"), e))?;
-        mount_on(Some(&src), &at, none, MsFlags::MS_BIND, none)
-            .map_err(|e| err(&what("mounting"), e))?;
-    }
-    Ok(())
-}
-
-/// Masks and write-protects what docker does in /proc and /sys (after `pivot_root`). Every
-/// target is resolved inside the container's root and mounted on through its fd, and the mask
-/// source is our own /dev/null, checked to be the null device (CVE-2025-31133: an image's
-/// `/dev/null` that is a symlink or a file must not redirect a mask).
-fn mask_and_protect() -> Result<(), String> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let none: Option<&str> = None;
-    let root = reg_untrusted::Tree::open("/").map_err(|e| err("opening /", e))?;
-    let null = root
-        .resolve_nofollow("dev/null")
-        .map_err(|e| err("opening /dev/null", e))?;
-    let m = reg_untrusted::metadata(&null).map_err(|e| err("opening /dev/null", e))?;
-    if !m.file_type().is_char_device() || m.rdev() != makedev(1, 3) {
-        return Err("/dev/null is not the null device".into());
-    }
-    let null_path = reg_untrusted::fd_path(&null);
-    for p in MASKED {
-        let Ok(at) = root.resolve_nofollow(p) else {
-            continue;
-        };
-        let is_dir = reg_untrusted::metadata(&at).is_ok_and(|m| m.is_dir());
-        if is_dir {
-            mount_on(
-                Some(Path::new("tmpfs")),
-                &at,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY,
-                none,
-            )
-            .map_err(|e| err(&format!("masking {p}"), e))?;
-        } else {
-            mount_on(Some(&null_path), &at, none, MsFlags::MS_BIND, none)
-                .map_err(|e| err(&format!("masking {p}"), e))?;
-        }
-    }
-    for p in READONLY {
-        let Ok(at) = root.resolve_nofollow(p) else {
-            continue;
-        };
-        let here = reg_untrusted::fd_path(&at);
-        mount(
-            Some(&here),
-            &here,
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            none,
-        )
-        .map_err(|e| err(&format!("binding {p}"), e))?;
-        // The bind is on top of what `at` names: resolve again to reach it.
-        let mounted = root
-            .resolve_nofollow(p)
-            .map_err(|e| err(&format!("binding {p}"), e))?;
-        let flags = MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC;
-        mount_on(None, &mounted, none, flags, none)
-            .map_err(|e| err(&format!("making {p} read-only"), e))?;
-    }
-    Ok(())
 }
 
 nix::ioctl_write_int_bad!(set_ctty, nix::libc::TIOCSCTTY);
@@ -1587,7 +931,7 @@ nix::ioctl_write_ptr_bad!(set_if_flags, nix::libc::SIOCSIFFLAGS, nix::libc::ifre
 
 /// Brings up `lo` in the container's network namespace (docker's `none` network has it up).
 #[allow(unsafe_code)]
-fn loopback_up() -> nix::Result<()> {
+pub(crate) fn loopback_up() -> nix::Result<()> {
     let sock = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,
@@ -1978,7 +1322,7 @@ pub fn enter(e: &ExecSpec) -> i32 {
     // run arbitrary code after fork.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
-            if let Err(x) = enter_workdir(&e.cwd, false) {
+            if let Err(x) = crate::rootfs::enter_workdir(&e.cwd, false) {
                 eprintln!("reg: exec in container {}: {}", e.id, x.message);
                 std::process::exit(x.code as i32);
             }
@@ -2034,23 +1378,6 @@ mod tests {
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nwheel:x:10:app,root\n";
-
-    #[test]
-    fn secure_join_stays_inside_the_root() {
-        let t = tempfile::tempdir().expect("tempdir");
-        let root = t.path();
-        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
-        std::os::unix::fs::symlink("/etc", root.join("abs")).expect("link");
-        std::os::unix::fs::symlink("../../../..", root.join("a/up")).expect("link");
-        std::os::unix::fs::symlink("b", root.join("a/rel")).expect("link");
-        let j = |p: &str| secure_join(root, p).expect("join");
-        assert_eq!(j("/abs/passwd"), root.join("etc/passwd"));
-        assert_eq!(j("/a/up/x"), root.join("x"));
-        assert_eq!(j("/../../x"), root.join("x"));
-        assert_eq!(j("/a/rel/c"), root.join("a/b/c"));
-        std::os::unix::fs::symlink("loop", root.join("loop")).expect("link");
-        assert!(secure_join(root, "/loop").is_err());
-    }
 
     #[test]
     fn users_resolve_like_docker() {

@@ -590,6 +590,41 @@ mod tests {
         crate::runtime::SecuritySpec::default().caps
     }
 
+    /// The default profile, installed on a thread of its own: `personality(2)` answers EPERM
+    /// to ADDR_NO_RANDOMIZE and other flags, and works for the personas docker allows.
+    #[test]
+    #[allow(unsafe_code)]
+    fn personality_is_limited_to_dockers_personas() {
+        let programs = Profile::default_profile()
+            .compile(&default_caps())
+            .expect("compiles");
+        let results = std::thread::spawn(move || {
+            nix::sys::prctl::set_no_new_privs().expect("no_new_privs");
+            install(&programs).expect("install");
+            [0x0004_0000u64, 0x0040_0000, 0xffff_ffff, 0x0].map(|p| {
+                // SAFETY: personality(2) takes a plain integer and changes only this
+                // thread's execution domain (the thread ends right after).
+                let r = unsafe { nix::libc::personality(p as nix::libc::c_ulong) };
+                (r, nix::errno::Errno::last())
+            })
+        })
+        .join()
+        .expect("thread");
+        let eperm = nix::errno::Errno::EPERM;
+        assert_eq!(
+            (results[0].0, results[0].1),
+            (-1, eperm),
+            "ADDR_NO_RANDOMIZE"
+        );
+        assert_eq!(
+            (results[1].0, results[1].1),
+            (-1, eperm),
+            "READ_IMPLIES_EXEC"
+        );
+        assert_ne!(results[2].0, -1, "the query");
+        assert_ne!(results[3].0, -1, "PER_LINUX");
+    }
+
     #[test]
     fn default_profile_compiles_with_and_without_sys_admin() {
         let p = Profile::default_profile();

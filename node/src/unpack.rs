@@ -11,6 +11,8 @@
 //! `.`, `..` or nothing are refused; device files, FIFOs and whiteouts are made as what they are
 //! and need root (they are never opened). Each refusal names the layer and the path.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path};
 
@@ -450,6 +452,7 @@ impl Unpacker<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests make and read their own temp dirs
 mod tests {
     use super::*;
     use std::path::PathBuf;
