@@ -539,21 +539,63 @@ impl Containers {
     }
 
     /// Runs `spec` once to its end as a build step (`reg build`'s RUN): the same monitor and
-    /// runtime as a container, but no record, no name and no network of the agent's (`none` or
-    /// `host`). Each line of output goes to `on_output` as the monitor logs it. Returns the exit
-    /// code; the step's directory (bundle, upper dir, log) is the caller's, and its upper dir
-    /// holds only what the step changed (the runtime's own mount points are removed).
+    /// runtime as a container, but no record and no name. Its network is `bridge` (docker
+    /// build's default: an address on the default bridge network for the step's life, NAT to
+    /// the outside, nothing of the host's loopback), `none` or `host`. Each line of output goes
+    /// to `on_output` as the monitor logs it. Returns the exit code; the step's directory
+    /// (bundle, upper dir, log) is the caller's, and its upper dir holds only what the step
+    /// changed (the runtime's own mount points are removed).
     pub async fn run_step(
+        self: &Arc<Self>,
+        mut spec: crate::runtime::Spec,
+        on_output: impl Fn(String) + Send + Sync + 'static,
+    ) -> Result<i32, String> {
+        let bridged = match spec.network.as_str() {
+            "none" | "host" => false,
+            crate::network::DEFAULT => true,
+            other => {
+                return Err(format!(
+                    "a build step runs with network bridge, none or host, not {other}"
+                ))
+            }
+        };
+        if !bridged {
+            return self.run_step_in(spec, on_output).await;
+        }
+        let net = self.networks.ensure_default().map_err(|e| e.1)?;
+        let ep = self
+            .networks
+            .allocate(&net, &spec.id, &spec.hostname, None, Vec::new())
+            .map_err(|e| e.1)?;
+        let netns = spec.dir.join("netns");
+        let id = spec.id.clone();
+        let attached = self
+            .networks
+            .attach(&id, &netns, &[], crate::network::upstream_resolvers(&[]))
+            .await;
+        let result = match attached {
+            Ok(_) => {
+                spec.netns = Some(netns.clone());
+                spec.ip = Some(ep.ip.to_string());
+                let r = self.run_step_in(spec, on_output).await;
+                let _ = self.networks.detach(&id, &netns, &[]).await;
+                r
+            }
+            Err(e) => Err(format!(
+                "connecting the step to the {} network: {}",
+                crate::network::DEFAULT,
+                e.1
+            )),
+        };
+        let _ = self.networks.release(&id, None);
+        result
+    }
+
+    async fn run_step_in(
         self: &Arc<Self>,
         spec: crate::runtime::Spec,
         on_output: impl Fn(String) + Send + Sync + 'static,
     ) -> Result<i32, String> {
-        if spec.network != "none" && spec.network != "host" {
-            return Err(format!(
-                "a build step runs with network none or host, not {}",
-                spec.network
-            ));
-        }
         let dir = spec.dir.clone();
         let written = spec.clone();
         tokio::task::spawn_blocking(move || crate::bundle::write(&written))
