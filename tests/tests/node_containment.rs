@@ -56,6 +56,28 @@ fn push_image(n: &Node, repo: &str, extra: Vec<Vec<u8>>) -> String {
     format!("{repo}:v1")
 }
 
+/// Runs `script` in the test image under docker (pulled from the node's registry), when docker
+/// is here: the same hostile input, to show what docker contains. `None` without docker.
+fn under_docker(n: &Node, extra: &[&str], script: &str) -> Option<(i32, String, String)> {
+    if !docker_ready() {
+        return None;
+    }
+    let image = format!("{}/{IMG}", n.server.host);
+    let _cleanup = DockerImages(vec![image.clone()]);
+    run(std::process::Command::new("docker").args(["pull", "-q", &image]));
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "none"])
+        .args(extra)
+        .args([&image, B, "sh", "-c", script])
+        .output()
+        .expect("docker run");
+    Some((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 #[track_caller]
 fn still_serving(n: &Node) {
     let (code, out, err) = n.run(&[IMG, B, "echo", "alive"]);
@@ -90,6 +112,14 @@ fn default_containers_cannot_open_host_devices() {
         out.contains("null-ok") && out.lines().any(|l| l.trim() == "3"),
         "{out}"
     );
+    if let Some((code, theirs, err)) = under_docker(&n, &[], script) {
+        assert_eq!(code, 0, "docker: {theirs}\n{err}");
+        assert_eq!(
+            theirs.matches("Operation not permitted").count(),
+            7,
+            "docker: {theirs}"
+        );
+    }
 
     // The container's own device cgroup: deny-all plus docker's list, not `a *:* rwm`.
     let id = n.run_d(&[IMG, B, "sleep", "300"]);
@@ -173,6 +203,22 @@ fn an_image_whose_etc_points_at_the_host_cannot_reach_it() {
             ])],
         ),
     ];
+    // A bind mount's or a volume's target behind the image's symlink to the victim.
+    let mnt = push_image(
+        &n,
+        "evil/mnt",
+        vec![layer(&[Entry::Symlink("mnt", &victim)])],
+    );
+    let src = tempfile::tempdir().expect("bind source");
+    let bind = format!("{}:/mnt/sub", src.path().display());
+    for extra in [["-v", bind.as_str()], ["-v", "evil-vol:/mnt/vol"]] {
+        let (code, out, err) = n.run(&[extra[0], extra[1], &mnt, B, "true"]);
+        assert!(
+            code == 0 || (code == 125 && err.contains("reg: container")),
+            "{extra:?}: {code}\n{out}\n{err}"
+        );
+        v.assert_untouched();
+    }
     for img in &images {
         // Whether it starts or is refused, it must say why and touch nothing of the host's.
         let (code, out, err) = n.run(&[img, B, "sh", "-c", "echo started; cat /etc/hosts"]);
@@ -263,6 +309,13 @@ fn no_host_descriptor_reaches_a_container() {
     assert_eq!((code, listed(&out)), (0, "0 1 2".into()), "{err}");
     let (code, out, err) = n.run(&args(&["-t", IMG], &sh(fds)));
     assert_eq!((code, listed(&out)), (0, "0 1 2".into()), "{err}");
+    if let Some((code, theirs, err)) = under_docker(&n, &[], fds) {
+        assert_eq!(
+            (code, listed(&theirs)),
+            (0, "0 1 2".into()),
+            "docker: {err}"
+        );
+    }
 
     let id = n.run_d(&["-w", "/work", IMG, B, "sleep", "300"]);
     for extra in [
