@@ -263,21 +263,23 @@ fn volume_copy_up_never_writes_outside_the_volume() {
     let Some(n) = node() else { return };
     let v = Victim::new();
     let victim = v.display();
-    // An image with a /data tree big enough that the copy-up takes a while.
-    let chunk = vec![b'x'; 64 * 1024];
-    let names: Vec<String> = (0..200).map(|i| format!("data/d{i:03}/f")).collect();
+    // An image with a /data dir big enough that the copy-up takes a while.
+    let chunk = vec![b'x'; 2 << 20];
+    let names: Vec<String> = (0..50).map(|i| format!("f{i:03}")).collect();
+    let paths: Vec<String> = names.iter().map(|f| format!("data/{f}")).collect();
     let mut entries = vec![Entry::Dir("data/")];
-    for name in &names {
-        entries.push(Entry::File(name, &chunk));
+    for p in &paths {
+        entries.push(Entry::File(p, &chunk));
     }
     let img = push_image(&n, "evil/volume", vec![layer(&entries)]);
-    // A second container with the same volume replaces each directory the copy makes with a
-    // symlink to the host's victim, as fast as it can, once the copy has begun.
+    // A second container with the same volume, once the copy has begun, plants a symlink to
+    // the host's victim at each name the copy has yet to write (last names first, so it gets
+    // ahead of the copy).
+    let reversed: Vec<&str> = names.iter().rev().map(String::as_str).collect();
     let planter = format!(
         "while [ -z \"$(ls /vol)\" ]; do :; done; \
-         for r in 1 2 3; do for i in $(seq -w 0 199); do \
-           d=/vol/d$(printf %03d $i); rm -rf $d 2>/dev/null; ln -s {victim} $d 2>/dev/null; \
-         done; done; sleep 30"
+         for f in {}; do ln -s {victim}/$f /vol/$f 2>/dev/null; done; sleep 30",
+        reversed.join(" ")
     );
     let b = n.run_d(&args(&["-v", "shared:/vol", IMG], &sh(&planter)));
     let (code, out, err) = n.run(&[
