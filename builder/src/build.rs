@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -1382,12 +1382,9 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 };
                 mirror_dirs(&view2, &tree, &parent_of_dest)?;
                 for (path, body) in heredoc_files {
-                    let io = at(&path);
-                    make_room(&tree, &path, false)?;
-                    let mut f = tree
-                        .create_file(&path, opts.chmod.unwrap_or(0o644))
-                        .map_err(&io)?;
-                    f.write_all(body.as_bytes()).map_err(&io)?;
+                    let mode = opts.chmod.unwrap_or(0o644);
+                    let mut f = make_new(&tree, &path, || tree.create_file(&path, mode))?;
+                    f.write_all(body.as_bytes()).map_err(at(&path))?;
                 }
                 for (src, _) in plan {
                     let e = from_view
@@ -1641,11 +1638,21 @@ fn join(base: &str, name: &str) -> String {
 
 /// Visits `rel` and everything below it (symlinks not followed), in name order.
 fn walk(view: &View, rel: &str, f: &mut dyn FnMut(&str, &crate::fsview::Entry)) {
-    let Some(e) = view.find(rel) else { return };
-    f(rel, &e);
+    if let Some(e) = view.find(rel) {
+        walk_entry(view, rel, &e, f);
+    }
+}
+
+fn walk_entry(
+    view: &View,
+    rel: &str,
+    e: &crate::fsview::Entry,
+    f: &mut dyn FnMut(&str, &crate::fsview::Entry),
+) {
+    f(rel, e);
     if e.meta.is_dir() {
-        for name in view.list(rel) {
-            walk(view, &join(rel, &name), f);
+        for (name, child) in view.entries(rel) {
+            walk_entry(view, &join(rel, &name), &child, f);
         }
     }
 }
@@ -1744,17 +1751,44 @@ fn make_room(layer: &Tree, rel: &str, dir: bool) -> Result<bool, String> {
     }
 }
 
+/// Makes a new entry at `rel` with `make` (a create that fails if anything is there); when
+/// something an earlier source left is in the way, [`make_room`] and once more. The common
+/// case costs no lookup.
+fn make_new<T>(
+    layer: &Tree,
+    rel: &str,
+    make: impl Fn() -> std::io::Result<T>,
+) -> Result<T, String> {
+    match make() {
+        Ok(v) => Ok(v),
+        Err(e) if is_symlink_refusal(&e) => Err(at(rel)(e)),
+        Err(_) => {
+            make_room(layer, rel, false)?;
+            make().map_err(at(rel))
+        }
+    }
+}
+
+/// Makes the directory `rel` unless one is there; returns whether it was.
+fn make_dir(layer: &Tree, rel: &str) -> Result<bool, String> {
+    match layer.mkdir(rel, 0o700) {
+        Ok(()) => Ok(false),
+        Err(e) if is_symlink_refusal(&e) => Err(at(rel)(e)),
+        Err(_) if make_room(layer, rel, true)? => Ok(true),
+        Err(_) => layer.mkdir(rel, 0o700).map(|()| false).map_err(at(rel)),
+    }
+}
+
 /// Creates `rel` and its parents in `layer` with the metadata they have in `view` (or
 /// root-owned 0755 where the image has nothing), so the layer changes no existing directory.
 fn mirror_dirs(view: &View, layer: &Tree, rel: &str) -> Result<(), String> {
     let mut cur = String::new();
     for c in rel.split('/').filter(|c| !c.is_empty()) {
         cur = join(&cur, c);
-        if make_room(layer, &cur, true)? {
+        if make_dir(layer, &cur)? {
             continue;
         }
         let io = at(&cur);
-        layer.mkdir(&cur, 0o755).map_err(&io)?;
         let h = layer.resolve_nofollow(&cur).map_err(&io)?;
         match view.find(&cur).filter(|e| e.meta.is_dir()) {
             Some(e) => {
@@ -1777,9 +1811,21 @@ fn copy_tree(
     target: &str,
     o: &CopyOpts,
 ) -> Result<(), String> {
-    let Some(e) = view.find(src) else {
-        return Ok(());
-    };
+    match view.find(src) {
+        Some(e) => copy_entry(view, src, &e, layer, target, o),
+        None => Ok(()),
+    }
+}
+
+/// [`copy_tree`] of the entry `e` found at `src`.
+fn copy_entry(
+    view: &View,
+    src: &str,
+    e: &crate::fsview::Entry,
+    layer: &Tree,
+    target: &str,
+    o: &CopyOpts,
+) -> Result<(), String> {
     let io = at(target);
     let (uid, gid) = match o.chown {
         Some(ids) => ids,
@@ -1790,15 +1836,14 @@ fn copy_tree(
     let (secs, nanos) = (e.meta.mtime(), e.meta.mtime_nsec());
     let ft = e.meta.file_type();
     if ft.is_dir() {
-        if !make_room(layer, target, true)? {
-            layer.mkdir(target, 0o700).map_err(&io)?;
-        }
+        make_dir(layer, target)?;
         let h = layer.resolve_nofollow(target).map_err(&io)?;
         // The owner first: a chown clears set-id bits.
         set_owner(&h, uid, gid).map_err(&io)?;
         set_mode(&h, mode).map_err(&io)?;
-        for name in view.list(src) {
-            copy_tree(view, &join(src, &name), layer, &join(target, &name), o)?;
+        for (name, child) in view.entries(src) {
+            let (src, target) = (join(src, &name), join(target, &name));
+            copy_entry(view, &src, &child, layer, &target, o)?;
         }
         let _ = set_mtime(&h, secs, nanos);
         return Ok(());
@@ -1807,22 +1852,27 @@ fn copy_tree(
         // Sockets are not part of an image.
         return Ok(());
     }
-    make_room(layer, target, false)?;
     if ft.is_symlink() {
         let link = e.read_link().map_err(|err| format!("/{src}: {err}"))?;
-        layer.symlink(target, link).map_err(&io)?;
+        make_new(layer, target, || layer.symlink(target, &link))?;
         let h = layer.resolve_nofollow(target).map_err(&io)?;
         set_owner(&h, uid, gid).map_err(&io)?;
     } else if ft.is_file() {
         let mut from = e.open().map_err(|err| format!("/{src}: {err}"))?;
-        let mut to = layer.create_file(target, 0o600).map_err(&io)?;
+        let mut to = make_new(layer, target, || layer.create_file(target, mode))?;
         std::io::copy(&mut from, &mut to).map_err(&io)?;
+        // The metadata through the open file (a chown clears set-id bits: the mode again).
         set_owner(&to, uid, gid).map_err(&io)?;
-        set_mode(&to, mode).map_err(&io)?;
-        let _ = set_mtime(&to, secs, nanos);
+        if mode & 0o6000 != 0 {
+            to.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(&io)?;
+        }
+        if let Ok(t) = e.meta.modified() {
+            let _ = to.set_modified(t);
+        }
     } else if let Some(node) = special(&e.meta) {
         // Never opened: a snapshot's device node is a real device of this host.
-        layer.mknod(target, node, mode).map_err(&io)?;
+        make_new(layer, target, || layer.mknod(target, node, mode))?;
         let h = layer.resolve_nofollow(target).map_err(&io)?;
         set_owner(&h, uid, gid).map_err(&io)?;
         set_mode(&h, mode).map_err(&io)?;

@@ -11,6 +11,7 @@
 #![deny(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -48,7 +49,7 @@ impl Entry {
     /// Opens the entry for reading if it is a regular file; a device node, a FIFO or a
     /// symlink is refused before anything is opened.
     pub fn open(&self) -> io::Result<File> {
-        self.tree.open_file(&self.rel)
+        open_regular(&self.tree.resolve_nofollow(&self.rel)?)
     }
 
     /// The target of the entry, a symlink, as stored.
@@ -66,6 +67,39 @@ enum InLayer {
 
 pub fn is_whiteout(m: &Metadata) -> bool {
     m.file_type().is_char_device() && m.rdev() == 0
+}
+
+/// Opens the regular file behind the handle `h` for reading. Its type is checked through `h`
+/// first (an inode's type never changes), so a device node, a FIFO or a symlink is refused
+/// before anything is opened; the open goes through the magic link, which names exactly
+/// that inode. This is `Tree::open_file` without libpathrs' `Handle::reopen`, which
+/// re-validates its procfs handle on every call (some 60 syscalls a file, most of a COPY's
+/// time): the agent's /proc is the host's, no build can mount over it, and `reg_untrusted`
+/// itself reaches directories and modes through the same magic links.
+#[allow(clippy::disallowed_methods)] // the magic link of a handle checked to be a regular file
+pub fn open_regular(h: &reg_untrusted::Handle) -> io::Result<File> {
+    if !reg_untrusted::metadata(h)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (never opened)",
+        ));
+    }
+    File::open(reg_untrusted::fd_path(&h.as_fd()))
+}
+
+/// The names in the directory behind the handle `dir` with their `lstat`: `fstatat` relative
+/// to the opened directory, one name each, never followed — one syscall an entry.
+#[allow(clippy::disallowed_methods)] // the magic link of a handle checked to be a directory
+fn dir_entries(dir: &reg_untrusted::Handle) -> io::Result<Vec<(OsString, Metadata)>> {
+    if !reg_untrusted::metadata(dir)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a directory",
+        ));
+    }
+    std::fs::read_dir(reg_untrusted::fd_path(&dir.as_fd()))?
+        .map(|e| e.and_then(|e| Ok((e.file_name(), e.metadata()?))))
+        .collect()
 }
 
 /// Whether the directory behind `fd` (a [`reg_untrusted::Handle`]) is opaque.
@@ -168,30 +202,44 @@ impl View {
 
     /// The names in directory `rel`, merged across layers, sorted.
     pub fn list(&self, rel: &str) -> Vec<String> {
+        self.entries(rel).into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// The entries of directory `rel`, merged across layers, sorted by name: what [`View::find`]
+    /// would say of each name, without walking the parents again for each.
+    pub fn entries(&self, rel: &str) -> Vec<(String, Entry)> {
         let comps = components(rel);
         let rel = comps.join("/");
-        let mut names: BTreeMap<String, bool> = BTreeMap::new();
+        let mut found: BTreeMap<String, Option<Entry>> = BTreeMap::new();
         // Top layer first: the first word on a name (present or whited out) wins.
         for l in self.merged(&comps).into_iter().rev() {
-            for name in l.tree.read_dir(&rel).into_iter().flatten() {
+            let Ok(dir) = l.tree.resolve_nofollow(&rel) else {
+                continue;
+            };
+            for (name, meta) in dir_entries(&dir).into_iter().flatten() {
                 let name = name.to_string_lossy().into_owned();
-                let path = if rel.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                let gone = l
-                    .tree
-                    .symlink_metadata(&path)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|m| is_whiteout(&m));
-                names.entry(name).or_insert(!gone);
+                found.entry(name).or_insert_with_key(|name| {
+                    (!is_whiteout(&meta)).then(|| {
+                        let mut host = l.dir.clone();
+                        host.extend(&comps);
+                        host.push(name);
+                        Entry {
+                            host,
+                            meta,
+                            tree: l.tree.clone(),
+                            rel: if rel.is_empty() {
+                                name.clone()
+                            } else {
+                                format!("{rel}/{name}")
+                            },
+                        }
+                    })
+                });
             }
         }
-        names
+        found
             .into_iter()
-            .filter_map(|(n, visible)| visible.then_some(n))
+            .filter_map(|(n, e)| e.map(|e| (n, e)))
             .collect()
     }
 

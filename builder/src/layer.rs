@@ -212,7 +212,7 @@ fn append_dir<W: Write>(
                 links.insert(key, path.clone());
             }
             // The header from the inode that is read, so size and bytes agree.
-            let f = tree.open_file(&path)?;
+            let f = crate::fsview::open_regular(&h)?;
             let m = f.metadata()?;
             let mut h = header(&m, tar::EntryType::Regular, epoch);
             h.set_size(m.len());

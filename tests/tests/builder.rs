@@ -578,7 +578,7 @@ fn device_nodes_and_fifos_in_a_stage_are_copied_as_nodes_never_opened() {
          RUN --mount=type=bind,from=evil,source=/fifo,target=/x,rw true\n"
     );
     let ctx = context(&[("Dockerfile", &dockerfile)]);
-    build_fails(&n, &ctx, "fifo is not a regular file");
+    build_fails(&n, &ctx, "source=/fifo,target=/x,rw: not a regular file");
     v.assert_untouched();
     still_serves(&n);
 }
