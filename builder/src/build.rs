@@ -933,7 +933,10 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             return Err(self.err(step, "RUN needs a command"));
         }
         let network = match flag(flags, "network") {
-            None | Some("default") | Some("host") => "host",
+            // docker build's default: the default bridge (its own network namespace, NAT
+            // out, nothing of the host's loopback); `host` only when asked for.
+            None | Some("default") => "bridge",
+            Some("host") => "host",
             Some("none") => "none",
             Some(o) => {
                 return Err(self.err(step, format!("--network={o}: use default, none or host")))

@@ -71,20 +71,9 @@ pub fn is_whiteout(m: &Metadata) -> bool {
 
 /// Opens the regular file behind the handle `h` for reading. Its type is checked through `h`
 /// first (an inode's type never changes), so a device node, a FIFO or a symlink is refused
-/// before anything is opened; the open goes through the magic link, which names exactly
-/// that inode. This is `Tree::open_file` without libpathrs' `Handle::reopen`, which
-/// re-validates its procfs handle on every call (some 60 syscalls a file, most of a COPY's
-/// time): the agent's /proc is the host's, no build can mount over it, and `reg_untrusted`
-/// itself reaches directories and modes through the same magic links.
-#[allow(clippy::disallowed_methods)] // the magic link of a handle checked to be a regular file
+/// before anything is opened (`reg_untrusted::open_regular`, through the magic link).
 pub fn open_regular(h: &reg_untrusted::Handle) -> io::Result<File> {
-    if !reg_untrusted::metadata(h)?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file (never opened)",
-        ));
-    }
-    File::open(reg_untrusted::fd_path(&h.as_fd()))
+    reg_untrusted::open_regular(h)
 }
 
 /// The names in the directory behind the handle `dir` with their `lstat`: `fstatat` relative

@@ -803,7 +803,9 @@ pub fn listing(dir: &Path) -> Vec<String> {
         let what = if m.file_type().is_symlink() {
             format!(
                 "-> {}",
-                std::fs::read_link(p).map(|t| t.display().to_string()).unwrap_or_default()
+                std::fs::read_link(p)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default()
             )
         } else if m.is_file() {
             sha256(&std::fs::read(p).unwrap_or_default())

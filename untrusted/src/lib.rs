@@ -24,7 +24,7 @@ use std::ffi::OsString;
 use std::fs::{File, Metadata, Permissions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use pathrs::flags::{OpenFlags, ResolverFlags};
@@ -106,6 +106,11 @@ pub enum Node {
     Char { major: u64, minor: u64 },
     Block { major: u64, minor: u64 },
     Fifo,
+}
+
+/// `e` with the path it is about in front.
+fn named(rel: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", rel.display()))
 }
 
 /// Whether `rel` names the tree's root itself (no normal component).
@@ -241,29 +246,14 @@ impl Tree {
     pub fn open_file(&self, rel: impl AsRef<Path>) -> io::Result<File> {
         let rel = rel.as_ref();
         let h = self.resolve(rel)?;
-        let m = metadata(&h)?;
-        if !m.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a regular file", rel.display()),
-            ));
-        }
-        h.reopen(OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC)
-            .map_err(io_err)
+        open_regular(&h).map_err(|e| named(rel, e))
     }
 
     /// Opens `rel` for reading if it is itself a regular file (a symlink is not followed).
     pub fn open_file_nofollow(&self, rel: impl AsRef<Path>) -> io::Result<File> {
         let rel = rel.as_ref();
         let h = self.resolve_nofollow(rel)?;
-        if !metadata(&h)?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a regular file", rel.display()),
-            ));
-        }
-        h.reopen(OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC)
-            .map_err(io_err)
+        open_regular(&h).map_err(|e| named(rel, e))
     }
 
     /// Opens the directory `rel` (not following a final symlink) for reading its entries or
@@ -351,6 +341,22 @@ impl Tree {
         let h = self.resolve_nofollow(rel)?;
         read_dir(&h)
     }
+}
+
+/// Opens the regular file behind the handle `h` for reading; anything else is refused before
+/// it is opened. Through the magic link of the handle: exactly the inode it names (libpathrs'
+/// `reopen` re-validates procfs on every call, ~60 syscalls a file).
+pub fn open_regular(h: &impl AsFd) -> io::Result<File> {
+    if !metadata(h)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (never opened)",
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOCTTY)
+        .open(fd_path(h))
 }
 
 /// `fstat` of a handle (works on `O_PATH` descriptors).
