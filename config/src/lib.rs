@@ -74,8 +74,19 @@ pub struct RegistryConfig {
     pub shutdown_grace_secs: u64,
     /// Largest page that tag and catalog listings return when the client asks for none.
     pub default_page_size: u32,
-    /// Serve without authentication on a non-loopback address (only while no user exists).
+    /// Serve without authentication: on a non-loopback address while no user exists, or
+    /// after every user was removed (the registry otherwise keeps requiring auth for good
+    /// once it has had a user). Logged at start.
     pub insecure_no_auth: bool,
+    /// Require authentication even before the first user exists (every request is 401 until
+    /// one is added with `reg admin user add`).
+    pub require_auth: bool,
+    /// Addresses of reverse proxies (`10.0.0.0/8`, `192.0.2.7/32`, `::1/128`): only for
+    /// connections from these is the client taken from `X-Forwarded-For` (the right-most
+    /// address that is not itself a trusted proxy), for throttling and the audit log.
+    pub trusted_proxies: Vec<String>,
+    /// Bounds that keep the server up under hostile clients (`[registry.limits]`).
+    pub limits: LimitsConfig,
     /// Token endpoint URL announced in challenges; empty: `/auth/token` on this registry.
     pub token_realm: String,
     /// Delay added after the third failed login of a user, access token or (after the
@@ -94,6 +105,46 @@ pub struct RegistryConfig {
     /// Retention rules per repository pattern (`[[registry.retention]]`), applied by the
     /// garbage collector; `immutable_tags` is enforced on every push and delete.
     pub retention: Vec<RetentionRule>,
+}
+
+/// Resource bounds of the registry server: what one client, or many, can make it hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connections served at once; more wait in the kernel's accept queue until one ends.
+    /// `reg serve` raises its open-file limit to the hard limit at start.
+    pub max_connections: usize,
+    /// Seconds a client gets to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_timeout_secs: u64,
+    /// A request body must bring at least `min_body_bytes_per_sec` on average over each
+    /// window of this many seconds, or the request is cut (an upload keeps what arrived).
+    pub body_window_secs: u64,
+    pub min_body_bytes_per_sec: u64,
+    /// Password checks (argon2, about 19 MiB of memory each) at once; 0: one per CPU.
+    pub password_checks: usize,
+    /// Logins that may wait for a check; more are answered 429 TOOMANYREQUESTS + Retry-After.
+    pub password_queue: usize,
+    /// Logins in flight or waiting from one client address (more: 429), so that one client
+    /// cannot take every check.
+    pub password_checks_per_client: usize,
+    /// Open upload sessions of one user (or, anonymous, one client address); more: 429.
+    pub upload_sessions_per_client: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 4096,
+            header_timeout_secs: 15,
+            body_window_secs: 30,
+            min_body_bytes_per_sec: 1024,
+            password_checks: 0,
+            password_queue: 64,
+            password_checks_per_client: 4,
+            upload_sessions_per_client: 256,
+        }
+    }
 }
 
 /// The registry's metadata database.
@@ -234,6 +285,9 @@ impl Default for RegistryConfig {
             shutdown_grace_secs: 30,
             default_page_size: 1000,
             insecure_no_auth: false,
+            require_auth: false,
+            trusted_proxies: Vec::new(),
+            limits: LimitsConfig::default(),
             token_realm: String::new(),
             login_failure_delay_ms: 100,
             tls_cert: String::new(),
@@ -252,6 +306,46 @@ impl Default for LogConfig {
             level: "info".to_string(),
             format: "text".to_string(),
         }
+    }
+}
+
+/// `ADDRESS/PREFIX` (IPv4 or IPv6; a bare address is one host): the network and its prefix.
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (a, p) = s.split_once('/').unwrap_or((s, ""));
+    let ip: std::net::IpAddr = a
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?}: {e}; expected an address or ADDRESS/PREFIX"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = if p.is_empty() {
+        max
+    } else {
+        p.trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| format!("{s:?}: the prefix must be 0..={max}"))?
+    };
+    Ok((ip, prefix))
+}
+
+/// Whether `ip` is inside `net/prefix` (IPv4-mapped IPv6 addresses count as IPv4).
+pub fn cidr_contains(net: (std::net::IpAddr, u8), ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    match (net.0, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(net.1)).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(net.1)).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
     }
 }
 
@@ -411,6 +505,27 @@ impl Config {
                 format!("{:?} must end in /", st.prefix),
             ));
         }
+        for (i, p) in self.registry.trusted_proxies.iter().enumerate() {
+            parse_cidr(p).map_err(|m| invalid(&format!("registry.trusted_proxies[{i}]"), m))?;
+        }
+        let l = &self.registry.limits;
+        for (key, v) in [
+            ("registry.limits.max_connections", l.max_connections as u64),
+            ("registry.limits.header_timeout_secs", l.header_timeout_secs),
+            ("registry.limits.body_window_secs", l.body_window_secs),
+            (
+                "registry.limits.password_checks_per_client",
+                l.password_checks_per_client as u64,
+            ),
+            (
+                "registry.limits.upload_sessions_per_client",
+                l.upload_sessions_per_client,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
         if self.registry.default_page_size == 0 {
             return Err(invalid(
                 "registry.default_page_size",
@@ -525,6 +640,14 @@ fn apply_env(
                     .parse()
                     .map_err(|_| invalid(format!("{raw:?} is not true or false")))?,
             ),
+            // A list: comma-separated (`REG_REGISTRY_TRUSTED_PROXIES=10.0.0.0/8,::1`).
+            toml::Value::Array(_) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| toml::Value::String(v.to_string()))
+                    .collect(),
+            ),
             _ => toml::Value::String(raw.clone()),
         };
     }
@@ -540,6 +663,38 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn trusted_proxies_and_limits_from_the_environment() {
+        let cfg = Config::load_from(
+            None,
+            &env(&[
+                ("REG_REGISTRY_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
+                ("REG_REGISTRY_LIMITS_MAX_CONNECTIONS", "100"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(cfg.registry.trusted_proxies, vec!["10.0.0.0/8", "::1"]);
+        assert_eq!(cfg.registry.limits.max_connections, 100);
+        let err = Config::load_from(
+            None,
+            &env(&[("REG_REGISTRY_TRUSTED_PROXIES", "10.0.0.0/40")]),
+        )
+        .expect_err("bad prefix");
+        assert!(err.to_string().contains("trusted_proxies[0]"), "{err}");
+        let net = parse_cidr("10.0.0.0/8").expect("cidr");
+        assert!(cidr_contains(net, "10.1.2.3".parse().expect("ip")));
+        assert!(cidr_contains(net, "::ffff:10.1.2.3".parse().expect("ip")));
+        assert!(!cidr_contains(net, "11.0.0.1".parse().expect("ip")));
+        assert!(cidr_contains(
+            parse_cidr("::1").expect("v6"),
+            "::1".parse().expect("ip")
+        ));
+        assert!(cidr_contains(
+            parse_cidr("0.0.0.0/0").expect("all"),
+            "1.2.3.4".parse().expect("ip")
+        ));
     }
 
     #[test]

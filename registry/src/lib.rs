@@ -1,6 +1,6 @@
 //! OCI types shared by every part of `reg`, and the registry itself.
 //!
-//! Always compiled: [`digest`], [`name`], [`media`], [`manifest`] and [`error`] — pure types that
+//! Always compiled: [`digest`], [`name`], [`media`], [`manifest`], [`range`] and [`error`] — pure types that
 //! parse once at the edge and touch no file or network. Behind the `server` feature: the
 //! distribution-spec HTTP server with its storage and metadata. The server half must never be
 //! linked into `node` or `builder` (they use only the pure types and, later, the client).
@@ -12,6 +12,7 @@ pub mod error;
 pub mod manifest;
 pub mod media;
 pub mod name;
+pub mod range;
 
 #[cfg(feature = "server")]
 pub mod server;

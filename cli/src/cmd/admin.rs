@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use reg_registry::server::auth::policy::{Role, Scope};
-use reg_registry::server::auth::{self, store::TokenRow};
+use reg_registry::server::auth::{self, store, store::TokenRow};
 use reg_registry::server::meta::Meta;
 use reg_registry::RepoName;
 
@@ -168,8 +168,14 @@ pub fn run(config: Option<&Path>, args: AdminArgs) -> anyhow::Result<()> {
                 println!("added user {name}{}", if admin { " (admin)" } else { "" });
             }
             UserCommand::Rm { name } => {
-                if !meta.remove_user(&name)? {
-                    bail!("no user {name}");
+                match meta.remove_user(&name)? {
+                    store::Removal::Removed => {}
+                    store::Removal::NoSuchUser => bail!("no user {name}"),
+                    store::Removal::LastAdmin => bail!(
+                        "{name} is the last admin: add another admin first \
+                         (reg admin user add NAME --admin --password-stdin); \
+                         the registry keeps requiring authentication either way"
+                    ),
                 }
                 meta.audit(&who, "user.rm", &name, "", "local")?;
                 println!("removed user {name}");

@@ -123,7 +123,23 @@ fn nix_is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
+/// Raises this process's open-file soft limit to its hard limit, as containerd and dockerd do:
+/// a server facing many clients (and the node, many containers) needs more than the usual
+/// 1024, and no privilege is needed to go up to the hard limit.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+            }
+        }
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    raise_nofile_limit();
     // Short blocking jobs only (SQLite, renames): transfers run on threads of their own.
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -137,7 +137,7 @@ async fn handle(st: Arc<AppState>, req: Request) -> ApiResult {
     let q = query_map(parts.uri.query());
     let m = &parts.method;
     let h = &parts.headers;
-    let client = auth::client_addr(&parts.extensions);
+    let client = st.auth.client(&parts.extensions, &parts.headers);
     let caller = st.auth.identify(h, &client).await?;
     if let Some(need) = need_of(&route, m) {
         st.auth.authorize(&caller, &need, h).await?;
@@ -518,30 +518,7 @@ fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ApiError>
         )
         .with_header("content-range", format!("bytes */{size}"))
     };
-    let spec = v.trim().strip_prefix("bytes=").ok_or_else(bad)?;
-    if spec.contains(',') {
-        return Err(bad());
-    }
-    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().map_err(|_| bad())?;
-            if n == 0 || size == 0 {
-                return Err(bad());
-            }
-            (size.saturating_sub(n), size - 1)
-        }
-        (a, "") => (a.parse().map_err(|_| bad())?, size.saturating_sub(1)),
-        (a, b) => {
-            let a: u64 = a.parse().map_err(|_| bad())?;
-            let b: u64 = b.parse().map_err(|_| bad())?;
-            (a, b.min(size.saturating_sub(1)))
-        }
-    };
-    if start >= size || end < start {
-        return Err(bad());
-    }
-    Ok(Some((start, end)))
+    crate::range::blob_range(v, size).map(Some).ok_or_else(bad)
 }
 
 async fn get_blob(
@@ -716,12 +693,33 @@ async fn start_upload(
         id.clone(),
         repo.to_string(),
     );
-    blocking(move || -> Result<(), ApiError> {
-        store.create_upload(&i)?;
-        meta.create_upload(&i, &r)?;
-        Ok(())
+    // Sessions are capped per user (anonymous callers: per address): each holds a row and a file.
+    let owner = match &cx.caller {
+        Caller::Basic(_) | Caller::Bearer(_) if cx.caller.name() != "anonymous" => cx.caller.name(),
+        _ => String::new(),
+    };
+    let (client, cap) = (cx.client.clone(), st.cfg.limits.upload_sessions_per_client);
+    let created = blocking(move || -> Result<bool, ApiError> {
+        if !meta.create_upload(&i, &r, &owner, &client, cap)? {
+            return Ok(false);
+        }
+        if let Err(e) = store.create_upload(&i) {
+            let _ = meta.delete_upload(&i);
+            return Err(e.into());
+        }
+        Ok(true)
     })
     .await??;
+    if !created {
+        return Err(ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "{cap} upload sessions are open for this client already; finish or cancel one \
+                 (DELETE its upload URL) or let them expire"
+            ),
+        )
+        .with_header("retry-after", "10".to_string()));
+    }
     let s = Session::new(id.clone(), repo.to_string(), Algorithm::Sha256);
     let headers = upload_headers(repo, &s);
     st.sessions
@@ -828,25 +826,17 @@ fn check_content_range(h: &HeaderMap, s: &Session) -> Result<Option<u64>, ApiErr
     let Some(v) = h.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
-    let spec = v
-        .trim()
-        .trim_start_matches("bytes ")
-        .trim_start_matches("bytes=");
-    let spec = spec.split('/').next().unwrap_or(spec);
     let invalid = |why: String| {
         ApiError::new(ErrorCode::RangeInvalid, why)
             .with_header("range", format!("0-{}", s.size.saturating_sub(1)))
             .with_header("location", format!("/v2/{}/blobs/uploads/{}", s.repo, s.id))
             .with_header("docker-upload-uuid", s.id.clone())
     };
-    let (a, b) = spec
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
-        .ok_or_else(|| {
-            invalid(format!(
-                "Content-Range {v:?} is not of the form <start>-<end>"
-            ))
-        })?;
+    let (a, b) = crate::range::chunk_range(v).ok_or_else(|| {
+        invalid(format!(
+            "Content-Range {v:?} is not of the form <start>-<end> with <end> >= <start>"
+        ))
+    })?;
     if a != s.size || b < a {
         return Err(invalid(format!(
             "chunk {a}-{b} does not continue the upload, which holds {} bytes; resume at offset {}",
@@ -1065,7 +1055,7 @@ pub async fn token(State(st): State<Arc<AppState>>, req: Request) -> Response {
 
 async fn token_inner(st: Arc<AppState>, req: Request) -> ApiResult {
     let (parts, body) = req.into_parts();
-    let client = auth::client_addr(&parts.extensions);
+    let client = st.auth.client(&parts.extensions, &parts.headers);
     let (pairs, oauth) = match parts.method {
         Method::GET => (url_pairs(parts.uri.query().unwrap_or("")), false),
         Method::POST => {
@@ -1160,22 +1150,6 @@ async fn token_inner(st: Arc<AppState>, req: Request) -> ApiResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn range_header_forms() {
-        let mut h = HeaderMap::new();
-        let mut check = |v: &str, want: Option<(u64, u64)>| {
-            h.insert(header::RANGE, hv(v));
-            assert_eq!(parse_range(&h, 100).ok().flatten(), want, "{v}");
-        };
-        check("bytes=0-9", Some((0, 9)));
-        check("bytes=90-", Some((90, 99)));
-        check("bytes=-10", Some((90, 99)));
-        check("bytes=50-500", Some((50, 99)));
-        check("bytes=100-", None);
-        check("bytes=9-1", None);
-        check("items=0-1", None);
-    }
 
     #[test]
     fn query_decoding() {

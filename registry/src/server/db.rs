@@ -749,6 +749,16 @@ ALTER TABLE uploads ADD COLUMN multipart TEXT;
 ALTER TABLE uploads ADD COLUMN parts TEXT NOT NULL DEFAULT '';
 ALTER TABLE uploads ADD COLUMN parts_bytes INTEGER NOT NULL DEFAULT 0
 "#,
+    // A user's credentials generation (bumped when their password changes: every JWT and
+    // cached login of an older generation stops working at once, on every replica); who
+    // opened an upload session (sessions are capped per identity and address); and the fact
+    // that this registry has had users, after which it never serves open again.
+    r#"
+ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE uploads ADD COLUMN client TEXT NOT NULL DEFAULT '';
+INSERT INTO secrets(name, value, created_at) SELECT 'auth.required', '1', 0 WHERE EXISTS (SELECT 1 FROM users)
+"#,
 ];
 
 #[cfg(test)]

@@ -402,13 +402,40 @@ impl Meta {
         })
     }
 
-    pub fn create_upload(&self, id: &str, repo: &str) -> Result<(), MetaError> {
+    /// Records a new upload session of `owner` (a user name; empty for an anonymous caller,
+    /// who is then counted by `client` address) unless they hold `cap` open sessions already:
+    /// `false` then, and nothing is recorded.
+    pub fn create_upload(
+        &self,
+        id: &str,
+        repo: &str,
+        owner: &str,
+        client: &str,
+        cap: u64,
+    ) -> Result<bool, MetaError> {
         self.write(|c| {
+            let open: i64 = if owner.is_empty() {
+                value(
+                    c,
+                    "SELECT count(*) FROM uploads WHERE owner = '' AND client = ?1",
+                    args![client],
+                )?
+            } else {
+                value(
+                    c,
+                    "SELECT count(*) FROM uploads WHERE owner = ?1",
+                    args![owner],
+                )?
+            }
+            .unwrap_or(0);
+            if open >= cap as i64 {
+                return Ok(false);
+            }
             c.execute(
-                "INSERT INTO uploads(id, repo, started_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-                args![id, repo, now()],
+                "INSERT INTO uploads(id, repo, started_at, updated_at, owner, client) VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
+                args![id, repo, now(), owner, client],
             )?;
-            Ok(())
+            Ok(true)
         })
     }
 

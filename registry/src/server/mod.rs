@@ -8,6 +8,7 @@ pub mod auth;
 pub mod db;
 pub mod error;
 pub mod gc;
+mod listen;
 pub mod meta;
 mod routes;
 pub mod store;
@@ -80,13 +81,7 @@ impl AppState {
         let (meta, store) = open_storage(cfg)?;
         let meta = Arc::new(meta);
         let key = auth::load_or_create_key(&meta, &layout.registry_auth())?;
-        let auth = auth::Auth::new(
-            meta.clone(),
-            key,
-            cfg.registry.tls().is_some(),
-            Some(cfg.registry.token_realm.clone()).filter(|r| !r.is_empty()),
-            Duration::from_millis(cfg.registry.login_failure_delay_ms),
-        );
+        let auth = auth::Auth::new(meta.clone(), key, &cfg.registry);
         let st = Arc::new(AppState {
             auth,
             meta,
@@ -137,14 +132,35 @@ impl AppState {
 
 /// The registry's HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
+    let pace = (
+        Duration::from_secs(state.cfg.limits.body_window_secs),
+        state.cfg.limits.min_body_bytes_per_sec,
+    );
     Router::new()
         .route("/v2", any(api::dispatch))
         .route("/v2/", any(api::dispatch))
         .route("/v2/{*rest}", any(api::dispatch))
         .route("/auth/token", any(api::token))
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(pace, pace_body))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// Request bodies must keep `registry.limits.min_body_bytes_per_sec` (see [`listen::Paced`]).
+async fn pace_body(
+    axum::extract::State((window, min)): axum::extract::State<(Duration, u64)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE) {
+        return next.run(req).await;
+    }
+    let req = req.map(|b| {
+        axum::body::Body::from_stream(listen::Paced::new(b.into_data_stream(), window, min))
+    });
+    next.run(req).await
 }
 
 /// Adds the API version header to every answer and logs one line per request.
@@ -184,76 +200,6 @@ async fn access_log(mut req: Request, next: Next) -> Response {
     resp
 }
 
-type App = axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>;
-
-async fn serve_plain(
-    listener: tokio::net::TcpListener,
-    app: App,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> Result<(), ServeError> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown({
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    });
-    let signal = async move {
-        shutdown.await;
-        tracing::info!(
-            grace_secs = grace.as_secs(),
-            "shutting down: no new connections, finishing in-flight requests"
-        );
-        let _ = stop_tx.send(true);
-    };
-    let mut stopped = stop_rx;
-    let bounded = async move {
-        let _ = stopped.wait_for(|v| *v).await;
-        tokio::time::sleep(grace).await;
-        tracing::warn!("grace period over, dropping remaining connections");
-    };
-    tokio::select! {
-        r = async { tokio::join!(server, signal).0 } => r.map_err(ServeError::Serve),
-        () = bounded => Ok(()),
-    }
-}
-
-/// HTTPS with rustls (ring provider: no C toolchain beyond what `ring` builds).
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    app: App,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> Result<(), ServeError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-        .await
-        .map_err(|source| ServeError::Tls {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            source,
-        })?;
-    let std_listener = listener.into_std().map_err(ServeError::Serve)?;
-    let handle = axum_server::Handle::new();
-    let h = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!(
-            grace_secs = grace.as_secs(),
-            "shutting down: no new connections, finishing in-flight requests"
-        );
-        h.graceful_shutdown(Some(grace));
-    });
-    axum_server::from_tcp_rustls(std_listener, config)
-        .handle(handle)
-        .serve(app)
-        .await
-        .map_err(ServeError::Serve)
-}
-
 /// Binds `cfg.registry.addr` and serves until `shutdown` resolves; in-flight requests then get
 /// `shutdown_grace_secs` to finish. `on_bound` learns the actual address (port 0 picks one).
 pub async fn serve(
@@ -269,21 +215,38 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
-    let users = {
+    let (users, had_users) = {
         let m = state.meta.clone();
-        tokio::task::spawn_blocking(move || m.user_count())
-            .await
-            .map_err(|e| ServeError::Serve(std::io::Error::other(e)))??
+        tokio::task::spawn_blocking(move || -> Result<_, meta::MetaError> {
+            Ok((m.user_count()?, m.auth_required()?))
+        })
+        .await
+        .map_err(|e| ServeError::Serve(std::io::Error::other(e)))??
     };
-    if users == 0 {
-        if !addr.ip().is_loopback() && !cfg.registry.insecure_no_auth {
-            return Err(ServeError::OpenOnNetwork(addr.to_string()));
-        }
+    let r = &cfg.registry;
+    if users == 0 && (r.require_auth || (had_users && !r.insecure_no_auth)) {
         tracing::warn!(
-            "authentication is off: no user exists. Create the first admin with \
-             `reg admin --data {} user add admin --admin --password-stdin`; auth turns on at once",
+            "authentication is required but no user exists: every request is refused until \
+             `reg admin --data {} user add admin --admin --password-stdin`",
             cfg.data_dir.display()
         );
+    } else if users == 0 {
+        if !addr.ip().is_loopback() && !r.insecure_no_auth {
+            return Err(ServeError::OpenOnNetwork(addr.to_string()));
+        }
+        if r.insecure_no_auth {
+            tracing::warn!(
+                "--insecure-no-auth: serving WITHOUT authentication on {addr}; anyone who \
+                 reaches it can push, pull and delete"
+            );
+        } else {
+            tracing::warn!(
+                "authentication is off (loopback only): no user exists yet. Create the first \
+                 admin with `reg admin --data {} user add admin --admin --password-stdin`; auth \
+                 turns on at once and stays on for good",
+                cfg.data_dir.display()
+            );
+        }
     }
     on_bound(addr);
 
@@ -309,11 +272,15 @@ pub async fn serve(
     let collector = gc_schedule(&state, &cfg.registry.gc)?;
 
     let grace = Duration::from_secs(cfg.registry.shutdown_grace_secs);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = match cfg.registry.tls() {
-        Some((cert, key)) => serve_tls(listener, app, &cert, &key, shutdown, grace).await,
-        _ => serve_plain(listener, app, shutdown, grace).await,
+    let tls = match cfg.registry.tls() {
+        Some((cert, key)) => Some(listen::tls_acceptor(&cert, &key)?),
+        None => None,
     };
+    let bounds = listen::Bounds {
+        max_connections: cfg.registry.limits.max_connections,
+        header_timeout: Duration::from_secs(cfg.registry.limits.header_timeout_secs),
+    };
+    let result = listen::serve(listener, tls, router(state), bounds, shutdown, grace).await;
     sweeper.abort();
     if let Some(c) = collector {
         c.abort();

@@ -1,12 +1,27 @@
 //! Access control: who the caller is (Basic credentials, a bearer JWT, or nobody), what they may
 //! do (see [`policy`]), the Docker token endpoint, and the audit trail.
 //!
-//! Auth is on as soon as one user exists (checked at most once a second, so `reg admin user add`
-//! on a running registry takes effect at once). Without users the registry is open, which `serve`
-//! only allows on loopback. Bearer tokens are HS256 JWTs signed with a key generated on first start
-//! under `<data>/registry/auth/`; they live five minutes, so a revoked right is gone within that.
-//! Passwords are argon2 hashes; access tokens (`reg_<id>_<secret>`) are stored as sha256 of the
-//! secret. Nothing here ever logs a password or a token.
+//! Auth is a fact, not an inference: it is on as soon as one user exists (checked at most once a
+//! second, so `reg admin user add` on a running registry takes effect at once), and stays on for
+//! good once a registry has had a user (a row written with the first user; removing the last
+//! admin is refused). A registry that never had users serves open on loopback only, or wherever
+//! `--insecure-no-auth` says (logged at start); `registry.require_auth` closes it from the start.
+//!
+//! Bearer tokens are HS256 JWTs signed with a key shared through the metadata database; they live
+//! five minutes, but carry the user's credentials generation (and their access token's id), which
+//! every request checks against the database: a password change, a removed user or a revoked
+//! access token ends every JWT and cached login at once, on every replica. A password change also
+//! drops the user's refresh tokens.
+//!
+//! Passwords are argon2 hashes (about 19 MiB of memory per check): checks run at most
+//! `limits.password_checks` at once, with a bounded queue and a bounded share per client address;
+//! beyond that a login is answered 429 TOOMANYREQUESTS with Retry-After instead of queueing
+//! memory. Failed logins slow down further guesses of the same account; a client address's
+//! failures slow down only its own failed attempts (a right password from the same address —
+//! everyone behind one proxy — is never delayed). Behind reverse proxies listed in
+//! `registry.trusted_proxies`, the client is the one `X-Forwarded-For` names.
+//! Access tokens (`reg_<id>_<secret>`) are stored as sha256 of the secret. Nothing here ever logs
+//! a password or a token.
 
 pub mod policy;
 pub mod store;
@@ -58,6 +73,9 @@ pub struct Claims {
     /// The access token the JWT was issued for, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<String>,
+    /// The user's credentials generation when it was issued.
+    #[serde(default)]
+    pub generation: i64,
 }
 
 /// A caller whose credentials were checked.
@@ -144,11 +162,105 @@ pub struct Auth {
     tls: bool,
     realm: Option<String>,
     failure_delay: Duration,
+    /// `registry.require_auth` and `registry.insecure_no_auth`.
+    require: bool,
+    insecure_open: bool,
     enabled: Mutex<(Option<Instant>, bool)>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
-    /// Recently verified Basic credentials (sha256 of user and password) → principal, so that
-    /// clients that send Basic on every request do not pay argon2 every time.
-    verified: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    /// Recently verified Basic credentials (sha256 of user and password) → principal and the
+    /// generation it was verified at, so that clients that send Basic on every request do not
+    /// pay argon2 every time (the generation is still checked on every use).
+    verified: Mutex<HashMap<[u8; 32], (Principal, i64, Instant)>>,
+    hashing: HashLimiter,
+    proxies: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// Bounds the argon2 checks: `permits` at once, `queue` more waiting, and at most `per_client`
+/// in flight or waiting from one address.
+struct HashLimiter {
+    permits: Arc<tokio::sync::Semaphore>,
+    queue: usize,
+    per_client: usize,
+    waiting: std::sync::atomic::AtomicUsize,
+    clients: Mutex<HashMap<String, usize>>,
+}
+
+/// A place in the [`HashLimiter`]: its client's share is given back on drop.
+struct HashTicket<'a> {
+    limiter: &'a HashLimiter,
+    client: String,
+}
+
+impl Drop for HashTicket<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.limiter.clients.lock() {
+            if let Some(n) = m.get_mut(&self.client) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.client);
+                }
+            }
+        }
+    }
+}
+
+fn too_many(what: &str) -> ApiError {
+    ApiError::new(ErrorCode::TooManyRequests, what).with_header("retry-after", "1".to_string())
+}
+
+impl HashLimiter {
+    fn new(permits: usize, queue: usize, per_client: usize) -> HashLimiter {
+        let permits = if permits == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            permits
+        };
+        HashLimiter {
+            permits: Arc::new(tokio::sync::Semaphore::new(permits)),
+            queue,
+            per_client: per_client.max(1),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A permit to run one check for `client`, or 429 when its share or the queue is full.
+    async fn acquire(
+        &self,
+        client: &str,
+    ) -> Result<(HashTicket<'_>, tokio::sync::OwnedSemaphorePermit), ApiError> {
+        use std::sync::atomic::Ordering;
+        {
+            let mut m = self
+                .clients
+                .lock()
+                .map_err(|_| ApiError::internal("login limiter poisoned"))?;
+            let n = m.entry(client.to_string()).or_insert(0);
+            if *n >= self.per_client {
+                return Err(too_many(
+                    "too many logins from this address at once; retry in a second",
+                ));
+            }
+            *n += 1;
+        }
+        let ticket = HashTicket {
+            limiter: self,
+            client: client.to_string(),
+        };
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok((ticket, p));
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(too_many(
+                "the registry is checking too many passwords at once; retry in a second",
+            ));
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = permit.map_err(|_| ApiError::internal("login limiter closed"))?;
+        Ok((ticket, permit))
+    }
 }
 
 const VERIFIED_TTL: Duration = Duration::from_secs(30);
@@ -232,27 +344,39 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Auth {
-    pub fn new(
-        meta: Arc<Meta>,
-        key: Vec<u8>,
-        tls: bool,
-        realm: Option<String>,
-        failure_delay: Duration,
-    ) -> Auth {
+    pub fn new(meta: Arc<Meta>, key: Vec<u8>, cfg: &reg_config::RegistryConfig) -> Auth {
+        let l = &cfg.limits;
         Auth {
             meta,
             key,
-            tls,
-            realm,
-            failure_delay,
+            tls: cfg.tls().is_some(),
+            realm: Some(cfg.token_realm.clone()).filter(|r| !r.is_empty()),
+            failure_delay: Duration::from_millis(cfg.login_failure_delay_ms),
+            require: cfg.require_auth,
+            insecure_open: cfg.insecure_no_auth,
             enabled: Mutex::new((None, false)),
             failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            hashing: HashLimiter::new(
+                l.password_checks,
+                l.password_queue,
+                l.password_checks_per_client,
+            ),
+            // Validated with the configuration.
+            proxies: cfg
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| reg_config::parse_cidr(p).ok())
+                .collect(),
         }
     }
 
-    /// Whether auth is on (at least one user exists), re-read at most once a second.
+    /// Whether auth is on, re-read at most once a second: a user exists, or the registry has
+    /// had one (unless `--insecure-no-auth`), or the configuration requires it.
     pub async fn enabled(&self) -> Result<bool, ApiError> {
+        if self.require {
+            return Ok(true);
+        }
         if let Ok(g) = self.enabled.lock() {
             if let (Some(at), on) = *g {
                 if at.elapsed() < Duration::from_secs(1) {
@@ -260,8 +384,11 @@ impl Auth {
                 }
             }
         }
-        let meta = self.meta.clone();
-        let on = blocking(move || meta.user_count()).await?? > 0;
+        let (meta, open) = (self.meta.clone(), self.insecure_open);
+        let on = blocking(move || -> Result<bool, MetaError> {
+            Ok(meta.user_count()? > 0 || (!open && meta.auth_required()?))
+        })
+        .await??;
         if let Ok(mut g) = self.enabled.lock() {
             *g = (Some(Instant::now()), on);
         }
@@ -321,16 +448,28 @@ impl Auth {
         let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
             return Ok(Caller::Anonymous);
         };
-        if let Some(token) = value.strip_prefix("Bearer ").map(str::trim) {
-            return match self.verify_jwt(token) {
-                Some(c) => Ok(Caller::Bearer(c)),
-                None => Err(self.unauthorized(
+        // Auth schemes are case-insensitive (RFC 7235).
+        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let claims =
+                match self.verify_jwt(rest.trim()) {
+                    Some(c) => c,
+                    None => return Err(self.unauthorized(
+                        headers,
+                        None,
+                        Some("invalid_token"),
+                        "bearer token is invalid or expired; get a new one from the token endpoint",
+                    )),
+                };
+            if !self.still_valid(&claims).await? {
+                return Err(self.unauthorized(
                     headers,
                     None,
                     Some("invalid_token"),
-                    "bearer token is invalid or expired; get a new one from the token endpoint",
-                )),
-            };
+                    "bearer token was revoked (password changed, user removed or access token revoked); log in again",
+                ));
+            }
+            return Ok(Caller::Bearer(claims));
         }
         if let Some((user, password)) = basic_credentials(value) {
             return match self.check_password(&user, &password, client).await? {
@@ -362,11 +501,18 @@ impl Auth {
             h.update(password.as_bytes());
             h.finalize().into()
         };
-        if let Ok(m) = self.verified.lock() {
-            if let Some((p, at)) = m.get(&cache_key) {
-                if at.elapsed() < VERIFIED_TTL {
-                    return Ok(Some(p.clone()));
-                }
+        let cached = self.verified.lock().ok().and_then(|m| {
+            m.get(&cache_key)
+                .filter(|(_, _, at)| at.elapsed() < VERIFIED_TTL)
+                .map(|(p, generation, _)| (p.clone(), *generation))
+        });
+        if let Some((p, generation)) = cached {
+            // Still the same credentials? One indexed read instead of argon2.
+            if self.principal_valid(&p, generation).await? {
+                return Ok(Some(p));
+            }
+            if let Ok(mut m) = self.verified.lock() {
+                m.remove(&cache_key);
             }
         }
         // Throttle by what is being guessed: the user's password, or one access token; and,
@@ -378,13 +524,16 @@ impl Auth {
             Some((id, _)) => format!("token:{id}"),
             None => format!("user:{user}"),
         };
-        let keys = [account, format!("addr:{client}")];
-        let delay = self.penalty(&keys);
+        let address = format!("addr:{client}");
+        let keys = [account, address.clone()];
+        // This client's share of the password checks, held until the answer (429 when full).
+        let _slot = self.hashing.acquire(client).await?;
+        let delay = self.penalty(&keys[..1]);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         let (meta, u, pw) = (self.meta.clone(), user.to_string(), password.to_string());
-        let principal = blocking(move || -> Result<Option<Principal>, MetaError> {
+        let checked = blocking(move || -> Result<Option<(Principal, i64)>, MetaError> {
             if let Some(rest) = pw.strip_prefix(TOKEN_PREFIX) {
                 let Some((id, secret)) = rest.split_once('_') else {
                     return Ok(None);
@@ -393,41 +542,124 @@ impl Auth {
                     return Ok(None);
                 };
                 let live = !t.revoked && t.expires_at.is_none_or(|e| e > now());
-                if live
-                    && t.secret_sha256 == sha256_hex(secret.as_bytes())
-                    && meta.password_hash(&t.user)?.is_some()
-                {
-                    return Ok(Some(Principal::Token {
-                        id: t.id,
-                        user: t.user,
-                        scopes: t.scopes,
-                    }));
+                if live && t.secret_sha256 == sha256_hex(secret.as_bytes()) {
+                    if let Some(generation) = meta.user_generation(&t.user)? {
+                        return Ok(Some((
+                            Principal::Token {
+                                id: t.id,
+                                user: t.user,
+                                scopes: t.scopes,
+                            },
+                            generation,
+                        )));
+                    }
                 }
                 return Ok(None);
             }
             // Verify against a dummy hash for unknown users so timing does not tell who exists.
-            let stored = meta.password_hash(&u)?;
-            let ok = verify_password(&pw, stored.as_deref().unwrap_or(DUMMY_HASH));
-            Ok((ok && stored.is_some()).then_some(Principal::User(u)))
+            let stored = meta.password_and_generation(&u)?;
+            let hash = stored.as_ref().map_or(DUMMY_HASH, |(h, _)| h.as_str());
+            let ok = verify_password(&pw, hash);
+            Ok(stored
+                .filter(|_| ok)
+                .map(|(_, generation)| (Principal::User(u), generation)))
         })
         .await??;
-        match &principal {
-            Some(p) => {
+        match checked {
+            Some((p, generation)) => {
                 self.clear_failures(&keys);
                 if let Ok(mut m) = self.verified.lock() {
                     if m.len() > 10_000 {
                         m.clear();
                     }
-                    m.insert(cache_key, (p.clone(), Instant::now()));
+                    m.insert(cache_key, (p.clone(), generation, Instant::now()));
                 }
+                Ok(Some(p))
             }
             None => {
                 self.record_failure(&keys);
                 let (meta, u, c) = (self.meta.clone(), user.to_string(), client.to_string());
                 let _ = blocking(move || meta.audit(&u, "login.failed", "registry", "", &c)).await;
+                // A guessing address waits on its own failures, holding its own share.
+                let delay = self.penalty(std::slice::from_ref(&address));
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(None)
             }
         }
-        Ok(principal)
+    }
+
+    /// Whether a principal verified at `generation` still holds: its user exists with that
+    /// generation, and an access token is neither revoked nor expired. Read from the database
+    /// on every use, so a revocation anywhere takes effect at once.
+    async fn principal_valid(&self, p: &Principal, generation: i64) -> Result<bool, ApiError> {
+        let (user, tid) = match p {
+            Principal::Anonymous => return Ok(true),
+            Principal::User(u) => (u.clone(), None),
+            Principal::Token { id, user, .. } => (user.clone(), Some(id.clone())),
+        };
+        let meta = self.meta.clone();
+        Ok(blocking(move || -> Result<bool, MetaError> {
+            if meta.user_generation(&user)? != Some(generation) {
+                return Ok(false);
+            }
+            match tid {
+                None => Ok(true),
+                Some(id) => Ok(meta.token(&id)?.is_some_and(|t| {
+                    !t.revoked && t.user == user && t.expires_at.is_none_or(|e| e > now())
+                })),
+            }
+        })
+        .await??)
+    }
+
+    /// Whether a JWT's user (and access token) still hold at the generation it carries.
+    async fn still_valid(&self, c: &Claims) -> Result<bool, ApiError> {
+        if c.sub.is_empty() {
+            return Ok(true);
+        }
+        let p = match &c.tid {
+            Some(id) => Principal::Token {
+                id: id.clone(),
+                user: c.sub.clone(),
+                scopes: Vec::new(),
+            },
+            None => Principal::User(c.sub.clone()),
+        };
+        self.principal_valid(&p, c.generation).await
+    }
+
+    /// The client of a request: the peer's address, or — when the peer is a trusted reverse
+    /// proxy — the right-most `X-Forwarded-For` address that is not itself a trusted proxy.
+    pub fn client(&self, ext: &axum::http::Extensions, headers: &HeaderMap) -> String {
+        let peer = ext
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let Some(peer) = peer else {
+            return "unknown".into();
+        };
+        let trusted = |ip: std::net::IpAddr| {
+            self.proxies
+                .iter()
+                .any(|net| reg_config::cidr_contains(*net, ip))
+        };
+        if !trusted(peer) {
+            return peer.to_string();
+        }
+        let forwarded: Vec<std::net::IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted(*ip))
+            .unwrap_or(peer)
+            .to_string()
     }
 
     fn penalty(&self, keys: &[String]) -> Duration {
@@ -671,6 +903,15 @@ impl Auth {
             }
         }
         let t = now();
+        let generation = match principal.user() {
+            Some(u) => {
+                let (meta, u) = (self.meta.clone(), u.to_string());
+                blocking(move || meta.user_generation(&u))
+                    .await??
+                    .unwrap_or(-1)
+            }
+            None => 0,
+        };
         let claims = Claims {
             iss: SERVICE.into(),
             sub: principal.user().unwrap_or("").to_string(),
@@ -684,6 +925,7 @@ impl Auth {
                 Principal::Token { id, .. } => Some(id.clone()),
                 _ => None,
             },
+            generation,
         };
         Ok((self.sign(&claims)?, access))
     }
@@ -726,22 +968,16 @@ impl Auth {
 /// A valid argon2 hash of a random string, verified against when a user does not exist.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Xr8cy8nUKUBMU3Ib6WxEw0ptLV6Cq6qKhsTUfkW/ek0";
 
-/// Decodes `Basic base64(user:password)`.
+/// Decodes `Basic base64(user:password)` (the scheme in any case).
 pub fn basic_credentials(value: &str) -> Option<(String, String)> {
-    let b64 = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
+    let (scheme, b64) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     let raw = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .ok()?;
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
     Some((u.to_string(), p.to_string()))
-}
-
-/// The client address for audit and throttling.
-pub fn client_addr(ext: &axum::http::Extensions) -> String {
-    ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -38,10 +38,58 @@ pub struct AuditRow {
 const TOKEN_COLUMNS: &str =
     "SELECT id, \"user\", secret_sha256, scopes, expires_at, revoked, created_at FROM access_tokens";
 
+/// What `reg admin user rm` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    NoSuchUser,
+    /// Refused: the registry would be left without an admin.
+    LastAdmin,
+}
+
+/// The secret row that records that this registry has had users: auth stays on for good.
+const AUTH_REQUIRED: &str = "auth.required";
+
 impl Meta {
     pub fn user_count(&self) -> Result<i64, MetaError> {
         self.read(|c| value(c, "SELECT count(*) FROM users", &[]))
             .map(|n| n.unwrap_or(0))
+    }
+
+    /// Whether authentication is required: a user exists, or one ever did (recorded with the
+    /// first user, never cleared), so removing every user never opens the registry.
+    pub fn auth_required(&self) -> Result<bool, MetaError> {
+        self.read(|c| {
+            value::<i64>(
+                c,
+                "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM secrets WHERE name = ?1)",
+                args![AUTH_REQUIRED],
+            )
+        })
+        .map(|n| n.unwrap_or(0) > 0)
+    }
+
+    /// The credentials generation of `user` (`None`: no such user). Every JWT and cached
+    /// login carries the generation it was issued at; a different one is revoked.
+    pub fn user_generation(&self, user: &str) -> Result<Option<i64>, MetaError> {
+        self.read(|c| {
+            value(
+                c,
+                "SELECT generation FROM users WHERE name = ?1",
+                args![user],
+            )
+        })
+    }
+
+    /// The stored password hash of `name` with its credentials generation.
+    pub fn password_and_generation(&self, name: &str) -> Result<Option<(String, i64)>, MetaError> {
+        self.read(|c| {
+            let rows = c.query(
+                "SELECT password_hash, generation FROM users WHERE name = ?1",
+                args![name],
+            )?;
+            rows.first().map(|r| Ok((r.get(0)?, r.get(1)?))).transpose()
+        })
     }
 
     /// Adds a user; `false` if the name is taken.
@@ -52,28 +100,54 @@ impl Meta {
         admin: bool,
     ) -> Result<bool, MetaError> {
         let n = self.write(|c| {
-            c.execute(
+            let n = c.execute(
                 "INSERT INTO users(name, password_hash, admin, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                 args![name, password_hash, admin, now()],
-            )
+            )?;
+            c.execute(
+                "INSERT INTO secrets(name, value, created_at) VALUES (?1, '1', ?2) ON CONFLICT(name) DO NOTHING",
+                args![AUTH_REQUIRED, now()],
+            )?;
+            Ok::<_, MetaError>(n)
         })?;
         Ok(n > 0)
     }
 
+    /// Changes a password: the user's generation moves on (every JWT and cached login issued
+    /// before stops working at once) and their refresh tokens go, as GitHub and GitLab do.
     pub fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, MetaError> {
         let n = self.write(|c| {
-            c.execute(
-                "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+            let n = c.execute(
+                "UPDATE users SET password_hash = ?2, generation = generation + 1 WHERE name = ?1",
                 args![name, password_hash],
-            )
+            )?;
+            c.execute(
+                "DELETE FROM refresh_tokens WHERE \"user\" = ?1",
+                args![name],
+            )?;
+            Ok::<_, MetaError>(n)
         })?;
         Ok(n > 0)
     }
 
-    /// Removes a user with their memberships, access tokens and refresh tokens.
-    pub fn remove_user(&self, name: &str) -> Result<bool, MetaError> {
+    /// Removes a user with their memberships, access tokens and refresh tokens; never the
+    /// last admin.
+    pub fn remove_user(&self, name: &str) -> Result<Removal, MetaError> {
         self.write(|c| {
-            let n = c.execute("DELETE FROM users WHERE name = ?1", args![name])?;
+            let admin: Option<bool> =
+                value(c, "SELECT admin FROM users WHERE name = ?1", args![name])?;
+            match admin {
+                None => return Ok(Removal::NoSuchUser),
+                Some(true) => {
+                    let admins: i64 =
+                        value(c, "SELECT count(*) FROM users WHERE admin", &[])?.unwrap_or(0);
+                    if admins <= 1 {
+                        return Ok(Removal::LastAdmin);
+                    }
+                }
+                Some(false) => {}
+            }
+            c.execute("DELETE FROM users WHERE name = ?1", args![name])?;
             c.execute("DELETE FROM org_members WHERE \"user\" = ?1", args![name])?;
             c.execute(
                 "UPDATE access_tokens SET revoked = 1 WHERE \"user\" = ?1",
@@ -83,7 +157,7 @@ impl Meta {
                 "DELETE FROM refresh_tokens WHERE \"user\" = ?1",
                 args![name],
             )?;
-            Ok(n > 0)
+            Ok(Removal::Removed)
         })
     }
 
