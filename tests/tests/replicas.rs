@@ -207,6 +207,32 @@ fn tags_deletes_and_tokens_are_shared() {
         .send()
         .expect("anonymous");
     assert_eq!(r.status(), 401, "and B has auth on too: the user is shared");
+
+    // Revocation is immediate on both: a password change (through A's database) ends the
+    // token A signed, on B as on A, and the old password on either.
+    let basic_b = |pw: &str| {
+        c.get(b.url("/v2/"))
+            .basic_auth("alice", Some(pw))
+            .send()
+            .expect("GET")
+            .status()
+    };
+    assert_eq!(basic_b("correct horse battery"), 200);
+    admin(
+        a.data_dir(),
+        &["user", "passwd", "alice", "--password-stdin"],
+        "a new password\n",
+    );
+    for via in [&b, &a] {
+        let r = c
+            .get(via.url("/v2/team/app/tags/list"))
+            .bearer_auth(&token)
+            .send()
+            .expect("tags with the old token");
+        assert_eq!(r.status(), 401, "the token is revoked on {}", via.host);
+    }
+    assert_eq!(basic_b("correct horse battery"), 401);
+    assert_eq!(basic_b("a new password"), 200);
 }
 
 /// B answers blob GETs with redirects to presigned bucket URLs (`registry.storage.redirect`).
