@@ -140,7 +140,7 @@ impl Meta {
                 None => return Ok(Removal::NoSuchUser),
                 Some(true) => {
                     let admins: i64 =
-                        value(c, "SELECT count(*) FROM users WHERE admin", &[])?.unwrap_or(0);
+                        value(c, "SELECT count(*) FROM users WHERE admin <> 0", &[])?.unwrap_or(0);
                     if admins <= 1 {
                         return Ok(Removal::LastAdmin);
                     }
