@@ -15,21 +15,62 @@ use simple_dns::{Packet, PacketFlag, ResourceRecord, CLASS, QTYPE, RCODE, TYPE};
 /// Looks a name up among the asking container's peers.
 pub type Resolver = Arc<dyn Fn(&str) -> Vec<Ipv4Addr> + Send + Sync>;
 
+/// Queries one listener (one container) has in flight at once; each forwarded one holds a host
+/// socket for up to 3 s.
+pub const MAX_IN_FLIGHT_PER_LISTENER: usize = 64;
+/// Queries in flight across the whole agent (docker's embedded resolver allows 1024).
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+fn agent_slots() -> Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    SLOTS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)))
+        .clone()
+}
+
+/// Serves queries on `sock`. Bounded: beyond [`MAX_IN_FLIGHT_PER_LISTENER`] queries of this
+/// listener or [`MAX_IN_FLIGHT`] of the agent, a query is answered SERVFAIL at once, so a
+/// flood from a container holds a bounded number of host sockets and tasks.
 pub async fn serve(sock: tokio::net::UdpSocket, resolve: Resolver, upstream: Vec<SocketAddr>) {
     let sock = Arc::new(sock);
+    let mine = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_LISTENER));
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             return;
         };
         let query = buf[..n].to_vec();
+        let slots = mine
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .zip(agent_slots().try_acquire_owned().ok());
+        let Some(slots) = slots else {
+            if let Some(reply) = server_failure(&query) {
+                let _ = sock.send_to(&reply, from).await;
+            }
+            continue;
+        };
         let (sock, resolve, upstream) = (sock.clone(), resolve.clone(), upstream.clone());
         tokio::spawn(async move {
+            let _slots = slots;
             if let Some(reply) = answer(&query, &resolve, &upstream).await {
                 let _ = sock.send_to(&reply, from).await;
             }
         });
     }
+}
+
+/// SERVFAIL for `query` (when it parses at all).
+fn server_failure(query: &[u8]) -> Option<Vec<u8>> {
+    let packet = Packet::parse(query).ok()?;
+    let mut reply = Packet::new_reply(packet.id());
+    reply.set_flags(PacketFlag::RECURSION_AVAILABLE);
+    if let Some(q) = packet.questions.first() {
+        reply.questions.push(q.clone());
+    }
+    *reply.rcode_mut() = RCODE::ServerFailure;
+    reply.build_bytes_vec().ok()
 }
 
 /// The reply to one query: from the container table, else from upstream.
@@ -66,11 +107,7 @@ async fn answer(query: &[u8], resolve: &Resolver, upstream: &[SocketAddr]) -> Op
             return Some(r);
         }
     }
-    let mut reply = Packet::new_reply(packet.id());
-    reply.set_flags(PacketFlag::RECURSION_AVAILABLE);
-    reply.questions.push(q.clone());
-    *reply.rcode_mut() = RCODE::ServerFailure;
-    reply.build_bytes_vec().ok()
+    server_failure(query)
 }
 
 async fn forward(query: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
@@ -106,6 +143,62 @@ mod tests {
             false,
         ));
         p.build_bytes_vec().expect("query")
+    }
+
+    /// Sockets this test process holds (other tests of the process open files, not sockets).
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_flood_holds_a_bounded_number_of_sockets() {
+        // An upstream that never answers: every forwarded query holds its socket for 3 s.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let upstream = vec![silent.local_addr().expect("addr")];
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let at = server.local_addr().expect("addr");
+        let r: Resolver = Arc::new(|_: &str| Vec::new());
+        let before = open_fds();
+        let task = tokio::spawn(serve(server, r, upstream));
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let flood = 300;
+        for i in 0..flood {
+            client
+                .send_to(&query(&format!("n{i}.example"), TYPE::A), at)
+                .await
+                .expect("send");
+        }
+        // Everything beyond the listener's bound is answered SERVFAIL at once.
+        let mut failed = 0;
+        let mut buf = vec![0u8; 4096];
+        while failed < flood - MAX_IN_FLIGHT_PER_LISTENER {
+            let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+                .await
+                .expect("an immediate SERVFAIL")
+                .expect("recv");
+            let p = Packet::parse(&buf[..n]).expect("parse");
+            assert_eq!(p.rcode(), RCODE::ServerFailure);
+            failed += 1;
+        }
+        let held = open_fds().saturating_sub(before);
+        assert!(
+            held <= MAX_IN_FLIGHT_PER_LISTENER + 8,
+            "{held} descriptors held by {flood} queries"
+        );
+        task.abort();
     }
 
     #[tokio::test]
