@@ -121,7 +121,7 @@ pub struct LimitsConfig {
     /// window of this many seconds, or the request is cut (an upload keeps what arrived).
     pub body_window_secs: u64,
     pub min_body_bytes_per_sec: u64,
-    /// Password checks (argon2, about 19 MiB of memory each) at once; 0: one per CPU.
+    /// Password checks (argon2, about 19 MiB of memory each) at once; 0: half the CPUs.
     pub password_checks: usize,
     /// Logins that may wait for a check; more are answered 429 TOOMANYREQUESTS + Retry-After.
     pub password_queue: usize,

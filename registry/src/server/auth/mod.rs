@@ -210,8 +210,10 @@ fn too_many(what: &str) -> ApiError {
 
 impl HashLimiter {
     fn new(permits: usize, queue: usize, per_client: usize) -> HashLimiter {
+        // Half the CPUs by default: a login flood can then never take the CPU that serving
+        // pulls and pushes needs.
         let permits = if permits == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
         } else {
             permits
         };
