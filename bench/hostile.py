@@ -40,16 +40,26 @@ def request(c, method, path, body=None, headers=None):
     return r.status, r.getheader("Location"), data
 
 
+def push_blob(c, h, data):
+    """POST then PUT ?digest= (what every registry takes); True when stored."""
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    st, loc, _ = request(c, "POST", "/v2/bench/app/blobs/uploads/", b"", h)
+    if st != 202:
+        return False, d
+    p = urllib.parse.urlparse(loc)
+    path = p.path + ("?" + p.query + "&" if p.query else "?")
+    st, _, _ = request(c, "PUT", f"{path}digest={d}", data, {**h, "Content-Type": "application/octet-stream"})
+    return st == 201, d
+
+
 def seed(url, token):
     """One image bench/app:v1 (a 64 KiB layer, a config, a manifest)."""
     c = conn(url)
     h = auth_headers(token)
     blobs = []
     for data in (os.urandom(65536), b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'):
-        d = "sha256:" + hashlib.sha256(data).hexdigest()
-        st, _, _ = request(c, "POST", f"/v2/bench/app/blobs/uploads/?digest={d}", data,
-                           {**h, "Content-Type": "application/octet-stream"})
-        assert st == 201, f"seed blob: {st}"
+        ok, d = push_blob(c, h, data)
+        assert ok, "seed blob"
         blobs.append((d, len(data)))
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -84,16 +94,8 @@ def legit(url, pid, seconds, conns, token):
                     st, _, _ = request(c, "GET", f"/v2/bench/app/blobs/{layer}", headers=h)
                     ok = st == 200
                 else:
-                    data = os.urandom(65536)
-                    d = "sha256:" + hashlib.sha256(data).hexdigest()
-                    st, loc, _ = request(c, "POST", "/v2/bench/app/blobs/uploads/", b"", h)
-                    ok = st == 202
-                    if ok:
-                        p = urllib.parse.urlparse(loc)
-                        path = p.path + ("?" + p.query + "&" if p.query else "?")
-                        st, _, _ = request(c, "PUT", f"{path}digest={d}", data,
-                                           {**h, "Content-Type": "application/octet-stream"})
-                        ok = st == 201
+                    ok, _ = push_blob(c, h, os.urandom(65536))
+                    st = "push"
             except (OSError, http.client.HTTPException) as e:
                 ok, st = False, repr(e)
                 c.close()

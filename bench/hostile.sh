@@ -53,6 +53,7 @@ start_dist "127.0.0.1:$dist_port" "filesystem: { rootdirectory: $work/dist }"
 wait_up "127.0.0.1:$dist_port"
 run_side distribution "http://127.0.0.1:$dist_port" "$dist_pid"
 
+cp "$work"/*.base "$work"/*.loaded "$work"/*.attack /tmp/ 2>/dev/null || true
 python3 - "$work" <<'PY'
 import json, sys
 w = sys.argv[1]
