@@ -442,6 +442,12 @@ pub async fn serve(
             .map_err(sock_err)?;
     }
     tracing::info!(socket = %socket.display(), data = %data.display(), "node agent listening");
+    if !crate::runtime::device_filter_available() {
+        tracing::warn!(
+            "cgroup v2 host: this build loads no eBPF device filter, so containers get a nodev \
+             rootfs and no CAP_MKNOD (--cap-add MKNOD gives it back, with every device it can make)"
+        );
+    }
     let containers = crate::containers::Containers::open(data)
         .map_err(|e| sock_err(std::io::Error::other(format!("containers.db: {e}"))))?;
     containers.reattach();

@@ -73,7 +73,14 @@ pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<PathBuf, SetupErro
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| err("making mounts private", e))?;
     let rootfs = spec.dir.join("rootfs");
-    overlay(&spec.dir, &spec.layers, true, &rootfs)
+    // Without a device cgroup to keep them closed (a cgroup v2 host: see
+    // `runtime::device_filter_available`), an image's device nodes must not open at all.
+    let nodev = if spec.security.privileged || crate::runtime::device_filter_available() {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_NODEV
+    };
+    overlay_with(&spec.dir, &spec.layers, true, &rootfs, nodev)
         .map_err(|e| err("mounting the overlay rootfs", e))?;
     // From here on every path in the rootfs (the image's content) resolves inside it.
     let root = reg_untrusted::Tree::open(&rootfs).map_err(|e| err("opening the rootfs", e))?;
@@ -389,11 +396,18 @@ fn view(root: &reg_untrusted::Tree, dir: &Path, m: &BindMount) -> Result<(), Str
     let target = root
         .mkdir_all(&m.target, 0o755)
         .map_err(|e| err(&what, e))?;
-    overlay(
+    // A view is image content too: no device of it may open without a device cgroup.
+    let nodev = if crate::runtime::device_filter_available() {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_NODEV
+    };
+    overlay_with(
         dir,
         &m.layers,
         !m.readonly,
         &reg_untrusted::fd_path(&target),
+        nodev,
     )
     .map_err(|e| err(&what, e))
 }
@@ -404,8 +418,15 @@ fn view(root: &reg_untrusted::Tree, dir: &Path, m: &BindMount) -> Result<(), Str
 /// The mount data is limited to one page: long snapshot paths would cap an image at a few dozen
 /// layers. So each layer gets a short symlink `dir/l/N`, and the overlay is mounted with paths
 /// relative to `dir` (the kernel takes up to 500 layers).
+/// `extra`: more mount flags (`MS_NODEV` where no device cgroup keeps devices closed).
 #[allow(clippy::disallowed_methods)] // trusted: `dir` is the container's own directory, ours
-fn overlay(dir: &Path, layers: &[PathBuf], upper: bool, target: &Path) -> std::io::Result<()> {
+fn overlay_with(
+    dir: &Path,
+    layers: &[PathBuf],
+    upper: bool,
+    target: &Path,
+    extra: MsFlags,
+) -> std::io::Result<()> {
     let links = dir.join("l");
     let _ = std::fs::remove_dir_all(&links);
     std::fs::create_dir_all(&links)?;
@@ -435,7 +456,7 @@ fn overlay(dir: &Path, layers: &[PathBuf], upper: bool, target: &Path) -> std::i
         Some("overlay"),
         target,
         Some("overlay"),
-        flags,
+        flags | extra,
         Some(data.as_str()),
     )?;
     Ok(())

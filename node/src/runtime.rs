@@ -255,6 +255,39 @@ pub fn parse_device(d: &str) -> Result<Device, String> {
     })
 }
 
+/// Whether this host's cgroups can keep devices closed: the v1 `devices` controller (legacy and
+/// hybrid hosts). On a unified (v2) host that needs an eBPF device program, which this build
+/// does not load (libcgroups' `cgroupsv2_devices` needs libbpf and libelf at build time); there
+/// every container instead gets a `nodev` rootfs and no `CAP_MKNOD` (unless `--cap-add MKNOD`
+/// or `--privileged`), so the only devices it can open are the ones made in its own `/dev`:
+/// docker's defaults and its `--device`s.
+pub fn device_filter_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        !matches!(
+            libcgroups::common::get_cgroup_setup(),
+            Ok(libcgroups::common::CgroupSetup::Unified)
+        )
+    })
+}
+
+/// Docker's capability rules (see [`resolve_security`]), and where no device cgroup can keep
+/// devices closed ([`device_filter_available`] false), no `CAP_MKNOD` unless asked for by name.
+fn without_mknod_unless_asked(
+    mut caps: std::collections::BTreeSet<String>,
+    req: &Security,
+    filter: bool,
+) -> std::collections::BTreeSet<String> {
+    let asked = req.cap_add.iter().any(|c| {
+        let c = c.trim().to_ascii_uppercase();
+        c == "MKNOD" || c == "CAP_MKNOD"
+    });
+    if !filter && !req.privileged && !asked {
+        caps.remove(&caps::Capability::CAP_MKNOD.to_string());
+    }
+    caps
+}
+
 /// The container's device cgroup rules (docker's default allow-list, which libcgroups adds to
 /// whatever is asked: `c *:* m`, `b *:* m`, the default nodes of [`DEFAULT_DEVICES`],
 /// `/dev/console`, `/dev/pts/*`, `/dev/ptmx`, `/dev/net/tun`): everything denied first, then
@@ -356,6 +389,7 @@ pub fn resolve_security(req: &Security) -> Result<SecuritySpec, String> {
         None => Some(crate::seccomp::Profile::default_profile()),
         Some(json) => Some(crate::seccomp::Profile::from_docker_json(json)?),
     };
+    let set = without_mknod_unless_asked(set, req, device_filter_available());
     Ok(SecuritySpec {
         privileged: req.privileged,
         caps: set.into_iter().collect(),
@@ -1378,6 +1412,27 @@ mod tests {
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nwheel:x:10:app,root\n";
+
+    #[test]
+    fn without_a_device_filter_mknod_goes_unless_asked_for() {
+        let defaults = || -> std::collections::BTreeSet<String> {
+            DEFAULT_CAPS.iter().map(|c| c.to_string()).collect()
+        };
+        let mknod = caps::Capability::CAP_MKNOD.to_string();
+        let plain = Security::default();
+        assert!(without_mknod_unless_asked(defaults(), &plain, true).contains(&mknod));
+        assert!(!without_mknod_unless_asked(defaults(), &plain, false).contains(&mknod));
+        let asked = Security {
+            cap_add: vec!["mknod".into()],
+            ..Security::default()
+        };
+        assert!(without_mknod_unless_asked(defaults(), &asked, false).contains(&mknod));
+        let privileged = Security {
+            privileged: true,
+            ..Security::default()
+        };
+        assert!(without_mknod_unless_asked(defaults(), &privileged, false).contains(&mknod));
+    }
 
     #[test]
     fn users_resolve_like_docker() {
