@@ -620,10 +620,7 @@ fn a_deeply_nested_substitution_is_refused_and_the_agent_keeps_serving() {
     // ${a:-${a:-…end…}…} nested 5,000 deep (about 30 KB): it overflowed the stack before.
     let depth = 5000;
     let nested = format!("{}end{}", "${a:-".repeat(depth), "}".repeat(depth));
-    let ctx = context(&[(
-        "Dockerfile",
-        &format!("FROM node/run:v1\nENV X={nested}\n"),
-    )]);
+    let ctx = context(&[("Dockerfile", &format!("FROM node/run:v1\nENV X={nested}\n"))]);
     let (code, out, err) = build(&n, &ctx, &["-t", "built/nested:1"]);
     assert_ne!(code, 0, "{out}{err}");
     assert!(err.contains("nested") || err.contains("deep"), "{out}{err}");
