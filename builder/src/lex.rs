@@ -2,11 +2,27 @@
 //! reference): `$v`, `${v}`, `${v:-w}`, `${v-w}`, `${v:+w}`, `${v+w}`, `${v:?m}`, `${v?m}`,
 //! single quotes literal, double quotes expanding, the escape character (`\` or the `# escape=`
 //! one) making the next character literal. Pure: no I/O, no process environment.
+//!
+//! Bounded: a Dockerfile is someone else's input and the lexer runs inside the agent, so nesting
+//! (recursion) and the bytes one expansion may substitute have limits ([`MAX_NESTING`],
+//! [`MAX_EXPANSION`], [`MAX_VARS`]) that no real Dockerfile comes near; past them the word is an
+//! error naming the limit, never a stack overflow or an allocation that grows without end.
 
 use std::collections::BTreeMap;
 
 /// The variables an instruction sees (build args in scope and the stage's ENV).
 pub type Vars = BTreeMap<String, String>;
+
+/// How deep `${a:-${b:-…}}` may nest. BuildKit has no limit (Go stacks grow); ours recurses on
+/// a fixed stack (2 MiB for a tokio worker), and no real Dockerfile nests more than a few levels.
+pub const MAX_NESTING: usize = 64;
+
+/// How many bytes of variable values one word may substitute (so `ENV a=$a$a` repeated cannot
+/// double a value without end: every expansion stays within this).
+pub const MAX_EXPANSION: usize = 1 << 20;
+
+/// How many bytes all the variables in scope may hold together (names and values).
+pub const MAX_VARS: usize = 16 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LexError {
@@ -18,6 +34,12 @@ pub enum LexError {
     Required { name: String, message: String },
     #[error("unsupported modifier {modifier:?} in ${{{name}…}}: reg supports :- - :+ + :? ?")]
     Unsupported { name: String, modifier: char },
+    #[error("variable substitution nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
+    #[error("variable substitution produces more than {} MiB", MAX_EXPANSION >> 20)]
+    TooLong,
+    #[error("the variables in scope hold more than {} MiB", MAX_VARS >> 20)]
+    TooManyVars,
 }
 
 /// A lexer for one escape character.
@@ -36,14 +58,14 @@ impl Lexer {
     /// Expands `s` to one string (quotes removed, whitespace kept): ENV/LABEL/ARG values,
     /// WORKDIR, USER, FROM, STOPSIGNAL, each COPY/ADD path.
     pub fn word(&self, s: &str, vars: &Vars) -> Result<String, LexError> {
-        let mut p = P::new(s, self.escape, vars);
+        let mut p = P::new(s, self.escape, vars)?;
         let mut w = p.run(None, false)?;
         Ok(w.pop().unwrap_or_default())
     }
 
     /// Expands `s` and splits it on unquoted whitespace (EXPOSE, VOLUME in shell form).
     pub fn words(&self, s: &str, vars: &Vars) -> Result<Vec<String>, LexError> {
-        P::new(s, self.escape, vars).run(None, true)
+        P::new(s, self.escape, vars)?.run(None, true)
     }
 
     /// Splits on unquoted whitespace without expanding or unquoting anything (ENV and LABEL
@@ -95,16 +117,38 @@ struct P<'a> {
     i: usize,
     escape: char,
     vars: &'a Vars,
+    /// `${` levels open around the current position.
+    depth: usize,
+    /// Bytes of variable values substituted so far (the output is at most the input plus this).
+    expanded: usize,
 }
 
 impl<'a> P<'a> {
-    fn new(s: &str, escape: char, vars: &'a Vars) -> P<'a> {
-        P {
+    fn new(s: &str, escape: char, vars: &'a Vars) -> Result<P<'a>, LexError> {
+        let held = vars
+            .iter()
+            .fold(0usize, |n, (k, v)| n.saturating_add(k.len() + v.len()));
+        if held > MAX_VARS {
+            return Err(LexError::TooManyVars);
+        }
+        Ok(P {
             chars: s.chars().collect(),
             i: 0,
             escape,
             vars,
+            depth: 0,
+            expanded: 0,
+        })
+    }
+
+    /// A variable's value, counted against [`MAX_EXPANSION`] when it is used.
+    fn value(&mut self, v: Option<&String>) -> Result<String, LexError> {
+        let v = v.cloned().unwrap_or_default();
+        self.expanded = self.expanded.saturating_add(v.len());
+        if self.expanded > MAX_EXPANSION {
+            return Err(LexError::TooLong);
         }
+        Ok(v)
     }
 
     fn peek(&self) -> Option<char> {
@@ -217,7 +261,13 @@ impl<'a> P<'a> {
         match self.peek() {
             Some('{') => {
                 self.i += 1;
-                self.braced()
+                if self.depth >= MAX_NESTING {
+                    return Err(LexError::TooDeep);
+                }
+                self.depth += 1;
+                let v = self.braced();
+                self.depth -= 1;
+                v
             }
             Some(c) if c.is_ascii_digit() => {
                 // Positional parameters do not exist in a Dockerfile: empty, like a shell.
@@ -226,7 +276,7 @@ impl<'a> P<'a> {
             }
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
                 let name = self.name();
-                Ok(self.vars.get(&name).cloned().unwrap_or_default())
+                self.value(self.vars.get(&name))
             }
             _ => Ok("$".into()),
         }
@@ -245,9 +295,9 @@ impl<'a> P<'a> {
         if name.is_empty() {
             return Err(bad(self));
         }
-        let value = self.vars.get(&name).cloned();
+        let value = self.vars.get(&name);
         let modifier = match self.next() {
-            Some('}') => return Ok(value.unwrap_or_default()),
+            Some('}') => return self.value(value),
             Some(':') => match self.next() {
                 Some(m @ ('-' | '+' | '?')) => (true, m),
                 _ => return Err(bad(self)),
@@ -270,7 +320,7 @@ impl<'a> P<'a> {
         Ok(match m {
             '-' => {
                 if set {
-                    value.unwrap_or_default()
+                    self.value(value)?
                 } else {
                     word
                 }
@@ -284,7 +334,7 @@ impl<'a> P<'a> {
             }
             _ => {
                 if set {
-                    value.unwrap_or_default()
+                    self.value(value)?
                 } else {
                     return Err(LexError::Required {
                         name,
@@ -389,6 +439,54 @@ mod tests {
         check_words("80/tcp ${n}0", &["80/tcp", "10"]);
         check_words("  ", &[]);
         check_words("'' x", &["", "x"]);
+    }
+
+    /// `${a:-${a:-…}}` `depth` levels deep.
+    fn nested(depth: usize) -> String {
+        format!("{}end{}", "${a:-".repeat(depth), "}".repeat(depth))
+    }
+
+    #[test]
+    fn nesting_is_bounded_not_a_stack_overflow() {
+        // On a stack the size of a tokio worker's: 5,000 levels (a 30 KB Dockerfile) aborted
+        // the whole agent before the limit.
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                check(&nested(MAX_NESTING), "end");
+                for depth in [MAX_NESTING + 1, 5_000, 100_000] {
+                    assert_eq!(
+                        Lexer::default().word(&nested(depth), &vars()),
+                        Err(LexError::TooDeep)
+                    );
+                }
+                check_err(
+                    &format!("\"{}\"", nested(MAX_NESTING + 1)),
+                    "nested deeper than 64 levels",
+                );
+            })
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+    }
+
+    #[test]
+    fn expansion_is_bounded() {
+        let mut big = vars();
+        big.insert("h".into(), "x".repeat(MAX_EXPANSION / 4));
+        let l = Lexer::default();
+        assert_eq!(l.word("$h$h$h$h", &big).map(|w| w.len()), Ok(MAX_EXPANSION));
+        assert_eq!(l.word("$h$h$h$h$v", &big), Err(LexError::TooLong));
+        assert_eq!(
+            l.words("$h ${h} \"$h\" ${x:-$h} $h", &big),
+            Err(LexError::TooLong)
+        );
+        big.insert("huge".into(), "x".repeat(MAX_VARS));
+        assert_eq!(l.word("plain", &big), Err(LexError::TooManyVars));
+        assert_eq!(
+            LexError::TooLong.to_string(),
+            "variable substitution produces more than 1 MiB"
+        );
     }
 
     #[test]
