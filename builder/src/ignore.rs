@@ -4,7 +4,12 @@
 //! across elements, `!` re-includes, the last matching line wins, and a pattern that matches a
 //! directory matches everything below it. Pure: the caller reads the file.
 
-use globset::{Glob, GlobBuilder, GlobMatcher};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// The longest pattern accepted, in bytes (a path longer than `PATH_MAX` names nothing). Far
+/// longer ones compile for a long time, and from ~100 KB their regex exceeds globset's size
+/// limit (which its `compile_matcher` answered with a panic).
+pub const MAX_PATTERN_LEN: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(".dockerignore line {line}: {message}")]
@@ -15,7 +20,9 @@ pub struct IgnoreError {
 
 #[derive(Debug, Clone, Default)]
 pub struct Ignore {
-    rules: Vec<(GlobMatcher, bool)>,
+    /// One set per pattern (a set of one: unlike `Glob::compile_matcher`, building it returns
+    /// an error instead of panicking when the regex is too big), and whether it re-includes.
+    rules: Vec<(GlobSet, bool)>,
 }
 
 /// Lexically cleans a relative path: no `.`, no empty elements, `..` never above the root.
@@ -45,19 +52,27 @@ impl Ignore {
                 Some(p) => (true, p.trim()),
                 None => (false, l),
             };
+            let error = |message: String| IgnoreError {
+                line: i + 1,
+                message,
+            };
+            if pat.len() > MAX_PATTERN_LEN {
+                return Err(error(format!(
+                    "a pattern of {} bytes: the limit is {MAX_PATTERN_LEN}",
+                    pat.len()
+                )));
+            }
             let pat = clean(pat);
             if pat.is_empty() {
                 continue;
             }
-            let glob: Glob = GlobBuilder::new(&pat)
+            let set = GlobBuilder::new(&pat)
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| IgnoreError {
-                    line: i + 1,
-                    message: format!("{pat:?}: {}", e.kind()),
-                })?;
-            rules.push((glob.compile_matcher(), negate));
+                .and_then(|glob| GlobSetBuilder::new().add(glob).build())
+                .map_err(|e| error(format!("{pat:?}: {}", e.kind())))?;
+            rules.push((set, negate));
         }
         Ok(Ignore { rules })
     }
@@ -153,5 +168,24 @@ mod tests {
     fn a_bad_pattern_names_its_line() {
         let e = Ignore::parse("ok\n[z-a]").expect_err("invalid range");
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn long_patterns_are_errors_not_panics() {
+        let e = Ignore::parse(&format!("ok\n{}", "*?".repeat(52_428))).expect_err("too long");
+        assert_eq!(
+            e.to_string(),
+            ".dockerignore line 2: a pattern of 104856 bytes: the limit is 4096"
+        );
+        check(
+            &"?".repeat(MAX_PATTERN_LEN),
+            &"x".repeat(MAX_PATTERN_LEN),
+            true,
+        );
+        check(
+            &"*?".repeat(MAX_PATTERN_LEN / 2),
+            &"x".repeat(MAX_PATTERN_LEN / 2),
+            true,
+        );
     }
 }
