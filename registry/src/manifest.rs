@@ -75,6 +75,69 @@ pub enum ManifestError {
     BadDescriptor(String),
 }
 
+/// The largest manifest accepted, in bytes (distribution's limit).
+pub const MAX_MANIFEST_LEN: usize = 4 << 20;
+
+/// How deep a manifest's JSON may nest. Real manifests nest four or five levels; serde_json
+/// stops at 128 and Go's encoding/json at 10,000, so a registry that stored anything deeper
+/// would serve bytes some clients cannot read.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Why a pushed body is refused before it is even parsed: every manifest the registry stores
+/// must be something any client can read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestLimitError {
+    #[error("manifest is {size} bytes: the limit is {} MiB", MAX_MANIFEST_LEN >> 20)]
+    TooLarge { size: usize },
+    #[error("manifest is not valid UTF-8 (at byte {0})")]
+    NotUtf8(usize),
+    #[error("manifest JSON nests deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
+    #[error("manifest is not a JSON object")]
+    NotObject,
+}
+
+/// Checks the limits of a pushed manifest without parsing it: at most [`MAX_MANIFEST_LEN`]
+/// bytes, UTF-8, a JSON object, nested at most [`MAX_JSON_DEPTH`] levels. One pass, no
+/// recursion; whether it is valid JSON is left to [`parse`], which a push calls next.
+pub fn check_limits(bytes: &[u8]) -> Result<(), ManifestLimitError> {
+    if bytes.len() > MAX_MANIFEST_LEN {
+        return Err(ManifestLimitError::TooLarge { size: bytes.len() });
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| ManifestLimitError::NotUtf8(e.valid_up_to()))?;
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(ManifestLimitError::NotObject);
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ManifestLimitError::TooDeep);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses `body` pushed with `content_type` (the request's Content-Type, possibly empty).
 pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, ManifestError> {
     let raw: Raw = serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
@@ -178,6 +241,65 @@ mod tests {
             parse(b"not json", None),
             Err(ManifestError::Json(_))
         ));
+    }
+
+    #[test]
+    fn limits_refuse_what_clients_could_not_read_back() {
+        let ok = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"{}","size":1}}}}"#,
+            media::OCI_CONFIG,
+            d('a')
+        );
+        assert_eq!(check_limits(ok.as_bytes()), Ok(()));
+        assert!(parse(ok.as_bytes(), None).is_ok());
+
+        // 100,000 nested arrays: parse's lenient reading skipped them, and they were stored.
+        let deep = format!(
+            r#"{{"schemaVersion":2,"x":{}{},"config":{{"mediaType":"{}","digest":"{}","size":1}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000),
+            media::OCI_CONFIG,
+            d('a')
+        );
+        assert_eq!(
+            check_limits(deep.as_bytes()),
+            Err(ManifestLimitError::TooDeep)
+        );
+        let at = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(check_limits(at(MAX_JSON_DEPTH - 1).as_bytes()), Ok(()));
+        assert_eq!(
+            check_limits(at(MAX_JSON_DEPTH).as_bytes()),
+            Err(ManifestLimitError::TooDeep)
+        );
+        // Brackets inside strings (escaped quotes too) are text, not nesting.
+        let quoted = format!("{{\"a\":\"\\\"{}\"}}", "[".repeat(MAX_JSON_DEPTH * 2));
+        assert_eq!(check_limits(quoted.as_bytes()), Ok(()));
+
+        // Invalid UTF-8 inside an ignored field: stored as is before.
+        let mut bad = ok.clone().into_bytes();
+        bad.splice(1..1, *b"\"x\":\"\xff\xfe\",");
+        assert_eq!(check_limits(&bad), Err(ManifestLimitError::NotUtf8(6)));
+        assert_eq!(
+            ManifestLimitError::NotUtf8(6).to_string(),
+            "manifest is not valid UTF-8 (at byte 6)"
+        );
+
+        for not_object in ["[]", "\"x\"", "1", "", "  "] {
+            assert_eq!(
+                check_limits(not_object.as_bytes()),
+                Err(ManifestLimitError::NotObject),
+                "{not_object:?}"
+            );
+        }
+        let huge = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_MANIFEST_LEN));
+        assert_eq!(
+            check_limits(huge.as_bytes()),
+            Err(ManifestLimitError::TooLarge { size: huge.len() })
+        );
+        assert_eq!(
+            ManifestLimitError::TooDeep.to_string(),
+            "manifest JSON nests deeper than 64 levels"
+        );
     }
 
     #[test]
