@@ -2,8 +2,12 @@
 
 use std::fmt;
 
-/// Longest repository name accepted (distribution's limit).
+/// Longest repository name accepted, and longest `registry/name` when a reference names its
+/// registry (distribution's `NameTotalLengthMax`).
 pub const MAX_NAME_LEN: usize = 255;
+
+/// Longest tag accepted (distribution's grammar: `[\w][\w.-]{0,127}`).
+pub const MAX_TAG_LEN: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -86,7 +90,7 @@ impl TagName {
     pub fn parse(s: &str) -> Result<TagName, NameError> {
         let b = s.as_bytes();
         let ok = !b.is_empty()
-            && b.len() <= 128
+            && b.len() <= MAX_TAG_LEN
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
             && b.iter()
                 .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
@@ -185,6 +189,11 @@ impl Reference {
             Some((first, after))
                 if first.contains('.') || first.contains(':') || first == "localhost" =>
             {
+                if !valid_host(first) {
+                    return Err(bad(format!(
+                        "registry {first:?} is not a host name or address with an optional port"
+                    )));
+                }
                 (first.to_string(), after)
             }
             _ => (default_registry.to_string(), rest),
@@ -197,6 +206,13 @@ impl Reference {
             _ => (path, None),
         };
         let repo = RepoName::parse(name).map_err(|e| bad(e.to_string()))?;
+        // As distribution checks a normalised name: with its registry, written or the default
+        // (so what `to_string` shows parses again).
+        if registry.len() + 1 + name.len() > MAX_NAME_LEN {
+            return Err(bad(format!(
+                "the name with its registry is longer than {MAX_NAME_LEN} characters"
+            )));
+        }
         let tag = match (&tag, &digest) {
             (None, None) => Some(TagName("latest".into())),
             _ => tag,
@@ -217,6 +233,36 @@ impl Reference {
             (None, None) => "latest".into(),
         }
     }
+}
+
+/// distribution's `host[:port]`: a domain name (or IPv4 address) of alphanumeric components with
+/// inner dashes joined by dots, or an IPv6 address in brackets; the port is digits.
+fn valid_host(h: &str) -> bool {
+    let component = |c: &str| {
+        let b = c.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|&x| x.is_ascii_alphanumeric() || x == b'-')
+    };
+    let (host_ok, port) = match h.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, port)) => (
+                !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'),
+                port,
+            ),
+            None => return false,
+        },
+        None => {
+            let (host, port) = h.split_at(h.find(':').unwrap_or(h.len()));
+            (host.split('.').all(component), port)
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
 }
 
 impl fmt::Display for Reference {
@@ -259,5 +305,41 @@ mod reference_tests {
         );
         check("Bad/Name", "ERR");
         check("app:bad tag", "ERR");
+        check("[::1]:5000/app", "[::1]:5000/app:latest");
+        check("[fe80::1]/app", "[fe80::1]/app:latest");
+        check(
+            "Registry-1.Example.com:443/app",
+            "Registry-1.Example.com:443/app:latest",
+        );
+        for bad in [
+            "-reg.io/app",
+            "reg-.io/app",
+            "reg..io/app",
+            "reg.io:/app",
+            "reg.io:x/app",
+            "reg.io:5000:1/app",
+            "re g.io/app",
+            "reg_x.io/app",
+            "[]/app",
+            "[::1/app",
+            "[::1]x/app",
+            "[::g]/app",
+        ] {
+            check(bad, "ERR");
+        }
+    }
+
+    #[test]
+    fn names_are_bounded_with_their_registry() {
+        let within = format!("r.io/{}", "a".repeat(MAX_NAME_LEN - 5));
+        check(&within, &format!("{within}:latest"));
+        check(&format!("r.io/{}", "a".repeat(MAX_NAME_LEN - 4)), "ERR");
+        // Without a registry written, the default one counts.
+        let alone = "a".repeat(MAX_NAME_LEN - "127.0.0.1:5000/".len());
+        check(&alone, &format!("127.0.0.1:5000/{alone}:latest"));
+        check(&format!("{alone}a"), "ERR");
+        let tag = "t".repeat(MAX_TAG_LEN);
+        check(&format!("app:{tag}"), &format!("127.0.0.1:5000/app:{tag}"));
+        check(&format!("app:{}", "t".repeat(MAX_TAG_LEN + 1)), "ERR");
     }
 }
