@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
+pub mod fuzz_checks;
+
 pub use reqwest::blocking::Client;
 
 /// Path of the `reg` binary under test: `$REG_BIN`, else `target/<profile>/reg` next to this test.
