@@ -489,3 +489,38 @@ fn clients_behind_a_trusted_proxy_are_told_apart() {
     );
     drop(reg);
 }
+
+#[test]
+fn manifests_that_are_not_utf8_or_nest_too_deep_are_refused() {
+    let (reg, _tmp) = registry_with(&[], &[]);
+    let c = client();
+    let put = |body: Vec<u8>| {
+        let r = c
+            .put(reg.url("/v2/m/manifests/v1"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body)
+            .send()
+            .expect("PUT");
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    let mut bad_utf8 = br#"{"schemaVersion":2,"annotations":{"x":""#.to_vec();
+    bad_utf8.extend_from_slice(&[0xff, 0xfe]);
+    bad_utf8.extend_from_slice(br#""},"layers":[]}"#);
+    let (code, body) = put(bad_utf8);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("MANIFEST_INVALID") && body.contains("UTF-8"),
+        "{body}"
+    );
+    let deep = format!(
+        r#"{{"schemaVersion":2,"x":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let (code, body) = put(deep.into_bytes());
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("MANIFEST_INVALID") && body.contains("nests deeper"),
+        "{body}"
+    );
+}

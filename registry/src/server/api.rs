@@ -384,6 +384,12 @@ async fn put_manifest(
             }
         })?
         .to_bytes();
+    // UTF-8, a JSON object, bounded nesting (the lenient parse below skips what it does not
+    // know unchecked); the size was bounded above by registry.max_manifest_bytes.
+    match manifest::check_limits(&bytes) {
+        Ok(()) | Err(manifest::ManifestLimitError::TooLarge { .. }) => {}
+        Err(e) => return Err(ApiError::new(ErrorCode::ManifestInvalid, e.to_string())),
+    }
     let content_type = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let parsed = manifest::parse(&bytes, content_type)
         .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
