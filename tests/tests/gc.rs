@@ -408,8 +408,10 @@ fn pushes_tag_churn_and_deletes_race_a_looping_gc_and_lose_nothing() {
     let tags = verify_all(&c, &reg);
     assert!(tags > 0);
 
-    // Past the grace window a last collection leaves exactly what the tags name.
-    std::thread::sleep(Duration::from_millis(3100));
+    // Past the grace window a last collection leaves exactly what the tags name. Timestamps
+    // are whole seconds and a link made at second T stays while T >= now - 3: the window is
+    // surely over 4 s after the last push, not 3 (3.1 s failed on a loaded machine).
+    std::thread::sleep(Duration::from_millis(4100));
     gc_ok(&data, &["--grace", grace, "--untagged", "0s"]);
     assert_eq!(verify_all(&c, &reg), tags);
     let named = named_blobs(&c, &reg);
