@@ -73,14 +73,8 @@ pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<PathBuf, SetupErro
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| err("making mounts private", e))?;
     let rootfs = spec.dir.join("rootfs");
-    // Without a device cgroup to keep them closed (a cgroup v2 host: see
-    // `runtime::device_filter_available`), an image's device nodes must not open at all.
-    let nodev = if spec.security.privileged || crate::runtime::device_filter_available() {
-        MsFlags::empty()
-    } else {
-        MsFlags::MS_NODEV
-    };
-    overlay_with(&spec.dir, &spec.layers, true, &rootfs, nodev)
+    let flags = image_mount_flags(spec.security.privileged);
+    overlay_with(&spec.dir, &spec.layers, true, &rootfs, flags)
         .map_err(|e| err("mounting the overlay rootfs", e))?;
     // From here on every path in the rootfs (the image's content) resolves inside it.
     let root = reg_untrusted::Tree::open(&rootfs).map_err(|e| err("opening the rootfs", e))?;
@@ -396,20 +390,26 @@ fn view(root: &reg_untrusted::Tree, dir: &Path, m: &BindMount) -> Result<(), Str
     let target = root
         .mkdir_all(&m.target, 0o755)
         .map_err(|e| err(&what, e))?;
-    // A view is image content too: no device of it may open without a device cgroup.
-    let nodev = if crate::runtime::device_filter_available() {
-        MsFlags::empty()
-    } else {
-        MsFlags::MS_NODEV
-    };
+    // A view is image content too (build steps, never privileged).
     overlay_with(
         dir,
         &m.layers,
         !m.readonly,
         &reg_untrusted::fd_path(&target),
-        nodev,
+        image_mount_flags(false),
     )
     .map_err(|e| err(&what, e))
+}
+
+/// Extra flags for overlays of image content: without a device cgroup to keep them closed (a
+/// cgroup v2 host, see `runtime::device_filter_available`), an image's device nodes must not
+/// open at all, unless the container is privileged.
+fn image_mount_flags(privileged: bool) -> MsFlags {
+    if privileged || crate::runtime::device_filter_available() {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_NODEV
+    }
 }
 
 /// Mounts an overlay of `layers` (bottom first) at `target`, with `dir/upper` as its upper dir

@@ -700,10 +700,10 @@ async fn start_upload(
         repo.to_string(),
     );
     // Sessions are capped per user (anonymous callers: per address): each holds a row and a file.
-    let owner = match &cx.caller {
-        Caller::Basic(_) | Caller::Bearer(_) if cx.caller.name() != "anonymous" => cx.caller.name(),
-        _ => String::new(),
-    };
+    // Open and anonymous callers are named "anonymous": they count by address.
+    let owner = Some(cx.caller.name())
+        .filter(|n| n != "anonymous")
+        .unwrap_or_default();
     let (client, cap) = (cx.client.clone(), st.cfg.limits.upload_sessions_per_client);
     let created = blocking(move || -> Result<bool, ApiError> {
         if !meta.create_upload(&i, &r, &owner, &client, cap)? {

@@ -217,11 +217,9 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
     let (users, had_users) = {
         let m = state.meta.clone();
-        tokio::task::spawn_blocking(move || -> Result<_, meta::MetaError> {
-            Ok((m.user_count()?, m.auth_required()?))
-        })
-        .await
-        .map_err(|e| ServeError::Serve(std::io::Error::other(e)))??
+        tokio::task::spawn_blocking(move || m.auth_state())
+            .await
+            .map_err(|e| ServeError::Serve(std::io::Error::other(e)))??
     };
     let r = &cfg.registry;
     if users == 0 && (r.require_auth || (had_users && !r.insecure_no_auth)) {

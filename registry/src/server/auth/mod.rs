@@ -458,10 +458,8 @@ impl Auth {
             }
         }
         let (meta, open) = (self.meta.clone(), self.insecure_open);
-        let on = blocking(move || -> Result<bool, MetaError> {
-            Ok(meta.user_count()? > 0 || (!open && meta.auth_required()?))
-        })
-        .await??;
+        let (users, had_users) = blocking(move || meta.auth_state()).await??;
+        let on = users > 0 || (had_users && !open);
         if let Ok(mut g) = self.enabled.lock() {
             *g = (Some(Instant::now()), on);
         }

@@ -56,17 +56,22 @@ impl Meta {
             .map(|n| n.unwrap_or(0))
     }
 
-    /// Whether authentication is required: a user exists, or one ever did (recorded with the
-    /// first user, never cleared), so removing every user never opens the registry.
-    pub fn auth_required(&self) -> Result<bool, MetaError> {
+    /// How many users exist, and whether the registry ever had one (recorded with the first
+    /// user, never cleared, so removing every user never opens the registry): one read.
+    pub fn auth_state(&self) -> Result<(i64, bool), MetaError> {
         self.read(|c| {
-            value::<i64>(
-                c,
-                "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM secrets WHERE name = ?1)",
+            let row = c.query_opt(
+                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM secrets WHERE name = ?1)",
                 args![AUTH_REQUIRED],
-            )
+            )?;
+            Ok(match row {
+                Some(r) => {
+                    let (users, recorded): (i64, i64) = (r.get(0)?, r.get(1)?);
+                    (users, users > 0 || recorded > 0)
+                }
+                None => (0, false),
+            })
         })
-        .map(|n| n.unwrap_or(0) > 0)
     }
 
     /// The credentials generation of `user` (`None`: no such user). Every JWT and cached
