@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use reg_builder::build::{BaseImage, Event, Image, LayerRef, Log, RunStep, StepRunner, Store};
-use reg_node::agent::{api_error, decode_auth, AgentState};
+use reg_node::api::{decode_auth, AgentState, ApiError};
 use reg_registry::client::RegistryClient;
 use reg_registry::{Digest, Reference};
 
@@ -31,10 +31,10 @@ pub fn routes(state: Arc<AgentState>) -> Router {
 /// client's choice (a digest of host, user and path); only hex is accepted.
 fn context_root(st: &AgentState, id: &str) -> Result<PathBuf, Box<Response>> {
     if id.len() < 16 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Box::new(api_error(
-            StatusCode::BAD_REQUEST,
-            format!("context id {id:?}: expected 16 to 64 hex digits"),
-        )));
+        return Err(Box::new(
+            ApiError::bad_request(format!("context id {id:?}: expected 16 to 64 hex digits"))
+                .into_response(),
+        ));
     }
     Ok(st.store.root().join("build-contexts").join(id))
 }
@@ -110,7 +110,7 @@ async fn build(
     Query(q): Query<BuildQuery>,
     body: Body,
 ) -> Response {
-    let bad = |m: String| api_error(StatusCode::BAD_REQUEST, m);
+    let bad = |m: String| ApiError::bad_request(m).into_response();
     let compression = match reg_builder::layer::Compression::parse(&q.compression) {
         Ok(c) => c,
         Err(e) => return bad(e),
@@ -182,7 +182,7 @@ async fn build(
         };
         let _ = tx.send(Bytes::from(format!("{last}\n")));
     });
-    reg_node::containers::stream_response(rx)
+    reg_node::api::stream_response(rx)
 }
 
 async fn run(
@@ -388,5 +388,6 @@ impl StepRunner for NodeRunner {
             .containers
             .run_step(spec, move |line| log(Event::Output { line }))
             .await
+            .map_err(|e| e.to_string())
     }
 }

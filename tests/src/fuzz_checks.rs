@@ -392,7 +392,7 @@ pub fn dockerignore(data: &[u8]) {
 /// The node agent's JSON request bodies, and the pure validation the handlers run on them
 /// (`--device` is left out: it looks the host path up).
 pub fn agent_json(data: &[u8]) {
-    use reg_node::containers::{ExecRequest, RunRequest};
+    use reg_node::api::wire::{ExecRequest, RunRequest};
 
     if let Ok(req) = serde_json::from_slice::<RunRequest>(data) {
         run_request(&req);
@@ -402,13 +402,13 @@ pub fn agent_json(data: &[u8]) {
             let _ = e.split_once('=');
         }
     }
-    let _ = serde_json::from_slice::<reg_node::agent::RegistryAuth>(data);
-    let _ = serde_json::from_slice::<reg_node::network::ConnectRequest>(data);
-    let _ = serde_json::from_slice::<reg_node::network::DisconnectRequest>(data);
-    let _ = serde_json::from_slice::<reg_node::volumes::CreateRequest>(data);
+    let _ = serde_json::from_slice::<reg_node::api::RegistryAuth>(data);
+    let _ = serde_json::from_slice::<reg_node::api::wire::NetworkConnect>(data);
+    let _ = serde_json::from_slice::<reg_node::api::wire::NetworkDisconnect>(data);
+    let _ = serde_json::from_slice::<reg_node::api::wire::VolumeCreate>(data);
     // (Read as a Value too for its subnet: serde_json skips an unknown field without checking
     // its UTF-8, so the Value may not parse where the request did.)
-    let create = serde_json::from_slice::<reg_node::network::CreateRequest>(data).ok();
+    let create = serde_json::from_slice::<reg_node::api::wire::NetworkCreate>(data).ok();
     let value = create.and_then(|_| serde_json::from_slice::<serde_json::Value>(data).ok());
     if let Some(v) = value {
         if let Some(s) = v.get("Subnet").and_then(|s| s.as_str()) {
@@ -440,7 +440,7 @@ fn run_request(req: &reg_node::containers::RunRequest) {
         }
     }
     for p in &req.publish {
-        if let Ok(spec) = reg_node::ports::PortSpec::parse(p) {
+        if let Ok(spec) = reg_node::network::ports::PortSpec::parse(p) {
             assert_ne!(spec.container_port, 0, "{p:?}");
             assert!(spec.proto == "tcp" || spec.proto == "udp", "{p:?}");
         }
@@ -455,7 +455,7 @@ fn run_request(req: &reg_node::containers::RunRequest) {
     if !volumes.is_empty() {
         let root = tempfile::tempdir().expect("temp dir");
         for v in volumes {
-            if let Ok(m) = reg_node::volumes::resolve(root.path(), v) {
+            if let Ok(m) = reg_node::containers::volumes::resolve(root.path(), v) {
                 assert!(m.source.starts_with(root.path()), "{v:?}: {m:?}");
                 assert!(m.target.starts_with('/'), "{v:?}: {m:?}");
             }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use reg_builder::context::{Entry, Kind};
 use reg_builder::ignore::Ignore;
-use reg_node::agent::{encode_auth, RegistryAuth};
+use reg_node::api::{encode_auth, RegistryAuth};
 use reg_registry::{client, Reference};
 
 use super::image::{agent, outcome, query_value, rt};
@@ -211,7 +211,7 @@ pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyh
     let path = format!("{path}&context={context_id}");
     let root = ctx.clone();
     let manifest_json = serde_json::to_vec(&manifest)?;
-    let body = reg_node::agent::writer_body(move |w| {
+    let body = reg_node::api::writer_body(move |w| {
         let w = std::io::BufWriter::with_capacity(256 * 1024, w);
         let mut tar = tar::Builder::new(w);
         tar.follow_symlinks(false);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use reg_node::agent::AgentClient;
+use reg_node::api::AgentClient;
 use reg_registry::Reference;
 
 use super::image::{agent, each, pull_to, query_value, rt, PullArgs};
@@ -280,7 +280,7 @@ fn stdin_to_exit(
         path,
         headers,
         false,
-        reg_node::agent::stdin_body(),
+        reg_node::api::stdin_body(),
         |line| {
             if let Some(c) = print_stream(line, &mut failure) {
                 exit = Some(c);
@@ -345,7 +345,10 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
     });
     // Create at once; only a missing image costs a pull (and a second try).
     let created = match rt.block_on(agent.json_body("POST", "/containers/create", &body)) {
-        Err(reg_node::agent::AgentError::Api(m)) if m.starts_with("no such image") => {
+        // A 404 is a missing image, container or network: only a missing image is pulled.
+        Err(reg_node::api::AgentError::Api { status: 404, .. })
+            if image_missing(&rt, &agent, &r.to_string()) =>
+        {
             eprintln!("Unable to find image '{r}' locally");
             pull_to(
                 config,
@@ -794,4 +797,13 @@ pub fn inspect(config: Option<&Path>, host: Option<&str>, args: InspectArgs) -> 
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// Whether the agent answers 404 for image `reference` (as opposed to having it).
+fn image_missing(rt: &tokio::runtime::Runtime, agent: &AgentClient, reference: &str) -> bool {
+    let path = format!("/images/inspect?reference={}", query_value(reference));
+    matches!(
+        rt.block_on(agent.json("GET", &path)),
+        Err(reg_node::api::AgentError::Api { status: 404, .. })
+    )
 }

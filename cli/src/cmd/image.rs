@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::bail;
 use clap::Args;
-use reg_node::agent::{encode_auth, AgentClient, RegistryAuth};
+use reg_node::api::{encode_auth, AgentClient, RegistryAuth};
 use reg_registry::{client, Reference};
 
 #[derive(Args)]

@@ -97,7 +97,7 @@ pub fn run(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
         let agent = if nix_is_root() {
             let (sock, data, reg) = (cfg.node_socket(), cfg.layout().node_root(), cfg.node.default_registry.clone());
             let stop = stopped(stop_rx.clone());
-            Some(tokio::spawn(async move { reg_node::agent::serve(&sock, &data, reg, crate::build::routes, stop).await }))
+            Some(tokio::spawn(async move { reg_node::api::serve(&sock, &data, reg, crate::build::routes, stop).await }))
         } else {
             tracing::warn!("node agent not started: it needs root (namespaces, cgroups, mounts); the registry runs alone");
             None
@@ -181,7 +181,7 @@ pub fn run_node(file: Option<&Path>, command: NodeCommand) -> anyhow::Result<()>
     }
     init_logging(&cfg);
     let rt = runtime()?;
-    rt.block_on(reg_node::agent::serve(
+    rt.block_on(reg_node::api::serve(
         &cfg.node_socket(),
         &cfg.layout().node_root(),
         cfg.node.default_registry.clone(),

@@ -260,7 +260,7 @@ pub fn info(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
 pub fn version(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
     println!("Client:");
     println!(" Version:     {}", env!("CARGO_PKG_VERSION"));
-    println!(" API version: {}", reg_node::agent::API_VERSION);
+    println!(" API version: {}", reg_node::api::API_VERSION);
     println!(" OS/Arch:     linux/{}", reg_node::image::node_platform().1);
     let (agent, _) = agent(config, host)?;
     match rt()?.block_on(agent.json("GET", "/version")) {

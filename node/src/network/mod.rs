@@ -14,11 +14,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::containers::{internal, records, ApiError};
-use crate::netlink;
+pub mod dns;
+mod error;
+pub mod netlink;
+pub mod nft;
+pub mod ports;
+
+use error::failed;
+pub use error::NetworkError;
+use ports::PortBinding;
 
 /// The network every container joins unless told otherwise (docker's name).
 pub const DEFAULT: &str = "bridge";
@@ -241,8 +247,8 @@ pub fn mac_string(ip: Ipv4Addr) -> String {
         .join(":")
 }
 
-fn bad(e: impl std::fmt::Display) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+fn bad(e: impl std::fmt::Display) -> NetworkError {
+    NetworkError::Invalid(e.to_string())
 }
 
 pub struct Networks {
@@ -259,26 +265,17 @@ pub struct Networks {
     uplink_mtu: u32,
 }
 
-/// A published port once bound: `HOSTIP:HOSTPORT -> CTRPORT/PROTO`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PortBinding {
-    pub host_ip: String,
-    pub host_port: u16,
-    pub container_port: u16,
-    pub proto: String,
-}
-
 impl Networks {
-    pub fn open(node_root: &Path) -> Result<Arc<Networks>, String> {
+    pub fn open(node_root: &Path) -> Result<Arc<Networks>, NetworkError> {
         let db = rusqlite::Connection::open(node_root.join("containers.db"))
-            .map_err(|e| format!("opening the network database: {e}"))?;
+            .map_err(|e| failed(format!("opening the network database: {e}")))?;
         db.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
         // As the containers' connection to the same file: WAL, and no fsync per commit (a
         // power loss may lose the last commits, never corrupt the file; a killed agent loses none).
         db.pragma_update(None, "journal_mode", "WAL")
             .and_then(|_| db.pragma_update(None, "synchronous", "NORMAL"))
-            .map_err(|e| format!("opening the network database: {e}"))?;
+            .map_err(|e| failed(format!("opening the network database: {e}")))?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS networks (
                  id TEXT PRIMARY KEY,
@@ -295,7 +292,7 @@ impl Networks {
                  UNIQUE (network, ip)
              );",
         )
-        .map_err(|e| format!("creating the network tables: {e}"))?;
+        .map_err(|e| failed(format!("creating the network tables: {e}")))?;
         let n = Arc::new(Networks {
             root: node_root.to_path_buf(),
             db: Mutex::new(db),
@@ -308,13 +305,13 @@ impl Networks {
         Ok(n)
     }
 
-    fn db(&self) -> Result<std::sync::MutexGuard<'_, rusqlite::Connection>, ApiError> {
+    fn db(&self) -> Result<std::sync::MutexGuard<'_, rusqlite::Connection>, NetworkError> {
         self.db
             .lock()
-            .map_err(|_| internal("network database lock poisoned"))
+            .map_err(|_| failed("network database lock poisoned"))
     }
 
-    pub fn list(&self) -> Result<Vec<Network>, ApiError> {
+    pub fn list(&self) -> Result<Vec<Network>, NetworkError> {
         records(
             &*self.db()?,
             "SELECT record FROM networks ORDER BY name",
@@ -323,7 +320,13 @@ impl Networks {
     }
 
     /// A network by name, full id or unique id prefix.
-    pub fn get(&self, key: &str) -> Result<Network, ApiError> {
+    pub fn get(&self, key: &str) -> Result<Network, NetworkError> {
+        self.find(key)?
+            .ok_or_else(|| NetworkError::NotFound(format!("network {key} not found")))
+    }
+
+    /// A network by name, full id or unique id prefix, if there is one.
+    pub fn find(&self, key: &str) -> Result<Option<Network>, NetworkError> {
         let db = self.db()?;
         let mut found: Vec<Network> = records(
             &db,
@@ -338,11 +341,7 @@ impl Networks {
             )?;
         }
         match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("network {key} not found"),
-            )),
+            0 | 1 => Ok(found.pop()),
             _ => Err(bad(format!(
                 "{key:?} matches several networks: give more of the id"
             ))),
@@ -350,11 +349,10 @@ impl Networks {
     }
 
     /// The default network, made on first use.
-    pub fn ensure_default(&self) -> Result<Network, ApiError> {
-        match self.get(DEFAULT) {
-            Ok(n) => Ok(n),
-            Err(ApiError(StatusCode::NOT_FOUND, _)) => self.create(DEFAULT, None, false),
-            Err(e) => Err(e),
+    pub fn ensure_default(&self) -> Result<Network, NetworkError> {
+        match self.find(DEFAULT)? {
+            Some(n) => Ok(n),
+            None => self.create(DEFAULT, None, false),
         }
     }
 
@@ -364,7 +362,7 @@ impl Networks {
         name: &str,
         subnet: Option<&str>,
         internal_only: bool,
-    ) -> Result<Network, ApiError> {
+    ) -> Result<Network, NetworkError> {
         let valid = !name.is_empty()
             && name.len() <= 64
             && name
@@ -385,10 +383,9 @@ impl Networks {
             )));
         }
         if self.get(name).is_ok() {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!("network with name {name} already exists"),
-            ));
+            return Err(NetworkError::Conflict(format!(
+                "network with name {name} already exists"
+            )));
         }
         let subnet = match subnet {
             Some(s) => {
@@ -409,14 +406,13 @@ impl Networks {
                     }
                 }
                 found.ok_or_else(|| {
-                    ApiError(
-                        StatusCode::CONFLICT,
-                        format!("no free subnet left in the address pools ({last}): give one with --subnet"),
-                    )
+                    NetworkError::Conflict(format!(
+                        "no free subnet left in the address pools ({last}): give one with --subnet"
+                    ))
                 })?
             }
         };
-        let id = crate::containers::random_hex().map_err(internal)?;
+        let id = crate::db::random_hex().map_err(failed)?;
         let n = Network {
             bridge: format!("reg{}", &id[..8]),
             id,
@@ -426,26 +422,25 @@ impl Networks {
             internal: internal_only,
             created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         };
-        let json = serde_json::to_string(&n).map_err(internal)?;
+        let json = serde_json::to_string(&n).map_err(failed)?;
         let put = self.db()?.execute(
             "INSERT INTO networks (id, name, record) VALUES (?1, ?2, ?3)",
             rusqlite::params![n.id, n.name, json],
         );
         if let Err(e) = put {
             unclaim(&subnet, &self.root);
-            return Err(internal(e));
+            return Err(failed(e));
         }
         Ok(n)
     }
 
     /// `network rm`: refused while containers are attached.
-    pub fn remove(&self, key: &str) -> Result<Network, ApiError> {
+    pub fn remove(&self, key: &str) -> Result<Network, NetworkError> {
         let n = self.get(key)?;
         if n.name == DEFAULT {
-            return Err(ApiError(
-                StatusCode::FORBIDDEN,
-                format!("{DEFAULT} is a pre-defined network and cannot be removed"),
-            ));
+            return Err(NetworkError::Forbidden(format!(
+                "{DEFAULT} is a pre-defined network and cannot be removed"
+            )));
         }
         let users: Vec<String> = self
             .endpoints_of_network(&n.id)?
@@ -453,40 +448,37 @@ impl Networks {
             .map(|e| e.name)
             .collect();
         if !users.is_empty() {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!(
-                    "network {} has active endpoints ({}): remove or disconnect them first",
-                    n.name,
-                    users.join(", ")
-                ),
-            ));
+            return Err(NetworkError::Conflict(format!(
+                "network {} has active endpoints ({}): remove or disconnect them first",
+                n.name,
+                users.join(", ")
+            )));
         }
         self.db()?
             .execute("DELETE FROM networks WHERE id = ?1", [&n.id])
-            .map_err(internal)?;
+            .map_err(failed)?;
         if let Ok(s) = Subnet::parse(&n.subnet) {
             unclaim(&s, &self.root);
         }
         Ok(n)
     }
 
-    fn endpoints_where(&self, clause: &str, key: &str) -> Result<Vec<Endpoint>, ApiError> {
+    fn endpoints_where(&self, clause: &str, key: &str) -> Result<Vec<Endpoint>, NetworkError> {
         let sql = format!("SELECT record FROM endpoints WHERE {clause}");
         let mut v: Vec<Endpoint> = records(&*self.db()?, &sql, [key])?;
         v.sort_by_key(|e| e.idx);
         Ok(v)
     }
 
-    pub fn endpoints_of_network(&self, network_id: &str) -> Result<Vec<Endpoint>, ApiError> {
+    pub fn endpoints_of_network(&self, network_id: &str) -> Result<Vec<Endpoint>, NetworkError> {
         self.endpoints_where("network = ?1", network_id)
     }
 
-    pub fn endpoints_of(&self, container: &str) -> Result<Vec<Endpoint>, ApiError> {
+    pub fn endpoints_of(&self, container: &str) -> Result<Vec<Endpoint>, NetworkError> {
         self.endpoints_where("container = ?1", container)
     }
 
-    fn active_on(&self, network_id: &str) -> Result<usize, ApiError> {
+    fn active_on(&self, network_id: &str) -> Result<usize, NetworkError> {
         let n: i64 = self
             .db()?
             .query_row(
@@ -494,7 +486,7 @@ impl Networks {
                 [network_id],
                 |r| r.get(0),
             )
-            .map_err(internal)?;
+            .map_err(failed)?;
         Ok(n as usize)
     }
 
@@ -507,16 +499,16 @@ impl Networks {
         name: &str,
         ip: Option<Ipv4Addr>,
         aliases: Vec<String>,
-    ) -> Result<Endpoint, ApiError> {
-        let subnet = Subnet::parse(&net.subnet).map_err(internal)?;
+    ) -> Result<Endpoint, NetworkError> {
+        let subnet = Subnet::parse(&net.subnet).map_err(failed)?;
         let db = self.db()?;
         let taken: std::collections::HashSet<Ipv4Addr> = {
             let mut st = db
                 .prepare("SELECT ip FROM endpoints WHERE network = ?1")
-                .map_err(internal)?;
+                .map_err(failed)?;
             let rows = st
                 .query_map([&net.id], |r| r.get::<_, String>(0))
-                .map_err(internal)?;
+                .map_err(failed)?;
             rows.filter_map(Result::ok)
                 .filter_map(|s| s.parse().ok())
                 .collect()
@@ -527,7 +519,7 @@ impl Networks {
                 [id],
                 |r| r.get(0),
             )
-            .map_err(internal)?;
+            .map_err(failed)?;
         let gateway = subnet.host(1);
         let broadcast = subnet.host(subnet.size() - 1);
         let ip = match ip {
@@ -539,10 +531,10 @@ impl Networks {
                     )));
                 }
                 if taken.contains(&ip) {
-                    return Err(ApiError(
-                        StatusCode::CONFLICT,
-                        format!("address {ip} is already in use on network {}", net.name),
-                    ));
+                    return Err(NetworkError::Conflict(format!(
+                        "address {ip} is already in use on network {}",
+                        net.name
+                    )));
                 }
                 ip
             }
@@ -550,10 +542,10 @@ impl Networks {
                 .map(|n| subnet.host(n))
                 .find(|a| !taken.contains(a))
                 .ok_or_else(|| {
-                    ApiError(
-                        StatusCode::CONFLICT,
-                        format!("no address left on network {} ({})", net.name, net.subnet),
-                    )
+                    NetworkError::Conflict(format!(
+                        "no address left on network {} ({})",
+                        net.name, net.subnet
+                    ))
                 })?,
         };
         let ep = Endpoint {
@@ -564,7 +556,7 @@ impl Networks {
             aliases,
             idx,
         };
-        let json = serde_json::to_string(&ep).map_err(internal)?;
+        let json = serde_json::to_string(&ep).map_err(failed)?;
         db.execute(
             "INSERT INTO endpoints (network, container, ip, record) VALUES (?1, ?2, ?3, ?4)",
             rusqlite::params![net.id, id, ip.to_string(), json],
@@ -573,18 +565,18 @@ impl Networks {
             rusqlite::Error::SqliteFailure(f, _)
                 if f.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                ApiError(
-                    StatusCode::CONFLICT,
-                    format!("container is already connected to network {}", net.name),
-                )
+                NetworkError::Conflict(format!(
+                    "container is already connected to network {}",
+                    net.name
+                ))
             }
-            e => internal(e),
+            e => failed(e),
         })?;
         Ok(ep)
     }
 
     /// Releases the addresses of a removed container (or one endpoint of it).
-    pub fn release(&self, id: &str, network_id: Option<&str>) -> Result<(), ApiError> {
+    pub fn release(&self, id: &str, network_id: Option<&str>) -> Result<(), NetworkError> {
         let db = self.db()?;
         match network_id {
             Some(n) => db.execute(
@@ -593,28 +585,28 @@ impl Networks {
             ),
             None => db.execute("DELETE FROM endpoints WHERE container = ?1", [id]),
         }
-        .map_err(internal)?;
+        .map_err(failed)?;
         Ok(())
     }
 
-    fn set_active(&self, ep: &Endpoint, active: bool) -> Result<(), ApiError> {
+    fn set_active(&self, ep: &Endpoint, active: bool) -> Result<(), NetworkError> {
         self.db()?
             .execute(
                 "UPDATE endpoints SET active = ?1 WHERE network = ?2 AND container = ?3",
                 rusqlite::params![active as i64, ep.network, ep.container],
             )
-            .map_err(internal)?;
+            .map_err(failed)?;
         Ok(())
     }
 
-    fn network_by_id(&self, id: &str) -> Result<Network, ApiError> {
+    fn network_by_id(&self, id: &str) -> Result<Network, NetworkError> {
         records(
             &*self.db()?,
             "SELECT record FROM networks WHERE id = ?1",
             [id],
         )?
         .pop()
-        .ok_or_else(|| internal(format!("network {id} vanished")))
+        .ok_or_else(|| failed(format!("network {id} vanished")))
     }
 
     /// The addresses that `name` resolves to for container `asker`: containers (by name or
@@ -654,9 +646,9 @@ impl Networks {
         self: &Arc<Self>,
         id: &str,
         netns: &Path,
-        ports: &[crate::ports::PortSpec],
+        ports: &[ports::PortSpec],
         upstream: Vec<SocketAddr>,
-    ) -> Result<Vec<PortBinding>, ApiError> {
+    ) -> Result<Vec<PortBinding>, NetworkError> {
         let r = self.attach_inner(id, netns, ports, upstream).await;
         if r.is_err() {
             let _ = self.detach(id, netns, &[]).await;
@@ -666,7 +658,7 @@ impl Networks {
 
     /// The bridge and rules of `net`, made once per agent (an existing bridge is reused).
     /// Call with `op` held.
-    async fn ensure_up(&self, net: &Network) -> Result<(), ApiError> {
+    async fn ensure_up(&self, net: &Network) -> Result<(), NetworkError> {
         if self.up.lock().map(|u| u.contains(&net.id)).unwrap_or(false) {
             return Ok(());
         }
@@ -683,8 +675,8 @@ impl Networks {
         net: &Network,
         ep: &Endpoint,
         i: usize,
-    ) -> Result<netlink::Endpoint, ApiError> {
-        let subnet = Subnet::parse(&net.subnet).map_err(internal)?;
+    ) -> Result<netlink::Endpoint, NetworkError> {
+        let subnet = Subnet::parse(&net.subnet).map_err(failed)?;
         Ok(netlink::Endpoint {
             host_if: host_if(&ep.container, &ep.network),
             bridge: net.bridge.clone(),
@@ -701,9 +693,9 @@ impl Networks {
         self: &Arc<Self>,
         id: &str,
         netns: &Path,
-        ports: &[crate::ports::PortSpec],
+        ports: &[ports::PortSpec],
         upstream: Vec<SocketAddr>,
-    ) -> Result<Vec<PortBinding>, ApiError> {
+    ) -> Result<Vec<PortBinding>, NetworkError> {
         let eps = self.endpoints_of(id)?;
         let _guard = self.op.lock().await;
         let mut links = Vec::new();
@@ -739,14 +731,14 @@ impl Networks {
                     "published ports need a network with an address (not none or host)",
                 ));
             };
-            match crate::ports::publish(p, target).await {
+            match ports::publish(p, target).await {
                 Ok((b, task)) => {
                     bound.push(b);
                     live.push(task);
                 }
                 Err(e) => {
                     live.iter().for_each(|t| t.abort());
-                    return Err(ApiError(StatusCode::CONFLICT, e));
+                    return Err(NetworkError::Conflict(e));
                 }
             }
         }
@@ -766,10 +758,10 @@ impl Networks {
 
     /// A container's published ports into the DNAT maps of its first network `ep`. They stay
     /// there (across agent restarts too: `network_up` keeps the maps) until `detach`.
-    async fn dnat_up(&self, ep: &Endpoint, bound: &[PortBinding]) -> Result<(), ApiError> {
+    async fn dnat_up(&self, ep: &Endpoint, bound: &[PortBinding]) -> Result<(), NetworkError> {
         let t = table(&self.network_by_id(&ep.network)?);
         let (b, ip) = (bound.to_vec(), ep.ip);
-        blocking(move || crate::ports::dnat_add(&t, &b, ip)).await
+        blocking(move || ports::dnat_add(&t, &b, ip)).await
     }
 
     /// `network connect` of a running container (its namespace at `netns`): endpoint `ep`
@@ -779,7 +771,7 @@ impl Networks {
         net: &Network,
         ep: &Endpoint,
         netns: &Path,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), NetworkError> {
         let _guard = self.op.lock().await;
         self.ensure_up(net).await?;
         let link = self.link_for(net, ep, ep.idx as usize)?;
@@ -803,7 +795,7 @@ impl Networks {
     }
 
     /// `network disconnect` of a running container: its veth on that network goes.
-    pub async fn hot_unplug(&self, ep: &Endpoint) -> Result<(), ApiError> {
+    pub async fn hot_unplug(&self, ep: &Endpoint) -> Result<(), NetworkError> {
         let _guard = self.op.lock().await;
         blocking(netlink::delete_links(vec![host_if(
             &ep.container,
@@ -824,7 +816,7 @@ impl Networks {
         id: &str,
         netns: &Path,
         ports: &[PortBinding],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), NetworkError> {
         if let Some(l) = self.live.lock().ok().and_then(|mut l| l.remove(id)) {
             l.iter().for_each(|t| t.abort());
         }
@@ -835,8 +827,8 @@ impl Networks {
             .and_then(|ep| self.network_by_id(&ep.network).ok())
             .map(|n| (table(&n), ports.to_vec()));
         if let Some((t, bound)) = dnat {
-            if let Err(e) = blocking(move || crate::ports::dnat_remove(&t, &bound)).await {
-                tracing::debug!(container = %id, error = %e.1, "removing published ports");
+            if let Err(e) = blocking(move || ports::dnat_remove(&t, &bound)).await {
+                tracing::debug!(container = %id, error = %e, "removing published ports");
             }
         }
         for ep in &eps {
@@ -850,7 +842,7 @@ impl Networks {
             let pending = tokio::spawn(async move {
                 let _guard = me.op.lock().await;
                 if let Err(e) = blocking(netlink::delete_links(ifs)).await {
-                    tracing::warn!(error = %e.1, "deleting a container's veths");
+                    tracing::warn!(error = %e, "deleting a container's veths");
                 }
             });
             if let Ok(mut p) = self.pending.lock() {
@@ -874,7 +866,7 @@ impl Networks {
     }
 
     /// After `network rm`: its bridge and rules go.
-    pub async fn take_down(&self, net: &Network) -> Result<(), ApiError> {
+    pub async fn take_down(&self, net: &Network) -> Result<(), NetworkError> {
         self.settle().await;
         let _guard = self.op.lock().await;
         let n = net.clone();
@@ -894,7 +886,7 @@ impl Networks {
             if self.active_on(&n.id).unwrap_or(1) == 0 {
                 let n2 = n.clone();
                 if let Err(e) = blocking(move || network_down(&n2)).await {
-                    tracing::warn!(network = %n.name, error = %e.1, "taking a network down");
+                    tracing::warn!(network = %n.name, error = %e, "taking a network down");
                 }
             }
         }
@@ -906,11 +898,11 @@ impl Networks {
         id: &str,
         sock: std::net::UdpSocket,
         upstream: Vec<SocketAddr>,
-    ) -> Result<tokio::task::AbortHandle, ApiError> {
-        let sock = tokio::net::UdpSocket::from_std(sock).map_err(internal)?;
+    ) -> Result<tokio::task::AbortHandle, NetworkError> {
+        let sock = tokio::net::UdpSocket::from_std(sock).map_err(failed)?;
         let (me, asker) = (self.clone(), id.to_string());
-        let resolve: crate::dns::Resolver = Arc::new(move |name: &str| me.resolve(&asker, name));
-        Ok(tokio::spawn(crate::dns::serve(sock, resolve, upstream)).abort_handle())
+        let resolve: dns::Resolver = Arc::new(move |name: &str| me.resolve(&asker, name));
+        Ok(tokio::spawn(dns::serve(sock, resolve, upstream)).abort_handle())
     }
 
     /// After an agent restart: DNS and port sockets of containers still running come back (their
@@ -921,7 +913,7 @@ impl Networks {
         netns: &Path,
         ports: &[PortBinding],
         upstream: Vec<SocketAddr>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), NetworkError> {
         let eps = self.endpoints_of(id)?;
         let mut live = Vec::new();
         let user_network = eps.iter().any(|e| {
@@ -935,13 +927,13 @@ impl Networks {
         }
         if let Some(target) = eps.first().map(|e| e.ip) {
             for b in ports {
-                let spec = crate::ports::PortSpec {
+                let spec = ports::PortSpec {
                     host_ip: b.host_ip.parse().ok(),
                     host_port: b.host_port,
                     container_port: b.container_port,
                     proto: b.proto.clone(),
                 };
-                match crate::ports::publish(&spec, target).await {
+                match ports::publish(&spec, target).await {
                     Ok((_, t)) => live.push(t),
                     Err(e) => tracing::warn!(container = %id, error = %e, "re-publishing a port"),
                 }
@@ -965,44 +957,16 @@ pub fn host_if(container: &str, network: &str) -> String {
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, NetworkError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(internal)?
-        .map_err(internal)
+        .map_err(failed)?
+        .map_err(failed)
 }
 
 /// The nftables table that holds a network's rules (one per network, owned by reg alone).
 pub fn table(n: &Network) -> String {
     format!("reg_{}", &n.id[..8])
-}
-
-pub(crate) fn nft(script: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            format!("running nft: {e}: bridge networks need nftables (apt-get install nftables), or run with --network none|host")
-        })?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(script.as_bytes())
-            .map_err(|e| format!("writing to nft: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("running nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 fn nft_output(args: &[&str]) -> Option<String> {
@@ -1084,7 +1048,7 @@ fn network_up(n: &Network) -> Result<(), String> {
     // The rules of a table left by an earlier agent are replaced, not added to; the published
     // ports in its maps stay (their containers may still run: the new agent re-attaches them).
     let t = table(n);
-    nft(&format!(
+    nft::apply(&format!(
         "table ip {t} {{}}\nflush table ip {t}\n{}",
         rules(n)
     ))?;
@@ -1095,7 +1059,7 @@ fn network_up(n: &Network) -> Result<(), String> {
         .is_some_and(|c| c.contains("policy drop"))
     {
         let c = table(n);
-        nft(&format!(
+        nft::apply(&format!(
             "insert rule ip filter FORWARD oifname \"{br}\" accept comment \"{c}\"\ninsert rule ip filter FORWARD iifname \"{br}\" accept comment \"{c}\"\n",
             br = n.bridge
         ))?;
@@ -1117,7 +1081,7 @@ fn network_up(n: &Network) -> Result<(), String> {
 fn network_down(n: &Network) -> Result<(), String> {
     netlink::delete_links(vec![n.bridge.clone()])()?;
     if nft_output(&["list", "table", "ip", &table(n)]).is_some() {
-        nft(&format!("delete table ip {}\n", table(n)))?;
+        nft::apply(&format!("delete table ip {}\n", table(n)))?;
     }
     remove_forward_accepts(n);
     Ok(())
@@ -1129,7 +1093,7 @@ fn remove_forward_accepts(n: &Network) {
         let tag = format!("comment \"{}\"", table(n));
         for l in chain.lines().filter(|l| l.contains(&tag)) {
             if let Some(h) = l.rsplit("# handle ").next().map(str::trim) {
-                let _ = nft(&format!("delete rule ip filter FORWARD handle {h}\n"));
+                let _ = nft::apply(&format!("delete rule ip filter FORWARD handle {h}\n"));
             }
         }
     }
@@ -1154,145 +1118,13 @@ pub fn upstream_resolvers(dns: &[String]) -> Vec<SocketAddr> {
         .collect()
 }
 
-// ---- the API: /networks ----
-
-use axum::extract::{Path as UrlPath, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-
-use crate::agent::AgentState;
-
-impl Network {
-    /// `docker network inspect`'s shape (containers: id → name and address).
-    fn docker_json(&self, eps: &[Endpoint]) -> serde_json::Value {
-        let prefix = Subnet::parse(&self.subnet).map(|s| s.prefix).unwrap_or(16);
-        let containers: serde_json::Map<String, serde_json::Value> = eps
-            .iter()
-            .map(|e| {
-                (
-                    e.container.clone(),
-                    serde_json::json!({
-                        "Name": e.name,
-                        "IPv4Address": format!("{}/{prefix}", e.ip),
-                        "MacAddress": mac_string(e.ip),
-                    }),
-                )
-            })
-            .collect();
-        serde_json::json!({
-            "Name": self.name,
-            "Id": self.id,
-            "Created": self.created,
-            "Scope": "local",
-            "Driver": "bridge",
-            "Internal": self.internal,
-            "IPAM": { "Driver": "default", "Config": [{ "Subnet": self.subnet, "Gateway": self.gateway }] },
-            "Containers": containers,
-            "Options": { "com.docker.network.bridge.name": self.bridge },
-        })
-    }
-}
-
-pub async fn list(State(st): State<Arc<AgentState>>) -> Result<Response, ApiError> {
-    let n = &st.containers.networks;
-    n.ensure_default()?;
-    let mut out = vec![
-        serde_json::json!({"Name": "host", "Id": "host", "Driver": "host", "Scope": "local"}),
-        serde_json::json!({"Name": "none", "Id": "none", "Driver": "null", "Scope": "local"}),
-    ];
-    for net in n.list()? {
-        let eps = n.endpoints_of_network(&net.id)?;
-        out.push(net.docker_json(&eps));
-    }
-    Ok(Json(out).into_response())
-}
-
-#[derive(Deserialize)]
-pub struct CreateRequest {
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(default, rename = "Subnet")]
-    subnet: Option<String>,
-    #[serde(default, rename = "Internal")]
-    internal: bool,
-}
-
-pub async fn create(
-    State(st): State<Arc<AgentState>>,
-    Json(req): Json<CreateRequest>,
-) -> Result<Response, ApiError> {
-    let n = st.containers.networks.clone();
-    let net = tokio::task::spawn_blocking(move || {
-        n.create(&req.name, req.subnet.as_deref(), req.internal)
-    })
-    .await
-    .map_err(internal)??;
-    Ok(Json(serde_json::json!({ "Id": net.id, "Warning": "" })).into_response())
-}
-
-pub async fn inspect(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(key): UrlPath<String>,
-) -> Result<Response, ApiError> {
-    let n = &st.containers.networks;
-    if key == DEFAULT {
-        n.ensure_default()?;
-    }
-    let net = n.get(&key)?;
-    let eps = n.endpoints_of_network(&net.id)?;
-    Ok(Json(net.docker_json(&eps)).into_response())
-}
-
-pub async fn delete(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(key): UrlPath<String>,
-) -> Result<Response, ApiError> {
-    let n = st.containers.networks.clone();
-    let net = n.remove(&key)?;
-    n.take_down(&net).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Deserialize)]
-pub struct ConnectRequest {
-    #[serde(rename = "Container")]
-    container: String,
-    #[serde(default, rename = "IPAddress")]
-    ip: Option<String>,
-    #[serde(default, rename = "Aliases")]
-    aliases: Vec<String>,
-}
-
-pub async fn connect(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(key): UrlPath<String>,
-    Json(req): Json<ConnectRequest>,
-) -> Result<Response, ApiError> {
-    let ip = match &req.ip {
-        Some(ip) => Some(
-            ip.parse()
-                .map_err(|_| bad(format!("--ip {ip}: not an IPv4 address")))?,
-        ),
-        None => None,
-    };
-    crate::containers::network_connect(&st.containers, &key, &req.container, ip, req.aliases)
-        .await?;
-    Ok(Json(serde_json::json!({})).into_response())
-}
-
-#[derive(Deserialize)]
-pub struct DisconnectRequest {
-    #[serde(rename = "Container")]
-    container: String,
-}
-
-pub async fn disconnect(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(key): UrlPath<String>,
-    Json(req): Json<DisconnectRequest>,
-) -> Result<Response, ApiError> {
-    crate::containers::network_disconnect(&st.containers, &key, &req.container).await?;
-    Ok(Json(serde_json::json!({})).into_response())
+/// [`crate::db::records`], failing as a `NetworkError`.
+fn records<T: serde::de::DeserializeOwned>(
+    db: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>, NetworkError> {
+    Ok(crate::db::records(db, sql, params)?)
 }
 
 #[cfg(test)]

@@ -18,7 +18,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::network::PortBinding;
+use super::nft;
+
+/// A published port once bound: `HOSTIP:HOSTPORT -> CTRPORT/PROTO`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortSpec {
@@ -143,13 +152,13 @@ pub fn dnat_add(table: &str, bound: &[PortBinding], target: Ipv4Addr) -> Result<
         .iter()
         .map(|(m, k, v)| format!("add element ip {table} {m} {{ {k} : {v} }}\n"))
         .collect();
-    if crate::network::nft(&add).is_ok() {
+    if nft::apply(&add).is_ok() {
         return Ok(());
     }
     for (m, k, _) in &els {
-        let _ = crate::network::nft(&format!("delete element ip {table} {m} {{ {k} }}\n"));
+        let _ = nft::apply(&format!("delete element ip {table} {m} {{ {k} }}\n"));
     }
-    crate::network::nft(&add)
+    nft::apply(&add)
 }
 
 /// Stops forwarding `bound`.
@@ -158,7 +167,7 @@ pub fn dnat_remove(table: &str, bound: &[PortBinding]) -> Result<(), String> {
         .iter()
         .map(|(m, k, _)| format!("delete element ip {table} {m} {{ {k} }}\n"))
         .collect();
-    crate::network::nft(&del)
+    nft::apply(&del)
 }
 
 async fn relay_tcp(l: tokio::net::TcpListener, dest: SocketAddr) {
