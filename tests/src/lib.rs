@@ -16,24 +16,71 @@ pub mod fuzz_checks;
 
 pub use reqwest::blocking::Client;
 
-/// Path of the `reg` binary under test: `$REG_BIN`, else `target/<profile>/reg` next to this test.
+/// Path of the `reg` binary under test: `$REG_BIN`, else `target/<profile>/reg` next to this
+/// test. `reg` lives in another package, so cargo gives this one no `CARGO_BIN_EXE_reg`; instead
+/// the binary must be newer than every source file of the crates it is built from, or the tests
+/// would run (and pass on) a stale binary.
 pub fn reg_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("REG_BIN") {
-        return PathBuf::from(p);
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("REG_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>/reg
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps");
+        let bin = dir.join("reg");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified());
+        let Ok(built) = built else {
+            panic!(
+                "{} is missing: build it first (scripts/test does: cargo build --bin reg)",
+                bin.display()
+            );
+        };
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ is in the workspace");
+        let crates = ["cli", "config", "registry", "node", "builder", "untrusted"];
+        if let Some(newer) = crates
+            .iter()
+            .flat_map(|c| newer_sources(&workspace.join(c).join("src"), built))
+            .next()
+        {
+            panic!(
+                "{} is older than {}: rebuild it (cargo build --bin reg) so the tests run the code \
+                 as it is",
+                bin.display(),
+                newer.display()
+            );
+        }
+        bin
+    })
+    .clone()
+}
+
+/// The `.rs` files under `dir` modified after `t`.
+fn newer_sources(dir: &Path, t: std::time::SystemTime) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(ft) if ft.is_dir() => stack.push(p),
+                Ok(_)
+                    if p.extension().is_some_and(|x| x == "rs")
+                        && e.metadata().and_then(|m| m.modified()).is_ok_and(|m| m > t) =>
+                {
+                    out.push(p)
+                }
+                _ => {}
+            }
+        }
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/reg
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
-    let bin = dir.join("reg");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (scripts/test does: cargo build --bin reg)",
-        bin.display()
-    );
-    bin
+    out
 }
 
 /// `$REG_TEST_POSTGRES`: a PostgreSQL server URL (e.g. `postgres://postgres@127.0.0.1:55432/postgres`).
@@ -469,6 +516,42 @@ pub fn push_image(
     (sha256(m.as_bytes()), m)
 }
 
+/// Records that the calling test does not run, and why: printed as `SKIP: <test>: <reason>`
+/// and, when `$REG_TEST_SKIPS` names a file (scripts/test sets it), appended to it as one line
+/// `<test>\t<reason>`, so the summary counts the test as skipped, not passed. The caller returns
+/// right after.
+pub fn skip(reason: impl std::fmt::Display) {
+    // `<test binary>::<test>`: the binary's name without cargo's hash.
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            Some((name, _hash)) => name.to_string(),
+            None => s,
+        })
+        .unwrap_or_default();
+    let test = format!(
+        "{binary}::{}",
+        std::thread::current().name().unwrap_or("(unnamed test)")
+    );
+    eprintln!("SKIP: {test}: {reason}");
+    if let Some(path) = std::env::var_os("REG_TEST_SKIPS") {
+        use std::io::Write;
+        let line = format!("{test}\t{reason}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!(
+                "recording the skip of {test} in {}: {e}",
+                Path::new(&path).display()
+            );
+        }
+    }
+}
+
 /// Finds a peer tool. Missing: a failure under `CI=true`, otherwise `None` with a printed reason.
 pub fn peer(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -480,7 +563,9 @@ pub fn peer(name: &str) -> Option<PathBuf> {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{name} is required under CI=true but is not installed (.ci/run installs it)");
         }
-        eprintln!("SKIP: {name} is not installed; install it to run this test");
+        skip(format!(
+            "{name} is not installed; install it to run this test"
+        ));
     }
     found
 }
@@ -600,7 +685,7 @@ pub fn busybox_layers() -> Option<Vec<Vec<u8>>> {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("/bin/busybox is required under CI=true (Debian busybox-static)");
             }
-            eprintln!("SKIP: /bin/busybox missing; apt-get install busybox-static");
+            skip("/bin/busybox missing; apt-get install busybox-static");
             return None;
         }
     };
@@ -740,7 +825,7 @@ pub fn docker_ready() -> bool {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("docker is installed but dockerd does not answer (.ci/run starts it)");
         }
-        eprintln!("SKIP: dockerd is not running");
+        skip("dockerd is not running");
     }
     ok
 }

@@ -30,7 +30,7 @@ fn pull_images_inspect_through_the_agent() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("the node tests need root under CI=true");
         }
-        eprintln!("SKIP: the node agent needs root");
+        skip("the node agent needs root");
         return;
     }
     let Some(layers) = busybox_layers() else {

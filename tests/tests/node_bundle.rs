@@ -41,7 +41,7 @@ fn runc_runs_the_generated_bundle() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("runc is required under CI=true (apt-get install runc)");
         }
-        eprintln!("SKIP: runc missing");
+        reg_tests::skip("runc missing");
         return;
     }
     let host_dir = n.tmp.path().join("vol");

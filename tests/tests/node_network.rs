@@ -283,7 +283,24 @@ fn link_on_the_default_bridge_publish_and_port_conflicts() {
     assert!(err.contains("already allocated"), "{err}");
     assert_eq!(n.inspect("clash")["State"]["Running"], false);
 
-    let before: Vec<String> = links("veth");
+    // This test's veths: the host ends are named `veth<first 7 of the container id>…`.
+    let mine: Vec<String> = ["web", "clash", "srv", "echo"]
+        .iter()
+        .filter_map(|c| {
+            n.inspect(c)["Id"]
+                .as_str()
+                .map(|id| format!("veth{}", &id[..7]))
+        })
+        .collect();
+    let before: Vec<String> = links("veth")
+        .into_iter()
+        .filter(|l| mine.iter().any(|m| l.starts_with(m)))
+        .collect();
+    assert!(
+        !before.is_empty(),
+        "the running containers' veths: {:?}",
+        links("veth")
+    );
     let (code, _, err) = n.reg(&["rm", "-f", "web", "clash", "srv", "echo"]);
     assert_eq!(code, 0, "{err}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());

@@ -33,14 +33,14 @@ impl ForwardDrop {
             .output()
             .is_ok_and(|o| o.status.success());
         if exists {
-            eprintln!("SKIP: this host already has an ip filter table (not ours to change)");
+            reg_tests::skip("this host already has an ip filter table (not ours to change)");
             return None;
         }
         if Command::new("nft").arg("--version").output().is_err() {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("nft is required under CI=true");
             }
-            eprintln!("SKIP: nft missing");
+            reg_tests::skip("nft missing");
             return None;
         }
         let ok = nft(

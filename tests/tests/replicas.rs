@@ -19,8 +19,8 @@ fn replicas() -> Option<(tempfile::TempDir, Registry, Registry)> {
 /// [`replicas`], with more environment for B.
 fn replicas_with(b_env: &[(&str, &str)]) -> Option<(tempfile::TempDir, Registry, Registry)> {
     if test_postgres().is_none() || test_s3().is_none() {
-        eprintln!(
-            "skipped: replicas need REG_TEST_POSTGRES and REG_TEST_S3_* (scripts/test sets them)"
+        reg_tests::skip(
+            "replicas need REG_TEST_POSTGRES and REG_TEST_S3_* (scripts/test sets them)",
         );
         return None;
     }

@@ -63,7 +63,7 @@ pub fn node_with(extra: &[Vec<u8>]) -> Option<Node> {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("container tests need root under CI=true");
         }
-        eprintln!("SKIP: containers need root");
+        skip("containers need root");
         return None;
     }
     let mut layers = busybox_layers()?;
