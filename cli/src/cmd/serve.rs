@@ -151,9 +151,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The monitor: single-threaded on purpose (no runtime is started), then exits with the
 /// container's code.
 pub fn monitor(bundle: &Path) -> anyhow::Result<u8> {
-    let code = match reg_node::bundle::read(bundle) {
-        Ok(spec) => reg_node::monitor::monitor(&spec),
-        Err(e) => reg_node::monitor::fail(bundle, &e),
+    let code = match reg_node::runtime::bundle::read(bundle) {
+        Ok(spec) => reg_node::runtime::monitor::monitor(&spec),
+        Err(e) => reg_node::runtime::monitor::fail(bundle, &e),
     };
     Ok(u8::try_from(code).unwrap_or(125))
 }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::{flag, pump_stdin, stream_response, AgentState, ApiError};
 use crate::containers::streams::ExecRequest;
 use crate::containers::{control, create, streams, Record, RestartPolicy, RunRequest, Status};
-use crate::monitor::LOG;
+use crate::runtime::monitor::LOG;
 
 pub async fn create(
     State(st): State<Arc<AgentState>>,

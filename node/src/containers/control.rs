@@ -46,7 +46,7 @@ pub async fn start_attached(
         // The monitor has opened the read end. Write through a write-only handle, so that
         // writes fail (instead of blocking forever) once the container stops reading, and let
         // the name go (a later restart gets no stdin).
-        let path = rec.spec.dir.join(crate::monitor::STDIN);
+        let path = rec.spec.dir.join(crate::runtime::monitor::STDIN);
         use std::os::unix::fs::OpenOptionsExt;
         let wo = std::fs::OpenOptions::new()
             .write(true)
@@ -83,7 +83,7 @@ async fn started(
 
 /// Makes the container's stdin FIFO and opens its write end (read-write, so it never blocks).
 fn open_stdin(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
-    let path = dir.join(crate::monitor::STDIN);
+    let path = dir.join(crate::runtime::monitor::STDIN);
     let _ = std::fs::remove_file(&path);
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
     std::fs::OpenOptions::new()
@@ -186,7 +186,7 @@ pub fn resize(cs: &Arc<Containers>, key: &str, rows: u16, cols: u16) -> Result<(
     std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(nix::libc::O_NONBLOCK)
-        .open(rec.spec.dir.join(crate::monitor::RESIZE))
+        .open(rec.spec.dir.join(crate::runtime::monitor::RESIZE))
         .and_then(|mut f| f.write_all(format!("{rows} {cols}\n").as_bytes()))
         .map_err(|e| {
             conflict(format!(

@@ -30,8 +30,8 @@ pub mod create;
 mod error;
 pub mod streams;
 pub mod volumes;
-use crate::exe::SealedExe;
-use crate::monitor::{EXIT, LOG, OOM, PID};
+use crate::runtime::exe::SealedExe;
+use crate::runtime::monitor::{EXIT, LOG, OOM, PID};
 use crate::runtime::Spec;
 
 /// What `reg run` / `reg create` asks for.
@@ -488,7 +488,7 @@ impl Containers {
     ) -> Result<i32, ContainerError> {
         let dir = spec.dir.clone();
         let written = spec.clone();
-        tokio::task::spawn_blocking(move || crate::bundle::write(&written))
+        tokio::task::spawn_blocking(move || crate::runtime::bundle::write(&written))
             .await
             .map_err(failed)?
             .map_err(ContainerError::Invalid)?;
@@ -523,7 +523,8 @@ impl Containers {
         }
         drain();
         let _ =
-            tokio::task::spawn_blocking(move || crate::rootfs::remove_mount_points(&spec)).await;
+            tokio::task::spawn_blocking(move || crate::runtime::rootfs::remove_mount_points(&spec))
+                .await;
         read_file(&dir, EXIT)
             .and_then(|c| c.trim().parse().ok())
             .ok_or_else(|| failed("the step's monitor ended without recording an exit code"))
@@ -720,7 +721,7 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ContainerError>
                 ports: Vec<crate::network::ports::PortBinding>| async move {
         let _ = cs.networks.detach(&id, &netns, &ports).await;
     };
-    let written = tokio::task::spawn_blocking(move || crate::bundle::write(&spec))
+    let written = tokio::task::spawn_blocking(move || crate::runtime::bundle::write(&spec))
         .await
         .map_err(failed)
         .and_then(|r| {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::create::merge_env;
 use super::{failed, ContainerError, Containers, Status};
-use crate::monitor::LOG;
+use crate::runtime::monitor::LOG;
 
 /// JSON lines, one `Bytes` each, as they come.
 pub type Output = tokio::sync::mpsc::UnboundedReceiver<Bytes>;

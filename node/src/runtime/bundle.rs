@@ -9,12 +9,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::rootfs::{MASKED, READONLY};
-use crate::runtime::{BindMount, Limits, SecuritySpec, Spec};
-use crate::seccomp::{Action, Op, Profile};
+use super::rootfs::{MASKED, READONLY};
+use super::seccomp::{Action, Op, Profile};
+use super::spec::{BindMount, Limits, SecuritySpec, Spec};
 
 /// The bind mount option that marks a volume to be filled from the image (see
-/// [`crate::runtime::BindMount::copy_up`]).
+/// [`BindMount::copy_up`]).
 const COPY_UP: &str = "reg-copy-up";
 
 pub const CONFIG: &str = "config.json";
@@ -99,7 +99,7 @@ fn seccomp_json(p: &Profile, caps: &[String]) -> serde_json::Value {
 pub fn write(spec: &Spec) -> Result<(), String> {
     std::fs::create_dir_all(spec.dir.join("rootfs")).map_err(|e| err("creating rootfs", e))?;
     let ids = match &spec.user {
-        Some(u) => Some(crate::runtime::resolve_user(
+        Some(u) => Some(super::spec::resolve_user(
             u,
             &image_file(&spec.layers, "etc/passwd"),
             &image_file(&spec.layers, "etc/group"),
@@ -122,8 +122,8 @@ pub fn write(spec: &Spec) -> Result<(), String> {
     // A non-root user keeps capabilities only in the bounding set, as docker does.
     let caps = &spec.security.caps;
     let live: &[String] = if uid == 0 { caps } else { &[] };
-    for (name, content) in crate::rootfs::etc_contents(spec) {
-        crate::monitor::write_atomic(&spec.dir, name, &content)
+    for (name, content) in super::rootfs::etc_contents(spec) {
+        super::monitor::write_atomic(&spec.dir, name, &content)
             .map_err(|e| err(&format!("writing {name}"), e))?;
     }
     let mut mounts = vec![
@@ -133,7 +133,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         serde_json::json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if spec.security.privileged { vec!["nosuid", "noexec", "nodev"] } else { vec!["nosuid", "noexec", "nodev", "ro"] }}),
     ];
-    for name in crate::rootfs::ETC_FILES {
+    for name in super::rootfs::ETC_FILES {
         mounts.push(serde_json::json!({
             "destination": format!("/etc/{name}"), "type": "bind",
             "source": spec.dir.join(name), "options": ["rbind", "rprivate"],
@@ -142,7 +142,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
     for (k, m) in spec.mounts.iter().enumerate() {
         if !m.layers.is_empty() {
             // A merged view: an overlay mount, which runc performs as well.
-            let dir = crate::runtime::view_dir(&spec.dir, k);
+            let dir = super::spec::view_dir(&spec.dir, k);
             let lower: Vec<String> = m
                 .layers
                 .iter()
@@ -185,7 +185,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         (None, "host") => {}
         (None, _) => namespaces.push(serde_json::json!({"type": "network"})),
     }
-    let rules = crate::runtime::device_rules(&spec.security)?;
+    let rules = super::cgroup::device_rules(&spec.security)?;
     let mut resources = serde_json::json!({
         "devices": serde_json::to_value(&rules).map_err(|e| err("device cgroup rules", e))?,
     });
@@ -226,7 +226,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
     if let Some(p) = &spec.security.seccomp {
         linux["seccomp"] = seccomp_json(p, caps);
     }
-    let nofile = crate::runtime::nofile_limit();
+    let nofile = super::sys::nofile_limit();
     let mut rlimits =
         vec![serde_json::json!({ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile })];
     for l in &spec.security.rlimits {
@@ -271,9 +271,9 @@ pub fn write(spec: &Spec) -> Result<(), String> {
     if let Some(json) = linux.get("seccomp") {
         // Keyed on the profile exactly as the monitor will read it back from config.json.
         let p = Profile::from_docker_json(&json.to_string())?;
-        let programs = crate::seccomp::compile_cached(&p, caps)?;
-        let key = crate::seccomp::cache_key(&p, caps);
-        crate::seccomp::write_cache(&spec.dir, &key, &programs)
+        let programs = super::seccomp::compile_cached(&p, caps)?;
+        let key = super::seccomp::cache_key(&p, caps);
+        super::seccomp::write_cache(&spec.dir, &key, &programs)
             .map_err(|e| err("writing the compiled seccomp filter", e))?;
     }
     let tmp = spec.dir.join(".config.json.tmp");
@@ -303,7 +303,7 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
     let limits: Limits =
         serde_json::from_str(a["org.reg.limits"].as_str().unwrap_or("{}")).unwrap_or_default();
     let p = &v["process"];
-    let standard: Vec<String> = crate::rootfs::ETC_FILES
+    let standard: Vec<String> = super::rootfs::ETC_FILES
         .iter()
         .map(|n| format!("/etc/{n}"))
         .collect();
@@ -375,7 +375,7 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
                 .into_iter()
                 .flatten()
                 .filter_map(|r| {
-                    Some(crate::runtime::Rlimit {
+                    Some(super::spec::Rlimit {
                         name: r["type"]
                             .as_str()?
                             .strip_prefix("RLIMIT_")?
@@ -402,7 +402,7 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
 }
 
 /// The `--device`s of a bundle: `linux.devices`, each with the access its cgroup rule allows.
-fn devices_of(linux: &serde_json::Value) -> Vec<crate::runtime::Device> {
+fn devices_of(linux: &serde_json::Value) -> Vec<super::spec::Device> {
     let rules = linux["resources"]["devices"]
         .as_array()
         .cloned()
@@ -425,7 +425,7 @@ fn devices_of(linux: &serde_json::Value) -> Vec<crate::runtime::Device> {
                 .and_then(|r| r["access"].as_str())
                 .unwrap_or("rwm")
                 .to_string();
-            Some(crate::runtime::Device {
+            Some(super::spec::Device {
                 path: d["path"].as_str()?.to_string(),
                 block: typ == "b",
                 major,
@@ -518,9 +518,9 @@ mod tests {
         assert_eq!(compiled(&back), compiled(&spec));
         let p = back.security.seccomp.as_ref().expect("seccomp");
         assert!(
-            crate::seccomp::read_cache(
+            crate::runtime::seccomp::read_cache(
                 t.path(),
-                &crate::seccomp::cache_key(p, &back.security.caps)
+                &crate::runtime::seccomp::cache_key(p, &back.security.caps)
             )
             .is_some(),
             "the monitor finds the filters compiled ahead"

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::makedev;
 
-use crate::runtime::{err, find_program, loopback_up, view_dir, BindMount, Ready, Spec};
+use super::spec::{view_dir, BindMount, Spec};
+use super::sys::{err, find_program, loopback_up, Program, Ready};
 
 /// Docker's default masked paths (hidden behind /dev/null or an empty read-only tmpfs).
 pub(crate) const MASKED: [&str; 11] = [
@@ -68,7 +69,7 @@ fn mount_on(
     mount(source, &reg_untrusted::fd_path(at), fstype, flags, data)
 }
 
-pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<PathBuf, SetupError> {
+pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<Program, SetupError> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| err("making mounts private", e))?;
@@ -405,7 +406,7 @@ fn view(root: &reg_untrusted::Tree, dir: &Path, m: &BindMount) -> Result<(), Str
 /// cgroup v2 host, see `runtime::device_filter_available`), an image's device nodes must not
 /// open at all, unless the container is privileged.
 fn image_mount_flags(privileged: bool) -> MsFlags {
-    if privileged || crate::runtime::device_filter_available() {
+    if privileged || super::sys::device_filter_available() {
         MsFlags::empty()
     } else {
         MsFlags::MS_NODEV
@@ -508,7 +509,7 @@ pub(crate) fn etc_contents(spec: &Spec) -> [(&'static str, String); 3] {
     ]
 }
 
-/// The `/etc` files a container gets from its bundle (written by [`crate::bundle::write`]).
+/// The `/etc` files a container gets from its bundle (written by [`crate::runtime::bundle::write`]).
 pub(crate) const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
 /// Removes from a finished container's upper dir the mount points `setup` made because the

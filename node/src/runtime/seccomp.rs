@@ -587,7 +587,7 @@ mod tests {
     use super::*;
 
     fn default_caps() -> Vec<String> {
-        crate::runtime::SecuritySpec::default().caps
+        crate::runtime::spec::SecuritySpec::default().caps
     }
 
     /// The default profile, installed on a thread of its own: `personality(2)` answers EPERM

@@ -1,0 +1,509 @@
+//! What a container or an exec is asked to be, as data: the spec the agent writes into the
+//! bundle and the monitor runs, the security options resolved from a request (capabilities,
+//! seccomp, devices, rlimits), the user from the image's passwd and group files. Pure, apart
+//! from [`parse_device`] looking the host device up.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::sys::device_filter_available;
+
+/// What the monitor needs to start one container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub id: String,
+    /// Snapshot directories, bottom layer first.
+    pub layers: Vec<PathBuf>,
+    /// The container's own directory (upper, work, rootfs, log live here).
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub hostname: String,
+    /// `-u USER[:GROUP]` (names resolved in the container's /etc/passwd and /etc/group).
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub security: SecuritySpec,
+    /// Bind mounts (host paths and volumes), in order.
+    #[serde(default)]
+    pub mounts: Vec<BindMount>,
+    /// The network mode: `none` (own namespace with `lo`), `host`, a bridge network's name, or
+    /// `container:OTHER`.
+    #[serde(default)]
+    pub network: String,
+    /// A network namespace to join (a bridge network's, made by the agent, or another
+    /// container's) instead of creating one.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// The container's address on its first network (named after its hostname in /etc/hosts).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// More `/etc/hosts` lines (`--link`, `--add-host`).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// Resolvers for `/etc/resolv.conf` instead of the host's.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `-t`: stdio is a pseudo-terminal (the init's controlling terminal).
+    #[serde(default)]
+    pub tty: bool,
+    /// Its size (rows, columns).
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
+}
+
+/// `-v SOURCE:TARGET[:ro]` once resolved to a host path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: String,
+    #[serde(default)]
+    pub readonly: bool,
+    /// When not empty, not a bind but a merged view of these directories (bottom first, overlay
+    /// whiteouts honoured: a build's `RUN --mount=type=bind,from=STAGE`); `source` is unused.
+    /// Writes to a view that is not read-only land in the container's directory and are
+    /// discarded with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<PathBuf>,
+    /// A volume (named or anonymous): when it is empty, what the image has at `target` is
+    /// copied into it before it is mounted there (docker's behaviour; not for host paths).
+    #[serde(default)]
+    pub copy_up: bool,
+}
+
+/// Where the `k`th mount of a container keeps what its view needs (layer links, upper dir).
+pub fn view_dir(container_dir: &Path, k: usize) -> PathBuf {
+    container_dir.join(format!("view{k}"))
+}
+
+/// What a user asks for: `--privileged`, `--cap-add`, `--cap-drop`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Security {
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--security-opt seccomp=…`: `unconfined`, or a docker-format profile's JSON.
+    #[serde(default)]
+    pub seccomp: Option<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    #[serde(default)]
+    pub ulimits: Vec<String>,
+    /// `--device HOST[:CONTAINER[:PERMISSIONS]]`.
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+/// One resource limit (`nofile`, `nproc`, …) set before the user's program starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rlimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+const RLIMITS: [(&str, nix::sys::resource::Resource); 15] = {
+    use nix::sys::resource::Resource as R;
+    [
+        ("as", R::RLIMIT_AS),
+        ("core", R::RLIMIT_CORE),
+        ("cpu", R::RLIMIT_CPU),
+        ("data", R::RLIMIT_DATA),
+        ("fsize", R::RLIMIT_FSIZE),
+        ("locks", R::RLIMIT_LOCKS),
+        ("memlock", R::RLIMIT_MEMLOCK),
+        ("msgqueue", R::RLIMIT_MSGQUEUE),
+        ("nice", R::RLIMIT_NICE),
+        ("nofile", R::RLIMIT_NOFILE),
+        ("nproc", R::RLIMIT_NPROC),
+        ("rtprio", R::RLIMIT_RTPRIO),
+        ("rttime", R::RLIMIT_RTTIME),
+        ("sigpending", R::RLIMIT_SIGPENDING),
+        ("stack", R::RLIMIT_STACK),
+    ]
+};
+
+pub(super) fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    RLIMITS.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+}
+
+/// `nofile=1024:2048` → a limit this node can give (its own hard limit is the ceiling: without
+/// CAP_SYS_RESOURCE a hard limit can only go down).
+pub fn parse_ulimit(u: &str) -> Result<Rlimit, String> {
+    let bad = || format!("--ulimit {u:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+    let (name, values) = u.split_once('=').ok_or_else(bad)?;
+    let resource = rlimit_resource(name).ok_or_else(|| {
+        let names: Vec<&str> = RLIMITS.iter().map(|(n, _)| *n).collect();
+        format!(
+            "--ulimit {u:?}: unknown limit {name:?} (one of {})",
+            names.join(", ")
+        )
+    })?;
+    let num = |v: &str| -> Result<u64, String> {
+        if v == "-1" || v == "unlimited" {
+            Ok(u64::MAX)
+        } else {
+            v.parse().map_err(|_| bad())
+        }
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((s, h)) => (num(s)?, num(h)?),
+        None => (num(values)?, num(values)?),
+    };
+    if soft > hard {
+        return Err(format!(
+            "--ulimit {u:?}: the soft limit is above the hard limit"
+        ));
+    }
+    let (_, ceiling) = nix::sys::resource::getrlimit(resource).map_err(|e| e.to_string())?;
+    if hard > ceiling {
+        return Err(format!(
+            "--ulimit {u:?}: above this node's hard limit {ceiling} (it cannot raise it without CAP_SYS_RESOURCE)"
+        ));
+    }
+    Ok(Rlimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
+}
+
+/// The resolved security settings the runtime applies.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SecuritySpec {
+    pub privileged: bool,
+    /// The capability set (bounding, and effective/permitted for root).
+    pub caps: Vec<String>,
+    /// `None`: no filter (`unconfined` or `--privileged`).
+    pub seccomp: Option<super::seccomp::Profile>,
+    /// `--ulimit`s (on top of the default `nofile`).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// `--device`s: made in the container's /dev and allowed by its device cgroup.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+/// A host device given to a container (`--device`), resolved on the host once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Device {
+    /// Where it appears, an absolute path under /dev.
+    pub path: String,
+    pub block: bool,
+    pub major: u64,
+    pub minor: u64,
+    /// The device cgroup's access: some of `r`, `w`, `m`.
+    pub access: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `--device /dev/fuse[:/dev/fuse[:rwm]]`, looked up on the host: it must be a character or
+/// block device.
+pub fn parse_device(d: &str) -> Result<Device, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut parts = d.splitn(3, ':');
+    let host = parts.next().unwrap_or_default();
+    let (path, access) = match (parts.next(), parts.next()) {
+        (None, _) => (host.to_string(), "rwm".to_string()),
+        (Some(p), None) if !p.starts_with('/') => (host.to_string(), p.to_string()),
+        (Some(p), None) => (p.to_string(), "rwm".to_string()),
+        (Some(p), Some(a)) => (p.to_string(), a.to_string()),
+    };
+    if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(format!(
+            "--device {d:?}: permissions must be some of r, w, m"
+        ));
+    }
+    let m = std::fs::metadata(host).map_err(|e| format!("--device {d:?}: {host}: {e}"))?;
+    let kind = m.file_type();
+    if !kind.is_char_device() && !kind.is_block_device() {
+        return Err(format!("--device {d:?}: {host} is not a device"));
+    }
+    if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "--device {d:?}: the container path must be under /dev"
+        ));
+    }
+    let rdev = m.rdev();
+    Ok(Device {
+        path,
+        block: kind.is_block_device(),
+        major: nix::sys::stat::major(rdev),
+        minor: nix::sys::stat::minor(rdev),
+        access,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+    })
+}
+
+/// Docker's capability rules (see [`resolve_security`]), and where no device cgroup can keep
+/// devices closed ([`device_filter_available`] false), no `CAP_MKNOD` unless asked for by name.
+fn without_mknod_unless_asked(
+    mut caps: std::collections::BTreeSet<String>,
+    req: &Security,
+    filter: bool,
+) -> std::collections::BTreeSet<String> {
+    let asked = req.cap_add.iter().any(|c| {
+        let c = c.trim().to_ascii_uppercase();
+        c == "MKNOD" || c == "CAP_MKNOD"
+    });
+    if !filter && !req.privileged && !asked {
+        caps.remove(&caps::Capability::CAP_MKNOD.to_string());
+    }
+    caps
+}
+
+impl Default for SecuritySpec {
+    fn default() -> Self {
+        SecuritySpec {
+            privileged: false,
+            caps: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
+            seccomp: Some(super::seccomp::Profile::default_profile()),
+            rlimits: Vec::new(),
+            devices: Vec::new(),
+        }
+    }
+}
+
+fn parse_cap(name: &str) -> Result<caps::Capability, String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    full.parse::<caps::Capability>()
+        .map_err(|_| format!("unknown capability {name:?} (e.g. NET_ADMIN, SYS_PTRACE)"))
+}
+
+/// docker's rules: start from the default set (or all with `--privileged`), add `--cap-add`
+/// (`ALL` = every capability), then remove `--cap-drop` (`ALL` = every capability).
+pub fn resolve_security(req: &Security) -> Result<SecuritySpec, String> {
+    let mut set: std::collections::BTreeSet<String> = if req.privileged {
+        caps::all().iter().map(|c| c.to_string()).collect()
+    } else {
+        DEFAULT_CAPS.iter().map(|c| c.to_string()).collect()
+    };
+    for c in &req.cap_add {
+        if c.eq_ignore_ascii_case("all") {
+            set.extend(caps::all().iter().map(|c| c.to_string()));
+        } else {
+            set.insert(parse_cap(c)?.to_string());
+        }
+    }
+    for c in &req.cap_drop {
+        if c.eq_ignore_ascii_case("all") {
+            set.clear();
+        } else {
+            set.remove(&parse_cap(c)?.to_string());
+        }
+    }
+    let seccomp = match req.seccomp.as_deref() {
+        _ if req.privileged => None,
+        Some("unconfined") => None,
+        None => Some(super::seccomp::Profile::default_profile()),
+        Some(json) => Some(super::seccomp::Profile::from_docker_json(json)?),
+    };
+    let set = without_mknod_unless_asked(set, req, device_filter_available());
+    Ok(SecuritySpec {
+        privileged: req.privileged,
+        caps: set.into_iter().collect(),
+        seccomp,
+        rlimits: req
+            .ulimits
+            .iter()
+            .map(|u| parse_ulimit(u))
+            .collect::<Result<_, _>>()?,
+        devices: req
+            .devices
+            .iter()
+            .map(|d| parse_device(d))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Resource limits applied through the container's cgroup (libcgroups: v1, hybrid and v2).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Limits {
+    /// Memory limit in bytes (`--memory`).
+    pub memory: Option<i64>,
+    /// Maximum number of processes (`--pids-limit`).
+    pub pids: Option<i64>,
+    /// CPUs as a fraction of one (`--cpus 0.5`), applied as a CFS quota.
+    pub cpus: Option<f64>,
+}
+
+/// Docker's default capability set; everything else leaves the bounding set.
+const DEFAULT_CAPS: [caps::Capability; 14] = [
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_DAC_OVERRIDE,
+    caps::Capability::CAP_FSETID,
+    caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_MKNOD,
+    caps::Capability::CAP_NET_RAW,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETFCAP,
+    caps::Capability::CAP_SETPCAP,
+    caps::Capability::CAP_NET_BIND_SERVICE,
+    caps::Capability::CAP_SYS_CHROOT,
+    caps::Capability::CAP_KILL,
+    caps::Capability::CAP_AUDIT_WRITE,
+];
+
+/// A user's ids as the container's /etc/passwd and /etc/group define them.
+#[derive(Debug, PartialEq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
+}
+
+/// Resolves `USER[:GROUP]` (names or numbers) against passwd/group file contents, the way
+/// docker does: an unknown name is an error, an unknown number is used as is.
+pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<Ids, String> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 7)
+        .collect();
+    let found = entries
+        .iter()
+        .find(|f| f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u));
+    let (uid, mut gid, home, name) = match (found, u.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse::<u32>()
+                .map_err(|_| format!("bad uid in /etc/passwd for {u}"))?,
+            f[3].parse::<u32>().unwrap_or(0),
+            f[5].to_string(),
+            Some(f[0].to_string()),
+        ),
+        (None, Ok(n)) => (n, 0, "/".to_string(), None),
+        (None, Err(_)) => {
+            return Err(format!(
+                "unable to find user {u}: no matching entries in passwd file"
+            ))
+        }
+    };
+    let groups_file: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    if let Some(g) = g {
+        gid = match groups_file.iter().find(|f| f[0] == g) {
+            Some(f) => f[2]
+                .parse()
+                .map_err(|_| format!("bad gid in /etc/group for {g}"))?,
+            None => g.parse().map_err(|_| {
+                format!("unable to find group {g}: no matching entries in group file")
+            })?,
+        };
+    }
+    let mut groups = vec![gid];
+    if let Some(name) = name {
+        for f in &groups_file {
+            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                if let Ok(n) = f[2].parse::<u32>() {
+                    if !groups.contains(&n) {
+                        groups.push(n);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Ids {
+        uid,
+        gid,
+        groups,
+        home,
+    })
+}
+
+/// What `reg exec` runs: a process joining a running container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub id: String,
+    /// The container init's host pid.
+    pub pid: i32,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: Option<String>,
+    pub security: SecuritySpec,
+    /// `exec -t`: a terminal from the container's devpts, of this size.
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
+    /// `exec -i`: this helper's stdin is the process's input.
+    #[serde(default)]
+    pub interactive: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nwheel:x:10:app,root\n";
+
+    #[test]
+    fn without_a_device_filter_mknod_goes_unless_asked_for() {
+        let defaults = || -> std::collections::BTreeSet<String> {
+            DEFAULT_CAPS.iter().map(|c| c.to_string()).collect()
+        };
+        let mknod = caps::Capability::CAP_MKNOD.to_string();
+        let plain = Security::default();
+        assert!(without_mknod_unless_asked(defaults(), &plain, true).contains(&mknod));
+        assert!(!without_mknod_unless_asked(defaults(), &plain, false).contains(&mknod));
+        let asked = Security {
+            cap_add: vec!["mknod".into()],
+            ..Security::default()
+        };
+        assert!(without_mknod_unless_asked(defaults(), &asked, false).contains(&mknod));
+        let privileged = Security {
+            privileged: true,
+            ..Security::default()
+        };
+        assert!(without_mknod_unless_asked(defaults(), &privileged, false).contains(&mknod));
+    }
+
+    #[test]
+    fn users_resolve_like_docker() {
+        let app = resolve_user("app", PASSWD, GROUP).expect("app");
+        assert_eq!(
+            app,
+            Ids {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000, 10],
+                home: "/home/app".into()
+            }
+        );
+        let n = resolve_user("1234:5678", PASSWD, GROUP).expect("numeric");
+        assert_eq!((n.uid, n.gid, n.home.as_str()), (1234, 5678, "/"));
+        let g = resolve_user("nobody:wheel", PASSWD, GROUP).expect("group by name");
+        assert_eq!((g.uid, g.gid), (65534, 10));
+        let by_uid = resolve_user("1000", PASSWD, GROUP).expect("uid in passwd");
+        assert_eq!(by_uid.home, "/home/app");
+        let e = resolve_user("ghost", PASSWD, GROUP).expect_err("unknown");
+        assert!(e.contains("unable to find user ghost"), "{e}");
+        let e = resolve_user("app:ghosts", PASSWD, GROUP).expect_err("unknown group");
+        assert!(e.contains("unable to find group ghosts"), "{e}");
+    }
+}
