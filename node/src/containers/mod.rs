@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use error::failed;
 pub use error::ContainerError;
 
+use crate::db::Db;
+
 pub mod control;
 pub mod create;
 mod error;
@@ -257,7 +259,7 @@ pub struct Containers {
     pub networks: Arc<crate::network::Networks>,
     /// Named volumes: `<node>/volumes/NAME/_data`.
     pub volumes: PathBuf,
-    db: Mutex<rusqlite::Connection>,
+    db: Arc<Db>,
     changed: tokio::sync::watch::Sender<u64>,
     exe: tokio::sync::OnceCell<Arc<SealedExe>>,
     /// Exit codes of containers removed on exit (`--rm`), for whoever follows them.
@@ -288,23 +290,23 @@ impl Containers {
     pub fn open(node_root: &Path) -> Result<Arc<Containers>, ContainerError> {
         let root = node_root.join("containers");
         let _ = std::fs::create_dir_all(&root);
-        let db = rusqlite::Connection::open(node_root.join("containers.db"))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS containers (
-                 id TEXT PRIMARY KEY,
-                 name TEXT NOT NULL UNIQUE,
-                 record TEXT NOT NULL
-             );",
-        )?;
-        let networks = crate::network::Networks::open(node_root)?;
+        let db = Db::open(&node_root.join("containers.db"))?;
+        db.with(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS containers (
+                     id TEXT PRIMARY KEY,
+                     name TEXT NOT NULL UNIQUE,
+                     record TEXT NOT NULL
+                 );",
+            )
+        })?;
+        let networks = crate::network::Networks::open(node_root, db.clone())?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Containers {
             root,
             networks,
             volumes: node_root.join("volumes"),
-            db: Mutex::new(db),
+            db,
             changed: tokio::sync::watch::channel(0).0,
             exe: tokio::sync::OnceCell::new(),
             last_exit: Mutex::new(HashMap::new()),
@@ -317,57 +319,46 @@ impl Containers {
         &self.root
     }
 
-    fn db(&self) -> Result<std::sync::MutexGuard<'_, rusqlite::Connection>, ContainerError> {
-        self.db
-            .lock()
-            .map_err(|_| failed("container database lock poisoned"))
-    }
-
     pub fn list(&self) -> Result<Vec<Record>, ContainerError> {
-        let mut out: Vec<Record> = records(&*self.db()?, "SELECT record FROM containers", [])?;
+        let mut out: Vec<Record> = self
+            .db
+            .with(|db| records(db, "SELECT record FROM containers", []))?;
         out.sort_by(|a, b| b.created.cmp(&a.created));
         Ok(out)
     }
 
     fn get(&self, id: &str) -> Result<Option<Record>, ContainerError> {
-        use rusqlite::OptionalExtension;
-        let db = self.db()?;
-        let s: Option<String> = db
-            .query_row("SELECT record FROM containers WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(failed)?;
-        Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
+        self.db.with(|db| get_in(db, id))
     }
 
     /// A container by full id, unique id prefix, or name.
     pub fn resolve(&self, key: &str) -> Result<Record, ContainerError> {
         use rusqlite::OptionalExtension;
         let key = key.trim_start_matches('/');
-        let db = self.db()?;
-        // A full id or a name: one indexed row. Otherwise an id prefix, which must be unique.
-        let exact: Option<String> = db
-            .query_row(
-                "SELECT record FROM containers WHERE id = ?1 OR name = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(failed)?;
-        let found: Vec<String> = match exact {
-            Some(r) => vec![r],
-            None if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) => Vec::new(),
-            None => {
-                let mut st = db
-                    .prepare("SELECT record FROM containers WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2")
-                    .map_err(failed)?;
-                let rows = st
-                    .query_map([key], |r| r.get::<_, String>(0))
-                    .map_err(failed)?;
-                rows.filter_map(Result::ok).collect()
-            }
-        };
+        let found = self.db.with(|db| -> Result<Vec<String>, rusqlite::Error> {
+            // A full id or a name: one indexed row. Otherwise an id prefix, which must be
+            // unique.
+            let exact: Option<String> = db
+                .query_row(
+                    "SELECT record FROM containers WHERE id = ?1 OR name = ?1",
+                    [key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(match exact {
+                Some(r) => vec![r],
+                None if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    Vec::new()
+                }
+                None => {
+                    let mut st = db.prepare(
+                        "SELECT record FROM containers WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
+                    )?;
+                    let rows = st.query_map([key], |r| r.get::<_, String>(0))?;
+                    rows.filter_map(Result::ok).collect()
+                }
+            })
+        })?;
         match found.as_slice() {
             [one] => serde_json::from_str(one).map_err(failed),
             [] => Err(ContainerError::NotFound(format!(
@@ -380,41 +371,32 @@ impl Containers {
     }
 
     fn put(&self, r: &Record) -> Result<(), ContainerError> {
-        let json = serde_json::to_string(r).map_err(failed)?;
-        self.db()?
-            .execute(
-                "INSERT INTO containers (id, name, record) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(id) DO UPDATE SET record = excluded.record",
-                rusqlite::params![r.id, r.name, json],
-            )
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    ContainerError::Conflict(format!(
-                            "the name {:?} is already in use by another container: remove it or choose another name",
-                            r.name
-                        ),
-                    )
-                }
-                e => failed(e),
-            })?;
+        self.db.with(|db| put_in(db, r))?;
         self.changed.send_modify(|g| *g += 1);
         Ok(())
     }
 
-    /// Changes a stored record in place (no-op when it is gone).
+    /// Changes a stored record in place (no-op when it is gone): read, changed and written in
+    /// one transaction, so concurrent updates of one container never lose each other's change.
     fn update(
         &self,
         id: &str,
         f: impl FnOnce(&mut Record),
     ) -> Result<Option<Record>, ContainerError> {
-        let Some(mut r) = self.get(id)? else {
-            return Ok(None);
-        };
-        f(&mut r);
-        self.put(&r)?;
-        Ok(Some(r))
+        let updated = self.db.with(|db| -> Result<_, ContainerError> {
+            let tx = db.transaction()?;
+            let Some(mut r) = get_in(&tx, id)? else {
+                return Ok(None);
+            };
+            f(&mut r);
+            put_in(&tx, &r)?;
+            tx.commit()?;
+            Ok(Some(r))
+        })?;
+        if updated.is_some() {
+            self.changed.send_modify(|g| *g += 1);
+        }
+        Ok(updated)
     }
 
     async fn sealed_exe(&self) -> Result<Arc<SealedExe>, ContainerError> {
@@ -860,7 +842,6 @@ async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), ContainerError
             .detach(&rec.id, &rec.spec.dir.join("netns"), &rec.state.ports)
             .await?;
     }
-    cs.networks.release(&rec.id, None)?;
     // The directory goes first: whoever sees the record gone may rely on it being gone.
     let dir = rec.spec.dir.clone();
     let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
@@ -889,9 +870,13 @@ async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), ContainerError
             }
         }
     }
-    cs.db()?
-        .execute("DELETE FROM containers WHERE id = ?1", [&rec.id])
-        .map_err(failed)?;
+    // Its addresses and its record go together.
+    cs.db.with(|db| -> Result<(), rusqlite::Error> {
+        let tx = db.transaction()?;
+        crate::network::release_in(&tx, &rec.id, None)?;
+        tx.execute("DELETE FROM containers WHERE id = ?1", [&rec.id])?;
+        tx.commit()
+    })?;
     cs.changed.send_modify(|g| *g += 1);
     Ok(())
 }
@@ -994,6 +979,39 @@ pub async fn network_disconnect(
     }
     cs.networks.release(&rec.id, Some(&net.id))?;
     cs.update(&rec.id, |r| r.networks.retain(|n| n.network_id != net.id))?;
+    Ok(())
+}
+
+/// Container `id`'s record, read with `db` (which may be a transaction).
+fn get_in(db: &rusqlite::Connection, id: &str) -> Result<Option<Record>, ContainerError> {
+    use rusqlite::OptionalExtension;
+    let s: Option<String> = db
+        .query_row("SELECT record FROM containers WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
+}
+
+/// Stores `r` with `db` (which may be a transaction): a taken name is a conflict.
+fn put_in(db: &rusqlite::Connection, r: &Record) -> Result<(), ContainerError> {
+    let json = serde_json::to_string(r).map_err(failed)?;
+    db.execute(
+        "INSERT INTO containers (id, name, record) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+        rusqlite::params![r.id, r.name, json],
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            ContainerError::Conflict(format!(
+                "the name {:?} is already in use by another container: remove it or choose another name",
+                r.name
+            ))
+        }
+        e => ContainerError::Db(e),
+    })?;
     Ok(())
 }
 

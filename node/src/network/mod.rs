@@ -24,6 +24,8 @@ pub mod ports;
 
 use error::failed;
 pub use error::NetworkError;
+
+use crate::db::Db;
 use ports::PortBinding;
 
 /// The network every container joins unless told otherwise (docker's name).
@@ -253,7 +255,7 @@ fn bad(e: impl std::fmt::Display) -> NetworkError {
 
 pub struct Networks {
     root: PathBuf,
-    db: Mutex<rusqlite::Connection>,
+    db: Arc<Db>,
     /// Serializes bridge/firewall changes and endpoint activation.
     op: tokio::sync::Mutex<()>,
     /// What each running container holds: its DNS server and port proxies.
@@ -266,18 +268,11 @@ pub struct Networks {
 }
 
 impl Networks {
-    pub fn open(node_root: &Path) -> Result<Arc<Networks>, NetworkError> {
-        let db = rusqlite::Connection::open(node_root.join("containers.db"))
-            .map_err(|e| failed(format!("opening the network database: {e}")))?;
-        db.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(failed)?;
-        // As the containers' connection to the same file: WAL, and no fsync per commit (a
-        // power loss may lose the last commits, never corrupt the file; a killed agent loses none).
-        db.pragma_update(None, "journal_mode", "WAL")
-            .and_then(|_| db.pragma_update(None, "synchronous", "NORMAL"))
-            .map_err(|e| failed(format!("opening the network database: {e}")))?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS networks (
+    /// The networks of the node at `node_root`, kept in `db` (the node database).
+    pub(crate) fn open(node_root: &Path, db: Arc<Db>) -> Result<Arc<Networks>, NetworkError> {
+        db.with(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS networks (
                  id TEXT PRIMARY KEY,
                  name TEXT NOT NULL UNIQUE,
                  record TEXT NOT NULL
@@ -291,11 +286,12 @@ impl Networks {
                  PRIMARY KEY (network, container),
                  UNIQUE (network, ip)
              );",
-        )
+            )
+        })
         .map_err(|e| failed(format!("creating the network tables: {e}")))?;
         let n = Arc::new(Networks {
             root: node_root.to_path_buf(),
-            db: Mutex::new(db),
+            db,
             op: tokio::sync::Mutex::new(()),
             live: Mutex::new(HashMap::new()),
             up: Mutex::new(std::collections::HashSet::new()),
@@ -305,18 +301,9 @@ impl Networks {
         Ok(n)
     }
 
-    fn db(&self) -> Result<std::sync::MutexGuard<'_, rusqlite::Connection>, NetworkError> {
-        self.db
-            .lock()
-            .map_err(|_| failed("network database lock poisoned"))
-    }
-
     pub fn list(&self) -> Result<Vec<Network>, NetworkError> {
-        records(
-            &*self.db()?,
-            "SELECT record FROM networks ORDER BY name",
-            [],
-        )
+        self.db
+            .with(|db| records(db, "SELECT record FROM networks ORDER BY name", []))
     }
 
     /// A network by name, full id or unique id prefix.
@@ -327,19 +314,21 @@ impl Networks {
 
     /// A network by name, full id or unique id prefix, if there is one.
     pub fn find(&self, key: &str) -> Result<Option<Network>, NetworkError> {
-        let db = self.db()?;
-        let mut found: Vec<Network> = records(
-            &db,
-            "SELECT record FROM networks WHERE name = ?1 OR id = ?1",
-            [key],
-        )?;
-        if found.is_empty() && !key.is_empty() {
-            found = records(
-                &db,
-                "SELECT record FROM networks WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
+        let mut found: Vec<Network> = self.db.with(|db| -> Result<_, NetworkError> {
+            let mut found: Vec<Network> = records(
+                db,
+                "SELECT record FROM networks WHERE name = ?1 OR id = ?1",
                 [key],
             )?;
-        }
+            if found.is_empty() && !key.is_empty() {
+                found = records(
+                    db,
+                    "SELECT record FROM networks WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
+                    [key],
+                )?;
+            }
+            Ok(found)
+        })?;
         match found.len() {
             0 | 1 => Ok(found.pop()),
             _ => Err(bad(format!(
@@ -423,10 +412,12 @@ impl Networks {
             created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         };
         let json = serde_json::to_string(&n).map_err(failed)?;
-        let put = self.db()?.execute(
-            "INSERT INTO networks (id, name, record) VALUES (?1, ?2, ?3)",
-            rusqlite::params![n.id, n.name, json],
-        );
+        let put = self.db.with(|db| {
+            db.execute(
+                "INSERT INTO networks (id, name, record) VALUES (?1, ?2, ?3)",
+                rusqlite::params![n.id, n.name, json],
+            )
+        });
         if let Err(e) = put {
             unclaim(&subnet, &self.root);
             return Err(failed(e));
@@ -454,8 +445,8 @@ impl Networks {
                 users.join(", ")
             )));
         }
-        self.db()?
-            .execute("DELETE FROM networks WHERE id = ?1", [&n.id])
+        self.db
+            .with(|db| db.execute("DELETE FROM networks WHERE id = ?1", [&n.id]))
             .map_err(failed)?;
         if let Ok(s) = Subnet::parse(&n.subnet) {
             unclaim(&s, &self.root);
@@ -465,7 +456,7 @@ impl Networks {
 
     fn endpoints_where(&self, clause: &str, key: &str) -> Result<Vec<Endpoint>, NetworkError> {
         let sql = format!("SELECT record FROM endpoints WHERE {clause}");
-        let mut v: Vec<Endpoint> = records(&*self.db()?, &sql, [key])?;
+        let mut v: Vec<Endpoint> = self.db.with(|db| records(db, &sql, [key]))?;
         v.sort_by_key(|e| e.idx);
         Ok(v)
     }
@@ -480,12 +471,14 @@ impl Networks {
 
     fn active_on(&self, network_id: &str) -> Result<usize, NetworkError> {
         let n: i64 = self
-            .db()?
-            .query_row(
-                "SELECT count(*) FROM endpoints WHERE network = ?1 AND active = 1",
-                [network_id],
-                |r| r.get(0),
-            )
+            .db
+            .with(|db| {
+                db.query_row(
+                    "SELECT count(*) FROM endpoints WHERE network = ?1 AND active = 1",
+                    [network_id],
+                    |r| r.get(0),
+                )
+            })
             .map_err(failed)?;
         Ok(n as usize)
     }
@@ -501,112 +494,107 @@ impl Networks {
         aliases: Vec<String>,
     ) -> Result<Endpoint, NetworkError> {
         let subnet = Subnet::parse(&net.subnet).map_err(failed)?;
-        let db = self.db()?;
-        let taken: std::collections::HashSet<Ipv4Addr> = {
-            let mut st = db
-                .prepare("SELECT ip FROM endpoints WHERE network = ?1")
+        self.db.with(|db| {
+            let taken: std::collections::HashSet<Ipv4Addr> = {
+                let mut st = db
+                    .prepare("SELECT ip FROM endpoints WHERE network = ?1")
+                    .map_err(failed)?;
+                let rows = st
+                    .query_map([&net.id], |r| r.get::<_, String>(0))
+                    .map_err(failed)?;
+                rows.filter_map(Result::ok)
+                    .filter_map(|s| s.parse().ok())
+                    .collect()
+            };
+            let idx: u32 = db
+                .query_row(
+                    "SELECT count(*) FROM endpoints WHERE container = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
                 .map_err(failed)?;
-            let rows = st
-                .query_map([&net.id], |r| r.get::<_, String>(0))
-                .map_err(failed)?;
-            rows.filter_map(Result::ok)
-                .filter_map(|s| s.parse().ok())
-                .collect()
-        };
-        let idx: u32 = db
-            .query_row(
-                "SELECT count(*) FROM endpoints WHERE container = ?1",
-                [id],
-                |r| r.get(0),
+            let gateway = subnet.host(1);
+            let broadcast = subnet.host(subnet.size() - 1);
+            let ip = match ip {
+                Some(ip) => {
+                    if !subnet.contains(ip) || ip == subnet.base || ip == broadcast || ip == gateway
+                    {
+                        return Err(bad(format!(
+                            "--ip {ip} is not a usable address of network {} ({})",
+                            net.name, net.subnet
+                        )));
+                    }
+                    if taken.contains(&ip) {
+                        return Err(NetworkError::Conflict(format!(
+                            "address {ip} is already in use on network {}",
+                            net.name
+                        )));
+                    }
+                    ip
+                }
+                None => (2..subnet.size() - 1)
+                    .map(|n| subnet.host(n))
+                    .find(|a| !taken.contains(a))
+                    .ok_or_else(|| {
+                        NetworkError::Conflict(format!(
+                            "no address left on network {} ({})",
+                            net.name, net.subnet
+                        ))
+                    })?,
+            };
+            let ep = Endpoint {
+                network: net.id.clone(),
+                container: id.to_string(),
+                name: name.to_string(),
+                ip,
+                aliases,
+                idx,
+            };
+            let json = serde_json::to_string(&ep).map_err(failed)?;
+            db.execute(
+                "INSERT INTO endpoints (network, container, ip, record) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![net.id, id, ip.to_string(), json],
             )
-            .map_err(failed)?;
-        let gateway = subnet.host(1);
-        let broadcast = subnet.host(subnet.size() - 1);
-        let ip = match ip {
-            Some(ip) => {
-                if !subnet.contains(ip) || ip == subnet.base || ip == broadcast || ip == gateway {
-                    return Err(bad(format!(
-                        "--ip {ip} is not a usable address of network {} ({})",
-                        net.name, net.subnet
-                    )));
-                }
-                if taken.contains(&ip) {
-                    return Err(NetworkError::Conflict(format!(
-                        "address {ip} is already in use on network {}",
-                        net.name
-                    )));
-                }
-                ip
-            }
-            None => (2..subnet.size() - 1)
-                .map(|n| subnet.host(n))
-                .find(|a| !taken.contains(a))
-                .ok_or_else(|| {
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
                     NetworkError::Conflict(format!(
-                        "no address left on network {} ({})",
-                        net.name, net.subnet
+                        "container is already connected to network {}",
+                        net.name
                     ))
-                })?,
-        };
-        let ep = Endpoint {
-            network: net.id.clone(),
-            container: id.to_string(),
-            name: name.to_string(),
-            ip,
-            aliases,
-            idx,
-        };
-        let json = serde_json::to_string(&ep).map_err(failed)?;
-        db.execute(
-            "INSERT INTO endpoints (network, container, ip, record) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![net.id, id, ip.to_string(), json],
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                NetworkError::Conflict(format!(
-                    "container is already connected to network {}",
-                    net.name
-                ))
-            }
-            e => failed(e),
-        })?;
-        Ok(ep)
+                }
+                e => failed(e),
+            })?;
+            Ok(ep)
+        })
     }
 
     /// Releases the addresses of a removed container (or one endpoint of it).
     pub fn release(&self, id: &str, network_id: Option<&str>) -> Result<(), NetworkError> {
-        let db = self.db()?;
-        match network_id {
-            Some(n) => db.execute(
-                "DELETE FROM endpoints WHERE container = ?1 AND network = ?2",
-                [id, n],
-            ),
-            None => db.execute("DELETE FROM endpoints WHERE container = ?1", [id]),
-        }
-        .map_err(failed)?;
-        Ok(())
+        self.db
+            .with(|db| release_in(db, id, network_id))
+            .map(|_| ())
+            .map_err(failed)
     }
 
     fn set_active(&self, ep: &Endpoint, active: bool) -> Result<(), NetworkError> {
-        self.db()?
-            .execute(
-                "UPDATE endpoints SET active = ?1 WHERE network = ?2 AND container = ?3",
-                rusqlite::params![active as i64, ep.network, ep.container],
-            )
+        self.db
+            .with(|db| {
+                db.execute(
+                    "UPDATE endpoints SET active = ?1 WHERE network = ?2 AND container = ?3",
+                    rusqlite::params![active as i64, ep.network, ep.container],
+                )
+            })
             .map_err(failed)?;
         Ok(())
     }
 
     fn network_by_id(&self, id: &str) -> Result<Network, NetworkError> {
-        records(
-            &*self.db()?,
-            "SELECT record FROM networks WHERE id = ?1",
-            [id],
-        )?
-        .pop()
-        .ok_or_else(|| failed(format!("network {id} vanished")))
+        self.db
+            .with(|db| records(db, "SELECT record FROM networks WHERE id = ?1", [id]))?
+            .pop()
+            .ok_or_else(|| failed(format!("network {id} vanished")))
     }
 
     /// The addresses that `name` resolves to for container `asker`: containers (by name or
@@ -1116,6 +1104,22 @@ pub fn upstream_resolvers(dns: &[String]) -> Vec<SocketAddr> {
         .filter_map(|s| s.parse::<IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
         .collect()
+}
+
+/// Deletes the endpoints of container `id` (on `network_id`, or all) with `db`, which may be
+/// a transaction of the caller's.
+pub(crate) fn release_in(
+    db: &rusqlite::Connection,
+    id: &str,
+    network_id: Option<&str>,
+) -> Result<usize, rusqlite::Error> {
+    match network_id {
+        Some(n) => db.execute(
+            "DELETE FROM endpoints WHERE container = ?1 AND network = ?2",
+            [id, n],
+        ),
+        None => db.execute("DELETE FROM endpoints WHERE container = ?1", [id]),
+    }
 }
 
 /// [`crate::db::records`], failing as a `NetworkError`.
