@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::meta::PutManifestError;
 use super::routes::{self, Route};
 use super::store;
-use super::AppState;
+use super::state::AppState;
 use crate::digest::{Algorithm, Digest};
 use crate::error::ErrorCode;
 use crate::manifest;

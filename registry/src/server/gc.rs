@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use globset::{GlobBuilder, GlobMatcher};
 use serde::Serialize;
 
-use super::db::{args, exists};
-use super::meta::{now, Meta, MetaError};
+use super::db::{args, exists, now};
+use super::meta::{Meta, MetaError};
 use super::store::BlobStore;
 use crate::digest::Digest;
 

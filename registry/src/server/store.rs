@@ -27,6 +27,7 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
 
+use super::parts::UploadParts;
 use crate::digest::{Algorithm, Digest, Hasher};
 
 /// Size of the chunks read from disk and sent to clients.
@@ -42,16 +43,6 @@ const REDIRECT_VALIDITY: Duration = Duration::from_secs(20 * 60);
 /// Upload leftovers on S3 younger than this are never swept at start-up: another replica may
 /// be about to finish them.
 const S3_ORPHAN_AGE: Duration = Duration::from_secs(3600);
-
-/// Where an S3 session's bytes are, besides its tail: the multipart upload and its parts.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct UploadParts {
-    pub multipart: Option<String>,
-    /// The ETag of each part, in order.
-    pub etags: Vec<String>,
-    /// Bytes in the parts; the tail holds the rest (`size - parts_bytes`).
-    pub parts_bytes: u64,
-}
 
 /// An upload session between requests. `size` is what the store holds; `hasher`, when
 /// present, has hashed exactly those bytes.
