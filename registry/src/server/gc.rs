@@ -9,7 +9,7 @@
 //! tag or mount that lands meanwhile always wins.
 //!
 //! Blob bytes go in three steps, safe against a push of the same digest at any moment (a push
-//! writes the blob's row *before* its object, see `api::finish`): (1) delete the row if it is
+//! writes the blob's row *before* its object, see `uploads::Uploads::finish`): (1) delete the row if it is
 //! still unlinked and older than the grace window; (2) rename the object into `_trash`;
 //! (3) if a row has reappeared meanwhile, rename it back, else delete it. A crash between (2)
 //! and (3) is repaired by [`recover_trash`] at the next start or collection.
@@ -734,7 +734,7 @@ mod tests {
         (t, meta, store, d)
     }
 
-    /// What a push does: verified, the row, then the object (see `api::finish`).
+    /// What a push does: verified, the row, then the object (see `uploads::Uploads::finish`).
     fn upload(store: &BlobStore, meta: &Meta, d: &Digest, data: &[u8]) {
         let id = uuid::Uuid::new_v4().to_string();
         store.create_upload(&id).expect("create");

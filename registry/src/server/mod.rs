@@ -14,6 +14,7 @@ pub mod parts;
 mod routes;
 mod state;
 pub mod store;
+pub mod uploads;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -179,7 +180,7 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 let s = st.clone();
-                match tokio::task::spawn_blocking(move || s.sweep_uploads(false)).await {
+                match tokio::task::spawn_blocking(move || s.uploads.sweep(false)).await {
                     Ok(Ok(n)) if n > 0 => {
                         tracing::info!(removed = n, "expired upload sessions removed")
                     }

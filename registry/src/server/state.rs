@@ -1,17 +1,15 @@
-//! [`AppState`]: what every handler shares — the metadata, the blob store, the upload sessions
-//! in memory, the auth service and the compiled retention rules — and how it is opened from the
+//! [`AppState`]: what every handler shares — the metadata, the blob store, the upload service, the auth service and the compiled retention rules — and how it is opened from the
 //! configuration. It knows nothing of HTTP.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use reg_config::{Config, RegistryConfig};
 
 use super::auth::{self, AuthError};
-use super::db;
 use super::gc::{self, GcError};
 use super::meta::{Meta, MetaError};
-use super::store::{self, BlobStore};
+use super::store::BlobStore;
+use super::uploads::Uploads;
 
 /// Errors that stop the registry's storage from opening.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +31,7 @@ pub enum OpenError {
 pub struct AppState {
     pub(crate) meta: Arc<Meta>,
     pub(crate) store: Arc<BlobStore>,
-    pub(crate) sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<store::Upload>>>>,
+    pub(crate) uploads: Uploads,
     pub(crate) cfg: RegistryConfig,
     pub(crate) auth: auth::Auth,
     /// `registry.retention`, compiled (immutable tags are checked on every push and delete).
@@ -48,15 +46,23 @@ impl AppState {
         let meta = Arc::new(meta);
         let key = auth::load_or_create_key(&meta, &layout.registry_auth())?;
         let auth = auth::Auth::new(meta.clone(), key, &cfg.registry);
+        let store = Arc::new(store);
+        let limits = &cfg.registry.limits;
+        let uploads = Uploads::new(
+            meta.clone(),
+            store.clone(),
+            limits.upload_sessions_per_client,
+            cfg.registry.upload_expiry_secs,
+        );
         let st = Arc::new(AppState {
             auth,
             meta,
-            store: Arc::new(store),
-            sessions: Mutex::new(HashMap::new()),
+            store,
+            uploads,
             cfg: cfg.registry.clone(),
             rules: gc::Rule::from_configs(&cfg.registry.retention)?,
         });
-        st.sweep_uploads(true)?;
+        st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;
         if recovered > 0 {
             tracing::warn!(
@@ -65,34 +71,6 @@ impl AppState {
             );
         }
         Ok(st)
-    }
-
-    /// Removes upload sessions idle past the expiry, and (at start-up) upload files that no
-    /// session owns — leftovers of single-request uploads cut short by a crash.
-    pub(super) fn sweep_uploads(&self, startup: bool) -> Result<usize, OpenError> {
-        let rows = self.meta.uploads()?;
-        let expiry = self.cfg.upload_expiry_secs as i64;
-        let now = db::now();
-        let mut removed = 0;
-        let mut live = std::collections::HashSet::new();
-        for r in rows {
-            if now - r.updated_at > expiry {
-                if let Err(e) = self.store.discard_upload(&r.id, &r.parts) {
-                    tracing::warn!(upload = %r.id, error = %e, "could not remove an expired upload's bytes");
-                }
-                self.meta.delete_upload(&r.id)?;
-                if let Ok(mut m) = self.sessions.lock() {
-                    m.remove(&r.id);
-                }
-                removed += 1;
-            } else {
-                live.insert(r.id);
-            }
-        }
-        if startup {
-            removed += self.store.sweep_orphan_uploads(&live);
-        }
-        Ok(removed)
     }
 }
 

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{
-    object_key, stream_worker, BlobBackend, Chunks, StoredObject, Trashed, Upload, UploadParts,
-    READ_CHUNK,
+use super::backend::{
+    object_key, stream_worker, BlobBackend, Chunks, StoredObject, Trashed, Upload, READ_CHUNK,
 };
 use crate::digest::{Algorithm, Digest, Hasher};
+use crate::server::parts::UploadParts;
 
 pub(super) struct Local {
     root: PathBuf,

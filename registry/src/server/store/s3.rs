@@ -16,8 +16,9 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
 
-use super::{object_key, BlobBackend, Chunks, StoredObject, Trashed, Upload, UploadParts};
+use super::backend::{object_key, BlobBackend, Chunks, StoredObject, Trashed, Upload};
 use crate::digest::{Algorithm, Digest, Hasher};
+use crate::server::parts::UploadParts;
 
 /// Size of an S3 part (S3 wants at least 5 MiB for every part but the last).
 const PART_SIZE: usize = 8 * 1024 * 1024;
