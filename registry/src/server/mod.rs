@@ -229,6 +229,7 @@ pub fn gc_options(cfg: &RegistryConfig) -> Result<gc::Options, ServeError> {
         },
         dry_run: false,
         rules: gc::Rule::from_configs(&cfg.retention)?,
+        now: None,
     })
 }
 

@@ -1,4 +1,5 @@
-//! [`AppState`]: what every handler shares — the metadata, the blob store, the upload service, the auth service and the compiled retention rules — and how it is opened from the
+//! [`AppState`]: what every handler shares — the metadata, the blob store, the upload service,
+//! the auth service and the compiled retention rules — and how it is opened from the
 //! configuration. It knows nothing of HTTP.
 
 use std::sync::Arc;
