@@ -28,6 +28,16 @@ fn gc(data: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `secs` seconds from now, for `reg registry gc --now`: the collection judges ages as if that
+/// much time had passed, so a test need not sleep through a grace window (timestamps are whole
+/// seconds: a link made at second T stays while T >= now - grace).
+fn later(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    (now.as_secs() + secs).to_string()
+}
+
 #[track_caller]
 fn gc_ok(data: &Path, args: &[&str]) -> String {
     let (code, out, err) = gc(data, args);
@@ -179,9 +189,10 @@ fn gc_removes_only_what_nothing_reaches_and_dry_run_says_so_first() {
         "{out}"
     );
 
-    std::thread::sleep(Duration::from_millis(2100));
+    // Past the 1 s grace window of what follows (3 s on, without waiting for them).
+    let at = later(3);
     let before = objects(&data);
-    let dry = gc_ok(&data, &["--grace", "1s", "--dry-run"]);
+    let dry = gc_ok(&data, &["--grace", "1s", "--now", &at, "--dry-run"]);
     assert!(
         dry.contains(&format!("would remove blob {orphan}")),
         "{dry}"
@@ -193,7 +204,7 @@ fn gc_removes_only_what_nothing_reaches_and_dry_run_says_so_first() {
     assert_eq!(objects(&data), before, "a dry run removes nothing");
 
     // While the registry serves: the orphan goes, everything else stays.
-    let out = gc_ok(&data, &["--grace", "1s"]);
+    let out = gc_ok(&data, &["--grace", "1s", "--now", &at]);
     assert!(
         out.contains("removed 0 tags, 0 manifests, 1 links, 1 blobs"),
         "{out}"
@@ -208,7 +219,18 @@ fn gc_removes_only_what_nothing_reaches_and_dry_run_says_so_first() {
     verify_manifest(&c, &reg, "team/app", &sig_digest);
 
     // The untagged policy takes b and what only b named; a's referrer stays (a is tagged).
-    let dry = gc_ok(&data, &["--grace", "1s", "--untagged", "0s", "--dry-run"]);
+    let dry = gc_ok(
+        &data,
+        &[
+            "--grace",
+            "1s",
+            "--untagged",
+            "0s",
+            "--now",
+            &at,
+            "--dry-run",
+        ],
+    );
     assert!(
         dry.contains(&format!("would remove manifest team/app@{b}")),
         "{dry}"
@@ -217,7 +239,7 @@ fn gc_removes_only_what_nothing_reaches_and_dry_run_says_so_first() {
         dry.contains("would remove 0 tags, 1 manifests, 2 links, 2 blobs"),
         "{dry}"
     );
-    let out = gc_ok(&data, &["--grace", "1s", "--untagged", "0s"]);
+    let out = gc_ok(&data, &["--grace", "1s", "--untagged", "0s", "--now", &at]);
     assert!(
         out.contains("removed 0 tags, 1 manifests, 2 links, 2 blobs"),
         "{out}"
@@ -244,7 +266,7 @@ fn gc_removes_only_what_nothing_reaches_and_dry_run_says_so_first() {
     );
 
     // A second run finds nothing; the registry pushes on as before.
-    let out = gc_ok(&data, &["--grace", "1s", "--untagged", "0s"]);
+    let out = gc_ok(&data, &["--grace", "1s", "--untagged", "0s", "--now", &at]);
     assert!(
         out.contains("removed 0 tags, 0 manifests, 0 links, 0 blobs"),
         "{out}"
@@ -409,10 +431,10 @@ fn pushes_tag_churn_and_deletes_race_a_looping_gc_and_lose_nothing() {
     assert!(tags > 0);
 
     // Past the grace window a last collection leaves exactly what the tags name. Timestamps
-    // are whole seconds and a link made at second T stays while T >= now - 3: the window is
-    // surely over 4 s after the last push, not 3 (3.1 s failed on a loaded machine).
-    std::thread::sleep(Duration::from_millis(4100));
-    gc_ok(&data, &["--grace", grace, "--untagged", "0s"]);
+    // are whole seconds and a link made at second T stays while T >= now - 3: judged 5 s on,
+    // the window is over for every push (no waiting, nothing left to a loaded machine).
+    let at = later(5);
+    gc_ok(&data, &["--grace", grace, "--untagged", "0s", "--now", &at]);
     assert_eq!(verify_all(&c, &reg), tags);
     let named = named_blobs(&c, &reg);
     assert_eq!(objects(&data), named, "unreferenced objects remain");

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use postgres::types::{IsNull, ToSql, Type};
 
@@ -29,6 +30,14 @@ pub enum DbError {
     Type { column: usize, message: String },
     #[error("metadata database lock poisoned")]
     Poisoned,
+}
+
+/// Now, in the whole seconds since the Unix epoch that every timestamp column holds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// One SQL value.
@@ -582,7 +591,7 @@ impl Db {
                 }
                 c.execute(
                     "INSERT INTO schema_migrations(version, applied_at) VALUES (?1, ?2)",
-                    args![version, super::meta::now()],
+                    args![version, now()],
                 )?;
             }
             Ok(())

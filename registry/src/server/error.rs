@@ -57,6 +57,37 @@ impl From<super::meta::MetaError> for ApiError {
     }
 }
 
+impl From<super::uploads::UploadError> for ApiError {
+    fn from(e: super::uploads::UploadError) -> Self {
+        use super::uploads::UploadError as E;
+        let code = match &e {
+            E::Unknown(_) => ErrorCode::BlobUploadUnknown,
+            E::TooMany { .. } => ErrorCode::TooManyRequests,
+            E::Range { .. } => ErrorCode::RangeInvalid,
+            E::BodyEnded { .. } => ErrorCode::BlobUploadInvalid,
+            E::SizeMismatch { .. } => ErrorCode::SizeInvalid,
+            E::DigestMismatch { .. } => ErrorCode::DigestInvalid,
+            E::Storage(cause) => return ApiError::internal(cause),
+            E::Meta(cause) => return ApiError::internal(cause),
+            E::Write { .. } | E::WriterLost | E::Task(_) | E::Poisoned => {
+                return ApiError::internal(e)
+            }
+        };
+        let err = ApiError::new(code, e.to_string());
+        match e {
+            E::TooMany { .. } => err.with_header("retry-after", "10".to_string()),
+            E::Range { repo, id, size, .. } => err
+                .with_header("range", format!("0-{}", size.saturating_sub(1)))
+                .with_header("location", format!("/v2/{repo}/blobs/uploads/{id}"))
+                .with_header("docker-upload-uuid", id),
+            E::DigestMismatch { expected, .. } => {
+                err.with_detail(serde_json::json!({ "digest": expected.to_string() }))
+            }
+            _ => err,
+        }
+    }
+}
+
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
         ApiError::internal(e)

@@ -9,7 +9,7 @@
 //! tag or mount that lands meanwhile always wins.
 //!
 //! Blob bytes go in three steps, safe against a push of the same digest at any moment (a push
-//! writes the blob's row *before* its object, see `api::finish`): (1) delete the row if it is
+//! writes the blob's row *before* its object, see `uploads::Uploads::finish`): (1) delete the row if it is
 //! still unlinked and older than the grace window; (2) rename the object into `_trash`;
 //! (3) if a row has reappeared meanwhile, rename it back, else delete it. A crash between (2)
 //! and (3) is repaired by [`recover_trash`] at the next start or collection.
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use globset::{GlobBuilder, GlobMatcher};
 use serde::Serialize;
 
-use super::db::{args, exists};
-use super::meta::{now, Meta, MetaError};
+use super::db::{args, exists, now};
+use super::meta::{Meta, MetaError};
 use super::store::BlobStore;
 use crate::digest::Digest;
 
@@ -105,6 +105,10 @@ pub struct Options {
     pub untagged: Option<Duration>,
     pub dry_run: bool,
     pub rules: Vec<Rule>,
+    /// The time the collection judges ages by, in whole seconds since the Unix epoch; `None`:
+    /// the clock when it starts. Tests pass a later time instead of waiting out a window (the
+    /// database lock always goes by the real clock: other processes share it).
+    pub now: Option<i64>,
 }
 
 /// What a collection removed (or, dry, would remove).
@@ -297,7 +301,7 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
     if !opts.dry_run {
         recover_trash(meta, store)?;
     }
-    let t = now();
+    let t = opts.now.unwrap_or_else(now);
     let grace_cutoff = t - opts.grace.as_secs() as i64;
     let snap = snapshot(meta)?;
     let mut report = Report {
@@ -414,8 +418,10 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
     }
 
     // 5. Objects without any row (a crash between writing an object and recording it).
-    let grace_time = SystemTime::now()
-        .checked_sub(opts.grace)
+    let grace_time = SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(
+            u64::try_from(grace_cutoff).unwrap_or(0),
+        ))
         .unwrap_or(SystemTime::UNIX_EPOCH);
     // Only objects without a row at planning time are looked at (stat'ed) at all.
     let old_enough = |o: &super::store::StoredObject| -> Option<u64> {
@@ -734,11 +740,11 @@ mod tests {
         (t, meta, store, d)
     }
 
-    /// What a push does: verified, the row, then the object (see `api::finish`).
+    /// What a push does: verified, the row, then the object (see `uploads::Uploads::finish`).
     fn upload(store: &BlobStore, meta: &Meta, d: &Digest, data: &[u8]) {
         let id = uuid::Uuid::new_v4().to_string();
         store.create_upload(&id).expect("create");
-        let mut up = super::super::store::Upload::new(id, "r".into(), d.algorithm());
+        let mut up = crate::server::store::Upload::new(id, "r".into(), d.algorithm());
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.try_send(bytes::Bytes::copy_from_slice(data))
             .expect("send");
@@ -775,6 +781,28 @@ mod tests {
     fn forget_row(meta: &Meta, d: &Digest) {
         meta.write(|c| c.execute("DELETE FROM blobs WHERE digest = ?1", args![d.to_string()]))
             .expect("delete row");
+    }
+
+    #[test]
+    fn ages_are_judged_by_the_time_passed_in() {
+        let data = b"an unlinked blob pushed just now";
+        let (_t, meta, store, d) = stale_blob(data);
+        upload(&store, &meta, &d, data);
+        let opts = |now| Options {
+            grace: Duration::from_secs(60),
+            untagged: None,
+            dry_run: true,
+            rules: Vec::new(),
+            now,
+        };
+        let blobs = |o: &Options| collect(&meta, &store, o).expect("gc").blobs.len();
+        assert_eq!(
+            blobs(&opts(None)),
+            0,
+            "within the grace window by the clock"
+        );
+        assert_eq!(blobs(&opts(Some(now() + 30))), 0, "still within it 30 s on");
+        assert_eq!(blobs(&opts(Some(now() + 120))), 1, "past it 2 min on");
     }
 
     #[test]

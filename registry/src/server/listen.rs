@@ -18,7 +18,20 @@ use bytes::Bytes;
 use futures::Stream;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use super::ServeError;
+/// Errors of the accept loop and its TLS set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(
+        "TLS certificate {cert} / key {key}: {source}; both must be PEM files readable by reg"
+    )]
+    Tls {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
 
 /// Connection bounds, from `registry.limits`.
 #[derive(Debug, Clone, Copy)]
@@ -31,11 +44,11 @@ pub(crate) struct Bounds {
 pub(crate) fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+) -> Result<tokio_rustls::TlsAcceptor, ListenError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let err = |source: std::io::Error| ServeError::Tls {
+    let err = |source: std::io::Error| ListenError::Tls {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
         source,
@@ -62,7 +75,7 @@ pub(crate) async fn serve(
     bounds: Bounds,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
-) -> Result<(), ServeError> {
+) -> Result<(), ListenError> {
     let slots = Arc::new(tokio::sync::Semaphore::new(bounds.max_connections));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);

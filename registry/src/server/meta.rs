@@ -9,10 +9,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::db::{args, exists, value, Conn, Db, DbError};
-use super::store::UploadParts;
+use super::db::{args, exists, now, value, Conn, Db, DbError};
+use super::parts::UploadParts;
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Parsed};
 
@@ -56,13 +55,6 @@ pub struct UploadRow {
 
 pub struct Meta {
     db: Db,
-}
-
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 const LINK_BLOB: &str = "INSERT INTO repo_blobs(repo_id, digest, created_at) VALUES (?1, ?2, ?3) \

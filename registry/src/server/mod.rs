@@ -10,13 +10,15 @@ pub mod error;
 pub mod gc;
 mod listen;
 pub mod meta;
+pub mod parts;
 mod routes;
+mod state;
 pub mod store;
+pub mod uploads;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -27,107 +29,29 @@ use axum::routing::any;
 use axum::Router;
 use reg_config::{Config, RegistryConfig};
 
-use meta::Meta;
-use store::BlobStore;
+pub use listen::ListenError;
+pub use state::{AppState, OpenError};
 
 /// Errors that stop the registry from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Meta(#[from] meta::MetaError),
+    Open(#[from] OpenError),
     #[error(transparent)]
-    Auth(#[from] auth::AuthError),
+    Meta(#[from] meta::MetaError),
     #[error("refusing to serve {0} without authentication: create a user first (reg admin --data DIR user add NAME --admin --password-stdin), listen on 127.0.0.1, or pass --insecure-no-auth")]
     OpenOnNetwork(String),
-    #[error("blob storage {what}: {source}")]
-    Storage {
-        what: String,
-        source: std::io::Error,
-    },
     #[error("cannot listen on {addr}: {source}; is another registry running there? choose another with --addr")]
     Bind {
         addr: String,
         source: std::io::Error,
     },
-    #[error(
-        "TLS certificate {cert} / key {key}: {source}; both must be PEM files readable by reg"
-    )]
-    Tls {
-        cert: std::path::PathBuf,
-        key: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
     #[error(transparent)]
     Gc(#[from] gc::GcError),
-}
-
-/// Shared state of all handlers.
-pub struct AppState {
-    pub(crate) meta: Arc<Meta>,
-    pub(crate) store: Arc<BlobStore>,
-    pub(crate) sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<api::Session>>>>,
-    pub(crate) cfg: RegistryConfig,
-    pub(crate) auth: auth::Auth,
-    /// `registry.retention`, compiled (immutable tags are checked on every push and delete).
-    pub(crate) rules: Vec<gc::Rule>,
-}
-
-impl AppState {
-    /// Opens (creating if needed) the registry's storage under the configured data dir.
-    pub fn open(cfg: &Config) -> Result<Arc<AppState>, ServeError> {
-        let layout = cfg.layout();
-        let (meta, store) = open_storage(cfg)?;
-        let meta = Arc::new(meta);
-        let key = auth::load_or_create_key(&meta, &layout.registry_auth())?;
-        let auth = auth::Auth::new(meta.clone(), key, &cfg.registry);
-        let st = Arc::new(AppState {
-            auth,
-            meta,
-            store: Arc::new(store),
-            sessions: Mutex::new(HashMap::new()),
-            cfg: cfg.registry.clone(),
-            rules: gc::Rule::from_configs(&cfg.registry.retention)?,
-        });
-        st.sweep_uploads(true)?;
-        let recovered = gc::recover_at_start(&st.meta, &st.store)?;
-        if recovered > 0 {
-            tracing::warn!(
-                recovered,
-                "objects left in the trash by an interrupted garbage collection were sorted out"
-            );
-        }
-        Ok(st)
-    }
-
-    /// Removes upload sessions idle past the expiry, and (at start-up) upload files that no
-    /// session owns — leftovers of single-request uploads cut short by a crash.
-    fn sweep_uploads(&self, startup: bool) -> Result<usize, ServeError> {
-        let rows = self.meta.uploads()?;
-        let expiry = self.cfg.upload_expiry_secs as i64;
-        let now = meta::now();
-        let mut removed = 0;
-        let mut live = std::collections::HashSet::new();
-        for r in rows {
-            if now - r.updated_at > expiry {
-                if let Err(e) = self.store.discard_upload(&r.id, &r.parts) {
-                    tracing::warn!(upload = %r.id, error = %e, "could not remove an expired upload's bytes");
-                }
-                self.meta.delete_upload(&r.id)?;
-                if let Ok(mut m) = self.sessions.lock() {
-                    m.remove(&r.id);
-                }
-                removed += 1;
-            } else {
-                live.insert(r.id);
-            }
-        }
-        if startup {
-            removed += self.store.sweep_orphan_uploads(&live);
-        }
-        Ok(removed)
-    }
 }
 
 /// The registry's HTTP surface.
@@ -256,7 +180,7 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 let s = st.clone();
-                match tokio::task::spawn_blocking(move || s.sweep_uploads(false)).await {
+                match tokio::task::spawn_blocking(move || s.uploads.sweep(false)).await {
                     Ok(Ok(n)) if n > 0 => {
                         tracing::info!(removed = n, "expired upload sessions removed")
                     }
@@ -283,38 +207,14 @@ pub async fn serve(
     if let Some(c) = collector {
         c.abort();
     }
-    result
+    Ok(result?)
 }
 
 /// One collection over the data dir of `cfg` from a separate process (`reg registry gc`),
 /// while a registry may be serving it: opens the database and blob store, nothing else.
 pub fn gc_once(cfg: &Config, opts: &gc::Options) -> Result<gc::Report, ServeError> {
-    let (meta, store) = open_storage(cfg)?;
+    let (meta, store) = state::open_storage(cfg)?;
     Ok(gc::collect(&meta, &store, opts)?)
-}
-
-/// The metadata database and the blob store under the data dir of `cfg`.
-fn open_storage(cfg: &Config) -> Result<(Meta, BlobStore), ServeError> {
-    let layout = cfg.layout();
-    let meta = Meta::open(&cfg.registry.metadata.url, &layout.registry_db())?;
-    let st = &cfg.registry.storage;
-    let store = if st.kind == "s3" {
-        BlobStore::open_s3(st)
-    } else {
-        BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
-    }
-    .map_err(|source| ServeError::Storage {
-        what: store_name(cfg),
-        source,
-    })?;
-    Ok((meta, store))
-}
-
-fn store_name(cfg: &Config) -> String {
-    cfg.registry
-        .storage
-        .describe()
-        .unwrap_or_else(|| cfg.layout().registry_blobs().display().to_string())
 }
 
 /// Options of a collection as the configuration describes them.
@@ -329,6 +229,7 @@ pub fn gc_options(cfg: &RegistryConfig) -> Result<gc::Options, ServeError> {
         },
         dry_run: false,
         rules: gc::Rule::from_configs(&cfg.retention)?,
+        now: None,
     })
 }
 

@@ -37,8 +37,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use self::policy::{Actions, Facts, Scope};
+use super::db::now;
 use super::error::ApiError;
-use super::meta::{now, Meta, MetaError};
+use super::meta::{Meta, MetaError};
 use crate::error::ErrorCode;
 
 /// How long an issued bearer token is valid.

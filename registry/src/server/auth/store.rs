@@ -2,10 +2,10 @@
 //! registry's metadata database. Used by the server and by `reg admin` (another process, on
 //! the same database, while the registry runs).
 
-use crate::server::db::{args, exists, value, DbError, Row};
+use crate::server::db::{args, exists, now, value, DbError, Row};
 
 use super::policy::{Facts, Role, Scope};
-use crate::server::meta::{now, Meta, MetaError};
+use crate::server::meta::{Meta, MetaError};
 
 #[derive(Debug, Clone)]
 pub struct UserRow {

@@ -1,0 +1,100 @@
+//! [`AppState`]: what every handler shares — the metadata, the blob store, the upload service,
+//! the auth service and the compiled retention rules — and how it is opened from the
+//! configuration. It knows nothing of HTTP.
+
+use std::sync::Arc;
+
+use reg_config::{Config, RegistryConfig};
+
+use super::auth::{self, AuthError};
+use super::gc::{self, GcError};
+use super::meta::{Meta, MetaError};
+use super::store::BlobStore;
+use super::uploads::Uploads;
+
+/// Errors that stop the registry's storage from opening.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("blob storage {what}: {source}")]
+    Storage {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Gc(#[from] GcError),
+}
+
+/// Shared state of all handlers.
+pub struct AppState {
+    pub(crate) meta: Arc<Meta>,
+    pub(crate) store: Arc<BlobStore>,
+    pub(crate) uploads: Uploads,
+    pub(crate) cfg: RegistryConfig,
+    pub(crate) auth: auth::Auth,
+    /// `registry.retention`, compiled (immutable tags are checked on every push and delete).
+    pub(crate) rules: Vec<gc::Rule>,
+}
+
+impl AppState {
+    /// Opens (creating if needed) the registry's storage under the configured data dir.
+    pub fn open(cfg: &Config) -> Result<Arc<AppState>, OpenError> {
+        let layout = cfg.layout();
+        let (meta, store) = open_storage(cfg)?;
+        let meta = Arc::new(meta);
+        let key = auth::load_or_create_key(&meta, &layout.registry_auth())?;
+        let auth = auth::Auth::new(meta.clone(), key, &cfg.registry);
+        let store = Arc::new(store);
+        let limits = &cfg.registry.limits;
+        let uploads = Uploads::new(
+            meta.clone(),
+            store.clone(),
+            limits.upload_sessions_per_client,
+            cfg.registry.upload_expiry_secs,
+        );
+        let st = Arc::new(AppState {
+            auth,
+            meta,
+            store,
+            uploads,
+            cfg: cfg.registry.clone(),
+            rules: gc::Rule::from_configs(&cfg.registry.retention)?,
+        });
+        st.uploads.sweep(true)?;
+        let recovered = gc::recover_at_start(&st.meta, &st.store)?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "objects left in the trash by an interrupted garbage collection were sorted out"
+            );
+        }
+        Ok(st)
+    }
+}
+
+/// The metadata database and the blob store under the data dir of `cfg`.
+pub(super) fn open_storage(cfg: &Config) -> Result<(Meta, BlobStore), OpenError> {
+    let layout = cfg.layout();
+    let meta = Meta::open(&cfg.registry.metadata.url, &layout.registry_db())?;
+    let st = &cfg.registry.storage;
+    let store = if st.kind == "s3" {
+        BlobStore::open_s3(st)
+    } else {
+        BlobStore::open_local(&layout.registry_blobs(), &layout.registry_uploads())
+    }
+    .map_err(|source| OpenError::Storage {
+        what: store_name(cfg),
+        source,
+    })?;
+    Ok((meta, store))
+}
+
+fn store_name(cfg: &Config) -> String {
+    cfg.registry
+        .storage
+        .describe()
+        .unwrap_or_else(|| cfg.layout().registry_blobs().display().to_string())
+}
