@@ -714,6 +714,17 @@ impl ImageStore {
         if let Some(e) = first_error {
             return Err(e);
         }
+        // Kept byte for byte (a push elsewhere must give the same digests): JSON that is not
+        // UTF-8 (serde_json does not check what it skips) is refused, never changed.
+        let utf8 = |bytes: &[u8], what: &str| {
+            String::from_utf8(bytes.to_vec()).map_err(|_| PullError::Invalid {
+                reference: name.clone(),
+                what: what.to_string(),
+                message: "not UTF-8".into(),
+            })
+        };
+        let manifest = utf8(&body, "the manifest")?;
+        let config_raw = utf8(&config_bytes, "the image config")?;
         let rec = ImageRecord {
             reference: name,
             digest: digest.to_string(),
@@ -721,14 +732,14 @@ impl ImageStore {
             config,
             chain: chain.iter().map(ToString::to_string).collect(),
             size: m.layers.iter().map(|l| l.size.max(0) as u64).sum(),
-            manifest: String::from_utf8_lossy(&body).into_owned(),
+            manifest,
             media_type: media_type
                 .split(';')
                 .next()
                 .unwrap_or("")
                 .trim()
                 .to_string(),
-            config_raw: String::from_utf8_lossy(&config_bytes).into_owned(),
+            config_raw,
             sources: m
                 .layers
                 .iter()

@@ -165,3 +165,53 @@ fn private_images_pull_with_credentials_only() {
     let (ok, _) = pull(&store, &reg, "alice/app:v1", Some(("alice", pw)));
     ok.expect("pull with credentials");
 }
+
+/// A config whose JSON holds bytes that are not UTF-8: the store must never keep a "repaired"
+/// copy (U+FFFD; a later push would have another config digest). The pull refuses it and keeps
+/// nothing. (A manifest like it cannot be served by reg's registry, which refuses it at push;
+/// the store refuses one from another registry the same way.)
+#[test]
+fn a_config_that_is_not_utf8_is_refused_not_repaired() {
+    let Some(layers) = busybox_layers() else {
+        return;
+    };
+    let reg = Registry::start();
+    let c = client();
+    let layer = gzip(&layers[0]);
+    let ld = push_blob(&c, &reg, "node/bad-config", &layer);
+    let mut config = format!(
+        "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[\"{}\"]}},\"x-comment\":\"",
+        sha256(&layers[0])
+    )
+    .into_bytes();
+    config.extend_from_slice(b"\xff\xfe\"}");
+    let cd = push_blob(&c, &reg, "node/bad-config", &config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": layer.len()}],
+    })
+    .to_string();
+    let r = c
+        .put(reg.url("/v2/node/bad-config/manifests/v1"))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest)
+        .send()
+        .expect("PUT manifest");
+    assert_eq!(r.status(), 201, "{:?}", r.text());
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(ImageStore::open(tmp.path()).expect("store"));
+    let (rec, _) = pull(&store, &reg, "node/bad-config:v1", None);
+    let err = rec
+        .expect_err("a config that is not UTF-8 is refused")
+        .to_string();
+    assert!(
+        err.contains("not UTF-8") || err.contains("invalid unicode"),
+        "{err}"
+    );
+    let key = Reference::parse("node/bad-config:v1", &reg.host)
+        .expect("reference")
+        .to_string();
+    assert!(store.get(&key).expect("store").is_none());
+}
