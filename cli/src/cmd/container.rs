@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use reg_node::api::wire::{ExecRequest, RunRequest};
 use reg_node::api::AgentClient;
 use reg_registry::Reference;
 
@@ -155,7 +156,7 @@ fn env_entries(args: &RunArgs) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-fn security(args: &RunArgs) -> anyhow::Result<serde_json::Value> {
+fn security(args: &RunArgs) -> anyhow::Result<reg_node::runtime::Security> {
     let mut seccomp = None;
     for o in &args.security_opt {
         let (k, v) = o.split_once(['=', ':']).with_context(|| {
@@ -173,14 +174,14 @@ fn security(args: &RunArgs) -> anyhow::Result<serde_json::Value> {
             _ => bail!("--security-opt {o:?}: only seccomp=… is supported"),
         }
     }
-    Ok(serde_json::json!({
-        "privileged": args.privileged,
-        "cap_add": args.cap_add,
-        "cap_drop": args.cap_drop,
-        "seccomp": seccomp,
-        "ulimits": args.ulimit,
-        "devices": args.device,
-    }))
+    Ok(reg_node::runtime::Security {
+        privileged: args.privileged,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        seccomp,
+        ulimits: args.ulimit.clone(),
+        devices: args.device.clone(),
+    })
 }
 
 /// Prints one streamed line of container output; returns the exit code when it is the end.
@@ -314,35 +315,40 @@ pub fn run(config: Option<&Path>, host: Option<&str>, args: RunArgs) -> anyhow::
     let (agent, cfg) = agent(config, host)?;
     let r = Reference::parse(&args.image, &cfg.node.default_registry)?;
     let rt = rt()?;
-    let body = serde_json::json!({
-        "image": r.to_string(),
-        "name": args.name,
-        "cmd": args.cmd,
-        "entrypoint": args.entrypoint.as_ref().map(|e| vec![e.clone()]),
-        "env": env_entries(&args)?,
-        "workdir": args.workdir,
-        "user": args.user,
-        "hostname": args.hostname,
-        "rm": args.rm,
-        "restart": args.restart,
-        "limits": {
-            "memory": args.memory.as_deref().map(parse_size).transpose()?,
-            "pids": args.pids_limit,
-            "cpus": args.cpus,
+    let body = RunRequest {
+        image: r.to_string(),
+        name: args.name.clone(),
+        cmd: args.cmd.clone(),
+        entrypoint: args.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        env: env_entries(&args)?,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
+        rm: args.rm,
+        restart: args.restart.clone(),
+        limits: reg_node::runtime::Limits {
+            memory: args.memory.as_deref().map(parse_size).transpose()?,
+            pids: args.pids_limit,
+            cpus: args.cpus,
         },
-        "security": security(&args)?,
-        "volumes": args.volume,
-        "network": args.network,
-        "ip": args.ip,
-        "aliases": args.network_alias,
-        "links": args.link,
-        "publish": args.publish,
-        "publish_all": args.publish_all,
-        "dns": args.dns,
-        "add_hosts": args.add_host,
-        "tty": args.tty,
-        "tty_size": if args.tty { reg_node::runtime::terminal_size(std::io::stdout().as_fd()) } else { None },
-    });
+        security: security(&args)?,
+        volumes: args.volume.clone(),
+        network: args.network.clone(),
+        ip: args.ip.clone(),
+        aliases: args.network_alias.clone(),
+        links: args.link.clone(),
+        publish: args.publish.clone(),
+        publish_all: args.publish_all,
+        dns: args.dns.clone(),
+        add_hosts: args.add_host.clone(),
+        tty: args.tty,
+        tty_size: if args.tty {
+            reg_node::runtime::terminal_size(std::io::stdout().as_fd())
+        } else {
+            None
+        },
+    };
+    let body = serde_json::to_value(&body)?;
     // Create at once; only a missing image costs a pull (and a second try).
     let created = match rt.block_on(agent.json_body("POST", "/containers/create", &body)) {
         // A 404 is a missing image, container or network: only a missing image is pulled.
@@ -702,14 +708,18 @@ pub struct ExecArgs {
 
 pub fn exec(config: Option<&Path>, host: Option<&str>, args: ExecArgs) -> anyhow::Result<u8> {
     let (agent, _) = agent(config, host)?;
-    let body = serde_json::json!({
-        "cmd": args.cmd,
-        "env": args.env,
-        "workdir": args.workdir,
-        "user": args.user,
-        "tty": args.tty,
-        "tty_size": if args.tty { reg_node::runtime::terminal_size(std::io::stdout().as_fd()) } else { None },
-    });
+    let body = ExecRequest {
+        cmd: args.cmd.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        tty: args.tty,
+        tty_size: if args.tty {
+            reg_node::runtime::terminal_size(std::io::stdout().as_fd())
+        } else {
+            None
+        },
+    };
     let rt = rt()?;
     let path = format!("/containers/{}/exec", query_value(&args.container));
     if args.interactive {

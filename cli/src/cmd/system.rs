@@ -5,6 +5,8 @@ use std::path::Path;
 use anyhow::bail;
 use clap::Subcommand;
 
+use reg_node::api::wire;
+
 use super::image::{agent, each, query_value, rt};
 
 #[derive(Subcommand)]
@@ -33,11 +35,8 @@ pub fn volume(config: Option<&Path>, host: Option<&str>, cmd: VolumeCommand) -> 
     let rt = rt()?;
     match cmd {
         VolumeCommand::Create { name } => {
-            let v = rt.block_on(agent.json_body(
-                "POST",
-                "/volumes/create",
-                &serde_json::json!({ "Name": name }),
-            ))?;
+            let v =
+                rt.block_on(agent.send("POST", "/volumes/create", &wire::VolumeCreate { name }))?;
             println!("{}", v["Name"].as_str().unwrap_or(""));
         }
         VolumeCommand::Ls { quiet } => {
@@ -132,10 +131,14 @@ pub fn network(
             if driver != "bridge" {
                 bail!("network driver {driver:?} is not supported: bridge is the only one");
             }
-            let v = rt.block_on(agent.json_body(
+            let v = rt.block_on(agent.send(
                 "POST",
                 "/networks/create",
-                &serde_json::json!({ "Name": name, "Subnet": subnet, "Internal": internal }),
+                &wire::NetworkCreate {
+                    name,
+                    subnet,
+                    internal,
+                },
             ))?;
             println!("{}", v["Id"].as_str().unwrap_or(""));
         }
@@ -178,17 +181,21 @@ pub fn network(
             network,
             container,
         } => {
-            rt.block_on(agent.json_body(
+            rt.block_on(agent.send(
                 "POST",
                 &format!("/networks/{}/connect", query_value(&network)),
-                &serde_json::json!({ "Container": container, "IPAddress": ip, "Aliases": alias }),
+                &wire::NetworkConnect {
+                    container,
+                    ip,
+                    aliases: alias,
+                },
             ))?;
         }
         NetworkCommand::Disconnect { network, container } => {
-            rt.block_on(agent.json_body(
+            rt.block_on(agent.send(
                 "POST",
                 &format!("/networks/{}/disconnect", query_value(&network)),
-                &serde_json::json!({ "Container": container }),
+                &wire::NetworkDisconnect { container },
             ))?;
         }
     }

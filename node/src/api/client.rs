@@ -169,6 +169,17 @@ impl AgentClient {
             .await
     }
 
+    /// Like [`AgentClient::json`] with `body` (a [`super::wire`] type) as its JSON body.
+    pub async fn send<B: serde::Serialize>(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &B,
+    ) -> Result<serde_json::Value, AgentError> {
+        let body = serde_json::to_value(body).map_err(|e| AgentError::Protocol(e.to_string()))?;
+        self.json_body(method, path_and_query, &body).await
+    }
+
     /// Like [`AgentClient::json`] with a JSON body (none for `null`); an empty answer
     /// (204) is `null`.
     pub async fn json_body(
