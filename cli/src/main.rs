@@ -2,6 +2,10 @@
 //! This crate only parses arguments, wires the library crates together and prints; the logic
 //! lives in the libraries. Nothing depends on it.
 
+// Doc comments here are clap's help text, where `[:ro]` and `[HOSTIP:]` are option syntax, not
+// links (escaping them would show the backslashes in `--help`).
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod build;
 mod cmd;
 

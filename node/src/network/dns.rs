@@ -3,7 +3,7 @@
 //! to the host's resolvers unchanged.
 //!
 //! The socket is bound inside the container's network namespace (see
-//! [`super::netlink::udp_in`]) and served by the agent, so no address translation is needed.
+//! [`super::netlink::dns_socket_in`]) and served by the agent, so no address translation is needed.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -67,7 +67,7 @@ fn enter(path: &Path) -> Result<()> {
     )))
 }
 
-/// Unmounts and removes a namespace file made by [`create_netns`] (no error when absent).
+/// Unmounts and removes a namespace file made by [`setup`] (no error when absent).
 pub fn remove_netns(path: &Path) -> Result<()> {
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}

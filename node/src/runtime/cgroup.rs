@@ -7,7 +7,7 @@ use super::spec::{SecuritySpec, Spec};
 use super::sys::err;
 
 /// The container's device cgroup rules (docker's default allow-list, which libcgroups adds to
-/// whatever is asked: `c *:* m`, `b *:* m`, the default nodes of [`DEFAULT_DEVICES`],
+/// whatever is asked: `c *:* m`, `b *:* m`, the default nodes of [`super::rootfs`]'s `DEFAULT_DEVICES`,
 /// `/dev/console`, `/dev/pts/*`, `/dev/ptmx`, `/dev/net/tun`): everything denied first, then
 /// each `--device`. `--privileged` allows every device, as docker does.
 pub(crate) fn device_rules(

@@ -205,7 +205,7 @@ pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<Program, SetupErro
 }
 
 /// The device nodes every container gets in its /dev (docker's defaults; the device cgroup
-/// allows exactly these, see [`device_rules`]).
+/// allows exactly these, see [`super::cgroup::device_rules`]).
 const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("null", 1, 3),
     ("zero", 1, 5),

@@ -1,5 +1,5 @@
 //! Registry metadata: repositories, blob links, manifests, tags, upload sessions — in SQLite
-//! (the embedded default) or PostgreSQL, through [`Db`](super::db::Db).
+//! (the embedded default) or PostgreSQL, through [`super::db::Db`].
 //!
 //! Every method is synchronous and short; async callers run them on the blocking pool. Writes
 //! are serialized (one writer at a time, across processes and replicas); reads take a pooled

@@ -3,7 +3,7 @@
 //! headers. Errors leave through [`ApiError`] only.
 //!
 //! [`dispatch`] is the single entry point under `/v2`: it parses the route, asks `auth` whether
-//! the caller may, and hands over to the resource's handler. The token endpoint is [`token`].
+//! the caller may, and hands over to the resource's handler. The token endpoint is [`token`](mod@token).
 
 mod blobs;
 mod catalog;

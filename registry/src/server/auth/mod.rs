@@ -23,6 +23,7 @@
 //! Access tokens (`reg_<id>_<secret>`) are stored as sha256 of the secret. Nothing here ever logs
 //! a password or a token.
 
+mod jwt;
 pub mod policy;
 pub mod store;
 
@@ -316,8 +317,10 @@ const VERIFIED_TTL: Duration = Duration::from_secs(30);
 
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> Result<String, AuthError> {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut OsRng);
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| AuthError::Hash(format!("a random salt: {e}")))?;
+    let salt = SaltString::encode_b64(&bytes).map_err(|e| AuthError::Hash(e.to_string()))?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -368,15 +371,8 @@ fn sha256_hex(data: &[u8]) -> String {
 /// Random bytes from the OS, hex encoded.
 pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
-    // uuid's generator is the OS RNG (getrandom); concatenating v4 UUIDs gives 122 random bits each.
-    let mut filled = 0;
-    while filled < bytes {
-        let u = uuid::Uuid::new_v4();
-        let chunk = u.as_bytes();
-        let n = chunk.len().min(bytes - filled);
-        b[filled..filled + n].copy_from_slice(&chunk[..n]);
-        filled += n;
-    }
+    // The kernel's random source (uuid's v4, used before, panicked on its failure as well).
+    getrandom::fill(&mut b).expect("invariant: the OS random source (getrandom(2)) works");
     hex::encode(b)
 }
 
@@ -775,27 +771,17 @@ impl Auth {
         }
     }
 
+    /// The claims of a token this registry signed, still valid at the time of the call (5 s
+    /// of leeway for clocks), for this registry (`iss` and `aud`).
     fn verify_jwt(&self, token: &str) -> Option<Claims> {
-        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.set_audience(&[SERVICE]);
-        v.set_issuer(&[SERVICE]);
-        v.leeway = 5;
-        jsonwebtoken::decode::<Claims>(
-            token,
-            &jsonwebtoken::DecodingKey::from_secret(&self.key),
-            &v,
-        )
-        .ok()
-        .map(|d| d.claims)
+        let c: Claims = jwt::verify(&self.key, token).ok()?;
+        let t = now();
+        let valid = c.exp + 5 >= t && c.nbf - 5 <= t && c.iss == SERVICE && c.aud == SERVICE;
+        valid.then_some(c)
     }
 
     fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            claims,
-            &jsonwebtoken::EncodingKey::from_secret(&self.key),
-        )
-        .map_err(ApiError::internal)
+        jwt::sign(&self.key, claims).map_err(ApiError::internal)
     }
 
     async fn facts(&self, principal: &Principal, repo: &str) -> Result<Facts, ApiError> {
