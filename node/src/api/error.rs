@@ -74,7 +74,7 @@ impl From<ContainerError> for ApiError {
         let status = match &e {
             ContainerError::NotFound(_) => StatusCode::NOT_FOUND,
             ContainerError::Conflict(_) => StatusCode::CONFLICT,
-            ContainerError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ContainerError::Invalid(_) | ContainerError::Spec(_) => StatusCode::BAD_REQUEST,
             ContainerError::Network(_) | ContainerError::Volume(_) => {
                 return match e {
                     ContainerError::Network(n) => n.into(),

@@ -116,7 +116,7 @@ pub async fn create(
             )));
         }
     }
-    let security = crate::runtime::resolve_security(&req.security).map_err(bad)?;
+    let security = crate::runtime::resolve_security(&req.security)?;
     // The network: a mode (none, host, container:OTHER) or a bridge network by name.
     let mode = req
         .network

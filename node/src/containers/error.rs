@@ -20,6 +20,9 @@ pub enum ContainerError {
     /// The container database.
     #[error("container database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// Security options, limits or devices the runtime cannot honour.
+    #[error(transparent)]
+    Spec(#[from] crate::runtime::SpecError),
     #[error(transparent)]
     Volume(#[from] super::volumes::VolumeError),
     #[error(transparent)]
@@ -40,6 +43,7 @@ impl ContainerError {
             Network(e) => Network(e.context(what)),
             Db(e) => Failed(format!("{what}: container database: {e}")),
             Volume(e) => Invalid(format!("{what}: {e}")),
+            Spec(e) => Invalid(format!("{what}: {e}")),
             Image(e) => Failed(format!("{what}: {e}")),
             Failed(m) => Failed(format!("{what}: {m}")),
         }

@@ -270,8 +270,8 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         serde_json::from_value(config).map_err(|e| err("building the OCI runtime spec", e))?;
     if let Some(json) = linux.get("seccomp") {
         // Keyed on the profile exactly as the monitor will read it back from config.json.
-        let p = Profile::from_docker_json(&json.to_string())?;
-        let programs = super::seccomp::compile_cached(&p, caps)?;
+        let p = Profile::from_docker_json(&json.to_string()).map_err(|e| e.to_string())?;
+        let programs = super::seccomp::compile_cached(&p, caps).map_err(|e| e.to_string())?;
         let key = super::seccomp::cache_key(&p, caps);
         super::seccomp::write_cache(&spec.dir, &key, &programs)
             .map_err(|e| err("writing the compiled seccomp filter", e))?;
@@ -348,7 +348,9 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
     let seccomp = match v["linux"].get("seccomp") {
-        Some(s) if !s.is_null() => Some(Profile::from_docker_json(&s.to_string())?),
+        Some(s) if !s.is_null() => {
+            Some(Profile::from_docker_json(&s.to_string()).map_err(|e| e.to_string())?)
+        }
         _ => None,
     };
     let id = a["org.reg.id"]

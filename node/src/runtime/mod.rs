@@ -354,7 +354,7 @@ fn exec(
             nix::sys::prctl::set_no_new_privs().map_err(|e| err("setting no_new_privs", e))
         })
         .and_then(|()| only_stdio_across_exec())
-        .and_then(|()| seccomp::install(filters));
+        .and_then(|()| seccomp::install(filters).map_err(|e| e.to_string()));
     if let Err(e) = prepared {
         eprintln!("reg: container {id}: {e}");
         return 125;
@@ -421,7 +421,7 @@ pub fn enter(e: &ExecSpec) -> i32 {
     let filters = match &e.security.seccomp {
         Some(p) => match p.compile(&e.security.caps) {
             Ok(f) => f,
-            Err(m) => return fail(m),
+            Err(m) => return fail(m.to_string()),
         },
         None => Vec::new(),
     };

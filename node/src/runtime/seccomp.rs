@@ -214,9 +214,8 @@ impl Profile {
     }
 
     /// Reads a docker-format profile.
-    pub fn from_docker_json(json: &str) -> Result<Profile, String> {
-        let p: DockerProfile = serde_json::from_str(json)
-            .map_err(|e| format!("seccomp profile is not valid docker-format JSON: {e}"))?;
+    pub fn from_docker_json(json: &str) -> Result<Profile, SeccompError> {
+        let p: DockerProfile = serde_json::from_str(json).map_err(SeccompError::Json)?;
         let default_errno = p.default_errno_ret.unwrap_or(EPERM);
         let default_action = docker_action(&p.default_action, None, default_errno)?;
         let arch = docker_arch();
@@ -243,7 +242,7 @@ impl Profile {
                         "SCMP_CMP_GT" => Op::Gt,
                         "SCMP_CMP_GE" => Op::Ge,
                         "SCMP_CMP_MASKED_EQ" => Op::MaskedEq(a.value),
-                        other => return Err(format!("seccomp profile: unknown op {other:?}")),
+                        other => return Err(SeccompError::UnknownOp(other.to_string())),
                     };
                     let value = if matches!(op, Op::MaskedEq(_)) {
                         a.value_two
@@ -256,7 +255,7 @@ impl Profile {
                         value,
                     })
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, SeccompError>>()?;
             rules.push(Rule {
                 names,
                 action: docker_action(&s.action, s.errno_ret, default_errno)?,
@@ -273,9 +272,9 @@ impl Profile {
 
     /// Compiles the filters for a container holding `caps`: one BPF program per action
     /// (seccomp runs them all and the strictest answer wins), in installation order.
-    pub fn compile(&self, caps: &[String]) -> Result<Vec<seccompiler::BpfProgram>, String> {
+    pub fn compile(&self, caps: &[String]) -> Result<Vec<seccompiler::BpfProgram>, SeccompError> {
         let arch = seccompiler::TargetArch::try_from(std::env::consts::ARCH)
-            .map_err(|e| format!("seccomp on {}: {e:?}", std::env::consts::ARCH))?;
+            .map_err(|_| SeccompError::Arch(std::env::consts::ARCH))?;
         // action → name → alternatives (None = unconditional).
         let mut groups: BTreeMap<Action, Alternatives> = BTreeMap::new();
         for r in &self.rules {
@@ -380,7 +379,7 @@ fn compile_one(
     mismatch: &Action,
     matched: &Action,
     arch: seccompiler::TargetArch,
-) -> Result<seccompiler::BpfProgram, String> {
+) -> Result<seccompiler::BpfProgram, SeccompError> {
     let mut filter = Vec::new();
     for (name, alts) in names {
         if !known(name, arch) {
@@ -401,10 +400,11 @@ fn compile_one(
         "match_action": action_json(matched),
         "filter": filter,
     }});
+    // seccompiler's Rust API takes syscall numbers; only its JSON frontend knows their names
+    // (its table is private), so the filter goes through JSON rather than a table of ours.
     let mut map = seccompiler::compile_from_json(json.to_string().as_bytes(), arch)
-        .map_err(|e| format!("compiling the seccomp filter: {e}"))?;
-    map.remove("f")
-        .ok_or_else(|| "compiling the seccomp filter: no program".to_string())
+        .map_err(SeccompError::Compile)?;
+    map.remove("f").ok_or(SeccompError::NoProgram)
 }
 
 /// The file beside a bundle holding its filters compiled ahead (by the agent, once per profile
@@ -423,7 +423,7 @@ pub fn cache_key(p: &Profile, caps: &[String]) -> String {
 pub fn compile_cached(
     p: &Profile,
     caps: &[String],
-) -> Result<std::sync::Arc<Vec<seccompiler::BpfProgram>>, String> {
+) -> Result<std::sync::Arc<Vec<seccompiler::BpfProgram>>, SeccompError> {
     type Memo = std::sync::Mutex<HashMap<String, std::sync::Arc<Vec<seccompiler::BpfProgram>>>>;
     static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
     let key = cache_key(p, caps);
@@ -495,11 +495,30 @@ pub fn read_cache(dir: &std::path::Path, key: &str) -> Option<Vec<seccompiler::B
 }
 
 /// Installs the programs (after `no_new_privs`); the calling thread only.
-pub fn install(programs: &[seccompiler::BpfProgram]) -> Result<(), String> {
+pub fn install(programs: &[seccompiler::BpfProgram]) -> Result<(), SeccompError> {
     for p in programs {
-        seccompiler::apply_filter(p).map_err(|e| format!("installing seccomp filter: {e}"))?;
+        seccompiler::apply_filter(p).map_err(SeccompError::Install)?;
     }
     Ok(())
+}
+
+/// A seccomp profile that cannot be read, compiled or installed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp profile is not valid docker-format JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("seccomp profile: unknown op {0:?}")]
+    UnknownOp(String),
+    #[error("seccomp profile: action {0:?} is not supported (use ALLOW, ERRNO, KILL, KILL_PROCESS, TRAP, LOG or TRACE)")]
+    UnknownAction(String),
+    #[error("seccomp on {0}: this architecture is not supported")]
+    Arch(&'static str),
+    #[error("compiling the seccomp filter: {0}")]
+    Compile(seccompiler::Error),
+    #[error("compiling the seccomp filter: no program")]
+    NoProgram,
+    #[error("installing seccomp filter: {0}")]
+    Install(seccompiler::Error),
 }
 
 #[derive(Deserialize)]
@@ -565,7 +584,7 @@ fn docker_arch() -> &'static str {
     }
 }
 
-fn docker_action(a: &str, errno: Option<u32>, default_errno: u32) -> Result<Action, String> {
+fn docker_action(a: &str, errno: Option<u32>, default_errno: u32) -> Result<Action, SeccompError> {
     Ok(match a {
         "SCMP_ACT_ALLOW" => Action::Allow,
         "SCMP_ACT_ERRNO" => Action::Errno(errno.unwrap_or(default_errno)),
@@ -574,11 +593,7 @@ fn docker_action(a: &str, errno: Option<u32>, default_errno: u32) -> Result<Acti
         "SCMP_ACT_TRAP" => Action::Trap,
         "SCMP_ACT_LOG" => Action::Log,
         "SCMP_ACT_TRACE" => Action::Trace(errno.unwrap_or(0)),
-        other => {
-            return Err(format!(
-                "seccomp profile: action {other:?} is not supported (use ALLOW, ERRNO, KILL, KILL_PROCESS, TRAP, LOG or TRACE)"
-            ))
-        }
+        other => return Err(SeccompError::UnknownAction(other.to_string())),
     })
 }
 
@@ -688,9 +703,14 @@ mod tests {
     #[test]
     fn bad_profiles_are_refused_with_a_reason() {
         let e = Profile::from_docker_json("{").expect_err("invalid");
-        assert!(e.contains("not valid"), "{e}");
+        assert!(matches!(e, SeccompError::Json(_)), "{e}");
+        assert!(e.to_string().contains("not valid"), "{e}");
         let e = Profile::from_docker_json(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#)
             .expect_err("unsupported");
-        assert!(e.contains("not supported"), "{e}");
+        assert!(
+            matches!(&e, SeccompError::UnknownAction(a) if a == "SCMP_ACT_NOTIFY"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("not supported"), "{e}");
     }
 }

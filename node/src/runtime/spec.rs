@@ -135,17 +135,22 @@ pub(super) fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource
 
 /// `nofile=1024:2048` → a limit this node can give (its own hard limit is the ceiling: without
 /// CAP_SYS_RESOURCE a hard limit can only go down).
-pub fn parse_ulimit(u: &str) -> Result<Rlimit, String> {
-    let bad = || format!("--ulimit {u:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+pub fn parse_ulimit(u: &str) -> Result<Rlimit, SpecError> {
+    let flag = |why: String| SpecError::Flag {
+        flag: "--ulimit",
+        value: u.to_string(),
+        why,
+    };
+    let bad = || flag("use NAME=SOFT[:HARD], e.g. nofile=1024:2048".into());
     let (name, values) = u.split_once('=').ok_or_else(bad)?;
     let resource = rlimit_resource(name).ok_or_else(|| {
         let names: Vec<&str> = RLIMITS.iter().map(|(n, _)| *n).collect();
-        format!(
-            "--ulimit {u:?}: unknown limit {name:?} (one of {})",
+        flag(format!(
+            "unknown limit {name:?} (one of {})",
             names.join(", ")
-        )
+        ))
     })?;
-    let num = |v: &str| -> Result<u64, String> {
+    let num = |v: &str| -> Result<u64, SpecError> {
         if v == "-1" || v == "unlimited" {
             Ok(u64::MAX)
         } else {
@@ -157,21 +162,36 @@ pub fn parse_ulimit(u: &str) -> Result<Rlimit, String> {
         None => (num(values)?, num(values)?),
     };
     if soft > hard {
-        return Err(format!(
-            "--ulimit {u:?}: the soft limit is above the hard limit"
-        ));
+        return Err(flag("the soft limit is above the hard limit".into()));
     }
-    let (_, ceiling) = nix::sys::resource::getrlimit(resource).map_err(|e| e.to_string())?;
+    let (_, ceiling) =
+        nix::sys::resource::getrlimit(resource).map_err(|e| flag(format!("getrlimit: {e}")))?;
     if hard > ceiling {
-        return Err(format!(
-            "--ulimit {u:?}: above this node's hard limit {ceiling} (it cannot raise it without CAP_SYS_RESOURCE)"
-        ));
+        return Err(flag(format!(
+            "above this node's hard limit {ceiling} (it cannot raise it without CAP_SYS_RESOURCE)"
+        )));
     }
     Ok(Rlimit {
         name: name.to_string(),
         soft,
         hard,
     })
+}
+
+/// A run request the runtime cannot honour, naming what in it is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// `FLAG "VALUE": why` (`--ulimit`, `--device`).
+    #[error("{flag} {value:?}: {why}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("unknown capability {0:?} (e.g. NET_ADMIN, SYS_PTRACE)")]
+    UnknownCapability(String),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::SeccompError),
 }
 
 /// The resolved security settings the runtime applies.
@@ -207,7 +227,12 @@ pub struct Device {
 
 /// `--device /dev/fuse[:/dev/fuse[:rwm]]`, looked up on the host: it must be a character or
 /// block device.
-pub fn parse_device(d: &str) -> Result<Device, String> {
+pub fn parse_device(d: &str) -> Result<Device, SpecError> {
+    let flag = |why: String| SpecError::Flag {
+        flag: "--device",
+        value: d.to_string(),
+        why,
+    };
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut parts = d.splitn(3, ':');
     let host = parts.next().unwrap_or_default();
@@ -218,19 +243,15 @@ pub fn parse_device(d: &str) -> Result<Device, String> {
         (Some(p), Some(a)) => (p.to_string(), a.to_string()),
     };
     if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
-        return Err(format!(
-            "--device {d:?}: permissions must be some of r, w, m"
-        ));
+        return Err(flag("permissions must be some of r, w, m".into()));
     }
-    let m = std::fs::metadata(host).map_err(|e| format!("--device {d:?}: {host}: {e}"))?;
+    let m = std::fs::metadata(host).map_err(|e| flag(format!("{host}: {e}")))?;
     let kind = m.file_type();
     if !kind.is_char_device() && !kind.is_block_device() {
-        return Err(format!("--device {d:?}: {host} is not a device"));
+        return Err(flag(format!("{host} is not a device")));
     }
     if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "--device {d:?}: the container path must be under /dev"
-        ));
+        return Err(flag("the container path must be under /dev".into()));
     }
     let rdev = m.rdev();
     Ok(Device {
@@ -274,7 +295,7 @@ impl Default for SecuritySpec {
     }
 }
 
-fn parse_cap(name: &str) -> Result<caps::Capability, String> {
+fn parse_cap(name: &str) -> Result<caps::Capability, SpecError> {
     let upper = name.trim().to_ascii_uppercase();
     let full = if upper.starts_with("CAP_") {
         upper
@@ -282,12 +303,12 @@ fn parse_cap(name: &str) -> Result<caps::Capability, String> {
         format!("CAP_{upper}")
     };
     full.parse::<caps::Capability>()
-        .map_err(|_| format!("unknown capability {name:?} (e.g. NET_ADMIN, SYS_PTRACE)"))
+        .map_err(|_| SpecError::UnknownCapability(name.to_string()))
 }
 
 /// docker's rules: start from the default set (or all with `--privileged`), add `--cap-add`
 /// (`ALL` = every capability), then remove `--cap-drop` (`ALL` = every capability).
-pub fn resolve_security(req: &Security) -> Result<SecuritySpec, String> {
+pub fn resolve_security(req: &Security) -> Result<SecuritySpec, SpecError> {
     let mut set: std::collections::BTreeSet<String> = if req.privileged {
         caps::all().iter().map(|c| c.to_string()).collect()
     } else {
