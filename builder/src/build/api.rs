@@ -120,19 +120,27 @@ pub struct RunStep {
     pub mounts: Vec<Mount>,
 }
 
+/// Runs RUN steps (the node's container runtime). Its errors are its own type; the build keeps
+/// them, boxed, as the source of its own error, so that a build's error is one type whatever
+/// the host.
 pub trait StepRunner: Send + Sync {
+    type Error: std::error::Error + Send + Sync + 'static;
     /// Runs the step to its end and returns its exit code; output lines go to `log`. Afterwards
     /// `dir/upper` holds only the step's own changes (no mount points of the runner's making).
-    fn run(&self, step: RunStep, log: Log) -> impl Future<Output = Result<i32, String>> + Send;
+    fn run(&self, step: RunStep, log: Log)
+        -> impl Future<Output = Result<i32, Self::Error>> + Send;
 }
 
+/// The node's image store, as the build sees it. Its errors are its own type, kept as
+/// [`StepRunner`]'s are.
 pub trait Store: Send + Sync {
+    type Error: std::error::Error + Send + Sync + 'static;
     /// The image `reference` (pulled when missing).
     fn base(
         &self,
         reference: &str,
         log: Log,
-    ) -> impl Future<Output = Result<BaseImage, String>> + Send;
+    ) -> impl Future<Output = Result<BaseImage, Self::Error>> + Send;
     /// The snapshot directory of a layer chain.
     fn snapshot(&self, chain_id: &Digest) -> PathBuf;
     /// Whether the blob of `layer` and the snapshot of `chain_id` are both present.
@@ -146,9 +154,9 @@ pub trait Store: Send + Sync {
         layer: &LayerRef,
         snapshot: &Path,
         chain_id: &Digest,
-    ) -> Result<(), String>;
+    ) -> Result<(), Self::Error>;
     /// Stores the image under each of `tags` (none: stored by id only).
-    fn save(&self, tags: &[String], image: &Image) -> Result<(), String>;
+    fn save(&self, tags: &[String], image: &Image) -> Result<(), Self::Error>;
 }
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,28 @@ use std::path::{Path, PathBuf};
 
 use reg_untrusted::{set_mode, set_mtime, set_owner, Node, Tree};
 
-use super::tree::at;
+use super::tree::{at, TreeError};
+
+/// What went wrong unpacking an archive (the entry's name as the archive has it).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0}: an entry with .. in its path is refused")]
+    DotDot(String),
+    #[error("{0}: a bad number in its header")]
+    BadHeader(String),
+    #[error("{0}: a symlink without a target")]
+    SymlinkWithoutTarget(String),
+    #[error("{0}: a hard link without a target")]
+    HardLinkWithoutTarget(String),
+    #[error("{0}: a hard link to the archive's root")]
+    HardLinkToRoot(String),
+    /// The archive itself does not read (truncated, a bad header, bad compression).
+    #[error(transparent)]
+    Read(std::io::Error),
+    /// The layer the archive is unpacked into.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+}
 
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Archive {
@@ -43,16 +64,13 @@ pub(super) fn archive_kind(f: &mut std::fs::File) -> Option<Archive> {
 
 /// An archive entry's name as a path inside the extraction dir: `/` and `.` dropped, `..`
 /// refused. `None` for the dir itself.
-pub(super) fn entry_path(name: &Path) -> Result<Option<PathBuf>, String> {
+pub(super) fn entry_path(name: &Path) -> Result<Option<PathBuf>, ArchiveError> {
     let mut p = PathBuf::new();
     for c in name.components() {
         match c {
             std::path::Component::Normal(n) => p.push(n),
             std::path::Component::ParentDir => {
-                return Err(format!(
-                    "{}: an entry with .. in its path is refused",
-                    name.display()
-                ))
+                return Err(ArchiveError::DotDot(name.display().to_string()))
             }
             _ => {}
         }
@@ -79,18 +97,18 @@ pub(super) fn extract(
     kind: Archive,
     layer: &Tree,
     into: &str,
-) -> Result<(), String> {
+) -> Result<(), ArchiveError> {
     let f = std::io::BufReader::new(f);
     let r: Box<dyn Read> = match kind {
         Archive::Tar => Box::new(f),
         Archive::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Archive::Zstd => Box::new(zstd::Decoder::with_buffer(f).map_err(|e| e.to_string())?),
+        Archive::Zstd => Box::new(zstd::Decoder::with_buffer(f).map_err(ArchiveError::Read)?),
     };
     let mut ar = tar::Archive::new(r);
     let mut dirs: Vec<DirMeta> = Vec::new();
-    for entry in ar.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        let name = entry.path().map_err(|e| e.to_string())?.into_owned();
+    for entry in ar.entries().map_err(ArchiveError::Read)? {
+        let mut entry = entry.map_err(ArchiveError::Read)?;
+        let name = entry.path().map_err(ArchiveError::Read)?.into_owned();
         let Some(rel) = entry_path(&name)? else {
             continue;
         };
@@ -99,10 +117,10 @@ pub(super) fn extract(
         let io = at(&shown);
         let h = entry.header();
         let kind = h.entry_type();
-        let num = |v: std::io::Result<u64>| -> Result<u32, String> {
+        let num = |v: std::io::Result<u64>| -> Result<u32, ArchiveError> {
             v.ok()
                 .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| format!("{}: a bad number in its header", name.display()))
+                .ok_or_else(|| ArchiveError::BadHeader(name.display().to_string()))
         };
         let mode = num(h.mode().map(u64::from))? & 0o7777;
         let (uid, gid) = (num(h.uid())?, num(h.gid())?);
@@ -161,18 +179,18 @@ pub(super) fn extract(
         } else if kind.is_symlink() {
             let target = entry
                 .link_name()
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{shown}: a symlink without a target"))?;
+                .map_err(ArchiveError::Read)?
+                .ok_or_else(|| ArchiveError::SymlinkWithoutTarget(shown.clone()))?;
             layer.symlink(&rel, target).map_err(&io)?;
             let h = layer.resolve_nofollow(&rel).map_err(&io)?;
             set_owner(&h, uid, gid).map_err(&io)?;
         } else if kind.is_hard_link() {
             let target = entry
                 .link_name()
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{shown}: a hard link without a target"))?;
-            let target = entry_path(&target)?
-                .ok_or_else(|| format!("{shown}: a hard link to the archive's root"))?;
+                .map_err(ArchiveError::Read)?
+                .ok_or_else(|| ArchiveError::HardLinkWithoutTarget(shown.clone()))?;
+            let target =
+                entry_path(&target)?.ok_or_else(|| ArchiveError::HardLinkToRoot(shown.clone()))?;
             layer
                 .hard_link(&rel, Path::new(into).join(target))
                 .map_err(&io)?;

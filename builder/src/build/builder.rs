@@ -9,7 +9,7 @@ use crate::fsview::View;
 use crate::lex::{Lexer, Vars};
 
 use super::api::{Log, Options, StepRunner, Store};
-use super::error::BuildError;
+use super::error::{BuildError, StepError};
 
 /// Names an earlier stage: by `AS` name or by index.
 pub(super) fn stage_ref(df: &Dockerfile, before: usize, name: &str) -> Option<usize> {
@@ -42,16 +42,29 @@ pub(super) struct Builder<'a, S, R> {
 impl<S: Store, R: StepRunner> Builder<'_, S, R> {
     /// The build context as a view (one layer).
     pub(super) fn context_view(&self, step: &Step) -> Result<View, BuildError> {
-        View::new(vec![self.context.dir.clone()])
-            .map_err(|e| self.err(step, format!("the build context: {e}")))
+        View::new(vec![self.context.dir.clone()]).map_err(|source| {
+            self.err(
+                step,
+                StepError::View {
+                    what: "the build context",
+                    source,
+                },
+            )
+        })
     }
 
-    pub(super) fn err(&self, step: &Step, message: impl std::fmt::Display) -> BuildError {
+    /// `e` at `step`: shown as `Dockerfile:LINE: KEYWORD: e`.
+    pub(super) fn err(&self, step: &Step, e: impl Into<StepError>) -> BuildError {
         BuildError::Step {
             file: self.opts.file.clone(),
             line: step.pos.line,
             keyword: step.inst.keyword(),
-            message: message.to_string(),
+            source: e.into(),
         }
+    }
+
+    /// `step` asks for something wrong or unsupported: `message` says what.
+    pub(super) fn invalid(&self, step: &Step, message: impl Into<String>) -> BuildError {
+        self.err(step, StepError::Invalid(message.into()))
     }
 }

@@ -14,7 +14,7 @@ use reg_untrusted::Tree;
 
 use super::api::{Event, LayerRef, StepRunner, Store};
 use super::builder::Builder;
-use super::error::BuildError;
+use super::error::{BuildError, StepError};
 use super::state::State;
 use super::tree::walk;
 use crate::dockerfile::Step;
@@ -94,7 +94,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let written = tokio::task::spawn_blocking(move || crate::layer::write(&d, &b, c, epoch))
             .await
             .map_err(|e| self.err(step, e))?
-            .map_err(|e| self.err(step, format!("writing the layer: {e}")))?;
+            .map_err(|e| self.err(step, StepError::WriteLayer(e)))?;
         let layer = LayerRef {
             digest: written.digest,
             diff_id: written.diff_id,
@@ -104,7 +104,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let chain = chain_id(st.chain.last(), &layer.diff_id);
         let res = self.store.add_layer(&blob, &layer, dir, &chain);
         own::remove_file(&blob);
-        res.map_err(|e| self.err(step, e))?;
+        res.map_err(|e| self.err(step, StepError::AddLayer(Box::new(e))))?;
         Ok(Some(layer))
     }
 

@@ -15,9 +15,9 @@ use super::api::{StepRunner, Store};
 use super::archive::{archive_kind, extract};
 use super::builder::{flag, stage_ref, Builder};
 use super::cache::own;
-use super::error::BuildError;
+use super::error::{BuildError, StepError};
 use super::state::{key_of, State};
-use super::tree::{at, copy_tree, glob, make_new, mirror_dirs, parent, CopyOpts};
+use super::tree::{at, copy_tree, glob, make_new, mirror_dirs, parent, CopyOpts, TreeError};
 use crate::dockerfile::{Source, Step};
 use crate::fsview::View;
 
@@ -40,7 +40,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         // Accepted by the parser, not implemented: refuse rather than build something else.
         for f in ["parents", "exclude", "checksum", "keep-git-dir"] {
             if flag(flags, f).is_some() {
-                return Err(self.err(step, format!("--{f} is not supported by reg yet")));
+                return Err(self.invalid(step, format!("--{f} is not supported by reg yet")));
             }
         }
         // Where the files come from: the context, an earlier stage, or an image.
@@ -49,22 +49,26 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             Some(f) => {
                 let f = word(f)?;
                 if add {
-                    return Err(self.err(step, "ADD has no --from: use COPY --from"));
+                    return Err(self.invalid(step, "ADD has no --from: use COPY --from"));
                 }
                 match stage_ref(self.df, stage, &f) {
                     Some(d) => {
                         let s = done
                             .get(&d)
-                            .ok_or_else(|| self.err(step, format!("stage {f} was not built")))?;
+                            .ok_or_else(|| self.err(step, StepError::StageNotBuilt(f.clone())))?;
                         let view = s.view(self.store).map_err(|e| self.err(step, e))?;
                         (view, s.key.clone(), false)
                     }
                     None => {
-                        let img = self
-                            .store
-                            .base(&f, self.log.clone())
-                            .await
-                            .map_err(|e| self.err(step, format!("--from={f}: {e}")))?;
+                        let img = self.store.base(&f, self.log.clone()).await.map_err(|e| {
+                            self.err(
+                                step,
+                                StepError::Base {
+                                    flag: format!("--from={f}"),
+                                    source: Box::new(e),
+                                },
+                            )
+                        })?;
                         let layers = img.chain().iter().map(|c| self.store.snapshot(c)).collect();
                         let view = View::new(layers).map_err(|e| self.err(step, e))?;
                         (view, img.id.to_string(), false)
@@ -78,7 +82,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         };
         let chmod = match flag(flags, "chmod") {
             Some(m) => Some(u32::from_str_radix(&word(m)?, 8).map_err(|_| {
-                self.err(
+                self.invalid(
                     step,
                     format!("--chmod={m}: expected an octal mode such as 0644"),
                 )
@@ -107,7 +111,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                         || p.starts_with("https://")
                         || p.starts_with("git@")
                     {
-                        return Err(self.err(
+                        return Err(self.invalid(
                             step,
                             format!("{p}: remote sources are not supported; download in a RUN step or COPY a local file"),
                         ));
@@ -115,7 +119,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                     if p.contains(['*', '?', '[']) {
                         let found = glob(&from_view, &p);
                         if found.is_empty() {
-                            return Err(self.err(step, format!("no source files match {p:?}")));
+                            return Err(self.invalid(step, format!("no source files match {p:?}")));
                         }
                         plan.extend(found.into_iter().map(|f| (f, true)));
                     } else {
@@ -126,7 +130,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                             } else {
                                 "the source stage"
                             };
-                            return Err(self.err(step, format!("{p:?}: not found in {place}")));
+                            return Err(self.invalid(step, format!("{p:?}: not found in {place}")));
                         }
                         plan.push((r, false));
                     }
@@ -140,7 +144,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             || many
             || view.find(&dest_rel).is_some_and(|e| e.meta.is_dir());
         if many && !dest_raw.ends_with('/') {
-            return Err(self.err(
+            return Err(self.invalid(
                 step,
                 format!(
                     "when copying several sources, the destination must end with /: {dest_raw}"
@@ -201,10 +205,10 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         self.layer(st, step, key, text, |work| async move {
             let layer = work.join("layer");
             let view2 = view.clone();
-            let res = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
-                own::mkdir(&layer).map_err(|e| e.to_string())?;
+            let res = tokio::task::spawn_blocking(move || -> Result<PathBuf, StepError> {
+                own::mkdir(&layer)?;
                 // Filled by us from untrusted sources: no symlink in it is ever followed.
-                let tree = Tree::open_strict(&layer).map_err(|e| e.to_string())?;
+                let tree = Tree::open_strict(&layer)?;
                 let parent_of_dest = if dest_is_dir {
                     dest_rel.clone()
                 } else {
@@ -219,10 +223,13 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 for (src, _) in plan {
                     let e = from_view
                         .find(&src)
-                        .ok_or_else(|| format!("{src}: vanished during the build"))?;
+                        .ok_or_else(|| StepError::Vanished(src.clone()))?;
                     let name = src.rsplit('/').next().unwrap_or(&src).to_string();
                     if add && e.meta.is_file() {
-                        let mut f = e.open().map_err(|err| format!("/{src}: {err}"))?;
+                        let mut f = e.open().map_err(|source| TreeError::Io {
+                            path: src.clone(),
+                            source,
+                        })?;
                         if let Some(kind) = archive_kind(&mut f) {
                             let into = if dest_is_dir {
                                 parent_of_dest.clone()
@@ -230,8 +237,12 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                                 dest_rel.clone()
                             };
                             tree.mkdir_all(&into, 0o755).map_err(at(&into))?;
-                            extract(f, kind, &tree, &into)
-                                .map_err(|err| format!("{src}: {err}"))?;
+                            extract(f, kind, &tree, &into).map_err(|source| {
+                                StepError::Archive {
+                                    path: src.clone(),
+                                    source,
+                                }
+                            })?;
                             continue;
                         }
                     }
@@ -268,7 +279,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let uid = match u.parse::<u32>() {
             Ok(n) => n,
             Err(_) => view.lookup_id("etc/passwd", u).ok_or_else(|| {
-                self.err(
+                self.invalid(
                     step,
                     format!("--chown: no user {u:?} in the image's /etc/passwd"),
                 )
@@ -280,7 +291,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             match g.parse::<u32>() {
                 Ok(n) => n,
                 Err(_) => view.lookup_id("etc/group", g).ok_or_else(|| {
-                    self.err(
+                    self.invalid(
                         step,
                         format!("--chown: no group {g:?} in the image's /etc/group"),
                     )

@@ -28,7 +28,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             },
             "history": st.history,
         });
-        let config = serde_json::to_vec(&config).map_err(|e| BuildError::Other(e.to_string()))?;
+        let config = serde_json::to_vec(&config)?;
         let id = Digest::sha256_of(&config);
         let manifest = json!({
             "schemaVersion": 2,
@@ -40,8 +40,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 "size": l.size,
             })).collect::<Vec<_>>(),
         });
-        let manifest =
-            serde_json::to_vec(&manifest).map_err(|e| BuildError::Other(e.to_string()))?;
+        let manifest = serde_json::to_vec(&manifest)?;
         let image = Image {
             digest: Digest::sha256_of(&manifest),
             manifest,
@@ -52,7 +51,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         };
         self.store
             .save(&self.opts.tags, &image)
-            .map_err(BuildError::Other)?;
+            .map_err(|e| BuildError::Save(Box::new(e)))?;
         Ok(image)
     }
 }

@@ -62,17 +62,21 @@ pub async fn build<S: Store, R: StepRunner>(
     // Global ARGs: --build-arg wins over the default; each default sees the ones before it.
     let mut globals = Vars::new();
     for a in &df.global_args {
-        let value = match opts.build_args.get(&a.name) {
-            Some(v) => Some(v.clone()),
-            None => match &a.default {
-                Some(d) => Some(
-                    lexer
-                        .word(d, &globals)
-                        .map_err(|e| BuildError::Other(format!("ARG {}: {e}", a.name)))?,
-                ),
-                None => None,
-            },
-        };
+        let value =
+            match opts.build_args.get(&a.name) {
+                Some(v) => Some(v.clone()),
+                None => {
+                    match &a.default {
+                        Some(d) => Some(lexer.word(d, &globals).map_err(|source| {
+                            BuildError::GlobalArg {
+                                name: a.name.clone(),
+                                source,
+                            }
+                        })?),
+                        None => None,
+                    }
+                }
+            };
         if let Some(v) = value {
             globals.insert(a.name.clone(), v);
         }
@@ -88,16 +92,15 @@ pub async fn build<S: Store, R: StepRunner>(
         globals,
     };
     let target = match &opts.target {
-        Some(t) => stage_ref(df, df.stages.len(), t).ok_or_else(|| {
-            BuildError::Other(format!(
-                "target stage {t:?} could not be found (stages: {})",
-                df.stages
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| s.name.clone().unwrap_or_else(|| i.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+        Some(t) => stage_ref(df, df.stages.len(), t).ok_or_else(|| BuildError::NoTarget {
+            target: t.clone(),
+            stages: df
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.name.clone().unwrap_or_else(|| i.to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
         })?,
         None => df.stages.len() - 1,
     };
@@ -118,9 +121,7 @@ pub async fn build<S: Store, R: StepRunner>(
             .filter(|i| deps[*i].iter().all(|d| done.contains_key(d)))
             .collect();
         if ready.is_empty() {
-            return Err(BuildError::Other(
-                "stages depend on each other in a cycle".into(),
-            ));
+            return Err(BuildError::Cycle);
         }
         let results = futures::future::join_all(ready.iter().map(|i| b.stage(*i, &done))).await;
         for (i, r) in ready.into_iter().zip(results) {
@@ -128,8 +129,6 @@ pub async fn build<S: Store, R: StepRunner>(
             done.insert(i, r?);
         }
     }
-    let st = done
-        .remove(&target)
-        .ok_or_else(|| BuildError::Other("the target stage was not built".into()))?;
+    let st = done.remove(&target).ok_or(BuildError::TargetNotBuilt)?;
     b.finish(st)
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::api::{Mount, RunStep, StepRunner, Store};
 use super::builder::{flag, stage_ref, Builder};
 use super::cache::{own, remove_scratch};
-use super::error::BuildError;
+use super::error::{BuildError, StepError};
 use super::state::{key_of, State};
 use crate::dockerfile::{Command, HereDoc, Step};
 use crate::fsview::View;
@@ -50,7 +50,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             }
         };
         if args.is_empty() || args[0].is_empty() {
-            return Err(self.err(step, "RUN needs a command"));
+            return Err(self.invalid(step, "RUN needs a command"));
         }
         let network = match flag(flags, "network") {
             // docker build's default: the default bridge (its own network namespace, NAT
@@ -59,12 +59,14 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             Some("host") => "host",
             Some("none") => "none",
             Some(o) => {
-                return Err(self.err(step, format!("--network={o}: use default, none or host")))
+                return Err(self.invalid(step, format!("--network={o}: use default, none or host")))
             }
         };
         if let Some(s) = flag(flags, "security") {
             if s != "sandbox" {
-                return Err(self.err(step, format!("--security={s}: only sandbox is supported")));
+                return Err(
+                    self.invalid(step, format!("--security={s}: only sandbox is supported"))
+                );
             }
         }
         let vars = st.vars();
@@ -128,11 +130,14 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                     .runner
                     .run(run, self.log.clone())
                     .await
-                    .map_err(|e| self.err(step, e))?;
+                    .map_err(|e| self.err(step, StepError::Runner(Box::new(e))))?;
                 if code != 0 {
                     return Err(self.err(
                         step,
-                        format!("{shown}: the command returned a non-zero code: {code}"),
+                        StepError::NonZero {
+                            command: shown,
+                            code,
+                        },
                     ));
                 }
                 Ok(upper)
@@ -157,7 +162,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let kv = mount_options(spec);
         let ty = kv.get("type").copied().unwrap_or("bind");
         if !matches!(ty, "cache" | "tmpfs" | "bind") {
-            return Err(self.err(
+            return Err(self.invalid(
                 step,
                 format!("--mount type={ty} is not supported (reg knows cache, bind, tmpfs)"),
             ));
@@ -166,7 +171,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             .get("target")
             .or_else(|| kv.get("dst"))
             .or_else(|| kv.get("destination"))
-            .ok_or_else(|| self.err(step, format!("--mount={spec}: target= is missing")))?;
+            .ok_or_else(|| self.invalid(step, format!("--mount={spec}: target= is missing")))?;
         let target = if target.starts_with('/') {
             target.to_string()
         } else {
@@ -194,7 +199,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 ))
             }
             "bind" => self.bind_mount(step, spec, &kv, target, stage, done).await,
-            o => Err(self.err(
+            o => Err(self.invalid(
                 step,
                 format!("--mount type={o} is not supported (reg knows cache, bind, tmpfs)"),
             )),
@@ -218,16 +223,20 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 Some(d) => {
                     let s = done
                         .get(&d)
-                        .ok_or_else(|| self.err(step, format!("stage {f} was not built")))?;
+                        .ok_or_else(|| self.err(step, StepError::StageNotBuilt(f.to_string())))?;
                     let view = s.view(self.store).map_err(|e| self.err(step, e))?;
                     (view, Some(s.key.clone()))
                 }
                 None => {
-                    let img = self
-                        .store
-                        .base(f, self.log.clone())
-                        .await
-                        .map_err(|e| self.err(step, format!("--mount={spec}: {e}")))?;
+                    let img = self.store.base(f, self.log.clone()).await.map_err(|e| {
+                        self.err(
+                            step,
+                            StepError::Base {
+                                flag: format!("--mount={spec}"),
+                                source: Box::new(e),
+                            },
+                        )
+                    })?;
                     let layers = img.chain().iter().map(|c| self.store.snapshot(c)).collect();
                     let view = View::new(layers).map_err(|e| self.err(step, e))?;
                     (view, Some(img.id.to_string()))
@@ -245,7 +254,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 Some(f) => format!("in {f}"),
                 None => "in the build context".into(),
             };
-            self.err(step, format!("--mount={spec}: /{src} is not {place}"))
+            self.invalid(step, format!("--mount={spec}: /{src} is not {place}"))
         })?;
         let rw = matches!(kv.get("rw").or_else(|| kv.get("readwrite")), Some(&"true"));
         // The key: a stage or image is named by its own key; the context by the content of
@@ -269,7 +278,15 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         if rw {
             // A private copy of the one file (a regular file: a device or FIFO is not read).
             let tmp = self.store.tmp("bind");
-            let fail = |err: std::io::Error| self.err(step, format!("--mount={spec}: {err}"));
+            let fail = |source: std::io::Error| {
+                self.err(
+                    step,
+                    StepError::MountCopy {
+                        spec: spec.to_string(),
+                        source,
+                    },
+                )
+            };
             own::mkdir(&tmp).map_err(fail)?;
             let mut from = e.open().map_err(fail)?;
             let mut to = Tree::open_strict(&tmp)

@@ -60,9 +60,15 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let s: &Stage = &self.df.stages[i];
         let label = s.name.clone().unwrap_or_else(|| format!("stage-{i}"));
         let total = s.steps.len() + 1;
-        let base = self.lexer.word(&s.base, &self.globals).map_err(|e| {
-            BuildError::Other(format!("{}:{}: FROM: {e}", self.opts.file, s.pos.line))
-        })?;
+        let base = self
+            .lexer
+            .word(&s.base, &self.globals)
+            .map_err(|e| BuildError::Step {
+                file: self.opts.file.clone(),
+                line: s.pos.line,
+                keyword: "FROM",
+                source: e.into(),
+            })?;
         (self.log)(Event::Step {
             stage: label.clone(),
             n: 1,
@@ -80,7 +86,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             let mut from = done
                 .get(&d)
                 .cloned()
-                .ok_or_else(|| BuildError::Other(format!("stage {base} was not built")))?;
+                .ok_or_else(|| BuildError::StageNotBuilt(base.clone()))?;
             from.args.clear();
             from.cmd_here = false;
             from
@@ -89,11 +95,11 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 .store
                 .base(&base, self.log.clone())
                 .await
-                .map_err(|e| {
-                    BuildError::Other(format!(
-                        "{}:{}: FROM {base}: {e}",
-                        self.opts.file, s.pos.line
-                    ))
+                .map_err(|e| BuildError::Base {
+                    file: self.opts.file.clone(),
+                    line: s.pos.line,
+                    base: base.clone(),
+                    source: Box::new(e),
                 })?;
             State {
                 key: key_of(&["image", &img.id.to_string()]),
@@ -252,7 +258,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                         if num.split('-').any(|n| n.parse::<u16>().is_err())
                             || !matches!(proto, "tcp" | "udp" | "sctp")
                         {
-                            return Err(self.err(
+                            return Err(self.invalid(
                                 step,
                                 format!("invalid port {p:?}: expected PORT[/tcp|udp|sctp]"),
                             ));
@@ -276,7 +282,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 for p in vols {
                     let p = word(p)?;
                     if p.is_empty() {
-                        return Err(self.err(step, "VOLUME needs a path"));
+                        return Err(self.invalid(step, "VOLUME needs a path"));
                     }
                     v.insert(p.clone(), json!({}));
                     text.push(p);
@@ -339,14 +345,17 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                         ] {
                             if let Some(v) = flag(flags, name) {
                                 let d = humantime::parse_duration(v).map_err(|e| {
-                                    self.err(step, format!("--{name}={v}: {e} (write e.g. 30s)"))
+                                    self.invalid(
+                                        step,
+                                        format!("--{name}={v}: {e} (write e.g. 30s)"),
+                                    )
                                 })?;
                                 hc[key] = json!(d.as_nanos() as u64);
                             }
                         }
                         if let Some(r) = flag(flags, "retries") {
                             let n: u64 = r.parse().map_err(|_| {
-                                self.err(step, format!("--retries={r}: not a number"))
+                                self.invalid(step, format!("--retries={r}: not a number"))
                             })?;
                             hc["Retries"] = json!(n);
                         }

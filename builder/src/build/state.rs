@@ -7,6 +7,7 @@ use reg_registry::digest::Digest;
 use serde_json::{json, Map, Value};
 
 use super::api::{LayerRef, Store};
+use super::error::StepError;
 use crate::fsview::View;
 use crate::lex::Vars;
 
@@ -78,9 +79,13 @@ impl State {
             .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
     }
 
-    pub(super) fn view(&self, store: &impl Store) -> Result<View, String> {
-        View::new(self.chain.iter().map(|c| store.snapshot(c)).collect())
-            .map_err(|e| format!("the stage's snapshots: {e}"))
+    pub(super) fn view(&self, store: &impl Store) -> Result<View, StepError> {
+        View::new(self.chain.iter().map(|c| store.snapshot(c)).collect()).map_err(|source| {
+            StepError::View {
+                what: "the stage's snapshots",
+                source,
+            }
+        })
     }
 
     pub(super) fn history(&mut self, epoch: u64, created_by: String, empty: bool) {

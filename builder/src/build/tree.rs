@@ -92,17 +92,43 @@ pub(super) struct CopyOpts {
     pub(super) keep_owner: bool,
 }
 
+/// What went wrong in the layer being assembled (or with a source read into it).
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// A strict tree refused a symlink on the way to `path`.
+    #[error(
+        "/{path}: a symlink put there by an earlier source is in the way \
+         (reg never writes through one)"
+    )]
+    SymlinkInTheWay { path: String },
+    #[error("/{path}: cannot replace a directory with a file")]
+    DirectoryInTheWay { path: String },
+    /// A directory is wanted where an earlier source put a file or a symlink (`what`).
+    #[error(
+        "cannot copy to non-directory: /{path} ({what} put there by an earlier source; reg \
+         never copies through one)"
+    )]
+    NotADirectory { path: String, what: &'static str },
+    #[error("/{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
 /// The error for `rel` in the layer being assembled: a strict tree's refusal of a symlink on
 /// the way says what happened.
-pub(super) fn at(rel: &str) -> impl Fn(std::io::Error) -> String + '_ {
+pub(super) fn at(rel: &str) -> impl Fn(std::io::Error) -> TreeError + '_ {
     move |e| {
         if is_symlink_refusal(&e) {
-            format!(
-                "/{rel}: a symlink put there by an earlier source is in the way \
-                 (reg never writes through one)"
-            )
+            TreeError::SymlinkInTheWay {
+                path: rel.to_string(),
+            }
         } else {
-            format!("/{rel}: {e}")
+            TreeError::Io {
+                path: rel.to_string(),
+                source: e,
+            }
         }
     }
 }
@@ -110,20 +136,21 @@ pub(super) fn at(rel: &str) -> impl Fn(std::io::Error) -> String + '_ {
 /// Makes `rel` in the layer free for a new entry: whatever an earlier source left there goes,
 /// unless it is a directory (`dir`: one is wanted and may stay; otherwise an error). Parents
 /// are made as needed. Returns whether a directory is already there.
-pub(super) fn make_room(layer: &Tree, rel: &str, dir: bool) -> Result<bool, String> {
+pub(super) fn make_room(layer: &Tree, rel: &str, dir: bool) -> Result<bool, TreeError> {
     let io = at(rel);
     match layer.symlink_metadata(rel).map_err(&io)? {
         Some(m) if m.is_dir() && dir => Ok(true),
-        Some(m) if m.is_dir() => Err(format!("/{rel}: cannot replace a directory with a file")),
-        Some(m) if dir => Err(format!(
-            "cannot copy to non-directory: /{rel} ({} put there by an earlier source; reg never \
-             copies through one)",
-            if m.file_type().is_symlink() {
+        Some(m) if m.is_dir() => Err(TreeError::DirectoryInTheWay {
+            path: rel.to_string(),
+        }),
+        Some(m) if dir => Err(TreeError::NotADirectory {
+            path: rel.to_string(),
+            what: if m.file_type().is_symlink() {
                 "a symlink"
             } else {
                 "a file"
-            }
-        )),
+            },
+        }),
         Some(_) => {
             layer.remove(rel).map_err(&io)?;
             Ok(false)
@@ -145,7 +172,7 @@ pub(super) fn make_new<T>(
     layer: &Tree,
     rel: &str,
     make: impl Fn() -> std::io::Result<T>,
-) -> Result<T, String> {
+) -> Result<T, TreeError> {
     match make() {
         Ok(v) => Ok(v),
         Err(e) if is_symlink_refusal(&e) => Err(at(rel)(e)),
@@ -157,7 +184,7 @@ pub(super) fn make_new<T>(
 }
 
 /// Makes the directory `rel` unless one is there; returns whether it was.
-pub(super) fn make_dir(layer: &Tree, rel: &str) -> Result<bool, String> {
+pub(super) fn make_dir(layer: &Tree, rel: &str) -> Result<bool, TreeError> {
     match layer.mkdir(rel, 0o700) {
         Ok(()) => Ok(false),
         Err(e) if is_symlink_refusal(&e) => Err(at(rel)(e)),
@@ -168,7 +195,7 @@ pub(super) fn make_dir(layer: &Tree, rel: &str) -> Result<bool, String> {
 
 /// Creates `rel` and its parents in `layer` with the metadata they have in `view` (or
 /// root-owned 0755 where the image has nothing), so the layer changes no existing directory.
-pub(super) fn mirror_dirs(view: &View, layer: &Tree, rel: &str) -> Result<(), String> {
+pub(super) fn mirror_dirs(view: &View, layer: &Tree, rel: &str) -> Result<(), TreeError> {
     let mut cur = String::new();
     for c in rel.split('/').filter(|c| !c.is_empty()) {
         cur = join(&cur, c);
@@ -197,7 +224,7 @@ pub(super) fn copy_tree(
     layer: &Tree,
     target: &str,
     o: &CopyOpts,
-) -> Result<(), String> {
+) -> Result<(), TreeError> {
     match view.find(src) {
         Some(e) => copy_entry(view, src, &e, layer, target, o),
         None => Ok(()),
@@ -212,7 +239,7 @@ pub(super) fn copy_entry(
     layer: &Tree,
     target: &str,
     o: &CopyOpts,
-) -> Result<(), String> {
+) -> Result<(), TreeError> {
     let io = at(target);
     let (uid, gid) = match o.chown {
         Some(ids) => ids,
@@ -240,12 +267,18 @@ pub(super) fn copy_entry(
         return Ok(());
     }
     if ft.is_symlink() {
-        let link = e.read_link().map_err(|err| format!("/{src}: {err}"))?;
+        let link = e.read_link().map_err(|source| TreeError::Io {
+            path: src.to_string(),
+            source,
+        })?;
         make_new(layer, target, || layer.symlink(target, &link))?;
         let h = layer.resolve_nofollow(target).map_err(&io)?;
         set_owner(&h, uid, gid).map_err(&io)?;
     } else if ft.is_file() {
-        let mut from = e.open().map_err(|err| format!("/{src}: {err}"))?;
+        let mut from = e.open().map_err(|source| TreeError::Io {
+            path: src.to_string(),
+            source,
+        })?;
         let mut to = make_new(layer, target, || layer.create_file(target, mode))?;
         std::io::copy(&mut from, &mut to).map_err(&io)?;
         // The metadata through the open file (a chown clears set-id bits: the mode again).
