@@ -14,13 +14,14 @@ use reg_untrusted::Tree;
 
 use super::api::{Event, LayerRef, StepRunner, Store};
 use super::builder::Builder;
-use super::error::{BuildError, StepError};
+use super::error::{BuildError, Leftover, StepError};
 use super::state::State;
 use super::tree::walk;
 use crate::dockerfile::Step;
 use crate::fsview::View;
 
 impl<S: Store, R: StepRunner> Builder<'_, S, R> {
+    /// Looks the cache up, or makes the layer with `make` (which fills the directory it is
     /// given) and records it. Returns whether it was cached.
     pub(super) async fn layer<F, Fut>(
         &self,
@@ -58,8 +59,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             Ok(dir) => self.commit(st, step, &dir).await,
             Err(e) => Err(e),
         };
-        let _ = tokio::task::spawn_blocking(move || remove_scratch(&work)).await;
-        let layer = made?;
+        let layer = self.remove_after(made, vec![work]).await?;
         let json = serde_json::to_vec(&layer).unwrap_or_default();
         if own::write(&self.opts.cache_dir, &record, &json).is_err() {
             (self.log)(Event::Note {
@@ -68,6 +68,45 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         }
         self.push_layer(st, key, created_by, layer);
         Ok(false)
+    }
+
+    /// Removes the scratch dirs `dirs` once the work that used them ended with `res`. A dir
+    /// that will not go is kept beside a failure (`BuildError::Cleanup`: both are reported,
+    /// the failure first); after a success it is a note, the build itself went through.
+    pub(super) async fn remove_after<T>(
+        &self,
+        res: Result<T, BuildError>,
+        dirs: Vec<PathBuf>,
+    ) -> Result<T, BuildError> {
+        let mut cleanup = Vec::new();
+        for path in dirs {
+            let p = path.clone();
+            let removed = tokio::task::spawn_blocking(move || remove_scratch(&p))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            match removed {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    cleanup.push(Leftover { path, error });
+                }
+                _ => {}
+            }
+        }
+        match res {
+            Err(error) if !cleanup.is_empty() => Err(BuildError::Cleanup {
+                error: Box::new(error),
+                cleanup,
+            }),
+            Err(error) => Err(error),
+            Ok(v) => {
+                for l in cleanup {
+                    (self.log)(Event::Note {
+                        message: format!("could not remove {}: {}", l.path.display(), l.error),
+                    });
+                }
+                Ok(v)
+            }
+        }
     }
 
     /// The layer of directory `dir` (none when it is empty), taken into the store.

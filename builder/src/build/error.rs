@@ -10,6 +10,7 @@
 #![deny(clippy::disallowed_methods)]
 
 use std::io;
+use std::path::PathBuf;
 
 use super::archive::ArchiveError;
 use super::tree::TreeError;
@@ -61,6 +62,14 @@ pub enum BuildError {
     /// The store could not save the image.
     #[error(transparent)]
     Save(HostError),
+    /// A failure, and the failure to clean up after it (youki's `CreateContainerError(run,
+    /// cleanup)`): both are kept, the first one first.
+    #[error("{error}; cleaning up failed too: {}", leftovers(.cleanup))]
+    Cleanup {
+        #[source]
+        error: Box<BuildError>,
+        cleanup: Vec<Leftover>,
+    },
 }
 
 /// What one instruction met.
@@ -112,4 +121,18 @@ pub enum StepError {
     /// Blocking work that did not finish.
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// A scratch dir of ours that could not be removed.
+#[derive(Debug)]
+pub struct Leftover {
+    pub path: PathBuf,
+    pub error: io::Error,
+}
+
+fn leftovers(l: &[Leftover]) -> String {
+    l.iter()
+        .map(|l| format!("removing {}: {}", l.path.display(), l.error))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::api::{Mount, RunStep, StepRunner, Store};
 use super::builder::{flag, stage_ref, Builder};
-use super::cache::{own, remove_scratch};
+use super::cache::own;
 use super::error::{BuildError, StepError};
 use super::state::{key_of, State};
 use crate::dockerfile::{Command, HereDoc, Step};
@@ -74,18 +74,26 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
         let mut mounts = Vec::new();
         let mut mount_keys = Vec::new();
         let mut scratch = Vec::new();
-        for (name, value) in flags {
-            if name != "mount" {
-                continue;
+        let mounted: Result<(), BuildError> = async {
+            for (name, value) in flags {
+                if name != "mount" {
+                    continue;
+                }
+                let spec = self
+                    .lexer
+                    .word(value.as_deref().unwrap_or(""), &vars)
+                    .map_err(|e| self.err(step, e))?;
+                let (m, key, tmp) = self.mount(step, &spec, &workdir, stage, done).await?;
+                mount_keys.push(format!("{spec} {key}"));
+                mounts.push(m);
+                scratch.extend(tmp);
             }
-            let spec = self
-                .lexer
-                .word(value.as_deref().unwrap_or(""), &vars)
-                .map_err(|e| self.err(step, e))?;
-            let (m, key, tmp) = self.mount(step, &spec, &workdir, stage, done).await?;
-            mount_keys.push(format!("{spec} {key}"));
-            mounts.push(m);
-            scratch.extend(tmp);
+            Ok(())
+        }
+        .await;
+        if let Err(e) = mounted {
+            // The scratch dirs of the mounts made before the one that failed go too.
+            return self.remove_after(Err(e), scratch).await;
         }
         // Build args reach RUN as environment variables (ENV wins), as with docker.
         let mut env: BTreeMap<String, String> = st.args.clone();
@@ -143,10 +151,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
                 Ok(upper)
             })
             .await;
-        for d in scratch {
-            let _ = remove_scratch(&d);
-        }
-        res
+        self.remove_after(res, scratch).await
     }
 
     /// `--mount=type=cache|bind|tmpfs,target=…`: what the step gets there, the part of the

@@ -1,13 +1,20 @@
-//! Hostile trees and archives against the layer assembly; heredoc scripts.
+//! Hostile trees and archives against the layer assembly; heredoc scripts; scratch dirs and
+//! their cleanup through `build()` on a store of temp dirs.
 
 #![allow(clippy::disallowed_methods)] // the tests make their trees in temp dirs of their own
 
 use std::io::Seek;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use reg_registry::digest::Digest;
 use reg_untrusted::{Node, Tree};
 
+use super::api::{BaseImage, Image, LayerRef, Log, Options, RunStep, StepRunner, Store};
 use super::archive::{archive_kind, extract, Archive};
+use super::error::{BuildError, Leftover};
 use super::run::script;
 use super::tree::{copy_tree, mirror_dirs, CopyOpts};
 use crate::dockerfile::HereDoc;
@@ -158,4 +165,123 @@ fn heredoc_scripts() {
         "sh <<'REG_HEREDOC_0'\necho $X\nREG_HEREDOC_0"
     );
     assert_eq!(script("echo a", &[]), "echo a");
+}
+
+/// What the fakes refuse to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(&'static str);
+
+/// A store of temp dirs: no images, tmp paths numbered under `<dir>/tmp`.
+struct TmpStore {
+    dir: tempfile::TempDir,
+    n: AtomicUsize,
+}
+
+impl Store for TmpStore {
+    type Error = Refused;
+
+    async fn base(&self, _: &str, _: Log) -> Result<BaseImage, Refused> {
+        Err(Refused("no images in this store"))
+    }
+    fn snapshot(&self, chain_id: &Digest) -> PathBuf {
+        self.dir.path().join("snapshots").join(chain_id.hex())
+    }
+    fn has_layer(&self, _: &LayerRef, _: &Digest) -> bool {
+        false
+    }
+    fn tmp(&self, what: &str) -> PathBuf {
+        let n = self.n.fetch_add(1, Ordering::Relaxed);
+        self.dir.path().join("tmp").join(format!("{what}-{n}"))
+    }
+    fn add_layer(&self, _: &Path, _: &LayerRef, _: &Path, _: &Digest) -> Result<(), Refused> {
+        Err(Refused("no layers in this store"))
+    }
+    fn save(&self, _: &[String], _: &Image) -> Result<(), Refused> {
+        Ok(())
+    }
+}
+
+struct NoRunner;
+
+impl StepRunner for NoRunner {
+    type Error = Refused;
+
+    async fn run(&self, _: RunStep, _: Log) -> Result<i32, Refused> {
+        Err(Refused("no step runs here"))
+    }
+}
+
+/// Builds `dockerfile` (an empty context, no cache) on a [`TmpStore`]: the store and the result.
+async fn build_on_tmp(dockerfile: &str) -> (TmpStore, Result<Image, BuildError>) {
+    let store = TmpStore {
+        dir: tempfile::tempdir().expect("tempdir"),
+        n: AtomicUsize::new(0),
+    };
+    let context_dir = store.dir.path().join("context");
+    std::fs::create_dir(&context_dir).expect("context");
+    let context = crate::context::Context {
+        dir: context_dir,
+        digests: Default::default(),
+        dockerfile: None,
+    };
+    let df = crate::dockerfile::parse("Dockerfile", dockerfile).expect("parses");
+    let opts = Options {
+        file: "Dockerfile".into(),
+        build_args: Default::default(),
+        target: None,
+        no_cache: true,
+        compression: crate::layer::Compression::Gzip,
+        epoch: 0,
+        tags: Vec::new(),
+        cache_dir: store.dir.path().join("cache"),
+    };
+    let res = super::build(&store, &NoRunner, &df, &context, &opts, Arc::new(|_| {})).await;
+    (store, res)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_mount_leaves_no_scratch_dir_of_the_mounts_before_it() {
+    let (store, res) = build_on_tmp(
+        "FROM scratch\nRUN --mount=type=tmpfs,target=/a --mount=type=nope,target=/b true\n",
+    )
+    .await;
+    let err = res.expect_err("refused").to_string();
+    assert!(
+        err.starts_with("Dockerfile:2: RUN: --mount type=nope is not supported"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(store.dir.path().join("tmp"))
+        .expect("the tmpfs dir was made")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_step_leaves_no_scratch_dir() {
+    let (store, res) = build_on_tmp("FROM scratch\nRUN --mount=type=tmpfs,target=/a true\n").await;
+    let err = res.expect_err("refused").to_string();
+    assert_eq!(err, "Dockerfile:2: RUN: no step runs here");
+    let left: Vec<_> = std::fs::read_dir(store.dir.path().join("tmp"))
+        .expect("scratch dirs were made")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_failed_cleanup_is_reported_after_the_failure() {
+    let e = BuildError::Cleanup {
+        error: Box::new(BuildError::Cycle),
+        cleanup: vec![Leftover {
+            path: "/data/tmp/step-1".into(),
+            error: std::io::Error::other("device busy"),
+        }],
+    };
+    assert_eq!(
+        e.to_string(),
+        "stages depend on each other in a cycle; cleaning up failed too: \
+         removing /data/tmp/step-1: device busy"
+    );
 }
