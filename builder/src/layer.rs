@@ -36,14 +36,19 @@ impl Compression {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Compression, String> {
+    pub fn parse(s: &str) -> Result<Compression, UnknownCompression> {
         match s {
             "gzip" | "" => Ok(Compression::Gzip),
             "zstd" => Ok(Compression::Zstd),
-            o => Err(format!("unknown compression {o:?}: use gzip or zstd")),
+            o => Err(UnknownCompression(o.to_string())),
         }
     }
 }
+
+/// A compression other than gzip or zstd (as asked for).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown compression {0:?}: use gzip or zstd")]
+pub struct UnknownCompression(pub String);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {

@@ -17,6 +17,8 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use reg_builder::build::{BaseImage, Event, Image, LayerRef, Log, RunStep, StepRunner, Store};
 use reg_node::api::{decode_auth, AgentState, ApiError};
+use reg_node::containers::ContainerError;
+use reg_node::image::PullError;
 use reg_registry::client::RegistryClient;
 use reg_registry::{Digest, Reference};
 
@@ -113,7 +115,7 @@ async fn build(
     let bad = |m: String| ApiError::bad_request(m).into_response();
     let compression = match reg_builder::layer::Compression::parse(&q.compression) {
         Ok(c) => c,
-        Err(e) => return bad(e),
+        Err(e) => return bad(e.to_string()),
     };
     let build_args: BTreeMap<String, String> = if q.buildargs.is_empty() {
         BTreeMap::new()
@@ -221,14 +223,78 @@ struct NodeStore {
     sources: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
+/// What the node's image store met for a build. The builder keeps it as the source of its own
+/// error; the messages are those of the node's errors, as they were.
+#[derive(Debug)]
+enum StoreError {
+    Reference(reg_registry::ReferenceError),
+    Pull(PullError),
+    Task(tokio::task::JoinError),
+    /// A stored image's record that does not read back (it was verified when pulled or built).
+    Record {
+        reference: String,
+        what: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    fn record(
+        reference: &str,
+        what: &'static str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Record {
+            reference: reference.to_string(),
+            what,
+            source: Box::new(e),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Reference(e) => e.fmt(f),
+            StoreError::Pull(e) => e.fmt(f),
+            StoreError::Task(e) => e.fmt(f),
+            StoreError::Record {
+                reference,
+                what,
+                source,
+            } => write!(f, "stored image {reference}: {what}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The first three show their inner error's message as their own: its source is theirs.
+        match self {
+            StoreError::Reference(e) => e.source(),
+            StoreError::Pull(e) => e.source(),
+            StoreError::Task(e) => e.source(),
+            StoreError::Record { source, .. } => Some(source.as_ref()),
+        }
+    }
+}
+
+impl From<PullError> for StoreError {
+    fn from(e: PullError) -> StoreError {
+        StoreError::Pull(e)
+    }
+}
+
 impl Store for NodeStore {
-    async fn base(&self, reference: &str, log: Log) -> Result<BaseImage, String> {
-        let r = Reference::parse(reference, &self.default_registry).map_err(|e| e.to_string())?;
+    type Error = StoreError;
+
+    async fn base(&self, reference: &str, log: Log) -> Result<BaseImage, StoreError> {
+        let r =
+            Reference::parse(reference, &self.default_registry).map_err(StoreError::Reference)?;
         let (store, key) = (self.st.store.clone(), r.to_string());
         let found = tokio::task::spawn_blocking(move || store.get(&key))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(StoreError::Task)??;
         let rec = match found {
             Some(rec) => rec,
             None => {
@@ -236,42 +302,38 @@ impl Store for NodeStore {
                     message: format!("pulling {r}"),
                 });
                 let client = RegistryClient::with_credentials(&r.registry, self.auth.clone());
-                self.st
-                    .store
-                    .pull(&client, &r, |_| {})
-                    .await
-                    .map_err(|e| e.to_string())?
+                self.st.store.pull(&client, &r, |_| {}).await?
             }
         };
         // The record was verified when pulled (or built); a bad one is reported, not guessed.
-        let bad = |what: &str, e: String| format!("stored image {reference}: {what}: {e}");
         #[derive(serde::Deserialize)]
         struct Layers {
             #[serde(default)]
             layers: Vec<reg_registry::manifest::Descriptor>,
         }
-        let manifest: Layers =
-            serde_json::from_str(&rec.manifest).map_err(|e| bad("manifest", e.to_string()))?;
+        let manifest: Layers = serde_json::from_str(&rec.manifest)
+            .map_err(|e| StoreError::record(reference, "manifest", e))?;
         let diff_ids: Vec<Digest> =
             serde_json::from_value(rec.config["rootfs"]["diff_ids"].clone())
-                .map_err(|e| bad("diff ids", e.to_string()))?;
+                .map_err(|e| StoreError::record(reference, "diff ids", e))?;
         let layers = manifest
             .layers
             .iter()
             .zip(diff_ids)
             .map(|(l, diff_id)| {
                 Ok(LayerRef {
-                    digest: Digest::parse(&l.digest).map_err(|e| bad("layer", e.to_string()))?,
+                    digest: Digest::parse(&l.digest)
+                        .map_err(|e| StoreError::record(reference, "layer", e))?,
                     diff_id,
                     size: u64::try_from(l.size).unwrap_or(0),
                     media_type: l.media_type.clone(),
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, StoreError>>()?;
         if let Ok(mut sources) = self.sources.lock() {
             sources.extend(rec.sources.clone());
         }
-        let id = Digest::parse(&rec.id).map_err(|e| bad("id", e.to_string()))?;
+        let id = Digest::parse(&rec.id).map_err(|e| StoreError::record(reference, "id", e))?;
         Ok(BaseImage {
             id,
             config: rec.config,
@@ -299,14 +361,14 @@ impl Store for NodeStore {
         layer: &LayerRef,
         snapshot: &Path,
         chain_id: &Digest,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         self.st
             .store
-            .adopt_layer(blob, &layer.digest, snapshot, &chain_id.to_string())
-            .map_err(|e| e.to_string())
+            .adopt_layer(blob, &layer.digest, snapshot, &chain_id.to_string())?;
+        Ok(())
     }
 
-    fn save(&self, tags: &[String], image: &Image) -> Result<(), String> {
+    fn save(&self, tags: &[String], image: &Image) -> Result<(), StoreError> {
         let refs: Vec<String> = if tags.is_empty() {
             vec![image.id.to_string()]
         } else {
@@ -325,16 +387,13 @@ impl Store for NodeStore {
             Err(_) => Default::default(),
         };
         for r in refs {
-            self.st
-                .store
-                .put_built(
-                    &r,
-                    &image.manifest,
-                    &image.config,
-                    chain.clone(),
-                    sources.clone(),
-                )
-                .map_err(|e| e.to_string())?;
+            self.st.store.put_built(
+                &r,
+                &image.manifest,
+                &image.config,
+                chain.clone(),
+                sources.clone(),
+            )?;
         }
         Ok(())
     }
@@ -345,7 +404,9 @@ struct NodeRunner {
 }
 
 impl StepRunner for NodeRunner {
-    async fn run(&self, step: RunStep, log: Log) -> Result<i32, String> {
+    type Error = ContainerError;
+
+    async fn run(&self, step: RunStep, log: Log) -> Result<i32, ContainerError> {
         let id = step
             .dir
             .file_name()
@@ -388,6 +449,5 @@ impl StepRunner for NodeRunner {
             .containers
             .run_step(spec, move |line| log(Event::Output { line }))
             .await
-            .map_err(|e| e.to_string())
     }
 }
