@@ -179,7 +179,7 @@ pub async fn create(
     }
     let mut ports = Vec::new();
     for p in &req.publish {
-        ports.push(crate::network::ports::PortSpec::parse(p).map_err(bad)?);
+        ports.push(crate::network::ports::PortSpec::parse(p)?);
     }
     if (!ports.is_empty() || req.publish_all) && net.is_none() {
         return Err(bad(format!(
@@ -198,7 +198,7 @@ pub async fn create(
     if req.publish_all {
         if let Some(exposed) = image.config["config"]["ExposedPorts"].as_object() {
             for k in exposed.keys() {
-                let mut p = crate::network::ports::PortSpec::parse(k).map_err(bad)?;
+                let mut p = crate::network::ports::PortSpec::parse(k)?;
                 p.host_port = 0;
                 if !ports.contains(&p) {
                     ports.push(p);

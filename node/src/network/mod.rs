@@ -68,18 +68,22 @@ pub struct Subnet {
 }
 
 impl Subnet {
-    pub fn parse(s: &str) -> Result<Subnet, String> {
-        let (ip, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("invalid subnet {s:?}: expected a.b.c.d/len"))?;
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("invalid subnet {s:?}: {ip} is not an IPv4 address"))?;
+    pub fn parse(s: &str) -> Result<Subnet, NetworkError> {
+        let (ip, len) = s.split_once('/').ok_or_else(|| {
+            NetworkError::Invalid(format!("invalid subnet {s:?}: expected a.b.c.d/len"))
+        })?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| {
+            NetworkError::Invalid(format!("invalid subnet {s:?}: {ip} is not an IPv4 address"))
+        })?;
         let prefix: u8 = len
             .parse()
             .ok()
             .filter(|p| (8..=30).contains(p))
-            .ok_or_else(|| format!("invalid subnet {s:?}: the prefix length must be 8 to 30"))?;
+            .ok_or_else(|| {
+                NetworkError::Invalid(format!(
+                    "invalid subnet {s:?}: the prefix length must be 8 to 30"
+                ))
+            })?;
         let base = Ipv4Addr::from(u32::from(ip) & Self::mask(prefix));
         Ok(Subnet { base, prefix })
     }
@@ -378,7 +382,7 @@ impl Networks {
         }
         let subnet = match subnet {
             Some(s) => {
-                let s = Subnet::parse(s).map_err(bad)?;
+                let s = Subnet::parse(s)?;
                 claim(&s, &self.root).map_err(bad)?;
                 s
             }
@@ -726,7 +730,7 @@ impl Networks {
                 }
                 Err(e) => {
                     live.iter().for_each(|t| t.abort());
-                    return Err(NetworkError::Conflict(e));
+                    return Err(e);
                 }
             }
         }
@@ -944,12 +948,9 @@ pub fn host_if(container: &str, network: &str) -> String {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    f: impl FnOnce() -> Result<T, NetworkError> + Send + 'static,
 ) -> Result<T, NetworkError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(failed)?
-        .map_err(failed)
+    tokio::task::spawn_blocking(f).await.map_err(failed)?
 }
 
 /// The nftables table that holds a network's rules (one per network, owned by reg alone).
@@ -1027,7 +1028,7 @@ fn rules(n: &Network) -> String {
 }
 
 /// Creates the bridge and the firewall rules of `n`.
-fn network_up(n: &Network) -> Result<(), String> {
+fn network_up(n: &Network) -> Result<(), NetworkError> {
     let subnet = Subnet::parse(&n.subnet)?;
     let (br, gw) = (n.bridge.clone(), subnet.host(1));
     netlink::run(None, move |h| async move {
@@ -1057,16 +1058,16 @@ fn network_up(n: &Network) -> Result<(), String> {
         format!("/proc/sys/net/ipv4/conf/{br}/route_localnet", br = n.bridge),
         "1",
     )
-    .map_err(|e| format!("enabling route_localnet on {}: {e}", n.bridge))?;
+    .map_err(|e| failed(format!("enabling route_localnet on {}: {e}", n.bridge)))?;
     if !n.internal {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .map_err(|e| format!("enabling ip_forward: {e}"))?;
+            .map_err(|e| failed(format!("enabling ip_forward: {e}")))?;
     }
     Ok(())
 }
 
 /// Removes what [`network_up`] made.
-fn network_down(n: &Network) -> Result<(), String> {
+fn network_down(n: &Network) -> Result<(), NetworkError> {
     netlink::delete_links(vec![n.bridge.clone()])()?;
     if nft_output(&["list", "table", "ip", &table(n)]).is_some() {
         nft::apply(&format!("delete table ip {}\n", table(n)))?;

@@ -16,10 +16,12 @@ use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
-type Result<T> = std::result::Result<T, String>;
+use super::error::{failed, NetworkError};
 
-fn ctx<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
+type Result<T> = std::result::Result<T, NetworkError>;
+
+fn ctx<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> NetworkError + '_ {
+    move |e| failed(format!("{what}: {e}"))
 }
 
 /// Runs `f` with a netlink handle opened in the host's namespace (`netns` None) or inside
@@ -40,7 +42,7 @@ where
         })
     })
     .join()
-    .map_err(|_| "a netlink worker thread panicked".to_string())?
+    .map_err(|_| failed("a netlink worker thread panicked"))?
 }
 
 fn block_on<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -71,11 +73,11 @@ fn enter(path: &Path) -> Result<()> {
 pub fn remove_netns(path: &Path) -> Result<()> {
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(format!("unmounting {}: {e}", path.display())),
+        Err(e) => return Err(failed(format!("unmounting {}: {e}", path.display()))),
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(format!("removing {}: {e}", path.display()))
+            Err(failed(format!("removing {}: {e}", path.display())))
         }
         _ => Ok(()),
     }
@@ -89,7 +91,7 @@ pub async fn index(h: &Handle, name: &str) -> Result<Option<u32>> {
         Ok(None) => Ok(None),
         // No such device.
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => Ok(None),
-        Err(e) => Err(format!("looking up link {name}: {e}")),
+        Err(e) => Err(failed(format!("looking up link {name}: {e}"))),
     }
 }
 
@@ -113,7 +115,7 @@ pub async fn bridge_up(h: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8) ->
                 .map_err(ctx(&format!("creating bridge {name}")))?;
             index(h, name)
                 .await?
-                .ok_or_else(|| format!("bridge {name} vanished after creation"))?
+                .ok_or_else(|| failed(format!("bridge {name} vanished after creation")))?
         }
     };
     let has = h
@@ -221,7 +223,7 @@ pub fn setup(s: Setup) -> Result<Option<std::net::UdpSocket>> {
                 delete_link(&host, &e.host_if).await?;
                 let bridge = index(&host, &e.bridge)
                     .await?
-                    .ok_or_else(|| format!("bridge {} does not exist", e.bridge))?;
+                    .ok_or_else(|| failed(format!("bridge {} does not exist", e.bridge)))?;
                 let peer = LinkMessageBuilder::<LinkUnspec>::new()
                     .name(e.if_name.clone())
                     .address(e.mac.to_vec())
@@ -239,7 +241,7 @@ pub fn setup(s: Setup) -> Result<Option<std::net::UdpSocket>> {
                     .map_err(ctx(&format!("creating veth {}", e.host_if)))?;
                 let idx = index(&host, &e.host_if)
                     .await?
-                    .ok_or_else(|| format!("veth {} vanished after creation", e.host_if))?;
+                    .ok_or_else(|| failed(format!("veth {} vanished after creation", e.host_if)))?;
                 host.link()
                     .set(
                         LinkUnspec::new_with_index(idx)
@@ -252,7 +254,7 @@ pub fn setup(s: Setup) -> Result<Option<std::net::UdpSocket>> {
                     .map_err(ctx(&format!("attaching {} to {}", e.host_if, e.bridge)))?;
                 let inner = index(&ns, &e.if_name)
                     .await?
-                    .ok_or_else(|| format!("{} is missing in the container", e.if_name))?;
+                    .ok_or_else(|| failed(format!("{} is missing in the container", e.if_name)))?;
                 ns.address()
                     .add(inner, e.ip.into(), e.prefix)
                     .execute()
@@ -284,7 +286,7 @@ pub fn setup(s: Setup) -> Result<Option<std::net::UdpSocket>> {
         })
     })
     .join()
-    .map_err(|_| "a netns worker thread panicked".to_string())?
+    .map_err(|_| failed("a netns worker thread panicked"))?
 }
 
 /// Deletes links by name in the host's namespace (absent ones are fine): a closure for
@@ -320,5 +322,5 @@ pub fn dns_socket_in(netns: &Path) -> Result<std::net::UdpSocket> {
         bind_dns()
     })
     .join()
-    .map_err(|_| "a netns worker thread panicked".to_string())?
+    .map_err(|_| failed("a netns worker thread panicked"))?
 }

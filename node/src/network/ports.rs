@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::NetworkError;
 use super::nft;
 
 /// A published port once bound: `HOSTIP:HOSTPORT -> CTRPORT/PROTO`.
@@ -42,35 +43,41 @@ pub struct PortSpec {
 
 impl PortSpec {
     /// docker's `-p` syntax.
-    pub fn parse(s: &str) -> Result<PortSpec, String> {
+    pub fn parse(s: &str) -> Result<PortSpec, NetworkError> {
         let (addr, proto) = match s.rsplit_once('/') {
             Some((a, p)) if p == "tcp" || p == "udp" => (a, p),
-            Some((_, p)) => return Err(format!("-p {s}: unknown protocol {p:?} (tcp or udp)")),
+            Some((_, p)) => {
+                return Err(NetworkError::Invalid(format!(
+                    "-p {s}: unknown protocol {p:?} (tcp or udp)"
+                )))
+            }
             None => (s, "tcp"),
         };
-        let port = |p: &str, what: &str| -> Result<u16, String> {
+        let port = |p: &str, what: &str| -> Result<u16, NetworkError> {
             p.parse::<u16>()
-                .map_err(|_| format!("-p {s}: invalid {what} port {p:?}"))
+                .map_err(|_| NetworkError::Invalid(format!("-p {s}: invalid {what} port {p:?}")))
         };
         let parts: Vec<&str> = addr.split(':').collect();
         let (ip, host, ctr) = match parts.as_slice() {
             [c] => (None, 0, port(c, "container")?),
             [h, c] => (None, port(h, "host")?, port(c, "container")?),
             [ip, h, c] => {
-                let ip: Ipv4Addr = ip
-                    .parse()
-                    .map_err(|_| format!("-p {s}: invalid host address {ip:?}"))?;
+                let ip: Ipv4Addr = ip.parse().map_err(|_| {
+                    NetworkError::Invalid(format!("-p {s}: invalid host address {ip:?}"))
+                })?;
                 let h = if h.is_empty() { 0 } else { port(h, "host")? };
                 (Some(ip), h, port(c, "container")?)
             }
             _ => {
-                return Err(format!(
+                return Err(NetworkError::Invalid(format!(
                     "-p {s}: expected [HOSTIP:][HOSTPORT:]CONTAINERPORT[/udp]"
-                ))
+                )))
             }
         };
         if ctr == 0 {
-            return Err(format!("-p {s}: the container port cannot be 0"));
+            return Err(NetworkError::Invalid(format!(
+                "-p {s}: the container port cannot be 0"
+            )));
         }
         Ok(PortSpec {
             host_ip: ip.filter(|i| !i.is_unspecified()),
@@ -85,12 +92,12 @@ impl PortSpec {
 pub async fn publish(
     p: &PortSpec,
     target: Ipv4Addr,
-) -> Result<(PortBinding, tokio::task::AbortHandle), String> {
+) -> Result<(PortBinding, tokio::task::AbortHandle), NetworkError> {
     let ip = p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
     let listen = SocketAddr::from((ip, p.host_port));
     let dest = SocketAddr::from((target, p.container_port));
     let taken = |e: std::io::Error| {
-        format!(
+        NetworkError::Conflict(format!(
             "cannot publish {}:{} -> {}/{}: {e}{}",
             ip,
             p.host_port,
@@ -101,7 +108,7 @@ pub async fn publish(
             } else {
                 ""
             }
-        )
+        ))
     };
     let (port, task) = if p.proto == "udp" {
         let s = tokio::net::UdpSocket::bind(listen).await.map_err(taken)?;
@@ -146,7 +153,7 @@ fn elements(bound: &[PortBinding], target: Ipv4Addr) -> Vec<(String, String, Str
 
 /// Makes the kernel forward `bound` to `target` (elements of the maps in network table `table`).
 /// An element left by an agent that died is replaced.
-pub fn dnat_add(table: &str, bound: &[PortBinding], target: Ipv4Addr) -> Result<(), String> {
+pub fn dnat_add(table: &str, bound: &[PortBinding], target: Ipv4Addr) -> Result<(), NetworkError> {
     let els = elements(bound, target);
     let add: String = els
         .iter()
@@ -162,7 +169,7 @@ pub fn dnat_add(table: &str, bound: &[PortBinding], target: Ipv4Addr) -> Result<
 }
 
 /// Stops forwarding `bound`.
-pub fn dnat_remove(table: &str, bound: &[PortBinding]) -> Result<(), String> {
+pub fn dnat_remove(table: &str, bound: &[PortBinding]) -> Result<(), NetworkError> {
     let del: String = elements(bound, Ipv4Addr::UNSPECIFIED)
         .iter()
         .map(|(m, k, _)| format!("delete element ip {table} {m} {{ {k} }}\n"))
