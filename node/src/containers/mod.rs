@@ -279,6 +279,29 @@ fn read_file(dir: &Path, name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Returns once the monitor `pid` of container `id` (started by an earlier agent) has ended:
+/// its pidfd becomes readable when it exits. Where pidfds are missing (Linux before 5.3), the
+/// `exit` file and the process are checked every 100 ms.
+#[allow(unsafe_code)]
+async fn monitor_gone(pid: i32, id: &str, dir: &Path) {
+    let pidfd = rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    // Opened first, then checked to be ours: a pid reused since then cannot be mistaken.
+    if !monitor_alive(pid, id) {
+        return;
+    }
+    // SAFETY: the pidfd is moved into the AsyncFd, which owns it from here on: nothing else
+    // can close it while it is registered (tokio's I/O-safety condition for `register`).
+    let watched = pidfd.and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd) }.ok());
+    if let Some(fd) = watched {
+        let _ = fd.readable().await;
+        return;
+    }
+    while !dir.join(EXIT).exists() && monitor_alive(pid, id) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Whether the monitor of container `id` still runs (its command line names the container).
 fn monitor_alive(pid: i32, id: &str) -> bool {
     pid > 0
@@ -638,7 +661,8 @@ fn spawn_monitor(
         .args(["node", "monitor", "--bundle"])
         .arg(dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        // The monitor writes the init's pid here once it runs (see `started_pid`).
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(kill_on_drop)
@@ -721,7 +745,7 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ContainerError>
         }
     };
     let child = spawn_monitor(&exe, &dir, false);
-    let child = match child {
+    let mut child = match child {
         Ok(c) => c,
         Err(e) => {
             undo(cs.clone(), id.to_string(), netns, bound).await;
@@ -729,19 +753,9 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ContainerError>
         }
     };
     let monitor_pid = child.id().map(|p| p as i32).unwrap_or(0);
-    // The monitor writes `pid` once the init is in its namespaces and cgroup (or `exit`).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut pid = 0;
-    while std::time::Instant::now() < deadline {
-        if let Some(p) = read_file(&dir, PID).and_then(|p| p.parse().ok()) {
-            pid = p;
-            break;
-        }
-        if dir.join(EXIT).exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    // The monitor writes the pid once the init is in its namespaces and cgroup; end-of-file
+    // (0) when it ended without starting one (its `exit` file says why).
+    let pid = started_pid(&mut child).await;
     let rec = cs
         .update(id, |r| {
             r.state = ContainerState {
@@ -764,6 +778,21 @@ async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ContainerError>
     Ok(rec)
 }
 
+/// The init's pid as the container's monitor reports it on its stdout: 0 when the monitor ends
+/// (or says nothing for 30 s) without starting it.
+async fn started_pid(child: &mut tokio::process::Child) -> i32 {
+    use tokio::io::AsyncBufReadExt;
+    let Some(out) = child.stdout.take() else {
+        return 0;
+    };
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(out);
+    match tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => line.trim().parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Waits for a container's monitor to end, then records the exit and applies `--rm` and the
 /// restart policy. `child` is the monitor when this agent started it; a re-attached monitor
 /// (started by an earlier agent) is watched through its files.
@@ -779,11 +808,7 @@ async fn watch_exit(
         Some(mut c) => {
             let _ = c.wait().await;
         }
-        None => {
-            while !dir.join(EXIT).exists() && monitor_alive(monitor_pid, &id) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        None => monitor_gone(monitor_pid, &id, &dir).await,
     }
     let (code, error) = match read_file(&dir, EXIT).and_then(|c| c.parse::<i32>().ok()) {
         Some(c) => (c, String::new()),

@@ -147,6 +147,18 @@ pub fn fail(dir: &Path, why: &str) -> i32 {
 pub fn monitor(spec: &Spec) -> i32 {
     let dir = spec.dir.clone();
     let fail = |why: String| fail(&dir, &why);
+    // Our stdout as the agent gave it (a pipe it reads, or /dev/null): the init's pid goes
+    // there once the init runs, so the agent learns it without polling for the `pid` file.
+    // Kept above fd 2 and close-on-exec (fds 0-2 become the container's own stdio below).
+    // (std duplicates with F_DUPFD_CLOEXEC from 3 up.)
+    let mut started_to = {
+        use std::os::fd::AsFd;
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(std::fs::File::from)
+    };
     let log = match std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -233,9 +245,16 @@ pub fn monitor(spec: &Spec) -> i32 {
             readers.push(pump(master, "stdout", log.clone()));
         }
     }
+    if started.is_err() {
+        // Nothing started: the agent reads end-of-file now, and finds the exit file.
+        drop(started_to.take());
+    }
     let code = match started {
         Ok((pid, cgroup)) => {
             let _ = write_atomic(&dir, PID, &pid.as_raw().to_string());
+            if let Some(mut to) = started_to.take() {
+                let _ = writeln!(to, "{}", pid.as_raw());
+            }
             let code = runtime::wait(spec, pid);
             if oom_killed(&spec.id) {
                 let _ = write_atomic(&dir, OOM, "1");
