@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use super::AgentError;
+use super::shared::AgentError;
 
 /// This process's stdin as a request body (read on a thread of its own; ends at end-of-file).
 pub fn stdin_body() -> http_body_util::combinators::BoxBody<Bytes, std::io::Error> {

@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{flag, pump_stdin, stream_response, AgentState, ApiError};
+use super::error::ApiError;
+use super::shared::{flag, pump_stdin, stream_response, AgentState};
 use crate::containers::streams::ExecRequest;
 use crate::containers::{control, create, streams, Record, RestartPolicy, RunRequest, Status};
 use crate::runtime::monitor::LOG;

@@ -11,7 +11,8 @@ use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{decode_auth, flag, stream_response, AgentState, ApiError};
+use super::error::ApiError;
+use super::shared::{decode_auth, flag, stream_response, AgentState};
 use crate::image::{ImageRecord, Progress};
 use reg_registry::client::RegistryClient;
 use reg_registry::Reference;

@@ -8,17 +8,11 @@
 //! Registry credentials travel with each request in `X-Registry-Auth` (base64 JSON
 //! `{"username","password"}`), as with docker: the agent never reads a user's credential files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use base64::Engine as _;
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::containers::Containers;
 use crate::image::ImageStore;
@@ -28,60 +22,16 @@ mod containers;
 mod error;
 mod images;
 mod networks;
+mod shared;
 mod system;
 mod volumes;
 pub mod wire;
 
 pub use client::{stdin_body, writer_body, AgentClient};
 pub use error::ApiError;
-
-/// The API version this agent speaks (checked by the client).
-pub const API_VERSION: &str = "1";
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error("node agent socket {path}: {source}")]
-    Socket {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Store(#[from] crate::image::PullError),
-    #[error("cannot reach the node agent at {path}: {source}; is `reg node serve` (or `reg serve`) running, and may you open its socket?")]
-    Connect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("node agent: {0}")]
-    Protocol(String),
-    /// The agent answered `status` (not 2xx) with `message`.
-    #[error("{message}")]
-    Api { status: u16, message: String },
-}
-
-pub struct AgentState {
-    pub store: Arc<ImageStore>,
-    pub default_registry: String,
-    pub containers: Arc<Containers>,
-}
-
-/// Credentials sent by the client for the registry of this request.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct RegistryAuth {
-    pub username: String,
-    pub password: String,
-}
-
-pub fn encode_auth(a: &RegistryAuth) -> String {
-    base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(a).unwrap_or_default())
-}
-
-pub fn decode_auth(h: &HeaderMap) -> Option<(String, String)> {
-    let v = h.get("x-registry-auth")?.to_str().ok()?;
-    let raw = base64::engine::general_purpose::URL_SAFE.decode(v).ok()?;
-    let a: RegistryAuth = serde_json::from_slice(&raw).ok()?;
-    (!a.username.is_empty()).then_some((a.username, a.password))
-}
+pub use shared::{
+    decode_auth, encode_auth, stream_response, AgentError, AgentState, RegistryAuth, API_VERSION,
+};
 
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
@@ -187,39 +137,4 @@ pub async fn serve(
     networks.shutdown().await;
     let _ = std::fs::remove_file(socket);
     result.map_err(sock_err)
-}
-
-/// A query flag: `1`, `true` or `yes` (as docker's API takes them).
-pub(crate) fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    let v = String::deserialize(d)?;
-    Ok(matches!(v.as_str(), "1" | "true" | "yes"))
-}
-
-/// A stream of JSON lines from a channel, as an `application/x-ndjson` answer.
-pub fn stream_response(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Response {
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    Response::builder()
-        .header("content-type", "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|e| ApiError::internal(e).into_response())
-}
-
-/// Copies a request body into `sink` (a container's or an exec'd process's stdin); closing it
-/// gives end-of-file.
-pub(crate) async fn pump_stdin(body: Body, sink: impl tokio::io::AsyncWrite + Unpin) {
-    use futures::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    let mut sink = sink;
-    let mut stream = body.into_data_stream();
-    let mut open = true;
-    while let Some(Ok(chunk)) = stream.next().await {
-        // Once the container stops reading, the rest is drained (a connection closed with
-        // unread input would be reset, and the client could lose the end of the output).
-        if open && sink.write_all(&chunk).await.is_err() {
-            open = false;
-        }
-    }
-    let _ = sink.flush().await;
 }

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use super::error::ApiError;
+use super::shared::AgentState;
 use super::wire::{NetworkConnect, NetworkCreate, NetworkDisconnect};
-use super::{AgentState, ApiError};
 use crate::network::{mac_string, Endpoint, Network, Subnet, DEFAULT};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{AgentState, API_VERSION};
+use super::shared::{AgentState, API_VERSION};
 
 fn kernel_version() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
+use super::error::ApiError;
+use super::shared::{flag, AgentState};
 use super::wire::VolumeCreate;
-use super::{flag, AgentState, ApiError};
 use crate::containers::{control, volumes};
 
 fn describe(root: &Path, name: &str) -> serde_json::Value {

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::error::{failed, ContainerError};
+use super::service::{remove, start, Containers, Record, Status};
 use super::streams::{follow_log, open_log, Output};
-use super::{failed, remove, start, ContainerError, Containers, Record, Status};
 
 /// A started, attached container: its output from this start on, and (with `-i`) the write
 /// end of its stdin.

@@ -1,13 +1,13 @@
 //! `create`: from a request and an image to a stored container record (status `created`)
-//! with its address on its network. Nothing runs yet: [`super::start`] does that.
+//! with its address on its network. Nothing runs yet: [`super::control`] starts it.
 
 use std::sync::Arc;
 
 use reg_registry::Reference;
 
-use super::{
-    connect, failed, now, remove, ContainerError, ContainerState, Containers, Record,
-    RestartPolicy, RunRequest, Status,
+use super::error::{failed, ContainerError};
+use super::service::{
+    connect, now, remove, ContainerState, Containers, Record, RestartPolicy, RunRequest, Status,
 };
 use crate::image::ImageStore;
 use crate::runtime::Spec;

@@ -13,7 +13,8 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::create::merge_env;
-use super::{failed, ContainerError, Containers, Status};
+use super::error::{failed, ContainerError};
+use super::service::{Containers, Status};
 use crate::runtime::monitor::LOG;
 
 /// JSON lines, one `Bytes` each, as they come.

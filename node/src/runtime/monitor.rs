@@ -10,7 +10,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::runtime::{self, Spec};
+use super::spec::Spec;
+use super::{process, tty};
 
 pub const LOG: &str = "container.log";
 pub const PID: &str = "pid";
@@ -60,7 +61,7 @@ fn serve_resize(dir: &Path, master: std::fs::File) {
             let mut f = line.split_whitespace().map(str::parse::<u16>);
             if let (Some(Ok(rows)), Some(Ok(cols))) = (f.next(), f.next()) {
                 use std::os::fd::AsFd;
-                let _ = runtime::set_terminal_size(master.as_fd(), rows, cols);
+                let _ = tty::set_terminal_size(master.as_fd(), rows, cols);
             }
         }
     });
@@ -211,14 +212,14 @@ pub fn monitor(spec: &Spec) -> i32 {
     }
     drop((out_w, err_w));
     let console = if spec.tty {
-        match runtime::console_socket() {
+        match tty::console_socket() {
             Ok(pair) => Some(pair),
             Err(e) => return fail(format!("console socket: {e}")),
         }
     } else {
         None
     };
-    let started = runtime::start(spec, console.as_ref().map(|(_, init)| init));
+    let started = process::start(spec, console.as_ref().map(|(_, init)| init));
     // Our own copies of the write ends go, so the readers see EOF when the container ends.
     let _ = redirect(&devnull, 0)
         .and_then(|()| redirect(&devnull, 1))
@@ -230,7 +231,7 @@ pub fn monitor(spec: &Spec) -> i32 {
     if let Some((ours, theirs)) = console {
         drop(theirs);
         // The master arrives once the init has its terminal (nothing if it failed before).
-        if let Some(master) = runtime::receive_fd(&ours) {
+        if let Some(master) = tty::receive_fd(&ours) {
             let master = std::fs::File::from(master);
             if let Ok(m) = master.try_clone() {
                 serve_resize(&dir, m);
@@ -255,7 +256,7 @@ pub fn monitor(spec: &Spec) -> i32 {
             if let Some(mut to) = started_to.take() {
                 let _ = writeln!(to, "{}", pid.as_raw());
             }
-            let code = runtime::wait(spec, pid);
+            let code = process::wait(spec, pid);
             if oom_killed(&spec.id) {
                 let _ = write_atomic(&dir, OOM, "1");
             }
