@@ -19,6 +19,7 @@ use crate::image::ImageStore;
 
 pub mod client;
 mod containers;
+mod engine;
 mod error;
 mod images;
 mod networks;
@@ -71,6 +72,9 @@ pub fn router(state: Arc<AgentState>) -> Router {
         )
         .route("/networks/{id}/connect", post(networks::connect))
         .route("/networks/{id}/disconnect", post(networks::disconnect))
+        // Docker's Engine API: `/_ping`, then everything under the negotiated `/v1.NN`.
+        .route("/_ping", get(engine::ping).head(engine::ping))
+        .nest("/{version}", engine::router())
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found(format!(
                 "the node agent has no API {uri}: is it older than this reg client?"

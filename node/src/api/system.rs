@@ -9,7 +9,7 @@ use axum::Json;
 
 use super::shared::{AgentState, API_VERSION};
 
-fn kernel_version() -> String {
+pub(super) fn kernel_version() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()

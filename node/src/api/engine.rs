@@ -1,0 +1,424 @@
+//! Docker's Engine API, the first part: what `docker version`, `info`, `ps`, `images` and
+//! `inspect` ask for, served under `/v1.NN/…` (the version a client negotiated from `/_ping`)
+//! beside the agent's own API. Shapes follow the Engine API's reference; a field reg has no
+//! value for is left at docker's zero value.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query, RawPathParams, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::shared::{flag, AgentState};
+use crate::containers::{Record, Status};
+use crate::image::ImageRecord;
+
+/// The newest Engine API version served (docker 25's; the 28.x and 29.x CLIs and Compose
+/// negotiate down to it).
+pub const ENGINE_API_VERSION: &str = "1.44";
+/// The oldest version a client may ask for (docker's own minimum).
+pub const ENGINE_MIN_API_VERSION: &str = "1.24";
+
+/// The Engine API's routes, nested under `/{version}` by [`super::router`].
+pub fn router() -> Router<Arc<AgentState>> {
+    Router::new()
+        .route("/_ping", get(ping).head(ping))
+        .route("/version", get(version))
+        .route("/info", get(super::system::info))
+        .route("/containers/json", get(list_containers))
+        .route("/containers/{id}/json", get(inspect_container))
+        .route("/images/json", get(list_images))
+        .route("/images/{*name}", get(inspect_image))
+        .route_layer(axum::middleware::from_fn(versioned))
+}
+
+/// `(major, minor)` of `v1.44`.
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let (major, minor) = v.strip_prefix('v')?.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Only `/v1.NN/…` reaches the Engine API, and only a version this agent serves.
+async fn versioned(params: RawPathParams, req: Request, next: Next) -> Response {
+    let first = params
+        .iter()
+        .find(|(k, _)| *k == "version")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
+    let Some(asked) = parse_version(&first) else {
+        return ApiError::not_found(format!(
+            "the node agent has no API /{first}{}: is it older than this reg client?",
+            req.uri()
+        ))
+        .into_response();
+    };
+    let newest = parse_version(&format!("v{ENGINE_API_VERSION}")).unwrap_or((1, 44));
+    let oldest = parse_version(&format!("v{ENGINE_MIN_API_VERSION}")).unwrap_or((1, 24));
+    if asked > newest {
+        return ApiError::bad_request(format!(
+            "client version {}.{} is too new. Maximum supported API version is {ENGINE_API_VERSION}",
+            asked.0, asked.1
+        ))
+        .into_response();
+    }
+    if asked < oldest {
+        return ApiError::bad_request(format!(
+            "client version {}.{} is too old. Minimum supported API version is {ENGINE_MIN_API_VERSION}, please upgrade your client to a newer version",
+            asked.0, asked.1
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// `GET|HEAD /_ping`: `OK` and the headers a client negotiates with.
+pub async fn ping(method: Method) -> Response {
+    let body = if method == Method::HEAD { "" } else { "OK" };
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert("api-version", HeaderValue::from_static(ENGINE_API_VERSION));
+    h.insert("ostype", HeaderValue::from_static("linux"));
+    h.insert("docker-experimental", HeaderValue::from_static("false"));
+    h.insert("builder-version", HeaderValue::from_static("1"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn version() -> Json<serde_json::Value> {
+    let arch = crate::image::node_platform().1;
+    let kernel = super::system::kernel_version();
+    let v = env!("CARGO_PKG_VERSION");
+    Json(serde_json::json!({
+        "Platform": { "Name": "reg" },
+        "Components": [{
+            "Name": "Engine",
+            "Version": v,
+            "Details": {
+                "ApiVersion": ENGINE_API_VERSION,
+                "MinAPIVersion": ENGINE_MIN_API_VERSION,
+                "Os": "linux",
+                "Arch": arch,
+                "KernelVersion": kernel,
+            },
+        }],
+        "Version": v,
+        "ApiVersion": ENGINE_API_VERSION,
+        "MinAPIVersion": ENGINE_MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "",
+        "Os": "linux",
+        "Arch": arch,
+        "KernelVersion": kernel,
+        "BuildTime": "",
+    }))
+}
+
+/// Seconds since the epoch of an RFC 3339 time (0 when empty or unreadable).
+fn unix_seconds(t: &str) -> i64 {
+    humantime::parse_rfc3339_weak(t)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// docker's `units.HumanDuration`: how `docker ps` words an age.
+fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (m, h) = (s / 60, s / 3600);
+    match () {
+        _ if s < 1 => "Less than a second".into(),
+        _ if s == 1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", h / 24 / 365),
+    }
+}
+
+fn since(t: &str) -> std::time::Duration {
+    humantime::parse_rfc3339_weak(t)
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
+}
+
+/// `docker ps`'s STATUS column.
+fn status_text(r: &Record) -> String {
+    let s = &r.state;
+    match s.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", human_duration(since(&s.started_at))),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            s.exit_code,
+            human_duration(since(&s.finished_at))
+        ),
+    }
+}
+
+/// One entry of `GET /containers/json`.
+fn container_summary(r: &Record) -> serde_json::Value {
+    let ports: Vec<serde_json::Value> = r
+        .state
+        .ports
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "IP": p.host_ip,
+                "PrivatePort": p.container_port,
+                "PublicPort": p.host_port,
+                "Type": p.proto,
+            })
+        })
+        .collect();
+    let networks: serde_json::Map<String, serde_json::Value> = r
+        .networks
+        .iter()
+        .map(|n| {
+            (
+                n.network.clone(),
+                serde_json::json!({
+                    "NetworkID": n.network_id,
+                    "IPAddress": n.ip,
+                    "IPPrefixLen": n.prefix,
+                    "Gateway": n.gateway,
+                    "Aliases": n.aliases,
+                }),
+            )
+        })
+        .collect();
+    let mounts: Vec<serde_json::Value> = r
+        .spec
+        .mounts
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "Source": m.source,
+                "Destination": m.target,
+                "RW": !m.readonly,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "Id": r.id,
+        "Names": [format!("/{}", r.name)],
+        "Image": r.image,
+        "ImageID": r.image_id,
+        "Command": r.spec.args.join(" "),
+        "Created": unix_seconds(&r.created),
+        "Ports": ports,
+        "Labels": {},
+        "State": r.state.status.as_str(),
+        "Status": status_text(r),
+        "HostConfig": { "NetworkMode": r.spec.network },
+        "NetworkSettings": { "Networks": networks },
+        "Mounts": mounts,
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default, deserialize_with = "flag")]
+    all: bool,
+    #[serde(default)]
+    limit: Option<i64>,
+    /// docker's JSON map of filters; none is supported yet, so any is refused (never ignored).
+    #[serde(default)]
+    filters: Option<String>,
+}
+
+/// Filters a client sent: an empty map (`{}`) is none.
+fn refuse_filters(filters: Option<&str>) -> Result<(), ApiError> {
+    let Some(f) = filters.filter(|f| !f.trim().is_empty()) else {
+        return Ok(());
+    };
+    let v: BTreeMap<String, serde_json::Value> = serde_json::from_str(f)
+        .map_err(|e| ApiError::bad_request(format!("invalid filters {f:?}: {e}")))?;
+    match v.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(ApiError::bad_request(format!(
+            "invalid filter '{k}': reg does not support filters on this list yet"
+        ))),
+    }
+}
+
+/// `GET /containers/json[?all=1&limit=N]`: newest first, running ones unless `all`.
+async fn list_containers(
+    State(st): State<Arc<AgentState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    refuse_filters(q.filters.as_deref())?;
+    let cs = st.containers.clone();
+    let all = tokio::task::spawn_blocking(move || cs.list()).await??;
+    let limit = q.limit.filter(|l| *l > 0).map(|l| l as usize);
+    let list: Vec<serde_json::Value> = all
+        .iter()
+        .filter(|r| q.all || limit.is_some() || r.state.status.is_running())
+        .take(limit.unwrap_or(usize::MAX))
+        .map(container_summary)
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+async fn inspect_container(
+    State(st): State<Arc<AgentState>>,
+    UrlPath((_, id)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let cs = st.containers.clone();
+    let rec = tokio::task::spawn_blocking(move || cs.resolve(&id)).await??;
+    Ok(Json(super::containers::inspect_json(&rec)).into_response())
+}
+
+/// `GET /images/json`: one entry per image id, with every name it has.
+async fn list_images(
+    State(st): State<Arc<AgentState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    refuse_filters(q.filters.as_deref())?;
+    let store = st.store.clone();
+    let records = tokio::task::spawn_blocking(move || store.list()).await??;
+    let mut by_id: BTreeMap<String, Vec<ImageRecord>> = BTreeMap::new();
+    for r in records {
+        by_id.entry(r.id.clone()).or_default().push(r);
+    }
+    let mut list: Vec<serde_json::Value> = by_id
+        .into_values()
+        .filter_map(|recs| {
+            let first = recs.first()?.clone();
+            Some(serde_json::json!({
+                "Id": first.id,
+                "ParentId": "",
+                "RepoTags": recs.iter().map(|r| r.reference.clone()).collect::<Vec<_>>(),
+                "RepoDigests": repo_digests(&recs),
+                "Created": unix_seconds(first.config["created"].as_str().unwrap_or("")),
+                "Size": first.size,
+                "SharedSize": -1,
+                "Labels": first.config["config"]["Labels"].as_object().cloned().unwrap_or_default(),
+                "Containers": -1,
+            }))
+        })
+        .collect();
+    list.sort_by_key(|v| std::cmp::Reverse(v["Created"].as_i64().unwrap_or(0)));
+    Ok(Json(list).into_response())
+}
+
+/// `name@digest` of each name (without its tag).
+fn repo_digests(recs: &[ImageRecord]) -> Vec<String> {
+    let mut out: Vec<String> = recs
+        .iter()
+        .map(|r| {
+            let repo = r
+                .reference
+                .rsplit_once(':')
+                .map_or(r.reference.as_str(), |(a, b)| {
+                    if b.contains('/') {
+                        r.reference.as_str()
+                    } else {
+                        a
+                    }
+                });
+            format!("{repo}@{}", r.digest)
+        })
+        .collect();
+    out.dedup();
+    out
+}
+
+/// `GET /images/{name}/json` (the name may hold slashes and a registry's port).
+async fn inspect_image(
+    State(st): State<Arc<AgentState>>,
+    UrlPath((_, name)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let Some(name) = name.strip_suffix("/json") else {
+        return Err(ApiError::not_found(format!(
+            "no such image API: /images/{name}"
+        )));
+    };
+    let store = st.store.clone();
+    let records = tokio::task::spawn_blocking(move || store.list()).await??;
+    // By name as given (and completed with the default registry), or by id (prefix).
+    let full = reg_registry::Reference::parse(name, &st.default_registry)
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    let bare = name.trim_start_matches("sha256:");
+    let found = records.iter().find(|r| {
+        r.reference == name
+            || r.reference == full
+            || (bare.len() >= 12 && r.id.trim_start_matches("sha256:").starts_with(bare))
+    });
+    let Some(rec) = found else {
+        return Err(ApiError::not_found(format!("No such image: {name}")));
+    };
+    let same: Vec<ImageRecord> = records.iter().filter(|r| r.id == rec.id).cloned().collect();
+    let c = &rec.config;
+    Ok(Json(serde_json::json!({
+        "Id": rec.id,
+        "RepoTags": same.iter().map(|r| r.reference.clone()).collect::<Vec<_>>(),
+        "RepoDigests": repo_digests(&same),
+        "Parent": "",
+        "Comment": c["comment"].as_str().unwrap_or(""),
+        "Created": c["created"].as_str().unwrap_or("0001-01-01T00:00:00Z"),
+        "Author": c["author"].as_str().unwrap_or(""),
+        "Config": c["config"],
+        "Architecture": c["architecture"],
+        "Os": c["os"],
+        "Size": rec.size,
+        "RootFS": c["rootfs"],
+        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_worded_as_docker_ps_words_them() {
+        let s = std::time::Duration::from_secs;
+        for (secs, words) in [
+            (0, "Less than a second"),
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (60, "About a minute"),
+            (119, "About a minute"),
+            (120, "2 minutes"),
+            (3600, "About an hour"),
+            (7200, "2 hours"),
+            (3 * 86400, "3 days"),
+            (20 * 86400, "2 weeks"),
+            (90 * 86400, "3 months"),
+            (800 * 86400, "2 years"),
+        ] {
+            assert_eq!(human_duration(s(secs)), words, "{secs} s");
+        }
+    }
+
+    #[test]
+    fn versions_parse_and_compare() {
+        assert_eq!(parse_version("v1.44"), Some((1, 44)));
+        assert!(parse_version("v1.9") < parse_version("v1.44"));
+        assert_eq!(parse_version("containers"), None);
+        assert_eq!(parse_version("v1"), None);
+    }
+}
