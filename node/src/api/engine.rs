@@ -1,5 +1,6 @@
 //! Docker's Engine API, the first part: what `docker version`, `info`, `ps`, `images` and
-//! `inspect` ask for, served under `/v1.NN/…` (the version a client negotiated from `/_ping`)
+//! `inspect` ask for, and a container's life without attaching (`run -d`, `logs`, `stop`,
+//! `kill`, `wait`, `rm`: [`super::engine_containers`]), served under `/v1.NN/…` (the version a client negotiated from `/_ping`)
 //! beside the agent's own API. Shapes follow the Engine API's reference; a field reg has no
 //! value for is left at docker's zero value.
 
@@ -10,10 +11,11 @@ use axum::extract::{Path as UrlPath, Query, RawPathParams, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::engine_containers as run;
 use super::error::ApiError;
 use super::shared::{flag, AgentState};
 use crate::containers::{Record, Status};
@@ -33,6 +35,13 @@ pub fn router() -> Router<Arc<AgentState>> {
         .route("/info", get(super::system::info))
         .route("/containers/json", get(list_containers))
         .route("/containers/{id}/json", get(inspect_container))
+        .route("/containers/create", post(run::create))
+        .route("/containers/{id}/start", post(run::start))
+        .route("/containers/{id}/stop", post(run::stop))
+        .route("/containers/{id}/kill", post(run::kill))
+        .route("/containers/{id}/wait", post(run::wait))
+        .route("/containers/{id}/logs", get(run::logs))
+        .route("/containers/{id}", delete(run::remove))
         .route("/images/json", get(list_images))
         .route("/images/{*name}", get(inspect_image))
         .route_layer(axum::middleware::from_fn(versioned))

@@ -20,6 +20,7 @@ use crate::image::ImageStore;
 pub mod client;
 mod containers;
 mod engine;
+mod engine_containers;
 mod error;
 mod images;
 mod networks;
