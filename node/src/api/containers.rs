@@ -316,18 +316,7 @@ fn network_settings(rec: &Record) -> serde_json::Value {
     let first = this.networks.first();
     let mut networks = serde_json::Map::new();
     for n in &this.networks {
-        let ip: std::net::Ipv4Addr = n.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-        networks.insert(
-            n.network.clone(),
-            serde_json::json!({
-                "NetworkID": n.network_id,
-                "IPAddress": n.ip,
-                "IPPrefixLen": n.prefix,
-                "Gateway": n.gateway,
-                "MacAddress": crate::network::mac_string(ip),
-                "Aliases": n.aliases,
-            }),
-        );
+        networks.insert(n.network.clone(), endpoint_json(n));
     }
     let mut ports = serde_json::Map::new();
     for p in &this.state.ports {
@@ -345,5 +334,18 @@ fn network_settings(rec: &Record) -> serde_json::Value {
         "SandboxKey": if this.networks.is_empty() { String::new() } else { this.spec.dir.join("netns").display().to_string() },
         "Networks": networks,
         "Ports": ports,
+    })
+}
+
+/// docker's `EndpointSettings` of a container on one network (inspect and `ps`).
+pub(super) fn endpoint_json(n: &crate::containers::NetInfo) -> serde_json::Value {
+    let ip: std::net::Ipv4Addr = n.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    serde_json::json!({
+        "NetworkID": n.network_id,
+        "IPAddress": n.ip,
+        "IPPrefixLen": n.prefix,
+        "Gateway": n.gateway,
+        "MacAddress": crate::network::mac_string(ip),
+        "Aliases": n.aliases,
     })
 }

@@ -203,18 +203,7 @@ fn container_summary(r: &Record) -> serde_json::Value {
     let networks: serde_json::Map<String, serde_json::Value> = r
         .networks
         .iter()
-        .map(|n| {
-            (
-                n.network.clone(),
-                serde_json::json!({
-                    "NetworkID": n.network_id,
-                    "IPAddress": n.ip,
-                    "IPPrefixLen": n.prefix,
-                    "Gateway": n.gateway,
-                    "Aliases": n.aliases,
-                }),
-            )
-        })
+        .map(|n| (n.network.clone(), super::containers::endpoint_json(n)))
         .collect();
     let mounts: Vec<serde_json::Value> = r
         .spec
