@@ -42,8 +42,8 @@ pub async fn list(
     State(st): State<Arc<AgentState>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let cs = st.containers.clone();
-    let all = tokio::task::spawn_blocking(move || cs.list()).await??;
+    // (The container database runs its queries as blocking work itself.)
+    let all = st.containers.list()?;
     let list: Vec<serde_json::Value> = all
         .iter()
         .filter(|r| q.all || r.state.status == Status::Running)
@@ -77,7 +77,9 @@ pub async fn start(
     body: Body,
 ) -> Result<Response, ApiError> {
     if !q.attach {
-        control::start_detached(&st.containers, &id).await?;
+        control::start_detached(&st.containers, &id)
+            .await?
+            .started_or_conflict()?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let a = control::start_attached(&st.containers, &id, q.stdin).await?;
@@ -232,11 +234,10 @@ pub async fn exec(
 
 /// `docker inspect`'s shape of a container.
 pub fn inspect_json(rec: &Record) -> serde_json::Value {
-    let this = rec;
-    let s = &this.state;
+    let s = &rec.state;
     let running = s.status.is_running();
-    let policy = RestartPolicy::parse(this.request.restart.as_deref()).unwrap_or_default();
-    let lower: Vec<String> = this
+    let policy = RestartPolicy::parse(rec.request.restart.as_deref()).unwrap_or_default();
+    let lower: Vec<String> = rec
         .spec
         .layers
         .iter()
@@ -244,10 +245,10 @@ pub fn inspect_json(rec: &Record) -> serde_json::Value {
         .map(|p| p.display().to_string())
         .collect();
     serde_json::json!({
-        "Id": this.id,
-        "Created": this.created,
-        "Path": this.spec.args.first(),
-        "Args": this.spec.args.get(1..).unwrap_or_default(),
+        "Id": rec.id,
+        "Created": rec.created,
+        "Path": rec.spec.args.first(),
+        "Args": rec.spec.args.get(1..).unwrap_or_default(),
         "State": {
             "Status": s.status.as_str(),
             "Running": running,
@@ -261,49 +262,49 @@ pub fn inspect_json(rec: &Record) -> serde_json::Value {
             "StartedAt": if s.started_at.is_empty() { "0001-01-01T00:00:00Z" } else { &s.started_at },
             "FinishedAt": if s.finished_at.is_empty() { "0001-01-01T00:00:00Z" } else { &s.finished_at },
         },
-        "Image": this.image_id,
-        "Name": format!("/{}", this.name),
+        "Image": rec.image_id,
+        "Name": format!("/{}", rec.name),
         "RestartCount": s.restart_count,
-        "LogPath": this.spec.dir.join(LOG),
-        "Mounts": this.spec.mounts.iter().map(|m| serde_json::json!({
+        "LogPath": rec.spec.dir.join(LOG),
+        "Mounts": rec.spec.mounts.iter().map(|m| serde_json::json!({
             "Source": m.source,
             "Destination": m.target,
             "RW": !m.readonly,
-            "Type": if m.source.starts_with(crate::containers::volumes::root_of(&this.spec.dir)) { "volume" } else { "bind" },
+            "Type": if m.source.starts_with(crate::containers::volumes::root_of(&rec.spec.dir)) { "volume" } else { "bind" },
         })).collect::<Vec<_>>(),
         "Driver": "overlay",
         "HostConfig": {
-            "AutoRemove": this.request.rm,
-            "NetworkMode": this.spec.network,
-            "Binds": this.request.volumes,
-            "Memory": this.request.limits.memory.unwrap_or(0),
-            "NanoCpus": this.request.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
-            "PidsLimit": this.request.limits.pids,
+            "AutoRemove": rec.request.rm,
+            "NetworkMode": rec.spec.network,
+            "Binds": rec.request.volumes,
+            "Memory": rec.request.limits.memory.unwrap_or(0),
+            "NanoCpus": rec.request.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+            "PidsLimit": rec.request.limits.pids,
             "RestartPolicy": { "Name": policy.name(), "MaximumRetryCount": policy.max_retries() },
-            "Privileged": this.spec.security.privileged,
-            "CapAdd": this.request.security.cap_add,
-            "CapDrop": this.request.security.cap_drop,
-            "SecurityOpt": this.request.security.seccomp.as_ref().map(|p| vec![format!("seccomp={p}")]),
+            "Privileged": rec.spec.security.privileged,
+            "CapAdd": rec.request.security.cap_add,
+            "CapDrop": rec.request.security.cap_drop,
+            "SecurityOpt": rec.request.security.seccomp.as_ref().map(|p| vec![format!("seccomp={p}")]),
         },
         "Config": {
-            "Hostname": this.spec.hostname,
-            "Tty": this.spec.tty,
-            "User": this.request.user.clone().unwrap_or_default(),
-            "Env": this.spec.env,
-            "Cmd": this.request.cmd,
-            "Image": this.image,
-            "WorkingDir": this.spec.cwd,
-            "Entrypoint": this.request.entrypoint,
-            "StopSignal": this.stop_signal,
+            "Hostname": rec.spec.hostname,
+            "Tty": rec.spec.tty,
+            "User": rec.request.user.clone().unwrap_or_default(),
+            "Env": rec.spec.env,
+            "Cmd": rec.request.cmd,
+            "Image": rec.image,
+            "WorkingDir": rec.spec.cwd,
+            "Entrypoint": rec.request.entrypoint,
+            "StopSignal": rec.stop_signal,
         },
-        "NetworkSettings": network_settings(this),
+        "NetworkSettings": network_settings(rec),
         "GraphDriver": {
             "Name": "overlay",
             "Data": {
                 "LowerDir": lower.join(":"),
-                "UpperDir": this.spec.dir.join("upper"),
-                "WorkDir": this.spec.dir.join("work"),
-                "MergedDir": this.spec.dir.join("rootfs"),
+                "UpperDir": rec.spec.dir.join("upper"),
+                "WorkDir": rec.spec.dir.join("work"),
+                "MergedDir": rec.spec.dir.join("rootfs"),
             },
         },
     })
@@ -312,14 +313,13 @@ pub fn inspect_json(rec: &Record) -> serde_json::Value {
 /// docker's `NetworkSettings`: the first network's address at the top, every network by
 /// name, and the published ports (`"80/tcp": [{"HostIp", "HostPort"}]`).
 fn network_settings(rec: &Record) -> serde_json::Value {
-    let this = rec;
-    let first = this.networks.first();
+    let first = rec.networks.first();
     let mut networks = serde_json::Map::new();
-    for n in &this.networks {
+    for n in &rec.networks {
         networks.insert(n.network.clone(), endpoint_json(n));
     }
     let mut ports = serde_json::Map::new();
-    for p in &this.state.ports {
+    for p in &rec.state.ports {
         let key = format!("{}/{}", p.container_port, p.proto);
         let entry = ports.entry(key).or_insert_with(|| serde_json::json!([]));
         if let Some(a) = entry.as_array_mut() {
@@ -331,7 +331,7 @@ fn network_settings(rec: &Record) -> serde_json::Value {
         "IPPrefixLen": first.map(|n| n.prefix).unwrap_or(0),
         "Gateway": first.map(|n| n.gateway.as_str()).unwrap_or(""),
         "MacAddress": first.and_then(|n| n.ip.parse().ok()).map(crate::network::mac_string).unwrap_or_default(),
-        "SandboxKey": if this.networks.is_empty() { String::new() } else { this.spec.dir.join("netns").display().to_string() },
+        "SandboxKey": if rec.networks.is_empty() { String::new() } else { rec.spec.dir.join("netns").display().to_string() },
         "Networks": networks,
         "Ports": ports,
     })

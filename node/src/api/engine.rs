@@ -26,6 +26,9 @@ use crate::image::ImageRecord;
 pub const ENGINE_API_VERSION: &str = "1.44";
 /// The oldest version a client may ask for (docker's own minimum).
 pub const ENGINE_MIN_API_VERSION: &str = "1.24";
+/// The same two versions as numbers, to compare with.
+const NEWEST: (u32, u32) = (1, 44);
+const OLDEST: (u32, u32) = (1, 24);
 
 /// The Engine API's routes, nested under `/{version}` by [`super::router`].
 pub fn router() -> Router<Arc<AgentState>> {
@@ -61,22 +64,16 @@ async fn versioned(params: RawPathParams, req: Request, next: Next) -> Response 
         .map(|(_, v)| v.to_string())
         .unwrap_or_default();
     let Some(asked) = parse_version(&first) else {
-        return ApiError::not_found(format!(
-            "the node agent has no API /{first}{}: is it older than this reg client?",
-            req.uri()
-        ))
-        .into_response();
+        return ApiError::no_such_api(format!("/{first}{}", req.uri())).into_response();
     };
-    let newest = parse_version(&format!("v{ENGINE_API_VERSION}")).unwrap_or((1, 44));
-    let oldest = parse_version(&format!("v{ENGINE_MIN_API_VERSION}")).unwrap_or((1, 24));
-    if asked > newest {
+    if asked > NEWEST {
         return ApiError::bad_request(format!(
             "client version {}.{} is too new. Maximum supported API version is {ENGINE_API_VERSION}",
             asked.0, asked.1
         ))
         .into_response();
     }
-    if asked < oldest {
+    if asked < OLDEST {
         return ApiError::bad_request(format!(
             "client version {}.{} is too old. Minimum supported API version is {ENGINE_MIN_API_VERSION}, please upgrade your client to a newer version",
             asked.0, asked.1
@@ -266,8 +263,7 @@ async fn list_containers(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     refuse_filters(q.filters.as_deref())?;
-    let cs = st.containers.clone();
-    let all = tokio::task::spawn_blocking(move || cs.list()).await??;
+    let all = st.containers.list()?;
     let limit = q.limit.filter(|l| *l > 0).map(|l| l as usize);
     let list: Vec<serde_json::Value> = all
         .iter()
@@ -282,8 +278,7 @@ async fn inspect_container(
     State(st): State<Arc<AgentState>>,
     UrlPath((_, id)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let cs = st.containers.clone();
-    let rec = tokio::task::spawn_blocking(move || cs.resolve(&id)).await??;
+    let rec = st.containers.resolve(&id)?;
     Ok(Json(super::containers::inspect_json(&rec)).into_response())
 }
 
@@ -320,24 +315,16 @@ async fn list_images(
     Ok(Json(list).into_response())
 }
 
-/// `name@digest` of each name (without its tag).
+/// `registry/repository@digest` of each name.
 fn repo_digests(recs: &[ImageRecord]) -> Vec<String> {
     let mut out: Vec<String> = recs
         .iter()
-        .map(|r| {
-            let repo = r
-                .reference
-                .rsplit_once(':')
-                .map_or(r.reference.as_str(), |(a, b)| {
-                    if b.contains('/') {
-                        r.reference.as_str()
-                    } else {
-                        a
-                    }
-                });
-            format!("{repo}@{}", r.digest)
+        .filter_map(|r| {
+            let name = reg_registry::Reference::parse(&r.reference, "").ok()?;
+            Some(format!("{}/{}@{}", name.registry, name.repo, r.digest))
         })
         .collect();
+    out.sort();
     out.dedup();
     out
 }

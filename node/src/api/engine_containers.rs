@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::shared::{flag, AgentState};
+use super::shared::{channel_body, flag, AgentState};
 use crate::containers::{control, create, streams, RunRequest};
 
 /// Whether `v` is a zero value as docker's client sends for a field left alone (`null`, `0`,
@@ -259,12 +259,7 @@ pub async fn start(
     State(st): State<Arc<AgentState>>,
     UrlPath((_, id)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let rec = st.containers.resolve(&id)?;
-    if rec.state.status.is_running() {
-        return Ok(StatusCode::NOT_MODIFIED.into_response());
-    }
-    control::start_detached(&st.containers, &id).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(answer(control::start_detached(&st.containers, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -286,13 +281,17 @@ pub async fn stop(
             "stop with a signal is not supported by reg yet (kill -s, then stop)",
         ));
     }
-    let rec = st.containers.resolve(&id)?;
-    if !rec.state.status.is_running() {
-        return Ok(StatusCode::NOT_MODIFIED.into_response());
-    }
     let t = q.t.map(|t| Duration::from_secs(t.max(0) as u64));
-    control::stop(&st.containers, &id, t).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(answer(control::stop(&st.containers, &id, t).await?))
+}
+
+/// 204, or 304 when nothing changed.
+fn answer(o: control::Outcome) -> Response {
+    match o {
+        control::Outcome::Done => StatusCode::NO_CONTENT,
+        control::Outcome::Unchanged { .. } => StatusCode::NOT_MODIFIED,
+    }
+    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -354,10 +353,6 @@ pub async fn wait(
 pub struct RemoveQuery {
     #[serde(default, deserialize_with = "flag")]
     force: bool,
-    /// Anonymous volumes always go with their container in reg.
-    #[serde(default, deserialize_with = "flag")]
-    #[allow(dead_code)]
-    v: bool,
     #[serde(default, deserialize_with = "flag")]
     link: bool,
 }
@@ -482,10 +477,7 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     tokio::spawn(produce(tx));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    Body::from_stream(stream)
+    channel_body(rx)
 }
 
 #[cfg(test)]

@@ -33,6 +33,13 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// A path this agent does not serve (an older agent than its client, most likely).
+    pub fn no_such_api(path: impl std::fmt::Display) -> ApiError {
+        ApiError::not_found(format!(
+            "the node agent has no API {path}: is it older than this reg client?"
+        ))
+    }
+
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, message)
     }
@@ -71,22 +78,17 @@ impl From<NetworkError> for ApiError {
 
 impl From<ContainerError> for ApiError {
     fn from(e: ContainerError) -> ApiError {
-        let status = match &e {
-            ContainerError::NotFound(_) => StatusCode::NOT_FOUND,
-            ContainerError::Conflict(_) => StatusCode::CONFLICT,
-            ContainerError::Invalid(_) | ContainerError::Spec(_) => StatusCode::BAD_REQUEST,
-            ContainerError::Network(_) | ContainerError::Volume(_) => {
-                return match e {
-                    ContainerError::Network(n) => n.into(),
-                    ContainerError::Volume(v) => v.into(),
-                    e => ApiError::internal(e),
-                }
+        match e {
+            ContainerError::NotFound(m) => ApiError::not_found(m),
+            ContainerError::Conflict(m) => ApiError::conflict(m),
+            ContainerError::Invalid(m) => ApiError::bad_request(m),
+            ContainerError::Spec(e) => ApiError::bad_request(e.to_string()),
+            ContainerError::Network(n) => n.into(),
+            ContainerError::Volume(v) => v.into(),
+            e @ (ContainerError::Db(_) | ContainerError::Image(_) | ContainerError::Failed(_)) => {
+                ApiError::internal(e)
             }
-            ContainerError::Db(_) | ContainerError::Image(_) | ContainerError::Failed(_) => {
-                return ApiError::internal(e)
-            }
-        };
-        ApiError::new(status, e.to_string())
+        }
     }
 }
 

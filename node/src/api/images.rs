@@ -166,8 +166,7 @@ pub async fn remove(
     Query(q): Query<RemoveQuery>,
 ) -> Result<Response, ApiError> {
     let rec = stored(&st, &q.reference).await?;
-    let cs = st.containers.clone();
-    let containers = tokio::task::spawn_blocking(move || cs.list()).await??;
+    let containers = st.containers.list()?;
     let users: Vec<&str> = containers
         .iter()
         .filter(|c| c.image == rec.reference)

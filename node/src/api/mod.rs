@@ -76,11 +76,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         // Docker's Engine API: `/_ping`, then everything under the negotiated `/v1.NN`.
         .route("/_ping", get(engine::ping).head(engine::ping))
         .nest("/{version}", engine::router())
-        .fallback(|uri: axum::http::Uri| async move {
-            ApiError::not_found(format!(
-                "the node agent has no API {uri}: is it older than this reg client?"
-            ))
-        })
+        .fallback(|uri: axum::http::Uri| async move { ApiError::no_such_api(uri) })
         .with_state(state)
 }
 

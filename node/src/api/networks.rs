@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 /// `docker network inspect`'s shape (containers: id → name and address).
-fn inspect_json(this: &Network, eps: &[Endpoint]) -> serde_json::Value {
-    let prefix = Subnet::parse(&this.subnet).map(|s| s.prefix).unwrap_or(16);
+fn inspect_json(net: &Network, eps: &[Endpoint]) -> serde_json::Value {
+    let prefix = Subnet::parse(&net.subnet).map(|s| s.prefix).unwrap_or(16);
     let containers: serde_json::Map<String, serde_json::Value> = eps
         .iter()
         .map(|e| {
@@ -29,15 +29,15 @@ fn inspect_json(this: &Network, eps: &[Endpoint]) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
-        "Name": this.name,
-        "Id": this.id,
-        "Created": this.created,
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
         "Scope": "local",
         "Driver": "bridge",
-        "Internal": this.internal,
-        "IPAM": { "Driver": "default", "Config": [{ "Subnet": this.subnet, "Gateway": this.gateway }] },
+        "Internal": net.internal,
+        "IPAM": { "Driver": "default", "Config": [{ "Subnet": net.subnet, "Gateway": net.gateway }] },
         "Containers": containers,
-        "Options": { "com.docker.network.bridge.name": this.bridge },
+        "Options": { "com.docker.network.bridge.name": net.bridge },
     })
 }
 

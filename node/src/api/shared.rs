@@ -72,13 +72,18 @@ pub(crate) fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Er
 
 /// A stream of JSON lines from a channel, as an `application/x-ndjson` answer.
 pub fn stream_response(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Response {
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(channel_body(rx))
+        .unwrap_or_else(|e| ApiError::internal(e).into_response())
+}
+
+/// A body of the chunks sent on a channel, as they come; it ends when the senders are gone.
+pub(crate) fn channel_body(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> Body {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });
-    Response::builder()
-        .header("content-type", "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|e| ApiError::internal(e).into_response())
+    Body::from_stream(stream)
 }
 
 /// Copies a request body into `sink` (a container's or an exec'd process's stdin); closing it

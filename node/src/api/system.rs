@@ -27,12 +27,7 @@ pub async fn version() -> Json<serde_json::Value> {
 
 /// What `docker info` reports.
 pub async fn info(State(st): State<Arc<AgentState>>) -> Response {
-    let cs = st.containers.clone();
-    let containers = tokio::task::spawn_blocking(move || cs.list())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let containers = st.containers.list().unwrap_or_default();
     let running = containers
         .iter()
         .filter(|c| c.state.status.is_running())

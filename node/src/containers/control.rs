@@ -7,7 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::error::{failed, ContainerError};
-use super::service::{remove, start, Containers, Record, Status};
+use super::service::{already_running, remove, start, Containers, Record, Status};
 use super::streams::{follow_log, open_log, Output};
 
 /// A started, attached container: its output from this start on, and (with `-i`) the write
@@ -17,10 +17,34 @@ pub struct Attached {
     pub stdin: Option<tokio::fs::File>,
 }
 
+/// What a start or a stop found (docker answers 304 when it changed nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Container `name` was already running (start) or already not running (stop).
+    Unchanged {
+        name: String,
+    },
+}
+
+impl Outcome {
+    /// For reg's own API, where starting a running container is a conflict.
+    pub fn started_or_conflict(self) -> Result<(), ContainerError> {
+        match self {
+            Outcome::Done => Ok(()),
+            Outcome::Unchanged { name } => Err(already_running(&name)),
+        }
+    }
+}
+
 /// `start` without attaching.
-pub async fn start_detached(cs: &Arc<Containers>, key: &str) -> Result<Record, ContainerError> {
+pub async fn start_detached(cs: &Arc<Containers>, key: &str) -> Result<Outcome, ContainerError> {
     let rec = cs.resolve(key)?;
-    started(cs, &rec, start(cs, &rec.id).await).await
+    if rec.state.status.is_running() {
+        return Ok(Outcome::Unchanged { name: rec.name });
+    }
+    started(cs, &rec, start(cs, &rec.id).await).await?;
+    Ok(Outcome::Done)
 }
 
 /// `start -a [-i]` (and `run` without `-d`): starts the container and follows its output from
@@ -123,11 +147,11 @@ pub async fn stop(
     cs: &Arc<Containers>,
     key: &str,
     timeout: Option<Duration>,
-) -> Result<(), ContainerError> {
+) -> Result<Outcome, ContainerError> {
     let rec = cs.resolve(key)?;
     if !rec.state.status.can_kill() {
         let _ = cs.update(&rec.id, |r| r.state.manually_stopped = true);
-        return Ok(());
+        return Ok(Outcome::Unchanged { name: rec.name });
     }
     let rec = cs
         .update(&rec.id, |r| r.state.manually_stopped = true)?
@@ -139,7 +163,7 @@ pub async fn stop(
         let _ = signal(&rec, Signal::SIGKILL);
         cs.wait_stopped(&rec.id, Duration::from_secs(60)).await;
     }
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// `kill [-s SIGNAL]` (SIGKILL by default).

@@ -648,16 +648,18 @@ fn spawn_monitor(
         .spawn()
 }
 
+/// Starting a container that runs: a conflict for reg's API (docker's answers 304).
+pub(super) fn already_running(name: &str) -> ContainerError {
+    ContainerError::Conflict(format!("container {name} is already running"))
+}
+
 /// Starts the monitor of an existing container and marks it running.
 pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ContainerError> {
     let rec = cs
         .get(id)?
         .ok_or_else(|| ContainerError::NotFound(format!("no such container: {id}")))?;
     if rec.state.status == Status::Running {
-        return Err(ContainerError::Conflict(format!(
-            "container {} is already running",
-            rec.name
-        )));
+        return Err(already_running(&rec.name));
     }
     crate::runtime::warm_cgroup_moves();
     let dir = rec.spec.dir.clone();
