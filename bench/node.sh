@@ -71,17 +71,35 @@ PY
         runc_once() { runc run -b "$work/bundle" "bench-$(date +%s%N)"; }
         start[runc]=$(median_ms runc_once)
     fi
+    # The outsider's anchor (issue #26): `runc spec`'s default config (pid, net, ipc, uts and
+    # mount namespaces) over the same rootfs, `true` as its process.
+    if command -v runc >/dev/null; then
+        mkdir -p "$work/spec"
+        (cd "$work/spec" && runc spec && ln -s "$work/bundle/rootfs" rootfs)
+        python3 - "$work/spec/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p))
+c["process"]["args"] = ["/bin/busybox", "true"]; c["process"]["terminal"] = False
+json.dump(c, open(p, "w"))
+PY
+    fi
     if command -v crun >/dev/null; then
         # crun refuses hybrid cgroup hosts (DESIGN.md §7) unless /sys/fs/cgroup/unified is
         # unmounted in a private mount namespace: the whole timing loop runs in one such
         # namespace, so only `crun run` itself is timed.
         crun_once() { crun run -b "$work/bundle" "bench-$(date +%s%N)"; }
+        crun_spec() { crun run -b "$work/spec" "bench-$(date +%s%N)"; }
         if [ -d /sys/fs/cgroup/unified ] && [ ! -e /sys/fs/cgroup/cgroup.controllers ]; then
             start[crun]=$(work=$work RUNS=$RUNS unshare -m --propagation private bash -c \
                 "$(declare -f median_ms crun_once); umount /sys/fs/cgroup/unified && median_ms crun_once")
+            [ -f "$work/spec/config.json" ] && start[crun-spec]=$(work=$work RUNS=15 unshare -m --propagation private bash -c \
+                "$(declare -f median_ms crun_spec); umount /sys/fs/cgroup/unified && median_ms crun_spec")
         else
             start[crun]=$(median_ms crun_once)
+            [ -f "$work/spec/config.json" ] && start[crun-spec]=$(RUNS=15 median_ms crun_spec)
         fi
+        # reg as the outsider measured it: median of 15, end to end through the agent.
+        start[reg-15]=$(RUNS=15 median_ms "$REG" run --rm --network none "$IMG" /bin/busybox true)
     fi
 fi
 if have_docker; then
@@ -114,7 +132,7 @@ echo "pull = best of $ROUNDS, ${LAYERS} layers x ${LAYER_MIB} MiB from a local r
 echo
 printf '| %-34s | %10s | %12s |\n' "container start (ms)" "ms" "peer/reg"
 printf '|%s|%s|%s|\n' "------------------------------------" "------------" "--------------"
-for k in reg crun runc podman docker; do
+for k in reg crun runc podman docker reg-15 crun-spec; do
     [ -n "${start[$k]:-}" ] || { printf '| %-34s | %10s | %12s |\n' "$k" "missing" "-"; continue; }
     printf '| %-34s | %10s | %11sx |\n' "$k" "${start[$k]}" "$(python3 -c "print(round(${start[$k]}/${start[reg]},2))")"
 done
@@ -126,4 +144,7 @@ for k in reg docker skopeo+umoci; do
     printf '| %-34s | %10s | %11sx |\n' "$k" "${pull[$k]}" "$(python3 -c "print(round(${pull[$k]}/${pull[reg]},2))")"
 done
 echo
+if [ -n "${start[crun-spec]:-}" ]; then
+    echo "outsider's row (#26): reg-15 (median of 15) = $(python3 -c "print(round(${start[reg-15]}/${start[crun-spec]},2))")x crun-spec (runc spec's default config, median of 15, in one unshare -m); target <= 2x"
+fi
 echo "targets: reg start <= 2x crun (and >= 10x faster than docker); reg pull >= 3x faster than docker pull"

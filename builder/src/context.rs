@@ -227,27 +227,152 @@ pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
                 message: "only regular files travel in the stream".into(),
             });
         }
-        parents(&t, &rel)?;
-        clear(&t, &rel)?;
-        let mut hasher = Hasher::new(Algorithm::Sha256);
-        // Its mode is set from the manifest below.
-        let mut f = t.create_file(&rel, 0o600)?;
-        std::io::copy(
-            &mut HashingReader {
-                inner: &mut entry,
-                hasher: &mut hasher,
-            },
-            &mut f,
-        )?;
-        fresh.insert(rel, hasher.finish());
+        let d = write_file(&t, &rel, &mut entry)?;
+        fresh.insert(rel, d);
     }
     let manifest = manifest.ok_or_else(|| ContextError::Invalid {
         path: MANIFEST_ENTRY.into(),
         message: "missing: is the client older than the agent?".into(),
     })?;
+    reconcile(root, &t, &old, &manifest, &fresh, dockerfile)
+}
+
+/// The largest Dockerfile read from a whole context archive.
+const MAX_DOCKERFILE: u64 = 4 << 20;
+
+/// Replaces the copy at `root` with a whole context archive, as docker's classic builder takes
+/// it (`POST /build`'s body: a tar, gzip-compressed or not, holding the Dockerfile at
+/// `dockerfile`). Directories, regular files and symlinks; anything else is refused.
+pub fn apply_archive(r: impl Read, root: &Path, dockerfile: &str) -> Result<Context, ContextError> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(r);
+    let gzip = r.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let r: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::GzDecoder::new(r))
+    } else {
+        Box::new(r)
+    };
+    let t = open_tree(root)?;
+    let old = load(root);
+    let _ = store(root, None);
+    let wanted_dockerfile = crate::ignore::clean(dockerfile.trim_start_matches("./"));
+    let mut text = None;
+    let mut manifest = Vec::new();
+    let mut fresh: BTreeMap<String, Digest> = BTreeMap::new();
+    let mut ar = tar::Archive::new(r);
+    for entry in ar.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path()?.to_string_lossy().into_owned();
+        let trimmed = raw.trim_start_matches("./").trim_end_matches('/');
+        if trimmed.is_empty() || trimmed == "." {
+            continue;
+        }
+        let rel = check(trimmed)?;
+        let h = entry.header();
+        let mode = h.mode().unwrap_or(0o644) & 0o7777;
+        let mtime = i128::from(h.mtime().unwrap_or(0)) * 1_000_000_000;
+        let kind = h.entry_type();
+        let e = if kind.is_dir() {
+            Entry {
+                path: rel.clone(),
+                kind: Kind::Dir,
+                mode,
+                size: 0,
+                mtime,
+                link: None,
+            }
+        } else if kind.is_symlink() {
+            let link = entry
+                .link_name()?
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Entry {
+                path: rel.clone(),
+                kind: Kind::Symlink,
+                mode,
+                size: 0,
+                mtime,
+                link: Some(link),
+            }
+        } else if kind.is_file() {
+            let size = entry.size();
+            let d = if rel == wanted_dockerfile {
+                if size > MAX_DOCKERFILE {
+                    return Err(ContextError::Invalid {
+                        path: raw,
+                        message: format!("the Dockerfile is larger than {MAX_DOCKERFILE} bytes"),
+                    });
+                }
+                let mut bytes = Vec::new();
+                (&mut entry).take(MAX_DOCKERFILE).read_to_end(&mut bytes)?;
+                text =
+                    Some(
+                        String::from_utf8(bytes.clone()).map_err(|_| ContextError::Invalid {
+                            path: raw.clone(),
+                            message: "the Dockerfile is not UTF-8".into(),
+                        })?,
+                    );
+                write_file(&t, &rel, &mut bytes.as_slice())?
+            } else {
+                write_file(&t, &rel, &mut entry)?
+            };
+            fresh.insert(rel.clone(), d);
+            Entry {
+                path: rel.clone(),
+                kind: Kind::File,
+                mode,
+                size,
+                mtime,
+                link: None,
+            }
+        } else {
+            return Err(ContextError::Invalid {
+                path: raw,
+                message: "only directories, regular files and symlinks may be in a build context"
+                    .into(),
+            });
+        };
+        manifest.push(e);
+    }
+    let Some(text) = text else {
+        return Err(ContextError::Invalid {
+            path: dockerfile.to_string(),
+            message: "Cannot locate specified Dockerfile in the context".into(),
+        });
+    };
+    reconcile(root, &t, &old, &manifest, &fresh, Some(text))
+}
+
+/// Writes regular file `rel` from `r` (its parents made real directories first), hashing it.
+fn write_file(t: &Tree, rel: &str, r: &mut impl Read) -> Result<Digest, ContextError> {
+    parents(t, rel)?;
+    clear(t, rel)?;
+    let mut hasher = Hasher::new(Algorithm::Sha256);
+    // Its mode is set from the manifest by `reconcile`.
+    let mut f = t.create_file(rel, 0o600)?;
+    std::io::copy(
+        &mut HashingReader {
+            inner: r,
+            hasher: &mut hasher,
+        },
+        &mut f,
+    )?;
+    Ok(hasher.finish())
+}
+
+/// Makes the copy what `manifest` lists (files in `fresh` were just written; others are kept
+/// from the `old` index), then records the new index.
+fn reconcile(
+    root: &Path,
+    t: &Tree,
+    old: &Index,
+    manifest: &[Entry],
+    fresh: &BTreeMap<String, Digest>,
+    dockerfile: Option<String>,
+) -> Result<Context, ContextError> {
     // Reconcile: what the manifest lists exists with its kind and mode, nothing else does.
     let mut implied = Vec::new();
-    for e in &manifest {
+    for e in manifest {
         let p = check(&e.path)?;
         let mut cur = p.as_str();
         while let Some((parent, _)) = cur.rsplit_once('/') {
@@ -264,18 +389,18 @@ pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
     }
     let mut wanted: BTreeMap<String, &Entry> = BTreeMap::new();
     // Directories a listed path implies first; a listed entry wins over its implication.
-    for e in implied.iter().chain(&manifest) {
+    for e in implied.iter().chain(manifest) {
         wanted.insert(check(&e.path)?, e);
     }
-    prune(&t, "", &wanted)?;
+    prune(t, "", &wanted)?;
     let mut index = Index::default();
     let mut digests = BTreeMap::new();
     for (rel, e) in &wanted {
-        parents(&t, rel)?;
+        parents(t, rel)?;
         let digest = match e.kind {
             Kind::Dir => {
                 if !t.symlink_metadata(rel)?.is_some_and(|m| m.is_dir()) {
-                    clear(&t, rel)?;
+                    clear(t, rel)?;
                     t.mkdir(rel, 0o755)?;
                 }
                 None
@@ -286,7 +411,7 @@ pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
                     .symlink_metadata(rel)?
                     .is_some_and(|m| m.file_type().is_symlink());
                 if !is_link || t.read_link(rel)?.to_string_lossy().into_owned() != link {
-                    clear(&t, rel)?;
+                    clear(t, rel)?;
                     t.symlink(rel, &link)?;
                 }
                 None
@@ -299,7 +424,7 @@ pub fn apply(r: impl Read, root: &Path) -> Result<Context, ContextError> {
                         .get(rel)
                         .and_then(|(_, d)| d.as_deref())
                         .and_then(|d| Digest::parse(d).ok())
-                        .filter(|_| is_file(&t, rel))
+                        .filter(|_| is_file(t, rel))
                         .ok_or_else(|| ContextError::Invalid {
                             path: rel.clone(),
                             message: "not sent and not in the agent's copy: build again".into(),
@@ -447,5 +572,97 @@ mod tests {
         apply(&t[..], root.path()).expect("applies");
         assert!(!outside.path().join("f").exists());
         assert!(tree.join("link").is_dir());
+    }
+
+    fn archive(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(if *kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_size(data.len() as u64);
+            if let Some(l) = link {
+                h.set_link_name(l).expect("link name");
+            }
+            h.set_path(path).expect("path");
+            h.set_cksum();
+            b.append(&h, *data).expect("append");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn a_whole_docker_context_archive_becomes_the_copy_gzip_or_not() {
+        use tar::EntryType as T;
+        let tar = archive(&[
+            ("./", T::Directory, b"", None),
+            (
+                "./Dockerfile",
+                T::Regular,
+                b"FROM scratch\nCOPY . /\n",
+                None,
+            ),
+            ("./app/", T::Directory, b"", None),
+            ("./app/main.sh", T::Regular, b"echo hi\n", None),
+            ("./app/link", T::Symlink, b"", Some("main.sh")),
+        ]);
+        for gzip in [false, true] {
+            let root = tempfile::tempdir().expect("tempdir");
+            let body = if gzip {
+                use std::io::Write;
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&tar).expect("gzip");
+                e.finish().expect("gzip")
+            } else {
+                tar.clone()
+            };
+            let c = apply_archive(body.as_slice(), root.path(), "Dockerfile").expect("apply");
+            assert_eq!(c.dockerfile.as_deref(), Some("FROM scratch\nCOPY . /\n"));
+            assert_eq!(
+                std::fs::read(c.dir.join("app/main.sh")).expect("file"),
+                b"echo hi\n"
+            );
+            assert_eq!(
+                std::fs::read_link(c.dir.join("app/link")).expect("link"),
+                Path::new("main.sh")
+            );
+            assert!(c.digests.contains_key("app/main.sh"));
+            // A second, smaller context replaces the first.
+            let smaller = archive(&[("Dockerfile", T::Regular, b"FROM scratch\n", None)]);
+            let c = apply_archive(smaller.as_slice(), root.path(), "./Dockerfile").expect("apply");
+            assert!(!c.dir.join("app").exists());
+        }
+    }
+
+    #[test]
+    fn hostile_or_incomplete_context_archives_are_refused() {
+        use tar::EntryType as T;
+        let root = tempfile::tempdir().expect("tempdir");
+        let no_dockerfile = archive(&[("a", T::Regular, b"x", None)]);
+        let e = apply_archive(no_dockerfile.as_slice(), root.path(), "Dockerfile")
+            .expect_err("no Dockerfile");
+        assert!(e.to_string().contains("Dockerfile"), "{e}");
+        let fifo = archive(&[
+            ("Dockerfile", T::Regular, b"FROM scratch\n", None),
+            ("p", T::Fifo, b"", None),
+        ]);
+        assert!(apply_archive(fifo.as_slice(), root.path(), "Dockerfile").is_err());
+        // A path with `..`: refused, nothing written beside the copy.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(T::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        let name = b"../escaped";
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).expect("append");
+        let bad = b.into_inner().expect("tar");
+        assert!(apply_archive(bad.as_slice(), root.path(), "Dockerfile").is_err());
+        assert!(!root.path().join("escaped").exists());
     }
 }

@@ -89,8 +89,37 @@ fn create_blob(out: &Path) -> std::io::Result<std::fs::File> {
     std::fs::File::create(out)
 }
 
+/// Owners of a user namespace's files on the host (`uid..uid+size`, `gid..gid+size`): written
+/// into a layer as the namespace's own ids, 0 up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdShift {
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u32,
+}
+
+/// What every header of a layer is stamped with: mtimes capped at `epoch`, owners shifted back.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    epoch: u64,
+    ids: Option<IdShift>,
+}
+
 /// Writes the layer of `dir` to `out`.
 pub fn write(dir: &Path, out: &Path, c: Compression, epoch: u64) -> std::io::Result<Written> {
+    write_shifted(dir, out, c, epoch, None)
+}
+
+/// [`write()`] of a directory written by a user namespace's processes: its owners in `ids` are
+/// written as that namespace's ids (an id outside the range as it is).
+pub fn write_shifted(
+    dir: &Path,
+    out: &Path,
+    c: Compression,
+    epoch: u64,
+    ids: Option<IdShift>,
+) -> std::io::Result<Written> {
+    let epoch = Stamp { epoch, ids };
     let tree = Tree::open_strict(dir)?;
     let file = std::io::BufWriter::with_capacity(1 << 20, create_blob(out)?);
     let compressed = hw(file);
@@ -136,18 +165,27 @@ pub(crate) fn dev_parts(rdev: u64) -> (u64, u64) {
     (major, minor)
 }
 
-fn header(m: &std::fs::Metadata, kind: tar::EntryType, epoch: u64) -> tar::Header {
+fn header(m: &std::fs::Metadata, kind: tar::EntryType, epoch: Stamp) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(m.mode() & 0o7777);
-    h.set_uid(u64::from(m.uid()));
-    h.set_gid(u64::from(m.gid()));
-    h.set_mtime(u64::try_from(m.mtime()).unwrap_or(0).min(epoch));
+    let (mut uid, mut gid) = (m.uid(), m.gid());
+    if let Some(ids) = epoch.ids {
+        if (ids.uid..ids.uid.saturating_add(ids.size)).contains(&uid) {
+            uid -= ids.uid;
+        }
+        if (ids.gid..ids.gid.saturating_add(ids.size)).contains(&gid) {
+            gid -= ids.gid;
+        }
+    }
+    h.set_uid(u64::from(uid));
+    h.set_gid(u64::from(gid));
+    h.set_mtime(u64::try_from(m.mtime()).unwrap_or(0).min(epoch.epoch));
     h.set_size(0);
     h
 }
 
-fn empty_file(_epoch: u64) -> tar::Header {
+fn empty_file(_epoch: Stamp) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_mode(0o644);
@@ -159,7 +197,7 @@ fn empty_file(_epoch: u64) -> tar::Header {
 fn append_tree<W: Write>(
     tar: &mut tar::Builder<W>,
     tree: &Tree,
-    epoch: u64,
+    epoch: Stamp,
 ) -> std::io::Result<()> {
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     append_dir(tar, tree, Path::new(""), epoch, &mut links)
@@ -177,7 +215,7 @@ fn append_dir<W: Write>(
     tar: &mut tar::Builder<W>,
     tree: &Tree,
     rel: &Path,
-    epoch: u64,
+    epoch: Stamp,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> std::io::Result<()> {
     for name in tree.read_dir(rel)? {

@@ -22,11 +22,17 @@ use reg_node::image::PullError;
 use reg_registry::client::RegistryClient;
 use reg_registry::{Digest, Reference};
 
-pub fn routes(state: Arc<AgentState>) -> Router {
-    Router::new()
-        .route("/build", post(build))
-        .route("/build/sync", post(sync))
-        .with_state(state)
+/// The builder's routes: reg's own build (with the incremental context sync) and docker's
+/// classic `POST /build` beside the Engine API.
+pub fn routes() -> reg_node::api::Extensions {
+    reg_node::api::Extensions {
+        own: Router::new()
+            .route("/build", post(build))
+            .route("/build/sync", post(sync)),
+        engine: Router::new()
+            .route("/build", post(crate::engine_build::build))
+            .route("/commit", post(crate::engine_commit::commit)),
+    }
 }
 
 /// The agent's copy of a client's context: `<node>/build-contexts/<id>`. The id is the
@@ -149,7 +155,7 @@ async fn build(
         compression,
         epoch: q.epoch.unwrap_or(0),
         tags,
-        cache_dir: st.store.root().join("build-cache"),
+        cache_dir: st.store.build_cache_dir(),
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let auth = decode_auth(&headers);
@@ -172,10 +178,12 @@ async fn build(
         }
     });
     // The build belongs to this request's task; a client that goes away only stops reading.
+    let cache_st = st.clone();
     tokio::spawn(async move {
         let held = lock.lock().await;
         let result = run(&store, &runner, body, &ctx_root, &opts, log).await;
         drop(held);
+        limit_build_cache(&cache_st).await;
         let last = match result {
             Ok(img) => serde_json::json!({"image": {
                 "id": img.id, "digest": img.digest, "tags": opts.tags,
@@ -185,6 +193,32 @@ async fn build(
         let _ = tx.send(Bytes::from(format!("{last}\n")));
     });
     reg_node::api::stream_response(rx)
+}
+
+/// Keeps the build cache within the node's `build_cache_max_bytes` after a build: its oldest
+/// entries go first, and the layers only they kept (never an image's or a container's).
+pub(crate) async fn limit_build_cache(st: &Arc<AgentState>) {
+    let Some(max) = st.build_cache_max else {
+        return;
+    };
+    let in_use: std::collections::HashSet<std::path::PathBuf> = match st.containers.list() {
+        Ok(list) => list
+            .iter()
+            .flat_map(|c| c.spec.layers.iter().cloned())
+            .collect(),
+        Err(_) => return,
+    };
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.prune_build_cache(Some(max), &in_use)).await {
+        Ok(Ok((dropped, freed))) if !dropped.is_empty() => tracing::info!(
+            entries = dropped.len(),
+            freed,
+            max,
+            "build cache over its limit: oldest entries dropped"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not keep the build cache within its limit"),
+        _ => {}
+    }
 }
 
 async fn run(
@@ -214,7 +248,7 @@ async fn run(
         .map_err(|e| e.to_string())
 }
 
-struct NodeStore {
+pub(crate) struct NodeStore {
     st: Arc<AgentState>,
     auth: Option<(String, String)>,
     default_registry: String,
@@ -226,7 +260,7 @@ struct NodeStore {
 /// What the node's image store met for a build. The builder keeps it as the source of its own
 /// error; the messages are those of the node's errors, as they were.
 #[derive(Debug)]
-enum StoreError {
+pub(crate) enum StoreError {
     Reference(reg_registry::ReferenceError),
     Pull(PullError),
     Task(tokio::task::JoinError),
@@ -236,6 +270,21 @@ enum StoreError {
         what: &'static str,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl NodeStore {
+    pub(crate) fn new(
+        st: Arc<AgentState>,
+        auth: Option<(String, String)>,
+        default_registry: String,
+    ) -> NodeStore {
+        NodeStore {
+            st,
+            auth,
+            default_registry,
+            sources: Default::default(),
+        }
+    }
 }
 
 impl StoreError {
@@ -399,8 +448,8 @@ impl Store for NodeStore {
     }
 }
 
-struct NodeRunner {
-    st: Arc<AgentState>,
+pub(crate) struct NodeRunner {
+    pub(crate) st: Arc<AgentState>,
 }
 
 impl StepRunner for NodeRunner {
@@ -444,6 +493,7 @@ impl StepRunner for NodeRunner {
             dns: Vec::new(),
             tty: false,
             tty_size: None,
+            ..Default::default()
         };
         self.st
             .containers

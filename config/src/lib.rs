@@ -45,18 +45,76 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
-    /// Unix socket of the agent's API; empty: `<data_dir>/node.sock`.
+    /// Unix socket of the agent's API (a path, or `unix:///path`); empty: `<data_dir>/node.sock`
+    /// unless `hosts` is given.
     pub socket: String,
+    /// Where the agent listens, as `dockerd -H`: `unix:///path` or `tcp://IP:PORT`. A TCP
+    /// address other than loopback needs `tls_verify` and the three files.
+    pub hosts: Vec<String>,
+    /// Serve TCP with mutual TLS: clients must show a certificate signed by `tls_ca`.
+    pub tls_verify: bool,
+    /// PEM CA whose certificates clients must present (`--tlscacert`).
+    pub tls_ca: String,
+    /// PEM certificate chain of the agent (`--tlscert`).
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert` (`--tlskey`).
+    pub tls_key: String,
     /// Registry used for references without a host (there is no Docker Hub here).
     pub default_registry: String,
+    /// A container's log is rotated at this many bytes unless it asks otherwise
+    /// (`--log-opt max-size`); 0: never (docker's default, which lets a chatty container
+    /// fill the disk).
+    pub log_max_size: u64,
+    /// How many log files a container keeps at most by default, the current one included
+    /// (`--log-opt max-file`).
+    pub log_max_file: u32,
+    /// The build cache's size limit: after a build, its oldest entries go until the layers
+    /// the rest keep fit; 0: unlimited. `reg builder prune` empties it.
+    pub build_cache_max_bytes: u64,
+    /// User namespaces (docker's `--userns-remap`): a user named in /etc/subuid and
+    /// /etc/subgid, or `BASE:SIZE`. Containers then run as the first 65536 ids of that range
+    /// unless created with `--userns=host`; `--userns=auto` gives each its own 65536. Empty: off.
+    pub userns_remap: String,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             socket: String::new(),
+            hosts: Vec::new(),
+            tls_verify: false,
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
             default_registry: "127.0.0.1:5000".to_string(),
+            log_max_size: 20 * 1024 * 1024,
+            log_max_file: 5,
+            build_cache_max_bytes: 10 * 1024 * 1024 * 1024,
+            userns_remap: String::new(),
         }
+    }
+}
+
+/// The agent's mutual-TLS files, all three present (see [`NodeConfig::tls`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl NodeConfig {
+    /// The mutual-TLS files when `tls_verify` is on (validation made sure all three are set).
+    pub fn tls(&self) -> Option<NodeTls> {
+        (self.tls_verify
+            && !self.tls_ca.is_empty()
+            && !self.tls_cert.is_empty()
+            && !self.tls_key.is_empty())
+        .then(|| NodeTls {
+            ca: PathBuf::from(&self.tls_ca),
+            cert: PathBuf::from(&self.tls_cert),
+            key: PathBuf::from(&self.tls_key),
+        })
     }
 }
 
@@ -555,6 +613,7 @@ impl Config {
                     .map_err(|m| invalid(&key("keep_newer_than"), m))?;
             }
         }
+        self.validate_node()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log.format",
@@ -567,13 +626,99 @@ impl Config {
         Ok(())
     }
 
+    /// The node's keys: hosts with a scheme the agent knows, a socket that is a path, and
+    /// TLS files that go together. Whether a TCP address may go without TLS (loopback only) is
+    /// decided where it is parsed, by the agent.
+    fn validate_node(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            origin: "configuration".to_string(),
+            message,
+        };
+        let n = &self.node;
+        if n.log_max_file == 0 {
+            return Err(invalid(
+                "node.log_max_file",
+                "must be at least 1 (the current log file)".into(),
+            ));
+        }
+        if n.socket.contains("://") && !n.socket.starts_with("unix://") {
+            return Err(invalid(
+                "node.socket",
+                format!(
+                    "{:?} is not a socket path; put TCP addresses in node.hosts (-H tcp://IP:PORT)",
+                    n.socket
+                ),
+            ));
+        }
+        for (i, h) in n.hosts.iter().enumerate() {
+            let ok = h
+                .strip_prefix("unix://")
+                .or_else(|| h.strip_prefix("tcp://"))
+                .is_some_and(|rest| !rest.is_empty());
+            if !ok {
+                return Err(invalid(
+                    &format!("node.hosts[{i}]"),
+                    format!("{h:?}: expected unix:///path/to/node.sock or tcp://IP:PORT"),
+                ));
+            }
+        }
+        let files = [
+            ("node.tls_ca", &n.tls_ca),
+            ("node.tls_cert", &n.tls_cert),
+            ("node.tls_key", &n.tls_key),
+        ];
+        if n.tls_verify {
+            if let Some((key, _)) = files.iter().find(|(_, v)| v.is_empty()) {
+                return Err(invalid(
+                    key,
+                    "node.tls_verify needs node.tls_ca, node.tls_cert and node.tls_key \
+                     (--tlscacert, --tlscert, --tlskey)"
+                        .into(),
+                ));
+            }
+        } else if let Some((key, _)) = files.iter().find(|(_, v)| !v.is_empty()) {
+            return Err(invalid(
+                key,
+                "is set but node.tls_verify is off: the agent serves TCP with mutual TLS only \
+                 (pass --tlsverify)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The agent's socket path.
     pub fn node_socket(&self) -> PathBuf {
         if self.node.socket.is_empty() {
             self.data_dir.join("node.sock")
         } else {
-            PathBuf::from(&self.node.socket)
+            let s = &self.node.socket;
+            PathBuf::from(s.strip_prefix("unix://").unwrap_or(s))
         }
+    }
+
+    /// Where the agent listens: `node.hosts`, plus `node.socket` when it is set; with neither,
+    /// the socket `<data_dir>/node.sock`.
+    pub fn node_hosts(&self) -> Vec<String> {
+        let mut hosts = self.node.hosts.clone();
+        if !self.node.socket.is_empty() || hosts.is_empty() {
+            let sock = format!("unix://{}", self.node_socket().display());
+            if !hosts.contains(&sock) {
+                hosts.insert(0, sock);
+            }
+        }
+        hosts
+    }
+
+    /// The agent a client talks to by default: the socket, or else the first configured host.
+    pub fn node_client_host(&self) -> String {
+        if self.node.socket.is_empty() {
+            if let Some(h) = self.node.hosts.first() {
+                return h.clone();
+            }
+        }
+        format!("unix://{}", self.node_socket().display())
     }
 
     pub fn layout(&self) -> DataLayout {
@@ -738,6 +883,47 @@ mod tests {
             err.to_string().contains("REG_REGISTRY_UPLOAD_EXPIRY_SECS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn node_hosts_and_tls_from_the_environment() {
+        let cfg = Config::load_from(
+            None,
+            &env(&[
+                ("REG_DATA_DIR", "/srv/reg"),
+                ("REG_NODE_HOSTS", "unix:///run/reg.sock, tcp://0.0.0.0:2376"),
+                ("REG_NODE_TLS_VERIFY", "true"),
+                ("REG_NODE_TLS_CA", "/etc/reg/ca.pem"),
+                ("REG_NODE_TLS_CERT", "/etc/reg/cert.pem"),
+                ("REG_NODE_TLS_KEY", "/etc/reg/key.pem"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(
+            cfg.node_hosts(),
+            vec!["unix:///run/reg.sock", "tcp://0.0.0.0:2376"]
+        );
+        assert_eq!(cfg.node_client_host(), "unix:///run/reg.sock");
+        assert_eq!(
+            cfg.node.tls().map(|t| t.ca),
+            Some(PathBuf::from("/etc/reg/ca.pem"))
+        );
+        let plain = Config::load_from(None, &env(&[("REG_DATA_DIR", "/srv/reg")])).expect("ok");
+        assert_eq!(plain.node_hosts(), vec!["unix:///srv/reg/node.sock"]);
+    }
+
+    #[test]
+    fn node_keys_that_make_no_sense_are_refused_with_their_key() {
+        #[track_caller]
+        fn check(vars: &[(&str, &str)], key: &str) {
+            let err = Config::load_from(None, &env(vars)).expect_err("refused");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        check(&[("REG_NODE_SOCKET", "tcp://0.0.0.0:2376")], "node.socket");
+        check(&[("REG_NODE_HOSTS", "0.0.0.0:2376")], "node.hosts[0]");
+        check(&[("REG_NODE_HOSTS", "unix:///a,ssh://b")], "node.hosts[1]");
+        check(&[("REG_NODE_TLS_VERIFY", "true")], "node.tls_ca");
+        check(&[("REG_NODE_TLS_CERT", "/c.pem")], "node.tls_cert");
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl ImageStore {
         self.root.join("snapshots").join(chain_id.replace(':', "-"))
     }
 
-    fn blob_path(&self, d: &Digest) -> PathBuf {
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root
             .join("blobs")
             .join(d.algorithm().as_str())
@@ -364,21 +364,71 @@ impl ImageStore {
         Ok(copy)
     }
 
-    /// Removes a reference; then every snapshot and blob that no image and none of `in_use`
-    /// (snapshot directories of containers) needs. Returns what was deleted.
+    /// Removes a reference; then every snapshot and blob that no image, no build-cache entry
+    /// and none of `in_use` (snapshot directories of containers) needs. Returns what was
+    /// deleted.
     pub fn remove(
         &self,
         reference: &str,
         in_use: &std::collections::HashSet<PathBuf>,
     ) -> Result<Vec<String>, PullError> {
-        {
-            let db = self.db.lock().map_err(|_| PullError::Io {
-                path: self.root.clone(),
-                source: std::io::Error::other("image index lock poisoned"),
-            })?;
-            db.execute("DELETE FROM images WHERE reference = ?1", [reference])?;
-        }
+        self.untag(reference)?;
         let mut deleted = vec![format!("Untagged: {reference}")];
+        deleted.extend(self.collect_garbage(in_use)?.0);
+        Ok(deleted)
+    }
+
+    /// Forgets the reference only; what it kept goes at the next [`ImageStore::collect_garbage`]
+    /// (a prune untags many, then collects once).
+    pub fn untag(&self, reference: &str) -> Result<(), PullError> {
+        let db = self.db.lock().map_err(|_| PullError::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other("image index lock poisoned"),
+        })?;
+        db.execute("DELETE FROM images WHERE reference = ?1", [reference])?;
+        Ok(())
+    }
+
+    /// The build cache's entries (`reg build` records one per step it made).
+    pub fn build_cache_dir(&self) -> PathBuf {
+        self.root.join(BUILD_CACHE)
+    }
+
+    /// The build cache's entries: (path, modified, chain id of its snapshot, blob digest, size).
+    fn cache_entries(&self) -> Vec<CacheEntry> {
+        std::fs::read_dir(self.build_cache_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).ok()?).unwrap_or_default();
+                // Entries of before chains were recorded name their blob only.
+                let layer = if v.get("layer").is_some() {
+                    &v["layer"]
+                } else {
+                    &v
+                };
+                Some(CacheEntry {
+                    path: e.path(),
+                    modified: meta.modified().ok()?,
+                    chain: v["chain"].as_str().map(str::to_string),
+                    blob: layer["digest"].as_str().map(str::to_string),
+                    size: layer["size"].as_u64().unwrap_or(0) + meta.len(),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes every snapshot and blob that no image, no build-cache entry and none of
+    /// `in_use` needs: the `Deleted: …` lines, and the bytes the blobs took.
+    pub fn collect_garbage(
+        &self,
+        in_use: &std::collections::HashSet<PathBuf>,
+    ) -> Result<(Vec<String>, u64), PullError> {
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0;
         let images = self.list()?;
         let mut keep_snaps: std::collections::HashSet<PathBuf> = in_use.clone();
         let mut keep_blobs = std::collections::HashSet::new();
@@ -397,16 +447,30 @@ impl ImageStore {
                 Err(_) => unknown_blobs = true,
             }
         }
-        for e in std::fs::read_dir(self.root.join("snapshots"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if !keep_snaps.contains(&e.path()) && std::fs::remove_dir_all(e.path()).is_ok() {
-                deleted.push(format!(
-                    "Deleted: {}",
-                    e.file_name().to_string_lossy().replacen('-', ":", 1)
-                ));
+        let mut cache_without_chain = false;
+        for c in self.cache_entries() {
+            match c.chain {
+                Some(chain) => {
+                    keep_snaps.insert(self.snapshot_dir(&chain));
+                }
+                None => cache_without_chain |= c.blob.is_some(),
+            }
+            keep_blobs.extend(c.blob);
+        }
+        // An old cache entry does not say which snapshot is its own: keep them all until the
+        // cache is pruned.
+        if !cache_without_chain {
+            for e in std::fs::read_dir(self.root.join("snapshots"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if !keep_snaps.contains(&e.path()) && std::fs::remove_dir_all(e.path()).is_ok() {
+                    deleted.push(format!(
+                        "Deleted: {}",
+                        e.file_name().to_string_lossy().replacen('-', ":", 1)
+                    ));
+                }
             }
         }
         if !unknown_blobs {
@@ -426,12 +490,48 @@ impl ImageStore {
                         b.file_name().to_string_lossy()
                     );
                     if !keep_blobs.contains(&d) {
-                        let _ = std::fs::remove_file(b.path());
+                        let size = b.metadata().map(|m| m.len()).unwrap_or(0);
+                        if std::fs::remove_file(b.path()).is_ok() {
+                            reclaimed += size;
+                        }
                     }
                 }
             }
         }
-        Ok(deleted)
+        Ok((deleted, reclaimed))
+    }
+
+    /// `builder prune`: drops build-cache entries, oldest first, until what the rest name
+    /// takes at most `keep_bytes` (every entry with `None`), then what nothing needs any more.
+    /// Returns the entries dropped and the bytes reclaimed.
+    pub fn prune_build_cache(
+        &self,
+        keep_bytes: Option<u64>,
+        in_use: &std::collections::HashSet<PathBuf>,
+    ) -> Result<(Vec<String>, u64), PullError> {
+        let mut entries = self.cache_entries();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.modified));
+        let mut kept = 0u64;
+        let mut dropped = Vec::new();
+        for e in entries {
+            kept += e.size;
+            if keep_bytes.is_some_and(|k| kept <= k) {
+                continue;
+            }
+            if std::fs::remove_file(&e.path).is_ok() {
+                dropped.push(
+                    e.path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        if dropped.is_empty() {
+            return Ok((dropped, 0));
+        }
+        let (_, reclaimed) = self.collect_garbage(in_use)?;
+        Ok((dropped, reclaimed))
     }
 
     /// Pushes a stored image to `target` (any registry/repo/tag): only the blobs the registry
@@ -903,4 +1003,16 @@ impl ImageStore {
         });
         Ok(())
     }
+}
+
+/// Where `reg build` records its cache entries, under the store's root.
+pub const BUILD_CACHE: &str = "build-cache";
+
+/// One build-cache entry as the store sees it.
+struct CacheEntry {
+    path: PathBuf,
+    modified: std::time::SystemTime,
+    chain: Option<String>,
+    blob: Option<String>,
+    size: u64,
 }

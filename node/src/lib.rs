@@ -5,8 +5,11 @@
 //! - [`api`]: the agent's HTTP edge (router, handlers, one `ApiError`) and its client;
 //! - [`containers`]: the container service (records, lifecycle, logs, exec, volumes);
 //! - [`network`]: bridge networks (ipam, nftables, published ports, netlink, DNS);
-//! - [`image`] and [`unpack`]: the image store and layer snapshots;
+//! - [`image`], [`image_archive`] and [`unpack`]: the image store, `save`/`load` archives and
+//!   layer snapshots;
 //! - [`runtime`]: the runtime (spec, bundle, monitor, process, rootfs, cgroup, seccomp, tty);
+//! - [`events`]: the node's event bus (docker's events; emitted by the domain, and by the API
+//!   for what it changes directly: networks, volumes, images);
 //! - [`db`]: helpers of the node database.
 //!
 //! It may use the registry's types and client, never the registry server, and never the
@@ -17,7 +20,9 @@
 pub mod api;
 pub mod containers;
 pub(crate) mod db;
+pub mod events;
 pub mod image;
+pub mod image_archive;
 pub mod network;
 pub mod runtime;
 pub mod unpack;

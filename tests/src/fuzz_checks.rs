@@ -406,17 +406,16 @@ pub fn agent_json(data: &[u8]) {
     let _ = serde_json::from_slice::<reg_node::api::wire::NetworkConnect>(data);
     let _ = serde_json::from_slice::<reg_node::api::wire::NetworkDisconnect>(data);
     let _ = serde_json::from_slice::<reg_node::api::wire::VolumeCreate>(data);
-    // (Read as a Value too for its subnet: serde_json skips an unknown field without checking
-    // its UTF-8, so the Value may not parse where the request did.)
     let create = serde_json::from_slice::<reg_node::api::wire::NetworkCreate>(data).ok();
-    let value = create.and_then(|_| serde_json::from_slice::<serde_json::Value>(data).ok());
-    if let Some(v) = value {
-        if let Some(s) = v.get("Subnet").and_then(|s| s.as_str()) {
-            if let Ok(n) = reg_node::network::Subnet::parse(s) {
-                assert!((8..=30).contains(&n.prefix), "{s:?}");
-                assert!(n.contains(n.base) && n.contains(n.host(1)), "{s:?}");
-                assert!(n.size() >= 4);
-            }
+    let subnets = create
+        .and_then(|c| c.ipam)
+        .map(|i| i.config)
+        .unwrap_or_default();
+    for s in subnets.iter().filter_map(|c| c.subnet.as_deref()) {
+        if let Ok(n) = reg_node::network::Subnet::parse(s) {
+            assert!((8..=30).contains(&n.prefix), "{s:?}");
+            assert!(n.contains(n.base) && n.contains(n.host(1)), "{s:?}");
+            assert!(n.size() >= 4);
         }
     }
 }

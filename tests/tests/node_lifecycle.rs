@@ -140,6 +140,14 @@ fn rm_f_logs_f_and_name_conflicts() {
     let (code, _, err) = n.reg(&["run", "-d", "--name", "sleeper", IMG]);
     assert_ne!(code, 0);
     assert!(err.contains("already in use"), "{err}");
+    // Starting it again is refused, as reg's start always did (the Engine API answers 304,
+    // which docker's cli takes as success).
+    let (code, _, err) = n.reg(&["start", "sleeper"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("container sleeper is already running"),
+        "{err}"
+    );
     let (code, out, err) = n.reg(&["rm", "-f", "sleeper"]);
     assert_eq!((code, out.trim()), (0, "sleeper"), "{err}");
     assert!(cgroup_dirs(&id).is_empty());

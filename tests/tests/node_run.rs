@@ -41,9 +41,21 @@ fn container_is_pid_1_with_its_own_hostname_and_no_host_processes() {
         !out.lines().any(|l| l
             .split_whitespace()
             .nth(4)
-            .is_some_and(|m| m.starts_with(&data) || m.starts_with("/sys/fs/cgroup/"))),
+            .is_some_and(|m| m.starts_with(&data))),
         "no host mount point is visible: {out}"
     );
+    // Under /sys/fs/cgroup only the container's own cgroups (`/reg/<id>` of each hierarchy).
+    for l in out.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.get(4).is_some_and(|m| m.starts_with("/sys/fs/cgroup/")) {
+            let root = f.get(3).copied().unwrap_or("");
+            let parts: Vec<&str> = root.trim_start_matches('/').split('/').collect();
+            assert!(
+                parts.len() == 2 && parts[0] == "reg" && parts[1].len() == 64,
+                "a cgroup mount that is not the container's own: {l}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -126,6 +126,22 @@ impl Tree {
         Ok(Tree { root, dir })
     }
 
+    /// The tree rooted at the directory `fd`, opened by the caller: for a root only a magic
+    /// link names, such as a process's `/proc/<pid>/root` (which [`Tree::open`] does not
+    /// follow). Symlinks met inside resolve inside it; `dir` names it in messages.
+    pub fn from_dir_fd(fd: OwnedFd, dir: impl Into<PathBuf>) -> io::Result<Tree> {
+        if !metadata(&fd)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a directory",
+            ));
+        }
+        Ok(Tree {
+            root: pathrs::Root::from_fd(fd),
+            dir: dir.into(),
+        })
+    }
+
     /// Opens `dir`; any symlink on a path's way is refused (`ELOOP`). The last component of
     /// [`Tree::symlink_metadata`], [`Tree::remove`] and [`Tree::symlink`] may be one.
     pub fn open_strict(dir: impl AsRef<Path>) -> io::Result<Tree> {
@@ -256,6 +272,24 @@ impl Tree {
         open_regular(&h).map_err(|e| named(rel, e))
     }
 
+    /// Writes `data` into the existing regular file `rel` (not following a final symlink),
+    /// without creating or truncating it: a `/proc/sys` parameter, a cgroup file.
+    pub fn write_existing(&self, rel: impl AsRef<Path>, data: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let rel = rel.as_ref();
+        let h = self.resolve_nofollow(rel)?;
+        if !metadata(&h)?.is_file() {
+            return Err(named(
+                rel,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
+        let mut f = h
+            .reopen(OpenFlags::O_WRONLY | OpenFlags::O_CLOEXEC)
+            .map_err(io_err)?;
+        f.write_all(data).map_err(|e| named(rel, e))
+    }
+
     /// Opens the directory `rel` (not following a final symlink) for reading its entries or
     /// setting its xattrs through the fd.
     pub fn open_dir(&self, rel: impl AsRef<Path>) -> io::Result<File> {
@@ -382,6 +416,19 @@ pub fn read_dir(fd: &impl AsFd) -> io::Result<Vec<OsString>> {
     Ok(names)
 }
 
+/// The entries of the directory behind `fd`, read as they come (unsorted, not collected): for
+/// walks of trees too large to list at once. Through the magic link of `fd`: exactly this
+/// directory, whatever happened to its path since.
+pub fn read_dir_stream(fd: &impl AsFd) -> io::Result<std::fs::ReadDir> {
+    if !metadata(fd)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a directory",
+        ));
+    }
+    std::fs::read_dir(fd_path(&fd.as_fd()))
+}
+
 /// `chown` of exactly the inode behind `fd` (a symlink itself, never its target).
 pub fn set_owner(fd: &impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
     nix::unistd::fchownat(
@@ -505,6 +552,25 @@ mod tests {
         let after = std::fs::metadata(victim.join("keep.txt")).expect("stat");
         assert_eq!(before.mode(), after.mode());
         assert_eq!(before.mtime(), after.mtime());
+    }
+
+    #[test]
+    fn a_tree_from_a_directory_fd_keeps_paths_inside_it() {
+        let (_t, dir, victim) = setup();
+        std::os::unix::fs::symlink(&victim, dir.join("sub")).expect("plant");
+        let fd: OwnedFd = File::open(&dir).expect("open").into();
+        let tree = Tree::from_dir_fd(fd, &dir).expect("tree");
+        assert!(
+            tree.open_file("sub/keep.txt").is_err(),
+            "not the host's file"
+        );
+        let names: Vec<_> = read_dir_stream(&tree.root_fd())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![OsString::from("sub")]);
+        let file: OwnedFd = File::open(victim.join("keep.txt")).expect("file").into();
+        assert!(Tree::from_dir_fd(file, "keep.txt").is_err());
     }
 
     #[test]

@@ -20,6 +20,26 @@ use super::tree::walk;
 use crate::dockerfile::Step;
 use crate::fsview::View;
 
+/// A cache entry: the layer a step made (none for a step that changes no file) and its chain
+/// id, which tells the node's store which snapshot the entry keeps (`rmi` and prunes leave
+/// what the cache names alone; `builder prune` lets it go).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheRecord {
+    layer: Option<LayerRef>,
+    chain: Option<String>,
+}
+
+impl CacheRecord {
+    /// The layer of a record, also of one written before records named their chain.
+    fn parse(bytes: &[u8]) -> Option<Option<LayerRef>> {
+        serde_json::from_slice::<CacheRecord>(bytes)
+            .map(|r| r.layer)
+            .or_else(|_| serde_json::from_slice::<Option<LayerRef>>(bytes))
+            .ok()
+    }
+}
+
 impl<S: Store, R: StepRunner> Builder<'_, S, R> {
     /// Looks the cache up, or makes the layer with `make` (which fills the directory it is
     /// given) and records it. Returns whether it was cached.
@@ -37,9 +57,7 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
     {
         let record = self.opts.cache_dir.join(key.replace(':', "-"));
         if !self.opts.no_cache {
-            if let Some(layer) =
-                own::read(&record).and_then(|b| serde_json::from_slice::<Option<LayerRef>>(&b).ok())
-            {
+            if let Some(layer) = own::read(&record).and_then(|b| CacheRecord::parse(&b)) {
                 let usable = match &layer {
                     None => true,
                     Some(l) => self
@@ -60,7 +78,13 @@ impl<S: Store, R: StepRunner> Builder<'_, S, R> {
             Err(e) => Err(e),
         };
         let layer = self.remove_after(made, vec![work]).await?;
-        let json = serde_json::to_vec(&layer).unwrap_or_default();
+        let json = serde_json::to_vec(&CacheRecord {
+            chain: layer
+                .as_ref()
+                .map(|l| chain_id(st.chain.last(), &l.diff_id).to_string()),
+            layer: layer.clone(),
+        })
+        .unwrap_or_default();
         if own::write(&self.opts.cache_dir, &record, &json).is_err() {
             (self.log)(Event::Note {
                 message: format!("could not record the cache entry {}", record.display()),

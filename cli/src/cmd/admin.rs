@@ -53,21 +53,21 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Add a user; the password is read from standard input.
+    /// Add a user; the password is read from standard input, or asked for on a terminal.
     Add {
         name: String,
         #[arg(long)]
         admin: bool,
-        /// Read the password from standard input (required: never on the command line).
-        #[arg(long, required = true)]
+        /// Read the password from standard input (never on the command line).
+        #[arg(long)]
         password_stdin: bool,
     },
     /// Remove a user (their tokens are revoked).
     Rm { name: String },
-    /// Set a user's password from standard input.
+    /// Set a user's password from standard input (or asked for on a terminal).
     Passwd {
         name: String,
-        #[arg(long, required = true)]
+        #[arg(long)]
         password_stdin: bool,
     },
     /// List users.
@@ -119,13 +119,30 @@ fn actor() -> String {
     )
 }
 
-fn read_password() -> anyhow::Result<String> {
-    let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .context("reading the password from standard input")?;
-    let p = s.strip_suffix('\n').unwrap_or(&s);
-    let p = p.strip_suffix('\r').unwrap_or(p).to_string();
+/// The new password: standard input with `--password-stdin`, else asked twice on a terminal
+/// (without echo).
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let p = if from_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the password from standard input")?;
+        let p = s.strip_suffix('\n').unwrap_or(&s);
+        p.strip_suffix('\r').unwrap_or(p).to_string()
+    } else if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("Password: ").context("reading the password")?;
+        let again =
+            rpassword::prompt_password("Repeat the password: ").context("reading the password")?;
+        if p != again {
+            bail!("the passwords differ: nothing was changed");
+        }
+        p
+    } else {
+        bail!(
+            "no terminal to ask the password on: give it on standard input with --password-stdin"
+        );
+    };
     if p.len() < 8 {
         bail!("password too short: use at least 8 characters");
     }
@@ -152,9 +169,13 @@ pub fn run(config: Option<&Path>, args: AdminArgs) -> anyhow::Result<()> {
     let who = actor();
     match args.command {
         AdminCommand::User { command } => match command {
-            UserCommand::Add { name, admin, .. } => {
+            UserCommand::Add {
+                name,
+                admin,
+                password_stdin,
+            } => {
                 valid_account_name("user", &name)?;
-                let hash = auth::hash_password(&read_password()?)?;
+                let hash = auth::hash_password(&read_password(password_stdin)?)?;
                 if !meta.add_user(&name, &hash, admin)? {
                     bail!("user {name} exists already (use `user passwd` to change the password)");
                 }
@@ -180,8 +201,11 @@ pub fn run(config: Option<&Path>, args: AdminArgs) -> anyhow::Result<()> {
                 meta.audit(&who, "user.rm", &name, "", "local")?;
                 println!("removed user {name}");
             }
-            UserCommand::Passwd { name, .. } => {
-                let hash = auth::hash_password(&read_password()?)?;
+            UserCommand::Passwd {
+                name,
+                password_stdin,
+            } => {
+                let hash = auth::hash_password(&read_password(password_stdin)?)?;
                 if !meta.set_password(&name, &hash)? {
                     bail!("no user {name}");
                 }

@@ -12,36 +12,37 @@ use reg_builder::ignore::Ignore;
 use reg_node::api::{encode_auth, RegistryAuth};
 use reg_registry::{client, Reference};
 
-use super::image::{agent, outcome, query_value, rt};
+use super::image::{agent_for_names, outcome, query_value, rt};
+use super::Target;
 
 #[derive(Args)]
 pub struct BuildArgs {
     /// Name and tag of the image (repeatable), e.g. 127.0.0.1:5000/team/app:1.0
     #[arg(short = 't', long = "tag")]
-    tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     /// The Dockerfile (default: CONTEXT/Dockerfile)
     #[arg(short = 'f', long = "file")]
-    file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// A build argument: KEY=VALUE, or KEY to take it from the environment
     #[arg(long = "build-arg")]
-    build_args: Vec<String>,
+    pub(crate) build_args: Vec<String>,
     /// The stage to build (default: the last)
     #[arg(long)]
-    target: Option<String>,
+    pub(crate) target: Option<String>,
     /// Run every step again, ignoring the cache
     #[arg(long)]
-    no_cache: bool,
+    pub(crate) no_cache: bool,
     /// Push each tag to its registry after the build
     #[arg(long)]
-    push: bool,
+    pub(crate) push: bool,
     /// Layer compression: gzip or zstd
     #[arg(long, default_value = "gzip")]
-    compression: String,
+    pub(crate) compression: String,
     /// Print only the image id
     #[arg(short, long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// The build context directory
-    context: PathBuf,
+    pub(crate) context: PathBuf,
 }
 
 /// What the agent compares with its copy: every path of the context not excluded by `ignore`,
@@ -104,8 +105,10 @@ fn context_manifest(root: &Path, ignore: &Ignore) -> anyhow::Result<Vec<Entry>> 
     Ok(out)
 }
 
-pub fn build(config: Option<&Path>, host: Option<&str>, args: BuildArgs) -> anyhow::Result<()> {
-    let (agent, cfg) = agent(config, host)?;
+pub fn build(config: Option<&Path>, host: &Target, args: BuildArgs) -> anyhow::Result<()> {
+    let (agent, cfg) = agent_for_names(config, host)?;
+    // The build and its context sync are reg's extensions of the Engine API.
+    let agent = agent.own();
     let ctx = args.context.clone();
     if !ctx.is_dir() {
         bail!(

@@ -1,5 +1,5 @@
-//! `reg serve` and `reg registry serve`: load the configuration, start the registry, stop on
-//! SIGTERM/SIGINT.
+//! `reg serve`, `reg registry serve` and `reg node serve`: load the configuration, start the
+//! registry and/or the node agent (on every `-H`), stop on SIGTERM/SIGINT.
 
 use std::path::{Path, PathBuf};
 
@@ -61,7 +61,8 @@ pub struct GcArgs {
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
-    /// Serve the node agent's API on its unix socket.
+    /// Serve the node agent's API: on its unix socket, or on each -H (unix:///path,
+    /// tcp://IP:PORT; TCP other than loopback needs --tlsverify --tlscacert --tlscert --tlskey).
     Serve(NodeServeArgs),
     /// (internal) The per-container monitor the agent starts: runs one container.
     #[command(hide = true)]
@@ -80,7 +81,7 @@ pub enum NodeCommand {
 
 #[derive(Args, Clone)]
 pub struct NodeServeArgs {
-    /// Socket path (default: <data>/node.sock).
+    /// Socket path (default: <data>/node.sock, unless -H is given); one more -H unix://PATH.
     #[arg(long)]
     socket: Option<PathBuf>,
     /// Data directory.
@@ -89,29 +90,55 @@ pub struct NodeServeArgs {
 }
 
 /// `reg serve`: the registry, and (as root) the node agent beside it.
-pub fn run(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = load(file, &args)?;
+pub fn run(file: Option<&Path>, args: ServeArgs, target: &super::Target) -> anyhow::Result<()> {
+    let mut cfg = load(file, &args)?;
+    target.serve_into(&mut cfg);
+    cfg.validate()?;
     init_logging(&cfg);
+    // Checked before anything starts: a refused host stops the registry from starting too.
+    let listen = if nix_is_root() {
+        Some(super::listen(&cfg)?)
+    } else {
+        None
+    };
     let rt = runtime()?;
     rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = std::sync::Arc::new(stop_tx);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        let agent = if nix_is_root() {
-            let (sock, data, reg) = (cfg.node_socket(), cfg.layout().node_root(), cfg.node.default_registry.clone());
+        let on_signal = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = on_signal.send(true);
+        });
+        // The registry first: the node's registry for short names is this one, as bound
+        // (its port may be chosen by the kernel), unless `node.default_registry` says otherwise.
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let registry = {
+            let (cfg, stop) = (cfg.clone(), stopped(stop_rx.clone()));
+            tokio::spawn(async move { registry_future(&cfg, stop, Some(bound_tx)).await })
+        };
+        let agent = if let Some(listen) = listen {
+            let (data, mut settings) = (cfg.layout().node_root(), node_settings(&cfg)?);
+            if cfg.node.default_registry == reg_config::NodeConfig::default().default_registry {
+                if let Ok(addr) = bound_rx.await {
+                    settings.default_registry = local_registry(addr);
+                }
+            }
             let stop = stopped(stop_rx.clone());
-            Some(tokio::spawn(async move { reg_node::api::serve(&sock, &data, reg, crate::build::routes, stop).await }))
+            Some(tokio::spawn(async move { reg_node::api::serve(listen, &data, settings, crate::build::routes, stop).await }))
         } else {
             tracing::warn!("node agent not started: it needs root (namespaces, cgroups, mounts); the registry runs alone");
             None
         };
-        let signal = async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
+        let registry = match registry.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("registry task failed: {e}")),
         };
-        tokio::spawn(signal);
-        let registry = registry_future(&cfg, stopped(stop_rx.clone())).await;
+        // A registry that ended (failed to start, or stopped) takes the agent along.
+        let _ = stop_tx.send(true);
         if let Some(a) = agent {
             match a.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "node agent failed"),
@@ -121,6 +148,16 @@ pub fn run(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
         }
         registry
     })
+}
+
+/// How the local node names the registry bound at `addr`: over loopback when it listens on
+/// every address.
+fn local_registry(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
 }
 
 fn nix_is_root() -> bool {
@@ -155,6 +192,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The monitor: single-threaded on purpose (no runtime is started), then exits with the
 /// container's code.
 pub fn monitor(bundle: &Path) -> anyhow::Result<u8> {
+    // A panic is recorded as the container's failure (its log and exit code 125), not lost
+    // with the monitor's own stderr.
+    let dir = bundle.to_path_buf();
+    std::panic::set_hook(Box::new(move |info| {
+        reg_node::runtime::monitor::fail(&dir, &format!("the container's monitor failed: {info}"));
+    }));
     let code = match reg_node::runtime::bundle::read(bundle) {
         Ok(spec) => reg_node::runtime::monitor::monitor(&spec),
         Err(e) => reg_node::runtime::monitor::fail(bundle, &e),
@@ -169,7 +212,11 @@ pub fn enter(spec: &str) -> anyhow::Result<u8> {
     Ok(u8::try_from(reg_node::runtime::enter(&spec)).unwrap_or(125))
 }
 
-pub fn run_node(file: Option<&Path>, command: NodeCommand) -> anyhow::Result<()> {
+pub fn run_node(
+    file: Option<&Path>,
+    command: NodeCommand,
+    target: &super::Target,
+) -> anyhow::Result<()> {
     let args = match command {
         NodeCommand::Serve(a) => a,
         NodeCommand::Monitor { .. } | NodeCommand::Enter { .. } => {
@@ -181,14 +228,25 @@ pub fn run_node(file: Option<&Path>, command: NodeCommand) -> anyhow::Result<()>
         cfg.data_dir = d.clone();
     }
     if let Some(s) = &args.socket {
-        cfg.node.socket = s.display().to_string();
+        let s = s.display().to_string();
+        // A path, as its name says: `--socket tcp://…` once made a socket file named `tcp:`.
+        if s.contains("://") && !s.starts_with("unix://") {
+            anyhow::bail!(
+                "--socket takes a unix socket path, not {s:?}: to listen on TCP, pass -H {s} \
+                 (with --tlsverify --tlscacert --tlscert --tlskey unless it is loopback)"
+            );
+        }
+        cfg.node.socket = s;
     }
+    target.serve_into(&mut cfg);
+    cfg.validate()?;
+    let listen = super::listen(&cfg)?;
     init_logging(&cfg);
     let rt = runtime()?;
     rt.block_on(reg_node::api::serve(
-        &cfg.node_socket(),
+        listen,
         &cfg.layout().node_root(),
-        cfg.node.default_registry.clone(),
+        node_settings(&cfg)?,
         crate::build::routes,
         shutdown_signal(),
     ))?;
@@ -293,12 +351,13 @@ fn serve_registry(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let cfg = load(file, &args)?;
     init_logging(&cfg);
     let rt = runtime()?;
-    rt.block_on(registry_future(&cfg, shutdown_signal()))
+    rt.block_on(registry_future(&cfg, shutdown_signal(), None))
 }
 
 async fn registry_future(
     cfg: &Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
     let data = cfg.data_dir.clone();
     let metadata = match cfg.registry.metadata.url.as_str() {
@@ -325,6 +384,9 @@ async fn registry_future(
             blobs = %blobs,
             "registry listening on {scheme}://{addr}"
         );
+        if let Some(tx) = bound {
+            let _ = tx.send(addr);
+        }
     })
     .await
     .with_context(|| {
@@ -352,4 +414,17 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
     }
+}
+
+/// The agent's settings from the `[node]` configuration.
+fn node_settings(cfg: &reg_config::Config) -> anyhow::Result<reg_node::api::Settings> {
+    Ok(reg_node::api::Settings {
+        default_registry: cfg.node.default_registry.clone(),
+        log: reg_node::api::LogDefaults {
+            max_size: Some(cfg.node.log_max_size).filter(|s| *s > 0),
+            max_file: cfg.node.log_max_file,
+        },
+        build_cache_max: Some(cfg.node.build_cache_max_bytes).filter(|m| *m > 0),
+        userns_pool: reg_node::runtime::userns::node_range(&cfg.node.userns_remap)?,
+    })
 }

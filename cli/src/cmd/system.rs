@@ -1,4 +1,5 @@
-//! `reg volume …`, `reg info`, `reg version`: through the node agent.
+//! `reg volume …` and `reg network …` (with their `prune`), `reg info`, `reg version`: through
+//! the node agent.
 
 use std::path::Path;
 
@@ -8,16 +9,24 @@ use clap::Subcommand;
 use reg_node::api::wire;
 
 use super::image::{agent, each, query_value, rt};
+use super::{manage, Target};
 
 #[derive(Subcommand)]
 pub enum VolumeCommand {
     /// Create a named volume (a random name when none is given).
     Create { name: Option<String> },
     /// List volumes.
+    #[command(visible_alias = "list")]
     Ls {
         /// Only names.
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Filter: name=, label=, dangling=, driver=.
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
+        /// A Go template ('table {{.Name}}\t{{.Driver}}', '{{json .}}'), or json.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show volumes as JSON.
     Inspect { names: Vec<String> },
@@ -28,9 +37,21 @@ pub enum VolumeCommand {
         force: bool,
         names: Vec<String>,
     },
+    /// Remove unused anonymous volumes (-a: every unused volume).
+    Prune {
+        /// Do not prompt for confirmation.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Remove named volumes too, not only anonymous ones.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Filter values (e.g. label=KEY=VALUE).
+        #[arg(long)]
+        filter: Vec<String>,
+    },
 }
 
-pub fn volume(config: Option<&Path>, host: Option<&str>, cmd: VolumeCommand) -> anyhow::Result<u8> {
+pub fn volume(config: Option<&Path>, host: &Target, cmd: VolumeCommand) -> anyhow::Result<u8> {
     let (agent, _) = agent(config, host)?;
     let rt = rt()?;
     match cmd {
@@ -39,18 +60,49 @@ pub fn volume(config: Option<&Path>, host: Option<&str>, cmd: VolumeCommand) -> 
                 rt.block_on(agent.send("POST", "/volumes/create", &wire::VolumeCreate { name }))?;
             println!("{}", v["Name"].as_str().unwrap_or(""));
         }
-        VolumeCommand::Ls { quiet } => {
-            let list = rt.block_on(agent.json("GET", "/volumes"))?;
-            if !quiet {
-                println!("{:<10} VOLUME NAME", "DRIVER");
-            }
-            for v in list.as_array().into_iter().flatten() {
-                let name = v["Name"].as_str().unwrap_or("");
-                if quiet {
-                    println!("{name}");
-                } else {
-                    println!("{:<10} {name}", v["Driver"].as_str().unwrap_or("local"));
+        VolumeCommand::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
+            let path = format!(
+                "/volumes?{}",
+                super::container::filters_query(&filter)?.trim_start_matches('&')
+            );
+            let list = rt.block_on(agent.json("GET", &path))?;
+            let rows: Vec<serde_json::Value> = list["Volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    serde_json::json!({
+                        "Name": v["Name"],
+                        "Driver": v["Driver"].as_str().unwrap_or("local"),
+                        "Scope": v["Scope"].as_str().unwrap_or("local"),
+                        "Mountpoint": v["Mountpoint"],
+                        "Labels": super::format::pairs(&v["Labels"], ","),
+                        "Links": "N/A",
+                        "Size": "N/A",
+                    })
+                })
+                .collect();
+            if quiet {
+                for r in &rows {
+                    println!("{}", r["Name"].as_str().unwrap_or(""));
                 }
+            } else {
+                super::format::print(
+                    &rows,
+                    format.as_deref(),
+                    "table {{.Driver}}\t{{.Name}}",
+                    &[
+                        ("Name", "VOLUME NAME"),
+                        ("Driver", "DRIVER"),
+                        ("Mountpoint", "MOUNTPOINT"),
+                        ("Scope", "SCOPE"),
+                        ("Labels", "LABELS"),
+                    ],
+                )?;
             }
         }
         VolumeCommand::Inspect { names } => {
@@ -59,6 +111,20 @@ pub fn volume(config: Option<&Path>, host: Option<&str>, cmd: VolumeCommand) -> 
                 out.push(rt.block_on(agent.json("GET", &format!("/volumes/{}", query_value(n))))?);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        VolumeCommand::Prune { force, all, filter } => {
+            let warning = if all {
+                "WARNING! This will remove all local volumes not used by at least one container.\n\
+                 Are you sure you want to continue?"
+            } else {
+                "WARNING! This will remove anonymous local volumes not used by at least one container.\n\
+                 Are you sure you want to continue?"
+            };
+            let extra: &[&str] = if all { &["all=true"] } else { &[] };
+            let path = format!("/volumes/prune{}", manage::prune_query(&filter, extra)?);
+            if let Some(v) = manage::prune(config, host, force, warning, &path)? {
+                manage::volume_prune_report(&v);
+            }
         }
         VolumeCommand::Rm { force, names } => {
             let path = |n: &str| {
@@ -92,10 +158,20 @@ pub enum NetworkCommand {
         name: String,
     },
     /// List networks.
+    #[command(visible_alias = "list")]
     Ls {
         /// Only ids.
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Filter: name=, id=, label=, driver=, type=, scope=.
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
+        /// Full ids.
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+        /// A Go template ('table {{.Name}}\t{{.Driver}}', '{{json .}}'), or json.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show networks as JSON.
     Inspect { names: Vec<String> },
@@ -112,13 +188,18 @@ pub enum NetworkCommand {
     },
     /// Disconnect a container from a network.
     Disconnect { network: String, container: String },
+    /// Remove every custom network no container is on.
+    Prune {
+        /// Do not prompt for confirmation.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Filter values (e.g. label=KEY=VALUE).
+        #[arg(long)]
+        filter: Vec<String>,
+    },
 }
 
-pub fn network(
-    config: Option<&Path>,
-    host: Option<&str>,
-    cmd: NetworkCommand,
-) -> anyhow::Result<u8> {
+pub fn network(config: Option<&Path>, host: &Target, cmd: NetworkCommand) -> anyhow::Result<u8> {
     let (agent, _) = agent(config, host)?;
     let rt = rt()?;
     match cmd {
@@ -136,30 +217,65 @@ pub fn network(
                 "/networks/create",
                 &wire::NetworkCreate {
                     name,
-                    subnet,
+                    driver: Some(driver),
                     internal,
+                    ipam: subnet.map(|s| wire::Ipam {
+                        config: vec![wire::IpamConfig { subnet: Some(s) }],
+                    }),
+                    labels: Default::default(),
                 },
             ))?;
             println!("{}", v["Id"].as_str().unwrap_or(""));
         }
-        NetworkCommand::Ls { quiet } => {
-            let list = rt.block_on(agent.json("GET", "/networks"))?;
-            if !quiet {
-                println!("{:<14}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
-            }
-            for n in list.as_array().into_iter().flatten() {
-                let id = n["Id"].as_str().unwrap_or("");
-                let short = &id[..id.len().min(12)];
-                if quiet {
-                    println!("{short}");
-                } else {
-                    println!(
-                        "{short:<14}{:<20}{:<10}{}",
-                        n["Name"].as_str().unwrap_or(""),
-                        n["Driver"].as_str().unwrap_or(""),
-                        n["Scope"].as_str().unwrap_or("local")
-                    );
+        NetworkCommand::Ls {
+            quiet,
+            filter,
+            no_trunc,
+            format,
+        } => {
+            let path = format!(
+                "/networks?{}",
+                super::container::filters_query(&filter)?.trim_start_matches('&')
+            );
+            let list = rt.block_on(agent.json("GET", &path))?;
+            let rows: Vec<serde_json::Value> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    let id = n["Id"].as_str().unwrap_or("");
+                    serde_json::json!({
+                        "ID": if no_trunc { id } else { &id[..id.len().min(12)] },
+                        "Name": n["Name"],
+                        "Driver": n["Driver"],
+                        "Scope": n["Scope"].as_str().unwrap_or("local"),
+                        "IPv6": n["EnableIPv6"].as_bool().unwrap_or(false),
+                        "Internal": n["Internal"].as_bool().unwrap_or(false),
+                        "Labels": super::format::pairs(&n["Labels"], ","),
+                        "CreatedAt": n["Created"],
+                    })
+                })
+                .collect();
+            if quiet {
+                for r in &rows {
+                    println!("{}", r["ID"].as_str().unwrap_or(""));
                 }
+            } else {
+                super::format::print(
+                    &rows,
+                    format.as_deref(),
+                    "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
+                    &[
+                        ("ID", "NETWORK ID"),
+                        ("Name", "NAME"),
+                        ("Driver", "DRIVER"),
+                        ("Scope", "SCOPE"),
+                        ("IPv6", "IPV6"),
+                        ("Internal", "INTERNAL"),
+                        ("Labels", "LABELS"),
+                        ("CreatedAt", "CREATED"),
+                    ],
+                )?;
             }
         }
         NetworkCommand::Inspect { names } => {
@@ -168,6 +284,14 @@ pub fn network(
                 out.push(rt.block_on(agent.json("GET", &format!("/networks/{}", query_value(n))))?);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NetworkCommand::Prune { force, filter } => {
+            let warning = "WARNING! This will remove all custom networks not used by at least one \
+                           container.\nAre you sure you want to continue?";
+            let path = format!("/networks/prune{}", manage::prune_query(&filter, &[])?);
+            if let Some(v) = manage::prune(config, host, force, warning, &path)? {
+                manage::network_prune_report(&v);
+            }
         }
         NetworkCommand::Rm { names } => {
             let path = |n: &str| Ok(format!("/networks/{}", query_value(n)));
@@ -186,8 +310,12 @@ pub fn network(
                 &format!("/networks/{}/connect", query_value(&network)),
                 &wire::NetworkConnect {
                     container,
-                    ip,
-                    aliases: alias,
+                    endpoint_config: wire::EndpointConfig {
+                        ipam_config: ip.map(|ip| wire::EndpointIpam {
+                            ipv4_address: Some(ip),
+                        }),
+                        aliases: alias,
+                    },
                 },
             ))?;
         }
@@ -203,7 +331,7 @@ pub fn network(
 }
 
 /// What `docker info` shows, from the agent.
-pub fn info(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
+pub fn info(config: Option<&Path>, host: &Target) -> anyhow::Result<()> {
     let (agent, _) = agent(config, host)?;
     let v = rt()?.block_on(agent.json("GET", "/info"))?;
     println!("Server:");
@@ -264,10 +392,10 @@ pub fn info(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// Client and agent versions (the agent part fails softly when it is not running).
-pub fn version(config: Option<&Path>, host: Option<&str>) -> anyhow::Result<()> {
+pub fn version(config: Option<&Path>, host: &Target) -> anyhow::Result<()> {
     println!("Client:");
     println!(" Version:     {}", env!("CARGO_PKG_VERSION"));
-    println!(" API version: {}", reg_node::api::API_VERSION);
+    println!(" API version: {}", reg_node::api::ENGINE_API_VERSION);
     println!(" OS/Arch:     linux/{}", reg_node::image::node_platform().1);
     let (agent, _) = agent(config, host)?;
     match rt()?.block_on(agent.json("GET", "/version")) {

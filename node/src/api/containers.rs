@@ -1,242 +1,13 @@
-//! `/containers`: docker's container endpoints over the domain's [`crate::containers`]
-//! services. Streams are JSON lines (`{"stdout": …}`, `{"stderr": …}`, ending with
-//! `{"exit": code}` when following a container to its end).
-//!
-//! `POST /containers/create`, `GET /containers?all=1`, `GET /containers/{id}/json`,
-//! `POST /containers/{id}/start[?attach=1&stdin=1]`, `GET /containers/{id}/logs?follow=1&tail=N`,
-//! `POST /containers/{id}/stop?t=S`, `POST /containers/{id}/kill?signal=S`,
-//! `POST /containers/{id}/resize?h=ROWS&w=COLS`, `POST /containers/{id}/wait`,
-//! `DELETE /containers/{id}?force=1`, `POST /containers/{id}/exec` (streams).
+//! docker's inspect shape of a container (`GET /containers/{id}/json`) and of its endpoints,
+//! which the Engine API's inspect and list serve.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde::Deserialize;
-
-use super::error::ApiError;
-use super::shared::{flag, pump_stdin, stream_response, AgentState};
-use crate::containers::streams::ExecRequest;
-use crate::containers::{control, create, streams, Record, RestartPolicy, RunRequest, Status};
+use crate::containers::{Record, RestartPolicy};
 use crate::runtime::monitor::LOG;
-
-pub async fn create(
-    State(st): State<Arc<AgentState>>,
-    Json(req): Json<RunRequest>,
-) -> Result<Response, ApiError> {
-    let c = create::create(&st.containers, &st.store, &st.default_registry, req).await?;
-    Ok(Json(serde_json::json!({ "Id": c.id, "Name": c.name, "Warnings": [] })).into_response())
-}
-
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default, deserialize_with = "flag")]
-    all: bool,
-}
-
-pub async fn list(
-    State(st): State<Arc<AgentState>>,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
-    // (The container database runs its queries as blocking work itself.)
-    let all = st.containers.list()?;
-    let list: Vec<serde_json::Value> = all
-        .iter()
-        .filter(|r| q.all || r.state.status == Status::Running)
-        .map(inspect_json)
-        .collect();
-    Ok(Json(list).into_response())
-}
-
-pub async fn inspect(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(id): UrlPath<String>,
-) -> Result<Response, ApiError> {
-    Ok(Json(inspect_json(&st.containers.resolve(&id)?)).into_response())
-}
-
-#[derive(Deserialize)]
-pub struct StartQuery {
-    #[serde(default, deserialize_with = "flag")]
-    attach: bool,
-    /// `-i`: the request body is the container's stdin.
-    #[serde(default, deserialize_with = "flag")]
-    stdin: bool,
-}
-
-/// `POST /containers/{id}/start[?attach=1]`: with attach, streams the output of this run and
-/// its exit code (what `docker run` without `-d` and `docker start -a` show).
-pub async fn start(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<StartQuery>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    if !q.attach {
-        control::start_detached(&st.containers, &id)
-            .await?
-            .started_or_conflict()?;
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    let a = control::start_attached(&st.containers, &id, q.stdin).await?;
-    if let Some(fifo) = a.stdin {
-        tokio::spawn(pump_stdin(body, fifo));
-    }
-    Ok(stream_response(a.output))
-}
-
-#[derive(Deserialize)]
-pub struct LogsQuery {
-    #[serde(default, deserialize_with = "flag")]
-    follow: bool,
-    #[serde(default)]
-    tail: Option<String>,
-}
-
-pub async fn logs(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<LogsQuery>,
-) -> Result<Response, ApiError> {
-    let tail = match q.tail.as_deref() {
-        None | Some("all") => None,
-        Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            ApiError::bad_request(format!("--tail {n:?}: give a number or \"all\""))
-        })?),
-    };
-    Ok(stream_response(streams::logs(
-        &st.containers,
-        &id,
-        q.follow,
-        tail,
-    )?))
-}
-
-#[derive(Deserialize)]
-pub struct StopQuery {
-    #[serde(default)]
-    t: Option<u64>,
-}
-
-/// `stop`: the image's STOPSIGNAL (default SIGTERM), then SIGKILL after `t` seconds (10).
-pub async fn stop(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<StopQuery>,
-) -> Result<Response, ApiError> {
-    control::stop(&st.containers, &id, q.t.map(Duration::from_secs)).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Deserialize)]
-pub struct KillQuery {
-    #[serde(default)]
-    signal: Option<String>,
-}
-
-pub async fn kill(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<KillQuery>,
-) -> Result<Response, ApiError> {
-    control::kill(&st.containers, &id, q.signal.as_deref()).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Deserialize)]
-pub struct ResizeQuery {
-    h: u16,
-    w: u16,
-}
-
-/// `POST /containers/{id}/resize?h=ROWS&w=COLS` (docker's): the size of a `-t` container's
-/// terminal, passed to its monitor.
-pub async fn resize(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<ResizeQuery>,
-) -> Result<Response, ApiError> {
-    control::resize(&st.containers, &id, q.h, q.w)?;
-    Ok(StatusCode::OK.into_response())
-}
-
-pub async fn wait(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(id): UrlPath<String>,
-) -> Result<Response, ApiError> {
-    let code = control::wait(&st.containers, &id).await?;
-    Ok(Json(serde_json::json!({ "StatusCode": code })).into_response())
-}
-
-#[derive(Deserialize)]
-pub struct RemoveQuery {
-    #[serde(default, deserialize_with = "flag")]
-    force: bool,
-}
-
-pub async fn delete(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<RemoveQuery>,
-) -> Result<Response, ApiError> {
-    control::delete(&st.containers, &id, q.force).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Deserialize)]
-pub struct ExecQuery {
-    #[serde(default, deserialize_with = "flag")]
-    stdin: bool,
-}
-
-/// `POST /containers/{id}/exec`: runs a process inside the running container and streams its
-/// output and exit code. The request is the JSON body; with `?stdin=1` (`exec -i`) it travels
-/// in the `X-Reg-Exec` header (base64 JSON) and the body is the process's stdin.
-pub async fn exec(
-    State(st): State<Arc<AgentState>>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<ExecQuery>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    use base64::Engine as _;
-    let (req, stdin): (ExecRequest, Option<Body>) = if q.stdin {
-        let raw = headers
-            .get("x-reg-exec")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| base64::engine::general_purpose::URL_SAFE.decode(v).ok())
-            .ok_or_else(|| ApiError::bad_request("exec with stdin needs the X-Reg-Exec header"))?;
-        (
-            serde_json::from_slice(&raw)
-                .map_err(|e| ApiError::bad_request(format!("X-Reg-Exec: {e}")))?,
-            Some(body),
-        )
-    } else {
-        let raw = axum::body::to_bytes(body, 1 << 20)
-            .await
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        (
-            serde_json::from_slice(&raw)
-                .map_err(|e| ApiError::bad_request(format!("exec request: {e}")))?,
-            None,
-        )
-    };
-    let (output, input) = streams::exec(&st.containers, &id, req, q.stdin).await?;
-    if let (Some(body), Some(input)) = (stdin, input) {
-        tokio::spawn(pump_stdin(body, input));
-    }
-    Ok(stream_response(output))
-}
 
 /// `docker inspect`'s shape of a container.
 pub fn inspect_json(rec: &Record) -> serde_json::Value {
     let s = &rec.state;
     let running = s.status.is_running();
-    let policy = RestartPolicy::parse(rec.request.restart.as_deref()).unwrap_or_default();
     let lower: Vec<String> = rec
         .spec
         .layers
@@ -250,9 +21,16 @@ pub fn inspect_json(rec: &Record) -> serde_json::Value {
         "Path": rec.spec.args.first(),
         "Args": rec.spec.args.get(1..).unwrap_or_default(),
         "State": {
-            "Status": s.status.as_str(),
+            "Status": s.docker_status(),
             "Running": running,
-            "Paused": false,
+            "Paused": s.paused && running,
+            "Health": s.health.as_ref().map(|h| serde_json::json!({
+                "Status": h.status.as_str(),
+                "FailingStreak": h.failing_streak,
+                "Log": h.log.iter().map(|p| serde_json::json!({
+                    "Start": p.start, "End": p.end, "ExitCode": p.exit_code, "Output": p.output,
+                })).collect::<Vec<_>>(),
+            })),
             "Restarting": false,
             "OOMKilled": s.oom_killed,
             "Dead": false,
@@ -273,22 +51,14 @@ pub fn inspect_json(rec: &Record) -> serde_json::Value {
             "Type": if m.source.starts_with(crate::containers::volumes::root_of(&rec.spec.dir)) { "volume" } else { "bind" },
         })).collect::<Vec<_>>(),
         "Driver": "overlay",
-        "HostConfig": {
-            "AutoRemove": rec.request.rm,
-            "NetworkMode": rec.spec.network,
-            "Binds": rec.request.volumes,
-            "Memory": rec.request.limits.memory.unwrap_or(0),
-            "NanoCpus": rec.request.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
-            "PidsLimit": rec.request.limits.pids,
-            "RestartPolicy": { "Name": policy.name(), "MaximumRetryCount": policy.max_retries() },
-            "Privileged": rec.spec.security.privileged,
-            "CapAdd": rec.request.security.cap_add,
-            "CapDrop": rec.request.security.cap_drop,
-            "SecurityOpt": rec.request.security.seccomp.as_ref().map(|p| vec![format!("seccomp={p}")]),
-        },
+        "HostConfig": host_config(rec),
         "Config": {
             "Hostname": rec.spec.hostname,
             "Tty": rec.spec.tty,
+            "OpenStdin": rec.request.open_stdin,
+            "Labels": rec.request.labels,
+            "Healthcheck": rec.request.healthcheck.as_ref().map(|h| h.to_docker()),
+            "StdinOnce": rec.request.open_stdin,
             "User": rec.request.user.clone().unwrap_or_default(),
             "Env": rec.spec.env,
             "Cmd": rec.request.cmd,
@@ -296,6 +66,11 @@ pub fn inspect_json(rec: &Record) -> serde_json::Value {
             "WorkingDir": rec.spec.cwd,
             "Entrypoint": rec.request.entrypoint,
             "StopSignal": rec.stop_signal,
+            "StopTimeout": rec.request.stop_timeout,
+            "ExposedPorts": rec.request.expose.iter().map(|p| {
+                let key = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
+                (key, serde_json::json!({}))
+            }).collect::<serde_json::Map<_, _>>(),
         },
         "NetworkSettings": network_settings(rec),
         "GraphDriver": {
@@ -347,5 +122,61 @@ pub(super) fn endpoint_json(n: &crate::containers::NetInfo) -> serde_json::Value
         "Gateway": n.gateway,
         "MacAddress": crate::network::mac_string(ip),
         "Aliases": n.aliases,
+    })
+}
+
+/// docker's `HostConfig.LogConfig` of a container.
+fn log_config(c: &crate::containers::LogConfig) -> serde_json::Value {
+    let mut config = serde_json::Map::new();
+    if let Some(m) = c.max_size {
+        config.insert("max-size".into(), serde_json::json!(m.to_string()));
+        config.insert("max-file".into(), serde_json::json!(c.max_file.to_string()));
+    }
+    let driver = match c.driver {
+        crate::containers::LogDriver::JsonFile => "json-file",
+        crate::containers::LogDriver::None => "none",
+    };
+    serde_json::json!({ "Type": driver, "Config": config })
+}
+
+/// docker's `HostConfig` of a container.
+fn host_config(rec: &Record) -> serde_json::Value {
+    let l = &rec.request.limits;
+    let policy = RestartPolicy::parse(rec.request.restart.as_deref()).unwrap_or_default();
+    serde_json::json!({
+        "LogConfig": log_config(&rec.request.log),
+        "CpuShares": l.cpu_shares.unwrap_or(0),
+        "CpuPeriod": l.cpu_period.unwrap_or(0),
+        "CpuQuota": l.cpu_quota.unwrap_or(0),
+        "CpusetCpus": l.cpuset_cpus.clone().unwrap_or_default(),
+        "CpusetMems": l.cpuset_mems.clone().unwrap_or_default(),
+        "MemorySwap": l.memory_swap.unwrap_or(0),
+        "MemoryReservation": l.memory_reservation.unwrap_or(0),
+        "OomKillDisable": l.oom_kill_disable,
+        "BlkioWeight": l.blkio_weight.unwrap_or(0),
+        "BlkioDeviceReadBps": l.device_read_bps.iter().map(|d| serde_json::json!({"Path": d.path, "Rate": d.rate})).collect::<Vec<_>>(),
+        "BlkioDeviceWriteBps": l.device_write_bps.iter().map(|d| serde_json::json!({"Path": d.path, "Rate": d.rate})).collect::<Vec<_>>(),
+        "ReadonlyRootfs": rec.spec.read_only,
+        "Tmpfs": rec.request.tmpfs,
+        "ShmSize": rec.spec.shm_size.unwrap_or(crate::runtime::rootfs::DEFAULT_SHM_SIZE),
+        "Sysctls": rec.request.sysctls,
+        "Init": rec.request.init.then_some(true),
+        "GroupAdd": rec.request.security.group_add,
+        "PidMode": rec.request.pid_mode.clone().unwrap_or_default(),
+        "UsernsMode": rec.request.userns_mode.clone().unwrap_or_default(),
+        "IpcMode": rec.request.ipc_mode.clone().unwrap_or_else(|| "private".into()),
+        "UTSMode": rec.request.uts_mode.clone().unwrap_or_default(),
+        "VolumesFrom": rec.request.volumes_from,
+        "AutoRemove": rec.request.rm,
+        "NetworkMode": rec.spec.network,
+        "Binds": rec.request.volumes,
+        "Memory": rec.request.limits.memory.unwrap_or(0),
+        "NanoCpus": rec.request.limits.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+        "PidsLimit": rec.request.limits.pids,
+        "RestartPolicy": { "Name": policy.name(), "MaximumRetryCount": policy.max_retries() },
+        "Privileged": rec.spec.security.privileged,
+        "CapAdd": rec.request.security.cap_add,
+        "CapDrop": rec.request.security.cap_drop,
+        "SecurityOpt": rec.request.security.seccomp.as_ref().map(|p| vec![format!("seccomp={p}")]),
     })
 }

@@ -15,9 +15,15 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::engine_archive as archive;
+use super::engine_attach as attach;
 use super::engine_containers as run;
+use super::engine_control as ctl;
+use super::engine_filters::{self as filters, Filters};
+use super::engine_images as images;
+use super::engine_networks as nets;
 use super::error::ApiError;
-use super::shared::{flag, AgentState};
+use super::shared::{flag, AgentState, Param};
 use crate::containers::{Record, Status};
 use crate::image::ImageRecord;
 
@@ -30,8 +36,19 @@ pub const ENGINE_MIN_API_VERSION: &str = "1.24";
 const NEWEST: (u32, u32) = (1, 44);
 const OLDEST: (u32, u32) = (1, 24);
 
-/// The Engine API's routes, nested under `/{version}` by [`super::router`].
-pub fn router() -> Router<Arc<AgentState>> {
+/// The Engine API's routes: `versioned`, nested under `/{version}` by [`super::router`] (the
+/// version checked), else at the root.
+/// `extra` are routes added by the cli (docker's `/build`, on the builder).
+pub fn router(versioned: bool, extra: Router<Arc<AgentState>>) -> Router<Arc<AgentState>> {
+    let r = routes().merge(extra);
+    if versioned {
+        r.route_layer(axum::middleware::from_fn(self::versioned))
+    } else {
+        r
+    }
+}
+
+fn routes() -> Router<Arc<AgentState>> {
     Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
@@ -45,9 +62,52 @@ pub fn router() -> Router<Arc<AgentState>> {
         .route("/containers/{id}/wait", post(run::wait))
         .route("/containers/{id}/logs", get(run::logs))
         .route("/containers/{id}", delete(run::remove))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).head(archive::head).put(archive::put),
+        )
+        .route("/containers/{id}/attach", post(attach::attach))
+        .route("/containers/{id}/restart", post(ctl::restart))
+        .route("/containers/{id}/pause", post(ctl::pause))
+        .route("/containers/{id}/unpause", post(ctl::unpause))
+        .route("/containers/{id}/rename", post(ctl::rename))
+        .route("/containers/{id}/update", post(ctl::update))
+        .route("/containers/{id}/changes", get(ctl::changes))
+        .route("/containers/{id}/export", get(archive::export))
+        .route("/containers/{id}/top", get(ctl::top))
+        .route("/containers/{id}/stats", get(ctl::stats))
+        .route("/containers/prune", post(ctl::prune))
+        .route("/system/df", get(ctl::df))
+        .route("/auth", post(ctl::auth))
+        .route("/events", get(super::engine_events::events))
+        .route("/containers/{id}/resize", post(attach::resize))
+        .route("/containers/{id}/exec", post(attach::exec_create))
+        .route("/exec/{id}/start", post(attach::exec_start))
+        .route("/exec/{id}/resize", post(attach::exec_resize))
+        .route("/exec/{id}/json", get(attach::exec_inspect))
         .route("/images/json", get(list_images))
-        .route("/images/{*name}", get(inspect_image))
-        .route_layer(axum::middleware::from_fn(versioned))
+        .route("/images/create", post(images::create))
+        .route("/images/get", get(images::save_many))
+        .route("/images/load", post(images::load))
+        .route("/images/prune", post(images::prune))
+        .route("/build/prune", post(images::build_prune))
+        .route("/networks", get(nets::list))
+        .route("/networks/create", post(nets::create))
+        .route("/networks/prune", post(nets::prune))
+        .route("/networks/{id}", get(nets::inspect).delete(nets::remove))
+        .route("/networks/{id}/connect", post(nets::connect))
+        .route("/networks/{id}/disconnect", post(nets::disconnect))
+        .route("/volumes", get(nets::volume_list))
+        .route("/volumes/create", post(nets::volume_create))
+        .route("/volumes/prune", post(nets::volume_prune))
+        .route(
+            "/volumes/{name}",
+            get(nets::volume_inspect).delete(nets::volume_remove),
+        )
+        .route(
+            "/images/{*rest}",
+            get(images::get).post(images::post).delete(images::delete),
+        )
 }
 
 /// `(major, minor)` of `v1.44`.
@@ -104,7 +164,7 @@ pub async fn ping(method: Method) -> Response {
     r
 }
 
-async fn version() -> Json<serde_json::Value> {
+async fn version(State(st): State<Arc<AgentState>>) -> Json<serde_json::Value> {
     let arch = crate::image::node_platform().1;
     let kernel = super::system::kernel_version();
     let v = env!("CARGO_PKG_VERSION");
@@ -119,6 +179,8 @@ async fn version() -> Json<serde_json::Value> {
                 "Os": "linux",
                 "Arch": arch,
                 "KernelVersion": kernel,
+                // reg's: the registry a short name (`busybox`) means on this node.
+                "DefaultRegistry": st.default_registry,
             },
         }],
         "Version": v,
@@ -134,7 +196,7 @@ async fn version() -> Json<serde_json::Value> {
 }
 
 /// Seconds since the epoch of an RFC 3339 time (0 when empty or unreadable).
-fn unix_seconds(t: &str) -> i64 {
+pub(super) fn unix_seconds(t: &str) -> i64 {
     humantime::parse_rfc3339_weak(t)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -173,7 +235,19 @@ fn status_text(r: &Record) -> String {
     let s = &r.state;
     match s.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", human_duration(since(&s.started_at))),
+        Status::Running if s.paused => {
+            format!("Up {} (Paused)", human_duration(since(&s.started_at)))
+        }
+        Status::Running => {
+            let up = format!("Up {}", human_duration(since(&s.started_at)));
+            match s.health.as_ref().map(|h| h.status) {
+                Some(crate::containers::health::HealthStatus::Starting) => {
+                    format!("{up} (health: starting)")
+                }
+                Some(h) => format!("{up} ({})", h.as_str()),
+                None => up,
+            }
+        }
         Status::Exited => format!(
             "Exited ({}) {} ago",
             s.exit_code,
@@ -222,8 +296,8 @@ fn container_summary(r: &Record) -> serde_json::Value {
         "Command": r.spec.args.join(" "),
         "Created": unix_seconds(&r.created),
         "Ports": ports,
-        "Labels": {},
-        "State": r.state.status.as_str(),
+        "Labels": r.request.labels,
+        "State": r.state.docker_status(),
         "Status": status_text(r),
         "HostConfig": { "NetworkMode": r.spec.network },
         "NetworkSettings": { "Networks": networks },
@@ -242,32 +316,89 @@ struct ListQuery {
     filters: Option<String>,
 }
 
-/// Filters a client sent: an empty map (`{}`) is none.
-fn refuse_filters(filters: Option<&str>) -> Result<(), ApiError> {
-    let Some(f) = filters.filter(|f| !f.trim().is_empty()) else {
-        return Ok(());
-    };
-    let v: BTreeMap<String, serde_json::Value> = serde_json::from_str(f)
-        .map_err(|e| ApiError::bad_request(format!("invalid filters {f:?}: {e}")))?;
-    match v.keys().next() {
-        None => Ok(()),
-        Some(k) => Err(ApiError::bad_request(format!(
-            "invalid filter '{k}': reg does not support filters on this list yet"
-        ))),
-    }
-}
-
-/// `GET /containers/json[?all=1&limit=N]`: newest first, running ones unless `all`.
+/// `GET /containers/json[?all=1&limit=N&filters=…]`: newest first, running ones unless `all`
+/// (or a `status`/`exited` filter, which looks at all, as docker does).
 async fn list_containers(
     State(st): State<Arc<AgentState>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    refuse_filters(q.filters.as_deref())?;
+    let f = Filters::parse(
+        q.filters.as_deref(),
+        &[
+            "id", "name", "label", "status", "ancestor", "exited", "network", "volume", "health",
+        ],
+    )?;
     let all = st.containers.list()?;
     let limit = q.limit.filter(|l| *l > 0).map(|l| l as usize);
+    let every = q.all
+        || limit.is_some()
+        || !f.values("status").is_empty()
+        || !f.values("exited").is_empty();
+    let ancestors: Vec<(String, String)> = {
+        let wanted = f.values("ancestor").to_vec();
+        if wanted.is_empty() {
+            Vec::new()
+        } else {
+            let store = st.store.clone();
+            let images = tokio::task::spawn_blocking(move || store.list()).await??;
+            let default = st.default_registry.clone();
+            wanted
+                .iter()
+                .filter_map(|w| {
+                    let full = reg_registry::Reference::parse(w, &default).map(|r| r.to_string());
+                    let bare = w.trim_start_matches("sha256:");
+                    images
+                        .iter()
+                        .find(|i| {
+                            Ok(&i.reference) == full.as_ref()
+                                || (bare.len() >= 12
+                                    && i.id.trim_start_matches("sha256:").starts_with(bare))
+                        })
+                        .map(|i| (i.reference.clone(), i.id.clone()))
+                })
+                .collect()
+        }
+    };
     let list: Vec<serde_json::Value> = all
         .iter()
-        .filter(|r| q.all || limit.is_some() || r.state.status.is_running())
+        .filter(|r| every || r.state.status.is_running())
+        .filter(|r| {
+            f.any("id", |v| r.id.starts_with(v))
+                && f.any("name", |v| filters::name_matches(v, &r.name))
+                && f.labels_match("label", |k| r.request.labels.get(k).map(String::as_str))
+                && f.any("status", |v| v == r.state.docker_status())
+                && f.any("health", |v| {
+                    let h = r
+                        .state
+                        .health
+                        .as_ref()
+                        .filter(|_| r.state.status.is_running());
+                    match h {
+                        Some(h) => v == h.status.as_str(),
+                        None => v == "none",
+                    }
+                })
+                && f.any("exited", |v| {
+                    r.state.status == Status::Exited && v.parse() == Ok(r.state.exit_code)
+                })
+                && f.any("network", |v| {
+                    r.spec.network == v
+                        || r.networks
+                            .iter()
+                            .any(|n| n.network == v || n.network_id.starts_with(v))
+                })
+                && f.any("volume", |v| {
+                    r.spec.mounts.iter().any(|m| {
+                        m.target == v
+                            || m.source.parent().and_then(|p| p.file_name())
+                                == Some(std::ffi::OsStr::new(v))
+                    })
+                })
+                && (f.values("ancestor").is_empty()
+                    || ancestors
+                        .iter()
+                        .any(|(reference, id)| r.image == *reference || r.image_id == *id))
+        })
         .take(limit.unwrap_or(usize::MAX))
         .map(container_summary)
         .collect();
@@ -276,7 +407,7 @@ async fn list_containers(
 
 async fn inspect_container(
     State(st): State<Arc<AgentState>>,
-    UrlPath((_, id)): UrlPath<(String, String)>,
+    UrlPath(Param { id }): UrlPath<Param>,
 ) -> Result<Response, ApiError> {
     let rec = st.containers.resolve(&id)?;
     Ok(Json(super::containers::inspect_json(&rec)).into_response())
@@ -287,9 +418,19 @@ async fn list_images(
     State(st): State<Arc<AgentState>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    refuse_filters(q.filters.as_deref())?;
+    let f = Filters::parse(q.filters.as_deref(), &["label", "reference", "dangling"])?;
     let store = st.store.clone();
-    let records = tokio::task::spawn_blocking(move || store.list()).await??;
+    let records: Vec<ImageRecord> = tokio::task::spawn_blocking(move || store.list())
+        .await??
+        .into_iter()
+        .filter(|r| {
+            let labels = &r.config["config"]["Labels"];
+            f.labels_match("label", |k| labels[k].as_str())
+                && f.any("reference", |v| reference_matches(v, &r.reference))
+                // Every stored image has a name: none is dangling.
+                && f.any("dangling", |v| v != "true" && v != "1")
+        })
+        .collect();
     let mut by_id: BTreeMap<String, Vec<ImageRecord>> = BTreeMap::new();
     for r in records {
         by_id.entry(r.id.clone()).or_default().push(r);
@@ -315,8 +456,40 @@ async fn list_images(
     Ok(Json(list).into_response())
 }
 
+/// docker's `reference` filter: a pattern over `name[:tag]` where `*` matches within one path
+/// component; a pattern without a tag matches every tag.
+fn reference_matches(pattern: &str, reference: &str) -> bool {
+    fn glob(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len())
+                .take_while(|i| *i == 0 || s[*i - 1] != b'/')
+                .any(|i| glob(rest, &s[i..])),
+            Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
+        }
+    }
+    let name = match reference.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => n,
+        _ => reference,
+    };
+    let has_tag = pattern.rsplit('/').next().is_some_and(|l| l.contains(':'));
+    let p = pattern.as_bytes();
+    if has_tag {
+        glob(p, reference.as_bytes())
+            || reference
+                .split_once('/')
+                .is_some_and(|(_, rest)| glob(p, rest.as_bytes()))
+    } else {
+        // The pattern may also leave out the registry (`docker images 'node/*'`).
+        glob(p, name.as_bytes())
+            || name
+                .split_once('/')
+                .is_some_and(|(_, rest)| glob(p, rest.as_bytes()))
+    }
+}
+
 /// `registry/repository@digest` of each name.
-fn repo_digests(recs: &[ImageRecord]) -> Vec<String> {
+pub(super) fn repo_digests(recs: &[ImageRecord]) -> Vec<String> {
     let mut out: Vec<String> = recs
         .iter()
         .filter_map(|r| {
@@ -329,54 +502,27 @@ fn repo_digests(recs: &[ImageRecord]) -> Vec<String> {
     out
 }
 
-/// `GET /images/{name}/json` (the name may hold slashes and a registry's port).
-async fn inspect_image(
-    State(st): State<Arc<AgentState>>,
-    UrlPath((_, name)): UrlPath<(String, String)>,
-) -> Result<Response, ApiError> {
-    let Some(name) = name.strip_suffix("/json") else {
-        return Err(ApiError::not_found(format!(
-            "no such image API: /images/{name}"
-        )));
-    };
-    let store = st.store.clone();
-    let records = tokio::task::spawn_blocking(move || store.list()).await??;
-    // By name as given (and completed with the default registry), or by id (prefix).
-    let full = reg_registry::Reference::parse(name, &st.default_registry)
-        .map(|r| r.to_string())
-        .unwrap_or_default();
-    let bare = name.trim_start_matches("sha256:");
-    let found = records.iter().find(|r| {
-        r.reference == name
-            || r.reference == full
-            || (bare.len() >= 12 && r.id.trim_start_matches("sha256:").starts_with(bare))
-    });
-    let Some(rec) = found else {
-        return Err(ApiError::not_found(format!("No such image: {name}")));
-    };
-    let same: Vec<ImageRecord> = records.iter().filter(|r| r.id == rec.id).cloned().collect();
-    let c = &rec.config;
-    Ok(Json(serde_json::json!({
-        "Id": rec.id,
-        "RepoTags": same.iter().map(|r| r.reference.clone()).collect::<Vec<_>>(),
-        "RepoDigests": repo_digests(&same),
-        "Parent": "",
-        "Comment": c["comment"].as_str().unwrap_or(""),
-        "Created": c["created"].as_str().unwrap_or("0001-01-01T00:00:00Z"),
-        "Author": c["author"].as_str().unwrap_or(""),
-        "Config": c["config"],
-        "Architecture": c["architecture"],
-        "Os": c["os"],
-        "Size": rec.size,
-        "RootFS": c["rootfs"],
-        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
-    }))
-    .into_response())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reference_filters_match_as_dockers_do() {
+        let r = "127.0.0.1:5000/node/run:v1";
+        for (p, want) in [
+            ("node/run", true),
+            ("node/*", true),
+            ("node/run:v1", true),
+            ("node/run:v2", false),
+            ("*/run", true),
+            ("run", false),
+            ("127.0.0.1:5000/node/run", true),
+            ("127.0.0.1:5000/node/*:v*", true),
+            ("*", false),
+        ] {
+            assert_eq!(reference_matches(p, r), want, "{p}");
+        }
+    }
 
     #[test]
     fn ages_are_worded_as_docker_ps_words_them() {

@@ -1,5 +1,5 @@
-//! The node agent's HTTP edge: a REST + JSON API on a unix socket (mode 0660), the way
-//! `dockerd` serves the docker client, and the client the cli uses to talk to it. This folder is
+//! The node agent's HTTP edge: a REST + JSON API on unix sockets (mode 0660) and TCP (mutual
+//! TLS unless loopback; [`listen`]), the way `dockerd -H` serves the docker client, and the client the cli uses to talk to it. This folder is
 //! the only place in the node that knows HTTP: handlers parse a request, call one domain
 //! service ([`crate::containers`], [`crate::network`], [`crate::image`]) and map its result;
 //! [`ApiError`] turns every domain error into a status and docker's `{"message": …}` body.
@@ -11,7 +11,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
 use axum::Router;
 
 use crate::containers::Containers;
@@ -19,123 +18,112 @@ use crate::image::ImageStore;
 
 pub mod client;
 mod containers;
+pub mod detach;
 mod engine;
+mod engine_archive;
+mod engine_attach;
 mod engine_containers;
+mod engine_control;
+mod engine_events;
+mod engine_filters;
+mod engine_images;
+mod engine_networks;
 mod error;
-mod images;
-mod networks;
+mod listen;
 mod shared;
 mod system;
-mod volumes;
 pub mod wire;
 
-pub use client::{stdin_body, writer_body, AgentClient};
+pub use client::{stdin_body, writer_body, AgentClient, Demux, Pending};
+pub use engine::ENGINE_API_VERSION;
+pub use engine_images::changes_of;
 pub use error::ApiError;
-pub use shared::{
-    decode_auth, encode_auth, stream_response, AgentError, AgentState, RegistryAuth, API_VERSION,
-};
+pub use listen::{Host, Listen, ListenError, TlsFiles};
+pub use shared::{decode_auth, encode_auth, stream_response, AgentError, AgentState, RegistryAuth};
 
-pub fn router(state: Arc<AgentState>) -> Router {
+/// Where reg's extensions of the Engine API are served (reg-only operations, such as the
+/// build-context sync the cli adds): everything else is docker's.
+pub const OWN_API_PREFIX: &str = "/reg/v1";
+
+/// Routes served beside the Engine API's, by a crate this one does not depend on (the cli adds
+/// the builder's this way).
+#[derive(Default)]
+pub struct Extensions {
+    /// Under [`OWN_API_PREFIX`].
+    pub own: Router<Arc<AgentState>>,
+    /// Beside docker's Engine API (at the root and under `/v1.NN`).
+    pub engine: Router<Arc<AgentState>>,
+}
+
+/// The agent's routes: docker's Engine API at the root (unversioned, as clients that have not
+/// negotiated yet ask) and under `/v1.NN`, with `ext`'s, and reg's extensions under
+/// [`OWN_API_PREFIX`].
+pub fn router(state: Arc<AgentState>, ext: Extensions) -> Router {
     Router::new()
-        .route("/version", get(system::version))
-        .route("/info", get(system::info))
-        .route("/images", get(images::list))
-        .route("/images/pull", post(images::pull))
-        .route("/images/inspect", get(images::inspect))
-        .route("/images/push", post(images::push))
-        .route("/images/tag", post(images::tag))
-        .route("/images", axum::routing::delete(images::remove))
-        .route("/containers", get(containers::list))
-        .route("/containers/create", post(containers::create))
-        .route("/containers/{id}/json", get(containers::inspect))
-        .route("/containers/{id}/start", post(containers::start))
-        .route("/containers/{id}/logs", get(containers::logs))
-        .route("/containers/{id}/stop", post(containers::stop))
-        .route("/containers/{id}/kill", post(containers::kill))
-        .route("/containers/{id}/resize", post(containers::resize))
-        .route("/containers/{id}/wait", post(containers::wait))
-        .route("/containers/{id}/exec", post(containers::exec))
-        .route(
-            "/containers/{id}",
-            axum::routing::delete(containers::delete),
-        )
-        .route("/volumes", get(volumes::list))
-        .route("/volumes/create", post(volumes::create))
-        .route(
-            "/volumes/{name}",
-            get(volumes::inspect).delete(volumes::delete),
-        )
-        .route("/networks", get(networks::list))
-        .route("/networks/create", post(networks::create))
-        .route(
-            "/networks/{id}",
-            get(networks::inspect).delete(networks::delete),
-        )
-        .route("/networks/{id}/connect", post(networks::connect))
-        .route("/networks/{id}/disconnect", post(networks::disconnect))
-        // Docker's Engine API: `/_ping`, then everything under the negotiated `/v1.NN`.
-        .route("/_ping", get(engine::ping).head(engine::ping))
-        .nest("/{version}", engine::router())
+        .nest(OWN_API_PREFIX, ext.own)
+        .merge(engine::router(false, ext.engine.clone()))
+        .nest("/{version}", engine::router(true, ext.engine))
         .fallback(|uri: axum::http::Uri| async move { ApiError::no_such_api(uri) })
         .with_state(state)
 }
 
-/// Serves the agent on `socket` (mode 0660) until `shutdown` resolves.
-/// `extend` adds routes served beside the agent's own (the cli wires `POST /build` this way:
-/// the builder is not a dependency of this crate).
+/// The node's defaults (its `[node]` configuration) the agent applies.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// For references without a registry host.
+    pub default_registry: String,
+    /// A container's log rotation unless its create asks otherwise.
+    pub log: LogDefaults,
+    /// The build cache's size limit in bytes (none: unlimited).
+    pub build_cache_max: Option<u64>,
+    /// The subordinate id range for user namespaces (none: containers use the host's ids).
+    pub userns_pool: Option<crate::runtime::IdMap>,
+}
+
+/// The node's default log rotation: at `max_size` bytes (none: never), keeping `max_file`.
+#[derive(Debug, Clone, Copy)]
+pub struct LogDefaults {
+    pub max_size: Option<u64>,
+    pub max_file: u32,
+}
+
+/// Serves the agent on every host of `listen` (sockets mode 0660, TCP with mutual TLS unless
+/// loopback) until `shutdown` resolves.
+/// `extend` gives the routes served beside the agent's own ([`Extensions`]: the cli wires the
+/// builder this way, as it is not a dependency of this crate).
 pub async fn serve(
-    socket: &Path,
+    listen: Listen,
     data: &Path,
-    default_registry: String,
-    extend: fn(Arc<AgentState>) -> Router,
+    settings: Settings,
+    extend: fn() -> Extensions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let sock_err = |source| AgentError::Socket {
-        path: socket.to_path_buf(),
-        source,
-    };
     let store = Arc::new(tokio::task::block_in_place(|| ImageStore::open(data))?);
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(sock_err)?;
-    }
-    // A socket file left by a killed agent is stale only if nobody answers on it.
-    if socket.exists() {
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            return Err(sock_err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another agent is serving it",
-            )));
-        }
-        std::fs::remove_file(socket).map_err(sock_err)?;
-    }
-    let listener = tokio::net::UnixListener::bind(socket).map_err(sock_err)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
-            .map_err(sock_err)?;
-    }
-    tracing::info!(socket = %socket.display(), data = %data.display(), "node agent listening");
+    let bound = listen.bind().await?;
+    tracing::info!(data = %data.display(), "node agent serving");
     if !crate::runtime::device_filter_available() {
         tracing::warn!(
             "cgroup v2 host: this build loads no eBPF device filter, so containers get a nodev \
              rootfs and no CAP_MKNOD (--cap-add MKNOD gives it back, with every device it can make)"
         );
     }
-    let containers = Containers::open(data)
-        .map_err(|e| sock_err(std::io::Error::other(format!("containers.db: {e}"))))?;
+    let containers = Containers::open(data).map_err(|source| AgentError::Containers {
+        path: data.to_path_buf(),
+        source,
+    })?;
     containers.reattach();
     let networks = containers.networks.clone();
     let state = Arc::new(AgentState {
         store,
-        default_registry,
+        default_registry: settings.default_registry,
+        log_defaults: settings.log,
+        build_cache_max: settings.build_cache_max,
+        userns_pool: settings.userns_pool,
         containers,
     });
-    let app = extend(state.clone()).merge(router(state));
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = router(state, extend());
+    let result = listen::serve_all(bound, app, shutdown).await;
     // Bridges of networks nothing runs on go with the agent (the next one makes them again).
     networks.shutdown().await;
-    let _ = std::fs::remove_file(socket);
-    result.map_err(sock_err)
+    result.map_err(AgentError::Serve)
 }

@@ -16,21 +16,22 @@ use super::error::ApiError;
 use crate::containers::Containers;
 use crate::image::ImageStore;
 
-/// The API version this agent speaks (checked by the client).
-pub const API_VERSION: &str = "1";
-
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("node agent socket {path}: {source}")]
-    Socket {
+    #[error(transparent)]
+    Listen(#[from] super::listen::ListenError),
+    #[error("containers under {path}: {source}")]
+    Containers {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::containers::ContainerError,
     },
+    #[error("node agent: {0}")]
+    Serve(std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::image::PullError),
-    #[error("cannot reach the node agent at {path}: {source}; is `reg node serve` (or `reg serve`) running, and may you open its socket?")]
+    #[error("cannot reach the node agent at {agent}: {source}; is `reg node serve` (or `reg serve`) running, and may you open its socket (or, over TCP, does it trust your certificate)?")]
     Connect {
-        path: PathBuf,
+        agent: String,
         source: std::io::Error,
     },
     #[error("node agent: {0}")]
@@ -43,6 +44,12 @@ pub enum AgentError {
 pub struct AgentState {
     pub store: Arc<ImageStore>,
     pub default_registry: String,
+    pub log_defaults: super::LogDefaults,
+    /// The build cache's size limit in bytes (`node.build_cache_max_bytes`; none: unlimited).
+    pub build_cache_max: Option<u64>,
+    /// The node's subordinate id range (`node.userns_remap`): remapped containers use its
+    /// first 65536 ids, `--userns=auto` ones the next free 65536 each.
+    pub userns_pool: Option<crate::runtime::IdMap>,
     pub containers: Arc<Containers>,
 }
 
@@ -64,10 +71,14 @@ pub fn decode_auth(h: &HeaderMap) -> Option<(String, String)> {
     (!a.username.is_empty()).then_some((a.username, a.password))
 }
 
-/// A query flag: `1`, `true` or `yes` (as docker's API takes them).
+/// A query flag, true as Go's `strconv.ParseBool` reads it (docker's API does): `1`, `t`,
+/// `true` in any case (docker-py sends `True`), and `yes`.
 pub(crate) fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     let v = String::deserialize(d)?;
-    Ok(matches!(v.as_str(), "1" | "true" | "yes"))
+    Ok(matches!(
+        v.to_ascii_lowercase().as_str(),
+        "1" | "t" | "true" | "yes"
+    ))
 }
 
 /// A stream of JSON lines from a channel, as an `application/x-ndjson` answer.
@@ -86,20 +97,10 @@ pub(crate) fn channel_body(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> B
     Body::from_stream(stream)
 }
 
-/// Copies a request body into `sink` (a container's or an exec'd process's stdin); closing it
-/// gives end-of-file.
-pub(crate) async fn pump_stdin(body: Body, sink: impl tokio::io::AsyncWrite + Unpin) {
-    use futures::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    let mut sink = sink;
-    let mut stream = body.into_data_stream();
-    let mut open = true;
-    while let Some(Ok(chunk)) = stream.next().await {
-        // Once the container stops reading, the rest is drained (a connection closed with
-        // unread input would be reset, and the client could lose the end of the output).
-        if open && sink.write_all(&chunk).await.is_err() {
-            open = false;
-        }
-    }
-    let _ = sink.flush().await;
+/// The object a path names (`{id}`, `{name}` or `{*rest}`), read by name so that a route
+/// answers the same at the root and under `/{version}`.
+#[derive(Deserialize)]
+pub(crate) struct Param {
+    #[serde(alias = "name", alias = "rest")]
+    pub id: String,
 }

@@ -1,4 +1,4 @@
-//! `/version` and `/info`: what the node is (docker's fields).
+//! `/info`: what the node is (docker's fields), served by the Engine API.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,22 +7,12 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::shared::{AgentState, API_VERSION};
+use super::shared::AgentState;
 
 pub(super) fn kernel_version() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
-}
-
-pub async fn version() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "Version": env!("CARGO_PKG_VERSION"),
-        "ApiVersion": API_VERSION,
-        "Os": "linux",
-        "Arch": crate::image::node_platform().1,
-        "KernelVersion": kernel_version(),
-    }))
 }
 
 /// What `docker info` reports.

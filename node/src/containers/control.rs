@@ -1,4 +1,4 @@
-//! What a user does to an existing container: start (optionally attached), stop, kill,
+//! What a user does to an existing container: start, attach, stop, kill,
 //! resize its terminal, wait for it, remove it.
 
 use std::sync::Arc;
@@ -7,15 +7,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::error::{failed, ContainerError};
-use super::service::{already_running, remove, start, Containers, Record, Status};
-use super::streams::{follow_log, open_log, Output};
-
-/// A started, attached container: its output from this start on, and (with `-i`) the write
-/// end of its stdin.
-pub struct Attached {
-    pub output: Output,
-    pub stdin: Option<tokio::fs::File>,
-}
+use super::service::{remove, start, Containers, Record, Status};
+use super::streams::{follow_log, open_log, Follow, Output};
 
 /// What a start or a stop found (docker answers 304 when it changed nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,16 +18,6 @@ pub enum Outcome {
     Unchanged {
         name: String,
     },
-}
-
-impl Outcome {
-    /// For reg's own API, where starting a running container is a conflict.
-    pub fn started_or_conflict(self) -> Result<(), ContainerError> {
-        match self {
-            Outcome::Done => Ok(()),
-            Outcome::Unchanged { name } => Err(already_running(&name)),
-        }
-    }
 }
 
 /// `start` without attaching.
@@ -47,51 +30,120 @@ pub async fn start_detached(cs: &Arc<Containers>, key: &str) -> Result<Outcome, 
     Ok(Outcome::Done)
 }
 
-/// `start -a [-i]` (and `run` without `-d`): starts the container and follows its output from
-/// this start to its exit; with `stdin`, hands back its stdin.
-pub async fn start_attached(
+/// A stream attached to a container (docker's `attach`, and `run` without `-d`, which attaches
+/// before it starts): its output from now on, through its next run to that run's end (the
+/// current run, if it is running). With `stdin`, its input: from its next start for a container
+/// that is not running, from now on for one that is (while anything still reads it).
+pub struct Attachment {
+    pub output: Output,
+    pub stdin: Option<tokio::sync::oneshot::Receiver<tokio::fs::File>>,
+}
+
+/// With `logs`, the output starts with everything the container logged so far.
+pub async fn attach(
     cs: &Arc<Containers>,
     key: &str,
     stdin: bool,
-) -> Result<Attached, ContainerError> {
+    logs: bool,
+) -> Result<Attachment, ContainerError> {
     let rec = cs.resolve(key)?;
-    let fifo = if stdin {
-        Some(open_stdin(&rec.spec.dir).map_err(failed)?)
+    let running = rec.state.status.is_running();
+    let (file, older) = if logs {
+        (
+            tokio::fs::File::from_std(open_log(&rec.spec.dir).map_err(failed)?),
+            super::streams::rotated_logs(&rec.spec.dir),
+        )
     } else {
-        None
+        (log_at_end(&rec).await?, Vec::new())
     };
-    // Open the log before starting, at its current end: everything this run writes is ours.
+    let follow = if running {
+        Follow::Running
+    } else {
+        Follow::NextRun {
+            started_at: rec.state.started_at.clone(),
+        }
+    };
+    // As docker: a container created without `-i` takes no input.
+    let stdin = match (stdin && rec.request.open_stdin, running) {
+        (false, _) => None,
+        (true, true) => {
+            // The input of a running container: one more writer of its FIFO, refused once
+            // nobody reads it (its process or a client ended it).
+            let Some(f) = running_stdin(&rec.spec.dir) else {
+                return Err(ContainerError::Conflict(format!(
+                    "the input of container {} has ended (its process closed it, or an attached \
+                     client ended it): restart it with `docker start -ai` to type into it",
+                    rec.name
+                )));
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(f);
+            Some(rx)
+        }
+        (true, false) => {
+            let rw = open_stdin(&rec.spec.dir).map_err(failed)?;
+            let (mut tx, rx) = tokio::sync::oneshot::channel();
+            let (cs2, id, dir, since) = (
+                cs.clone(),
+                rec.id.clone(),
+                rec.spec.dir.clone(),
+                rec.state.started_at.clone(),
+            );
+            // Once the monitor has the read end (it opens it before the container runs), hand
+            // over a write-only end; until then client input waits in its connection.
+            tokio::spawn(async move {
+                let mut changed = cs2.changed.subscribe();
+                loop {
+                    match cs2.get(&id) {
+                        Ok(Some(r)) if r.state.started_at != since => {
+                            if let Some(f) = hand_over_stdin(&dir, rw) {
+                                let _ = tx.send(f);
+                            }
+                            return;
+                        }
+                        Ok(Some(_)) => {}
+                        _ => return,
+                    }
+                    tokio::select! {
+                        r = changed.changed() => if r.is_err() { return },
+                        _ = tx.closed() => return,
+                    }
+                }
+            });
+            Some(rx)
+        }
+    };
+    cs.emit(&rec, "attach", &[]);
+    Ok(Attachment {
+        output: follow_log(
+            cs.clone(),
+            rec.id,
+            rec.spec.dir.clone(),
+            file,
+            older,
+            follow,
+            None,
+        ),
+        stdin,
+    })
+}
+
+/// The container's log, opened at its current end.
+async fn log_at_end(rec: &Record) -> Result<tokio::fs::File, ContainerError> {
     let log = open_log(&rec.spec.dir).map_err(failed)?;
     let mut file = tokio::fs::File::from_std(log);
     use tokio::io::AsyncSeekExt;
     file.seek(std::io::SeekFrom::End(0)).await.map_err(failed)?;
-    started(cs, &rec, start(cs, &rec.id).await).await?;
-    let mut stdin = None;
-    if let Some(rw) = fifo {
-        // The monitor has opened the read end. Write through a write-only handle, so that
-        // writes fail (instead of blocking forever) once the container stops reading, and let
-        // the name go (a later restart gets no stdin).
-        let path = rec.spec.dir.join(crate::runtime::monitor::STDIN);
-        use std::os::unix::fs::OpenOptionsExt;
-        let wo = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(&path);
-        let _ = std::fs::remove_file(&path);
-        drop(rw);
-        if let Ok(f) = wo {
-            use std::os::fd::AsRawFd;
-            let _ = nix::fcntl::fcntl(
-                f.as_raw_fd(),
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
-            );
-            stdin = Some(tokio::fs::File::from_std(f));
-        }
-    }
-    Ok(Attached {
-        output: follow_log(cs.clone(), rec.id, file, true, None),
-        stdin,
-    })
+    Ok(file)
+}
+
+/// Once the monitor has opened the stdin FIFO's read end: a write-only handle to it, so that
+/// writes fail (instead of blocking forever) once the container stops reading; the read-write
+/// handle that kept it open is dropped.
+pub(super) fn hand_over_stdin(dir: &std::path::Path, rw: std::fs::File) -> Option<tokio::fs::File> {
+    let wo = running_stdin(dir);
+    drop(rw);
+    wo
 }
 
 /// A container created with `--rm` that could not start is removed, as docker does.
@@ -106,8 +158,26 @@ async fn started(
     r
 }
 
+/// A write end of a running container's stdin FIFO, when something still reads it.
+fn running_stdin(dir: &std::path::Path) -> Option<tokio::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so a FIFO without a reader fails (ENXIO) instead of waiting for one.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(dir.join(crate::runtime::monitor::STDIN))
+        .ok()?;
+    nix::fcntl::fcntl(
+        f.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .ok()?;
+    Some(tokio::fs::File::from_std(f))
+}
+
 /// Makes the container's stdin FIFO and opens its write end (read-write, so it never blocks).
-fn open_stdin(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+pub(super) fn open_stdin(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
     let path = dir.join(crate::runtime::monitor::STDIN);
     let _ = std::fs::remove_file(&path);
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
@@ -139,15 +209,166 @@ fn signal(rec: &Record, sig: Signal) -> Result<(), ContainerError> {
         return Err(failed(format!("container {} has no process", rec.name)));
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.state.pid), sig)
-        .map_err(|e| failed(format!("signalling container {}: {e}", rec.name)))
+        .map_err(|e| failed(format!("signalling container {}: {e}", rec.name)))?;
+    // A frozen process handles its signal only once thawed (stop and kill end a paused
+    // container, as docker's do).
+    if rec.state.paused {
+        crate::runtime::cgroup::freeze(&rec.id, false).map_err(failed)?;
+    }
+    Ok(())
 }
 
-/// `stop`: the image's STOPSIGNAL (default SIGTERM), then SIGKILL after `timeout` (10 s).
+/// `pause`: freezes every process of the running container.
+pub fn pause(cs: &Arc<Containers>, key: &str) -> Result<(), ContainerError> {
+    let rec = cs.resolve(key)?;
+    if !rec.state.status.is_running() {
+        return Err(ContainerError::Conflict(format!(
+            "container {} is not running",
+            rec.name
+        )));
+    }
+    if rec.state.paused {
+        return Err(ContainerError::Conflict(format!(
+            "container {} is already paused",
+            rec.name
+        )));
+    }
+    crate::runtime::cgroup::freeze(&rec.id, true).map_err(failed)?;
+    cs.update(&rec.id, |r| r.state.paused = true)?;
+    cs.emit(&rec, "pause", &[]);
+    Ok(())
+}
+
+/// `unpause`: thaws a paused container.
+pub fn unpause(cs: &Arc<Containers>, key: &str) -> Result<(), ContainerError> {
+    let rec = cs.resolve(key)?;
+    if !rec.state.status.is_running() || !rec.state.paused {
+        return Err(ContainerError::Conflict(format!(
+            "container {} is not paused",
+            rec.name
+        )));
+    }
+    crate::runtime::cgroup::freeze(&rec.id, false).map_err(failed)?;
+    cs.update(&rec.id, |r| r.state.paused = false)?;
+    cs.emit(&rec, "unpause", &[]);
+    Ok(())
+}
+
+/// `restart [-t S] [-s SIGNAL]`: stop (when running), then start.
+pub async fn restart(
+    cs: &Arc<Containers>,
+    key: &str,
+    timeout: Option<Duration>,
+    signal_name: Option<&str>,
+) -> Result<(), ContainerError> {
+    let rec = cs.resolve(key)?;
+    stop(cs, &rec.id, timeout, signal_name).await?;
+    start_detached(cs, &rec.id).await?;
+    cs.emit(&rec, "restart", &[]);
+    Ok(())
+}
+
+/// What `update` changes (unset: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    pub memory: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub cpu_period: Option<u64>,
+    pub cpu_quota: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub memory_swap: Option<i64>,
+    pub memory_reservation: Option<i64>,
+    pub blkio_weight: Option<u16>,
+    pub restart: Option<String>,
+}
+
+/// `update`: new limits (applied to the cgroup at once when it runs) and restart policy.
+pub fn update(cs: &Arc<Containers>, key: &str, u: Update) -> Result<(), ContainerError> {
+    let rec = cs.resolve(key)?;
+    if let Some(r) = &u.restart {
+        super::service::RestartPolicy::parse(Some(r))?;
+        if rec.request.rm && r != "no" {
+            return Err(ContainerError::Invalid(
+                "conflicting options: --restart and --rm (a removed container cannot restart)"
+                    .into(),
+            ));
+        }
+    }
+    let mut limits = rec.spec.limits.clone();
+    fn set<T>(slot: &mut Option<T>, v: Option<T>) {
+        if v.is_some() {
+            *slot = v;
+        }
+    }
+    set(&mut limits.memory, u.memory);
+    set(&mut limits.cpus, u.cpus);
+    set(&mut limits.pids, u.pids);
+    set(&mut limits.cpu_shares, u.cpu_shares);
+    set(&mut limits.cpu_period, u.cpu_period);
+    set(&mut limits.cpu_quota, u.cpu_quota);
+    set(&mut limits.cpuset_cpus, u.cpuset_cpus);
+    set(&mut limits.cpuset_mems, u.cpuset_mems);
+    set(&mut limits.memory_swap, u.memory_swap);
+    set(&mut limits.memory_reservation, u.memory_reservation);
+    set(&mut limits.blkio_weight, u.blkio_weight);
+    // `--cpus` replaces a quota given directly, and the other way round.
+    if u.cpus.is_some() {
+        limits.cpu_quota = None;
+        limits.cpu_period = None;
+    } else if u.cpu_quota.is_some() || u.cpu_period.is_some() {
+        limits.cpus = None;
+    }
+    limits
+        .check()
+        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    if rec.state.status.is_running() {
+        let mut spec = rec.spec.clone();
+        spec.limits = limits.clone();
+        crate::runtime::cgroup::update(&spec)
+            .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    }
+    let updated = cs.update(&rec.id, |r| {
+        r.spec.limits = limits.clone();
+        r.request.limits = limits.clone();
+        if let Some(p) = &u.restart {
+            r.request.restart = Some(p.clone()).filter(|p| p != "no");
+        }
+    })?;
+    if let Some(r) = updated {
+        cs.emit(&r, "update", &[]);
+    }
+    Ok(())
+}
+
+/// `rename OLD NEW`.
+pub fn rename(cs: &Arc<Containers>, key: &str, new: &str) -> Result<(), ContainerError> {
+    let rec = cs.resolve(key)?;
+    let new = new.trim_start_matches('/');
+    super::create::check_name(new)?;
+    if new == rec.name {
+        return Err(ContainerError::Invalid(format!(
+            "renaming container {new} to the name it already has"
+        )));
+    }
+    // The name column is unique: a name in use is refused by the update itself.
+    if let Some(renamed) = cs.update(&rec.id, |r| r.name = new.to_string())? {
+        cs.emit(&renamed, "rename", &[("oldName", format!("/{}", rec.name))]);
+    }
+    Ok(())
+}
+
+/// `stop [-s SIGNAL]`: `signal`, else the image's STOPSIGNAL (default SIGTERM), then SIGKILL
+/// after `timeout` (10 s).
 pub async fn stop(
     cs: &Arc<Containers>,
     key: &str,
     timeout: Option<Duration>,
+    signal_name: Option<&str>,
 ) -> Result<Outcome, ContainerError> {
+    let asked = signal_name.map(parse_signal).transpose()?;
     let rec = cs.resolve(key)?;
     if !rec.state.status.can_kill() {
         let _ = cs.update(&rec.id, |r| r.state.manually_stopped = true);
@@ -156,13 +377,23 @@ pub async fn stop(
     let rec = cs
         .update(&rec.id, |r| r.state.manually_stopped = true)?
         .unwrap_or(rec);
-    let sig = parse_signal(&rec.stop_signal).unwrap_or(Signal::SIGTERM);
-    let _ = signal(&rec, sig);
+    let sig = asked.unwrap_or_else(|| parse_signal(&rec.stop_signal).unwrap_or(Signal::SIGTERM));
+    if signal(&rec, sig).is_ok() {
+        cs.emit(&rec, "kill", &[("signal", (sig as i32).to_string())]);
+    }
     let t = timeout.unwrap_or(Duration::from_secs(10));
     if !cs.wait_stopped(&rec.id, t).await {
-        let _ = signal(&rec, Signal::SIGKILL);
+        let now = cs.get(&rec.id)?.unwrap_or_else(|| rec.clone());
+        if signal(&now, Signal::SIGKILL).is_ok() {
+            cs.emit(
+                &now,
+                "kill",
+                &[("signal", (Signal::SIGKILL as i32).to_string())],
+            );
+        }
         cs.wait_stopped(&rec.id, Duration::from_secs(60)).await;
     }
+    cs.emit(&rec, "stop", &[]);
     Ok(Outcome::Done)
 }
 
@@ -184,7 +415,9 @@ pub async fn kill(
     if matches!(sig, SIGKILL | SIGTERM | SIGINT | SIGQUIT) {
         cs.update(&rec.id, |r| r.state.manually_stopped = true)?;
     }
-    signal(&rec, sig)
+    signal(&rec, sig)?;
+    cs.emit(&rec, "kill", &[("signal", (sig as i32).to_string())]);
+    Ok(())
 }
 
 /// The size of a `-t` container's terminal (rows, columns), passed to its monitor.
@@ -221,14 +454,43 @@ pub fn resize(cs: &Arc<Containers>, key: &str, rows: u16, cols: u16) -> Result<(
         })
 }
 
-/// `wait`: the exit code, once the container has exited (or was removed by `--rm`).
-pub async fn wait(cs: &Arc<Containers>, key: &str) -> Result<i32, ContainerError> {
+/// What `wait` waits for (docker's `condition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// reg's own `wait`: until it has exited (a created container is waited for).
+    Exited,
+    /// Until it is not running (a created or exited container answers at once).
+    NotRunning,
+    /// Until the end of its next run (or of the current one, if it is running).
+    NextExit,
+    /// Until it is removed (`run --rm`).
+    Removed,
+}
+
+/// `wait`: the exit code, once `condition` holds. A container removed meanwhile (`--rm`)
+/// answers with the exit code it had.
+pub async fn wait(
+    cs: &Arc<Containers>,
+    key: &str,
+    condition: WaitCondition,
+) -> Result<i32, ContainerError> {
     let rec = cs.resolve(key)?;
     let mut rx = cs.changed.subscribe();
+    let finished = rec.state.finished_at.clone();
     loop {
         match cs.get(&rec.id)? {
-            Some(r) if r.state.status == Status::Exited => return Ok(r.state.exit_code),
-            Some(_) => {}
+            Some(r) => {
+                let s = &r.state;
+                let done = match condition {
+                    WaitCondition::Exited => s.status == Status::Exited,
+                    WaitCondition::NotRunning => !s.status.is_running(),
+                    WaitCondition::NextExit => !s.status.is_running() && s.finished_at != finished,
+                    WaitCondition::Removed => false,
+                };
+                if done {
+                    return Ok(s.exit_code);
+                }
+            }
             None => {
                 return Ok(cs
                     .last_exit

@@ -1,6 +1,7 @@
 //! `create`: from a request and an image to a stored container record (status `created`)
 //! with its address on its network. Nothing runs yet: [`super::control`] starts it.
 
+use crate::runtime::IdMap;
 use std::sync::Arc;
 
 use reg_registry::Reference;
@@ -73,6 +74,10 @@ fn command(config: &serde_json::Value, req: &RunRequest) -> (Vec<String>, Vec<St
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
+    // docker sets TERM for a terminal unless the image or the user did.
+    if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
     let cwd = req
         .workdir
         .clone()
@@ -89,12 +94,84 @@ pub struct Created {
     pub name: String,
 }
 
+/// Ids in one container's user namespace (docker's `--userns-remap` gives every container the
+/// first such slice of its range; `--userns=auto` gives each one of its own).
+const USERNS_SLICE: u32 = 65536;
+
+/// The id range of a new container: none with `--userns=host` or without a node range; the
+/// range's first slice by default (docker's remap); with `--userns=auto`, the first slice after
+/// it that no other container of this node holds.
+fn userns_for(
+    cs: &Arc<Containers>,
+    req: &RunRequest,
+    pool: Option<IdMap>,
+    privileged: bool,
+) -> Result<Option<IdMap>, ContainerError> {
+    let bad = ContainerError::Invalid;
+    let mode = req.userns_mode.as_deref().unwrap_or("");
+    let pool = match (mode, pool) {
+        ("host", _) | ("", None) => return Ok(None),
+        ("auto" | "", Some(p)) => p,
+        ("auto", None) => {
+            return Err(bad(
+                "--userns=auto needs a subordinate id range on the node: set \
+                 node.userns_remap (a user of /etc/subuid and /etc/subgid, or BASE:SIZE) and \
+                 restart it"
+                    .into(),
+            ))
+        }
+        (other, _) => {
+            return Err(bad(format!(
+                "--userns {other:?}: use host or auto (or leave it unset for the node's remap)"
+            )))
+        }
+    };
+    if privileged {
+        return Err(bad(
+            "privileged mode is incompatible with user namespaces: run the \
+             container with --userns=host"
+                .into(),
+        ));
+    }
+    let slice = |k: u32| IdMap {
+        uid: pool.uid + k * USERNS_SLICE,
+        gid: pool.gid + k * USERNS_SLICE,
+        size: USERNS_SLICE,
+    };
+    let slices = pool.size / USERNS_SLICE;
+    if slices == 0 {
+        return Err(bad(format!(
+            "the node's id range has {} ids: a user namespace needs {USERNS_SLICE}",
+            pool.size
+        )));
+    }
+    if mode.is_empty() {
+        return Ok(Some(slice(0)));
+    }
+    let taken: std::collections::BTreeSet<u32> = cs
+        .list()?
+        .iter()
+        .filter_map(|r| r.spec.userns)
+        .filter(|m| m.uid >= pool.uid)
+        .map(|m| (m.uid - pool.uid) / USERNS_SLICE)
+        .collect();
+    match (1..slices).find(|k| !taken.contains(k)) {
+        Some(k) => Ok(Some(slice(k))),
+        None => Err(ContainerError::Conflict(format!(
+            "--userns=auto: all {} ranges of the node's ids are held by containers; remove \
+             some, or give node.userns_remap a larger range",
+            slices.saturating_sub(1)
+        ))),
+    }
+}
+
 /// `create`: checks the request, resolves its image, network, ports and volumes, and stores
 /// the container's record (status `created`) with its address on its network.
 pub async fn create(
     cs: &Arc<Containers>,
     images: &Arc<ImageStore>,
     default_registry: &str,
+    userns_pool: Option<IdMap>,
     req: RunRequest,
 ) -> Result<Created, ContainerError> {
     let bad = ContainerError::Invalid;
@@ -106,17 +183,44 @@ pub async fn create(
         ));
     }
     if let Some(n) = &req.name {
-        let valid = !n.is_empty()
-            && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-        if !valid {
-            return Err(bad(format!(
-                "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            )));
-        }
+        check_name(n)?;
     }
     let security = crate::runtime::resolve_security(&req.security)?;
+    let userns = userns_for(cs, &req, userns_pool, security.privileged)?;
+    let mut limits = req.limits.clone();
+    limits.check().map_err(|e| bad(e.to_string()))?;
+    let mut tmpfs = Vec::new();
+    for (target, options) in &req.tmpfs {
+        tmpfs.push(crate::runtime::Tmpfs::parse(target, options)?);
+    }
+    if let Some(s) = req.shm_size {
+        if s <= 0 {
+            return Err(bad(format!("--shm-size {s}: must be greater than 0")));
+        }
+    }
+    if let Some(sig) = &req.stop_signal {
+        super::control::parse_signal(sig)?;
+    }
+    let log = log_limits(&req.log)?;
+    for (flag, mode, joinable) in [
+        ("--pid", &req.pid_mode, true),
+        ("--ipc", &req.ipc_mode, true),
+        ("--uts", &req.uts_mode, false),
+    ] {
+        match mode.as_deref() {
+            None | Some("" | "private" | "host") => {}
+            Some("shareable") if flag == "--ipc" => {}
+            Some(m) if joinable && m.starts_with("container:") => {
+                cs.resolve(&m["container:".len()..])?;
+            }
+            Some(m) => {
+                return Err(bad(format!(
+                    "{flag} {m:?}: use host{}",
+                    if joinable { " or container:NAME" } else { "" }
+                )))
+            }
+        }
+    }
     // The network: a mode (none, host, container:OTHER) or a bridge network by name.
     let mode = req
         .network
@@ -143,6 +247,10 @@ pub async fn create(
         }
     };
     let network = mode.as_str();
+    let own_network = network != "host" && !network.starts_with("container:");
+    for k in req.sysctls.keys() {
+        crate::runtime::check_sysctl(k, own_network)?;
+    }
     if net.is_none() && (req.ip.is_some() || !req.aliases.is_empty() || !req.links.is_empty()) {
         return Err(bad(format!(
             "--ip, --network-alias and --link need a bridge network, not --network {network}"
@@ -186,6 +294,38 @@ pub async fn create(
             "published ports need a bridge network, not --network {network}"
         )));
     }
+    let mut req = req;
+    // `--volumes-from`: the other container's mounts as it has them (read-only with `:ro`).
+    for from in req.volumes_from.clone() {
+        let (name, mode) = match from.rsplit_once(':') {
+            Some((n, m @ ("ro" | "rw"))) => (n, Some(m)),
+            _ => (from.as_str(), None),
+        };
+        let other = cs.resolve(name)?;
+        for m in &other.spec.mounts {
+            if !m.layers.is_empty() {
+                continue;
+            }
+            let ro = match mode {
+                Some("ro") => true,
+                Some(_) => false,
+                None => m.readonly,
+            };
+            let spec = format!(
+                "{}:{}{}",
+                m.source.display(),
+                m.target,
+                if ro { ":ro" } else { "" }
+            );
+            if !req
+                .volumes
+                .iter()
+                .any(|v| v.split(':').nth(1) == Some(&m.target))
+            {
+                req.volumes.push(spec);
+            }
+        }
+    }
     let mut mounts = Vec::new();
     for v in &req.volumes {
         mounts.push(super::volumes::resolve(&cs.volumes, v)?);
@@ -195,14 +335,20 @@ pub async fn create(
         .await
         .map_err(failed)??
         .ok_or_else(|| ContainerError::NotFound(format!("no such image: {r} (pull it first)")))?;
+    for e in &req.expose {
+        crate::network::ports::PortSpec::parse(e).map_err(|x| bad(format!("--expose {e}: {x}")))?;
+    }
     if req.publish_all {
-        if let Some(exposed) = image.config["config"]["ExposedPorts"].as_object() {
-            for k in exposed.keys() {
-                let mut p = crate::network::ports::PortSpec::parse(k)?;
-                p.host_port = 0;
-                if !ports.contains(&p) {
-                    ports.push(p);
-                }
+        let exposed = image.config["config"]["ExposedPorts"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .chain(&req.expose);
+        for k in exposed {
+            let mut p = crate::network::ports::PortSpec::parse(k)?;
+            p.host_port = 0;
+            if !ports.contains(&p) {
+                ports.push(p);
             }
         }
     }
@@ -236,7 +382,7 @@ pub async fn create(
                 id[..12].to_string()
             }
         }),
-        limits: req.limits.clone(),
+        limits: limits.clone(),
         security,
         mounts,
         network: network.to_string(),
@@ -246,6 +392,16 @@ pub async fn create(
         dns: Vec::new(),
         tty: req.tty,
         tty_size: req.tty.then(|| req.tty_size.unwrap_or((24, 80))),
+        read_only: req.read_only,
+        tmpfs,
+        shm_size: req.shm_size,
+        sysctls: req.sysctls.clone().into_iter().collect(),
+        init: req.init,
+        log,
+        pid_ns: ns_mode(&req.pid_mode),
+        ipc_ns: ns_mode(&req.ipc_mode),
+        uts_ns: ns_mode(&req.uts_mode),
+        userns,
     };
     std::fs::create_dir_all(&dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
     let names: Vec<String> = match &req.name {
@@ -269,11 +425,27 @@ pub async fn create(
         image: r.to_string(),
         image_id: image.id.clone(),
         created: now(),
-        stop_signal: image.config["config"]["StopSignal"]
-            .as_str()
-            .unwrap_or("SIGTERM")
-            .to_string(),
-        request: req.clone(),
+        stop_signal: req
+            .stop_signal
+            .clone()
+            .or_else(|| {
+                image.config["config"]["StopSignal"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "SIGTERM".to_string()),
+        request: RunRequest {
+            limits,
+            labels: image_labels(&image.config)
+                .into_iter()
+                .chain(req.labels.clone())
+                .collect(),
+            healthcheck: req.healthcheck.clone().or_else(|| {
+                super::health::HealthCheck::from_docker(&image.config["config"]["Healthcheck"])
+            }),
+            ..req.clone()
+        },
         spec,
         state: ContainerState {
             status: Status::Created,
@@ -297,6 +469,7 @@ pub async fn create(
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e);
     }
+    cs.emit(&rec, "create", &[]);
     if let Some(net) = &net {
         if let Err(e) = connect(cs, &rec.id, net, fixed_ip, req.aliases.clone()) {
             let _ = remove(cs, &rec).await;
@@ -304,4 +477,60 @@ pub async fn create(
         }
     }
     Ok(Created { id, name: rec.name })
+}
+
+/// A namespace mode as create knows it: the host's, or its own (another container's is
+/// joined at each start, where its pid is known).
+fn ns_mode(mode: &Option<String>) -> crate::runtime::NsMode {
+    match mode.as_deref() {
+        Some("host") => crate::runtime::NsMode::Host,
+        _ => crate::runtime::NsMode::Private,
+    }
+}
+
+/// The monitor's log limits for a container's log config: json-file rotated by size (the node's
+/// default applies when unset), or `none`.
+fn log_limits(c: &super::service::LogConfig) -> Result<crate::runtime::LogLimits, ContainerError> {
+    use super::service::LogDriver;
+    if c.max_file == 0 {
+        return Err(ContainerError::Invalid(
+            "--log-opt max-file: must be at least 1".into(),
+        ));
+    }
+    if c.max_file > 1 && c.max_size.is_none() {
+        return Err(ContainerError::Invalid(
+            "--log-opt max-file needs max-size".into(),
+        ));
+    }
+    Ok(crate::runtime::LogLimits {
+        discard: c.driver == LogDriver::None,
+        max_size: c.max_size,
+        max_file: c.max_file,
+    })
+}
+
+/// The labels an image's config carries (`LABEL` in its Dockerfile).
+fn image_labels(config: &serde_json::Value) -> Vec<(String, String)> {
+    config["config"]["Labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
+/// A container name docker would accept: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub(super) fn check_name(n: &str) -> Result<(), ContainerError> {
+    let valid = !n.is_empty()
+        && n.len() <= 255
+        && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(ContainerError::Invalid(format!(
+            "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
+    }
 }

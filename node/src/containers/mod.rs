@@ -7,18 +7,24 @@
 //! and logging while the agent restarts, and a restarted agent re-attaches from its records.
 //!
 //! The folder: [`service`](self::Containers) (records, lifecycle), `create`, `control` (what a
-//! user does to a container), `streams` (logs, exec), `volumes`, `error`. It never imports
+//! user does to a container), `archive` (`docker cp` both ways), `changes` (`docker diff`), `health` (checks run by the node), `streams` (logs, exec), `execs` (docker's exec instances), `usage` (top, stats), `volumes`, `error`. It never imports
 //! [`crate::api`]: the API maps [`ContainerError`] to HTTP. No file here imports this one.
 
+pub mod archive;
+pub mod changes;
 pub mod control;
 pub mod create;
 mod error;
+pub mod execs;
+pub mod health;
+pub mod order;
 mod service;
 pub mod streams;
+pub mod usage;
 pub mod volumes;
 
 pub use error::ContainerError;
 pub use service::{
-    network_connect, network_disconnect, ContainerState, Containers, NetInfo, Record,
-    RestartPolicy, RunRequest, Status,
+    network_connect, network_disconnect, parse_size, ContainerState, Containers, LogConfig,
+    LogDriver, NetInfo, Record, RestartPolicy, RunRequest, Status,
 };

@@ -75,12 +75,117 @@ pub struct RunRequest {
     pub tty: bool,
     #[serde(default)]
     pub tty_size: Option<(u16, u16)>,
+    /// docker's `OpenStdin` (`-i`): an attach may give the container input.
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// `--label`s; once created, with the image's labels under them (as docker shows them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--health-*`; once created, the image's `HEALTHCHECK` when none was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<super::health::HealthCheck>,
+    /// `--stop-signal` (the image's `STOPSIGNAL`, else SIGTERM, when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` in seconds: how long `stop` waits before SIGKILL (10 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u64>,
+    /// `--read-only`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// `--tmpfs TARGET[:OPTIONS]`: target → options.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tmpfs: std::collections::BTreeMap<String, String>,
+    /// `--shm-size` in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<i64>,
+    /// `--sysctl KEY=VALUE`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// `--init`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// `--log-driver` and `--log-opt`s.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// `--expose PORT[/PROTO]`: more ports the container listens on (published by `-P`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    /// `--volumes-from CONTAINER[:ro|:rw]`: its volumes and binds, mounted here too
+    /// (resolved into `volumes` at create).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
+    /// `--pid`, `--ipc`, `--uts`: `host`, `container:NAME` (not uts), or unset (its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uts_mode: Option<String>,
+    /// `--userns`: `host`, `auto` (a range of its own), or unset (the node's remap, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns_mode: Option<String>,
+}
+
+/// `10m`, `1g`, `512k`, `2048` (bytes; docker's units, powers of 1024).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 1u64 << 10),
+        'm' => (&t[..t.len() - 1], 1 << 20),
+        'g' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
+}
+
+/// Where a container's output goes: `json-file` (its log, rotated at `max_size` keeping
+/// `max_file` files) or `none` (nowhere: `logs` has nothing to show).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogConfig {
+    pub driver: LogDriver,
+    /// Rotate when the log reaches this many bytes (`max-size`); unset, the node's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// How many files to keep, the current one included (`max-file`, default 1).
+    #[serde(default = "one")]
+    pub max_file: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            driver: LogDriver::JsonFile,
+            max_size: None,
+            max_file: 1,
+        }
+    }
+}
+
+/// The log drivers reg has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogDriver {
+    JsonFile,
+    None,
 }
 
 /// A container's state, docker's fields.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContainerState {
     pub status: Status,
+    /// Running, with its processes frozen (`pause`).
+    #[serde(default)]
+    pub paused: bool,
+    /// Its health checks' state, when it has checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::health::Health>,
     pub pid: i32,
     pub monitor_pid: i32,
     pub exit_code: i32,
@@ -107,7 +212,7 @@ pub struct NetInfo {
     pub aliases: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
     pub name: String,
@@ -163,6 +268,17 @@ impl Status {
     /// Whether `rm` (without force) may remove it.
     pub fn can_delete(self) -> bool {
         !self.is_running()
+    }
+}
+
+impl ContainerState {
+    /// docker's status word: [`Status::as_str`], or `paused` for a paused running container.
+    pub fn docker_status(&self) -> &'static str {
+        if self.paused && self.status.is_running() {
+            "paused"
+        } else {
+            self.status.as_str()
+        }
     }
 }
 
@@ -246,6 +362,10 @@ pub struct Containers {
     /// Containers due for a restart by their policy (started by one task: see `reattach`).
     restarts: tokio::sync::mpsc::UnboundedSender<String>,
     restarts_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// docker's exec instances (in memory, as dockerd keeps them).
+    pub(super) execs: super::execs::Execs,
+    /// What happens on the node (`docker events`).
+    pub events: crate::events::Events,
 }
 
 pub(super) fn now() -> String {
@@ -314,11 +434,24 @@ impl Containers {
             last_exit: Mutex::new(HashMap::new()),
             restarts: tx,
             restarts_rx: Mutex::new(Some(rx)),
+            execs: Default::default(),
+            events: Default::default(),
         }))
     }
 
     pub fn dir(&self) -> &Path {
         &self.root
+    }
+
+    /// Emits container event `action` about `rec` (its name, image and labels attached).
+    pub(super) fn emit(&self, rec: &Record, action: &str, extra: &[(&str, String)]) {
+        let mut e = crate::events::Event::new(crate::events::Kind::Container, action, &rec.id)
+            .with("name", &rec.name)
+            .with("image", &rec.image);
+        for (k, v) in extra {
+            e = e.with(k, v.clone());
+        }
+        self.events.emit(e.with_all(&rec.request.labels));
     }
 
     pub fn list(&self) -> Result<Vec<Record>, ContainerError> {
@@ -537,13 +670,19 @@ impl Containers {
             let cs = self.clone();
             tokio::spawn(async move {
                 while let Some(id) = rx.recv().await {
-                    let still = matches!(cs.get(&id), Ok(Some(r)) if r.state.status == Status::Exited && !r.state.manually_stopped);
-                    if still {
-                        let _ = cs.update(&id, |r| r.state.restart_count += 1);
-                        if let Err(e) = start(&cs, &id).await {
-                            tracing::warn!(container = %id, error = %e, "restart failed");
+                    // Each restart waits for its container's dependencies on its own: one
+                    // waiting must not hold up the others (its dependencies among them).
+                    let cs = cs.clone();
+                    tokio::spawn(async move {
+                        super::order::wait_for_dependencies(&cs, &id).await;
+                        let still = matches!(cs.get(&id), Ok(Some(r)) if r.state.status == Status::Exited && !r.state.manually_stopped);
+                        if still {
+                            let _ = cs.update(&id, |r| r.state.restart_count += 1);
+                            if let Err(e) = start(&cs, &id).await {
+                                tracing::warn!(container = %id, error = %e, "restart failed");
+                            }
                         }
-                    }
+                    });
                 }
             });
         }
@@ -563,6 +702,7 @@ impl Containers {
                     }
                 });
             }
+            super::health::watch(self, &r, false);
             tokio::spawn(watch_exit(
                 self.clone(),
                 r.id.clone(),
@@ -687,7 +827,7 @@ pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, Cont
         {
             spec.dns = vec!["127.0.0.11".into()];
         }
-    } else if let Some(other) = spec.network.strip_prefix("container:") {
+    } else if let Some(other) = spec.network.clone().strip_prefix("container:") {
         let o = cs.resolve(other)?;
         if o.state.status != Status::Running {
             return Err(ContainerError::Conflict(format!(
@@ -701,6 +841,22 @@ pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, Cont
         } else {
             format!("/proc/{}/ns/net", o.state.pid).into()
         });
+    }
+    // `--pid container:X`, `--ipc container:X`: X's namespaces, while X runs.
+    for (mode, slot, kind) in [
+        (&rec.request.pid_mode, &mut spec.pid_ns, "pid"),
+        (&rec.request.ipc_mode, &mut spec.ipc_ns, "ipc"),
+    ] {
+        if let Some(other) = mode.as_deref().and_then(|m| m.strip_prefix("container:")) {
+            let o = cs.resolve(other)?;
+            if o.state.status != Status::Running || o.state.pid <= 0 {
+                return Err(ContainerError::Conflict(format!(
+                    "cannot join the {kind} namespace of container {}: it is not running",
+                    o.name
+                )));
+            }
+            *slot = crate::runtime::NsMode::Join(format!("/proc/{}/ns/{kind}", o.state.pid).into());
+        }
     }
     let undo = |cs: Arc<Containers>,
                 id: String,
@@ -725,6 +881,20 @@ pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, Cont
             return Err(e);
         }
     };
+    // `-i` without a client attached before the start (`run -dit`, compose's `stdin_open`):
+    // the node holds the input open for this run, as dockerd does, so a later attach can type
+    // into it. An attachment waiting for this start made the FIFO already and takes its input.
+    let held_rw = if rec.request.open_stdin && !dir.join(crate::runtime::monitor::STDIN).exists() {
+        match super::control::open_stdin(&dir) {
+            Ok(rw) => Some(rw),
+            Err(e) => {
+                undo(cs.clone(), id.to_string(), netns, bound).await;
+                return Err(failed(format!("container {}: its input: {e}", rec.name)));
+            }
+        }
+    } else {
+        None
+    };
     let child = spawn_monitor(&exe, &dir, false);
     let mut child = match child {
         Ok(c) => c,
@@ -737,6 +907,8 @@ pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, Cont
     // The monitor writes the pid once the init is in its namespaces and cgroup; end-of-file
     // (0) when it ended without starting one (its `exit` file says why).
     let pid = started_pid(&mut child).await;
+    // The monitor has the read end now: what the node holds is a write end only.
+    let held = held_rw.and_then(|rw| super::control::hand_over_stdin(&dir, rw));
     let rec = cs
         .update(id, |r| {
             r.state = ContainerState {
@@ -750,12 +922,13 @@ pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, Cont
             };
         })?
         .ok_or_else(|| ContainerError::NotFound(format!("no such container: {id}")))?;
-    tokio::spawn(watch_exit(
-        cs.clone(),
-        id.to_string(),
-        Some(child),
-        monitor_pid,
-    ));
+    cs.emit(&rec, "start", &[]);
+    super::health::watch(cs, &rec, true);
+    let watched = watch_exit(cs.clone(), id.to_string(), Some(child), monitor_pid);
+    tokio::spawn(async move {
+        let _held = held;
+        watched.await
+    });
     Ok(rec)
 }
 
@@ -817,6 +990,10 @@ async fn watch_exit(
     if let Ok(mut m) = cs.last_exit.lock() {
         m.insert(id.clone(), code);
     }
+    cs.emit(&rec, "die", &[("exitCode", code.to_string())]);
+    if oom {
+        cs.emit(&rec, "oom", &[]);
+    }
     if rec.request.rm {
         // Removed before anyone following it hears the exit code: `run --rm` returns after.
         let _ = remove(&cs, &rec).await;
@@ -824,6 +1001,7 @@ async fn watch_exit(
     }
     let Ok(Some(rec)) = cs.update(&id, |r| {
         r.state.status = Status::Exited;
+        r.state.paused = false;
         r.state.exit_code = code;
         r.state.oom_killed = oom;
         r.state.finished_at = now();
@@ -883,6 +1061,7 @@ pub(super) async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), Con
         tx.execute("DELETE FROM containers WHERE id = ?1", [&rec.id])?;
         tx.commit()
     })?;
+    cs.emit(rec, "destroy", &[]);
     cs.changed.send_modify(|g| *g += 1);
     Ok(())
 }
@@ -1004,7 +1183,7 @@ fn put_in(db: &rusqlite::Connection, r: &Record) -> Result<(), ContainerError> {
     let json = serde_json::to_string(r).map_err(failed)?;
     db.execute(
         "INSERT INTO containers (id, name, record) VALUES (?1, ?2, ?3)
-         ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, record = excluded.record",
         rusqlite::params![r.id, r.name, json],
     )
     .map_err(|e| match e {

@@ -42,18 +42,75 @@ fn forward(record: &str, tx: &UnboundedSender<Bytes>) {
     let _ = tx.send(Bytes::from(format!("{line}\n")));
 }
 
-/// Streams a container's log from `file`'s position; with `follow`, until the container is no
-/// longer running, then its exit code.
+/// How far a log is followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Follow {
+    /// What is there now.
+    No,
+    /// Until the container is not running.
+    Running,
+    /// Through the first run that starts after `started_at` (the start time it had), to its end.
+    NextRun { started_at: String },
+}
+
+/// Streams a container's log from `file`'s position; when followed, to the end of the run
+/// `follow` names, then its exit code.
+/// The rotated log files of the container in `dir`, oldest first (`container.log.N` … `.1`).
+pub(super) fn rotated_logs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut n = 1;
+    let mut found = Vec::new();
+    while dir.join(crate::runtime::monitor::rotated(n)).exists() {
+        found.push(dir.join(crate::runtime::monitor::rotated(n)));
+        n += 1;
+    }
+    found.reverse();
+    found
+}
+
+/// Every complete record of `path`, in order.
+async fn records_of(path: &Path, into: &mut Vec<String>) {
+    let Ok(f) = tokio::fs::File::open(path).await else {
+        return;
+    };
+    let mut r = tokio::io::BufReader::new(f);
+    let mut line = String::new();
+    loop {
+        match r.read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.ends_with('\n') => into.push(std::mem::take(&mut line)),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether the log in `dir` is no longer the file `reader` reads (the monitor rotated it).
+async fn rotated_away(dir: &Path, file: &tokio::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        tokio::fs::metadata(dir.join(LOG)).await,
+        file.metadata().await,
+    ) {
+        (Ok(now), Ok(ours)) => now.ino() != ours.ino(),
+        _ => false,
+    }
+}
+
+/// Streams a container's log from `file`'s position, after every record of `older` (rotated
+/// files, oldest first); when followed, to the end of the run `follow` names (onto the next
+/// file whenever the log rotates), then its exit code.
 pub(super) fn follow_log(
     cs: Arc<Containers>,
     id: String,
+    dir: std::path::PathBuf,
     file: tokio::fs::File,
-    follow: bool,
+    older: Vec<std::path::PathBuf>,
+    follow: Follow,
     tail: Option<usize>,
 ) -> Output {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     tokio::spawn(async move {
         let mut changed = cs.changed.subscribe();
+        let mut older = older;
         let mut reader = tokio::io::BufReader::new(file);
         let mut pending = String::new();
         let mut first = tail;
@@ -61,14 +118,32 @@ pub(super) fn follow_log(
         let mut state = cs.get(&id).ok().flatten().map(|r| r.state);
         loop {
             // Whether the container had ended before this read: then the log is complete.
-            let ended = match &state {
-                Some(s) => s.status != Status::Running,
-                None => true,
+            let ended = match (&state, &follow) {
+                (None, _) => true,
+                (Some(s), Follow::NextRun { started_at }) => {
+                    s.status != Status::Running && s.started_at != *started_at
+                }
+                (Some(s), _) => s.status != Status::Running,
             };
             let mut batch = Vec::new();
+            for path in older.drain(..) {
+                records_of(&path, &mut batch).await;
+            }
             loop {
                 match reader.read_line(&mut pending).await {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => {
+                        // At the end of a file the monitor has rotated away: on to the new one.
+                        if follow == Follow::No || !rotated_away(&dir, reader.get_ref()).await {
+                            break;
+                        }
+                        match tokio::fs::File::open(dir.join(LOG)).await {
+                            Ok(f) => {
+                                reader = tokio::io::BufReader::new(f);
+                                pending.clear();
+                            }
+                            Err(_) => break,
+                        }
+                    }
                     Ok(_) if pending.ends_with('\n') => batch.push(std::mem::take(&mut pending)),
                     Ok(_) => {}
                 }
@@ -83,7 +158,7 @@ pub(super) fn follow_log(
             if tx.is_closed() {
                 return;
             }
-            if !follow {
+            if follow == Follow::No {
                 return;
             }
             if ended {
@@ -120,8 +195,23 @@ pub fn logs(
     tail: Option<usize>,
 ) -> Result<Output, ContainerError> {
     let rec = cs.resolve(key)?;
+    if rec.spec.log.discard {
+        return Err(ContainerError::Invalid(
+            "configured logging driver does not support reading (the container runs with --log-driver none)".into(),
+        ));
+    }
     let file = tokio::fs::File::from_std(open_log(&rec.spec.dir).map_err(failed)?);
-    Ok(follow_log(cs.clone(), rec.id, file, follow, tail))
+    let follow = if follow { Follow::Running } else { Follow::No };
+    let older = rotated_logs(&rec.spec.dir);
+    Ok(follow_log(
+        cs.clone(),
+        rec.id,
+        rec.spec.dir.clone(),
+        file,
+        older,
+        follow,
+        tail,
+    ))
 }
 
 /// What `reg exec` asks for.
@@ -142,12 +232,13 @@ pub struct ExecRequest {
 
 /// `exec`: runs a process inside the running container (a helper from the sealed binary joins
 /// its namespaces and cgroup); its output and exit code as JSON lines, and with `interactive`
-/// its stdin.
+/// its stdin. With a terminal, `resize` names a FIFO of `ROWS COLS` lines for it.
 pub async fn exec(
     cs: &Arc<Containers>,
     key: &str,
     req: ExecRequest,
     interactive: bool,
+    resize: Option<std::path::PathBuf>,
 ) -> Result<(Output, Option<tokio::process::ChildStdin>), ContainerError> {
     let rec = cs.resolve(key)?;
     if !rec.state.status.is_running() {
@@ -172,6 +263,7 @@ pub async fn exec(
         tty: req.tty,
         tty_size: req.tty.then(|| req.tty_size.unwrap_or((24, 80))),
         interactive,
+        resize: resize.filter(|_| req.tty),
     };
     let json = serde_json::to_string(&spec).map_err(failed)?;
     let exe = cs.sealed_exe().await?;

@@ -130,6 +130,35 @@ pub fn exists(root: &Path, name: &str) -> bool {
     valid_name(name) && root.join(name).join("_data").is_dir()
 }
 
+/// The labels file of a volume (beside its data, out of its containers' reach).
+const LABELS: &str = "labels.json";
+
+/// `volume create --label`: makes the volume if it is missing (as docker, creating an existing
+/// one answers it), with `labels` when it is new.
+pub fn create_labelled(
+    root: &Path,
+    name: Option<String>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<String, VolumeError> {
+    let existed = name.as_deref().is_some_and(|n| exists(root, n));
+    let name = create(root, name)?;
+    if !existed && !labels.is_empty() {
+        let json = serde_json::to_string(labels).map_err(|e| VolumeError::Failed(e.to_string()))?;
+        std::fs::write(root.join(&name).join(LABELS), json)
+            .map_err(|e| VolumeError::Failed(format!("volume {name}'s labels: {e}")))?;
+    }
+    Ok(name)
+}
+
+/// The labels volume `name` was created with (none when unreadable: they are ours, written
+/// whole at create).
+pub fn labels(root: &Path, name: &str) -> std::collections::BTreeMap<String, String> {
+    std::fs::read(root.join(name).join(LABELS))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 /// The data directory of volume `name` (existing or not).
 pub fn data_dir(root: &Path, name: &str) -> PathBuf {
     root.join(name).join("_data")

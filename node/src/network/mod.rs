@@ -46,6 +46,8 @@ pub struct Network {
     #[serde(default)]
     pub internal: bool,
     pub created: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A container's place on a network.
@@ -345,16 +347,17 @@ impl Networks {
     pub fn ensure_default(&self) -> Result<Network, NetworkError> {
         match self.find(DEFAULT)? {
             Some(n) => Ok(n),
-            None => self.create(DEFAULT, None, false),
+            None => self.create(DEFAULT, None, false, Default::default()),
         }
     }
 
-    /// `network create NAME [--subnet] [--internal]`.
+    /// `network create NAME [--subnet] [--internal] [--label]`.
     pub fn create(
         &self,
         name: &str,
         subnet: Option<&str>,
         internal_only: bool,
+        labels: std::collections::BTreeMap<String, String>,
     ) -> Result<Network, NetworkError> {
         let valid = !name.is_empty()
             && name.len() <= 64
@@ -380,16 +383,29 @@ impl Networks {
                 "network with name {name} already exists"
             )));
         }
+        // This node's own networks: host-wide claims let a node claim again what it holds (its
+        // networks' bridges come and go), so a new network must not reuse a sibling's subnet.
+        let mine: Vec<(String, Subnet)> = self
+            .list()?
+            .into_iter()
+            .filter_map(|n| Some((n.name.clone(), Subnet::parse(&n.subnet).ok()?)))
+            .collect();
+        let sibling = |s: &Subnet| mine.iter().find(|(_, m)| m.overlaps(s)).map(|(n, _)| n);
         let subnet = match subnet {
             Some(s) => {
                 let s = Subnet::parse(s)?;
+                if let Some(other) = sibling(&s) {
+                    return Err(NetworkError::Conflict(format!(
+                        "subnet {s} overlaps the subnet of network {other}: choose another"
+                    )));
+                }
                 claim(&s, &self.root).map_err(bad)?;
                 s
             }
             None => {
                 let mut last = String::new();
                 let mut found = None;
-                for s in pool() {
+                for s in pool().filter(|s| sibling(s).is_none()) {
                     match claim(&s, &self.root) {
                         Ok(()) => {
                             found = Some(s);
@@ -414,6 +430,7 @@ impl Networks {
             gateway: subnet.host(1).to_string(),
             internal: internal_only,
             created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            labels,
         };
         let json = serde_json::to_string(&n).map_err(failed)?;
         let put = self.db.with(|db| {
@@ -1164,6 +1181,7 @@ mod tests {
             bridge: "reg01234567".into(),
             internal: false,
             created: String::new(),
+            labels: Default::default(),
         };
         let r = rules(&n);
         assert!(r.contains("table ip reg_01234567"));

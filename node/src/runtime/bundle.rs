@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::rootfs::{MASKED, READONLY};
 use super::seccomp::{Action, Op, Profile};
-use super::spec::{BindMount, Limits, SecuritySpec, Spec};
+use super::spec::{BindMount, Limits, NsMode, SecuritySpec, Spec};
 
 /// The bind mount option that marks a volume to be filled from the image (see
 /// [`BindMount::copy_up`]).
@@ -130,7 +130,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         serde_json::json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
-        serde_json::json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        serde_json::json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={}", spec.shm_size.unwrap_or(super::rootfs::DEFAULT_SHM_SIZE))]}),
         serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if spec.security.privileged { vec!["nosuid", "noexec", "nodev"] } else { vec!["nosuid", "noexec", "nodev", "ro"] }}),
     ];
     for name in super::rootfs::ETC_FILES {
@@ -174,36 +174,45 @@ pub fn write(spec: &Spec) -> Result<(), String> {
             "destination": m.target, "type": "bind", "source": m.source, "options": options,
         }));
     }
-    let mut namespaces = vec![
-        serde_json::json!({"type": "pid"}),
-        serde_json::json!({"type": "mount"}),
-        serde_json::json!({"type": "uts"}),
-        serde_json::json!({"type": "ipc"}),
-    ];
+    for t in &spec.tmpfs {
+        mounts.push(serde_json::json!({
+            "destination": t.target, "type": "tmpfs", "source": "tmpfs",
+            "options": tmpfs_options(t),
+        }));
+    }
+    let mut namespaces = vec![serde_json::json!({"type": "mount"})];
+    for (kind, mode) in [
+        ("pid", &spec.pid_ns),
+        ("uts", &spec.uts_ns),
+        ("ipc", &spec.ipc_ns),
+    ] {
+        match mode {
+            NsMode::Private => namespaces.push(serde_json::json!({ "type": kind })),
+            NsMode::Host => {}
+            NsMode::Join(p) => namespaces.push(serde_json::json!({ "type": kind, "path": p })),
+        }
+    }
     match (&spec.netns, spec.network.as_str()) {
         (Some(p), _) => namespaces.push(serde_json::json!({"type": "network", "path": p})),
         (None, "host") => {}
         (None, _) => namespaces.push(serde_json::json!({"type": "network"})),
     }
-    let rules = super::cgroup::device_rules(&spec.security)?;
-    let mut resources = serde_json::json!({
-        "devices": serde_json::to_value(&rules).map_err(|e| err("device cgroup rules", e))?,
-    });
-    if let Some(m) = spec.limits.memory {
-        resources["memory"] = serde_json::json!({ "limit": m });
+    if spec.userns.is_some() {
+        namespaces.push(serde_json::json!({"type": "user"}));
     }
-    if let Some(c) = spec.limits.cpus {
-        resources["cpu"] =
-            serde_json::json!({ "quota": (c * 100_000.0).round() as i64, "period": 100_000 });
-    }
-    if let Some(p) = spec.limits.pids {
-        resources["pids"] = serde_json::json!({ "limit": p });
-    }
+    let resources = serde_json::to_value(super::cgroup::resources(spec)?)
+        .map_err(|e| err("cgroup resources", e))?;
     let mut linux = serde_json::json!({
         "namespaces": namespaces,
         "cgroupsPath": format!("/reg/{}", spec.id),
         "resources": resources,
     });
+    if let Some(m) = &spec.userns {
+        linux["uidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": m.uid, "size": m.size}]);
+        linux["gidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": m.gid, "size": m.size}]);
+    }
     if !spec.security.devices.is_empty() {
         let devices: Vec<serde_json::Value> = spec
             .security
@@ -218,6 +227,13 @@ pub fn write(spec: &Spec) -> Result<(), String> {
             })
             .collect();
         linux["devices"] = serde_json::json!(devices);
+    }
+    if !spec.sysctls.is_empty() {
+        linux["sysctl"] = serde_json::json!(spec
+            .sysctls
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeMap<_, _>>());
     }
     if !spec.security.privileged {
         linux["maskedPaths"] = serde_json::json!(MASKED);
@@ -241,7 +257,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
         .collect();
     let config = serde_json::json!({
         "ociVersion": "1.0.2",
-        "root": { "path": "rootfs", "readonly": false },
+        "root": { "path": "rootfs", "readonly": spec.read_only },
         "hostname": spec.hostname,
         "process": {
             "terminal": spec.tty,
@@ -264,6 +280,9 @@ pub fn write(spec: &Spec) -> Result<(), String> {
             "org.reg.user": spec.user.clone().unwrap_or_default(),
             "org.reg.privileged": spec.security.privileged.to_string(),
             "org.reg.limits": serde_json::to_string(&spec.limits).unwrap_or_default(),
+            "org.reg.init": spec.init.to_string(),
+            "org.reg.log": serde_json::to_string(&spec.log).unwrap_or_default(),
+            "org.reg.group-add": serde_json::to_string(&spec.security.group_add).unwrap_or_default(),
         },
     });
     let oci: oci_spec::runtime::Spec =
@@ -337,6 +356,21 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
             }
         })
         .collect();
+    let tmpfs = v["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["type"] == "tmpfs" && m["destination"] != "/dev" && m["destination"] != "/dev/shm"
+        })
+        .map(|m| {
+            super::spec::Tmpfs::parse(
+                m["destination"].as_str().unwrap_or(""),
+                &strings(&m["options"]).join(","),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let net_ns = v["linux"]["namespaces"]
         .as_array()
         .into_iter()
@@ -388,6 +422,8 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
                 })
                 .collect(),
             devices: devices_of(&v["linux"]),
+            group_add: serde_json::from_str(a["org.reg.group-add"].as_str().unwrap_or("[]"))
+                .unwrap_or_default(),
         },
         mounts,
         network: if network { "none" } else { "host" }.into(),
@@ -400,7 +436,105 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
             .as_u64()
             .zip(p["consoleSize"]["width"].as_u64())
             .map(|(h, w)| (h as u16, w as u16)),
+        read_only: v["root"]["readonly"].as_bool().unwrap_or(false),
+        tmpfs,
+        shm_size: v["mounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["destination"] == "/dev/shm")
+            .and_then(|m| {
+                strings(&m["options"])
+                    .iter()
+                    .find_map(|o| o.strip_prefix("size=").and_then(|n| n.parse().ok()))
+            })
+            .filter(|s| *s != super::rootfs::DEFAULT_SHM_SIZE),
+        sysctls: v["linux"]["sysctl"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect(),
+        init: a["org.reg.init"] == "true",
+        pid_ns: ns_mode(&v, "pid"),
+        ipc_ns: ns_mode(&v, "ipc"),
+        uts_ns: ns_mode(&v, "uts"),
+        userns: id_map(&v),
+        log: serde_json::from_str(a["org.reg.log"].as_str().unwrap_or("{}")).unwrap_or_default(),
     })
+}
+
+/// The user namespace's mapping of a bundle: one range from container id 0, uids and gids.
+fn id_map(v: &serde_json::Value) -> Option<super::userns::IdMap> {
+    let first = |k: &str| -> Option<(u32, u32)> {
+        let m = v["linux"][k].as_array()?.first()?;
+        if m["containerID"].as_u64()? != 0 {
+            return None;
+        }
+        let host = u32::try_from(m["hostID"].as_u64()?).ok()?;
+        let size = u32::try_from(m["size"].as_u64()?).ok()?;
+        Some((host, size))
+    };
+    let (uid, size) = first("uidMappings")?;
+    let (gid, gsize) = first("gidMappings")?;
+    Some(super::userns::IdMap {
+        uid,
+        gid,
+        size: size.min(gsize),
+    })
+}
+
+/// The mode of namespace `kind` in a bundle: absent is the host's, a path one to join.
+fn ns_mode(v: &serde_json::Value, kind: &str) -> NsMode {
+    let found = v["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["type"] == kind);
+    match found {
+        None => NsMode::Host,
+        Some(n) => match n["path"].as_str().filter(|p| !p.is_empty()) {
+            Some(p) => NsMode::Join(PathBuf::from(p)),
+            None => NsMode::Private,
+        },
+    }
+}
+
+/// A tmpfs mount's OCI options: its flags as words, then its data.
+fn tmpfs_options(t: &super::spec::Tmpfs) -> Vec<String> {
+    use nix::mount::MsFlags as F;
+    let flags = F::from_bits_truncate(t.flags);
+    let mut o: Vec<String> = [
+        (F::MS_RDONLY, "ro"),
+        (F::MS_NOEXEC, "noexec"),
+        (F::MS_NOSUID, "nosuid"),
+        (F::MS_NODEV, "nodev"),
+        (F::MS_NOATIME, "noatime"),
+        (F::MS_NODIRATIME, "nodiratime"),
+        (F::MS_RELATIME, "relatime"),
+        (F::MS_STRICTATIME, "strictatime"),
+        (F::MS_SYNCHRONOUS, "sync"),
+    ]
+    .iter()
+    .filter(|(f, _)| flags.contains(*f))
+    .map(|(_, w)| w.to_string())
+    .collect();
+    for word in [
+        ("exec", F::MS_NOEXEC),
+        ("suid", F::MS_NOSUID),
+        ("dev", F::MS_NODEV),
+    ] {
+        if !flags.contains(word.1) {
+            o.push(word.0.to_string());
+        }
+    }
+    o.extend(
+        t.data
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
+    );
+    o
 }
 
 /// The `--device`s of a bundle: `linux.devices`, each with the access its cgroup rule allows.
@@ -461,6 +595,11 @@ mod tests {
                 memory: Some(64 << 20),
                 pids: Some(10),
                 cpus: Some(0.5),
+                cpu_shares: Some(512),
+                cpuset_cpus: Some("0".into()),
+                memory_reservation: Some(32 << 20),
+                oom_kill_disable: true,
+                ..Limits::default()
             },
             security: SecuritySpec::default(),
             mounts: vec![
@@ -486,6 +625,24 @@ mod tests {
             dns: vec!["127.0.0.11".into()],
             tty: true,
             tty_size: Some((30, 100)),
+            read_only: true,
+            tmpfs: vec![super::super::spec::Tmpfs::parse("/run", "size=1m,exec").expect("tmpfs")],
+            shm_size: Some(128 << 20),
+            sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+            init: true,
+            log: super::super::spec::LogLimits {
+                discard: false,
+                max_size: Some(1 << 20),
+                max_file: 3,
+            },
+            pid_ns: NsMode::Host,
+            ipc_ns: NsMode::Join("/proc/1/ns/ipc".into()),
+            uts_ns: NsMode::Private,
+            userns: Some(super::super::userns::IdMap {
+                uid: 200_000,
+                gid: 300_000,
+                size: 65536,
+            }),
         };
         write(&spec).expect("write");
         let hosts = std::fs::read_to_string(t.path().join("hosts")).expect("hosts");
@@ -504,6 +661,24 @@ mod tests {
         assert_eq!(back.network, "none");
         assert_eq!(back.netns, spec.netns);
         assert_eq!((back.tty, back.tty_size), (true, Some((30, 100))));
+        assert!(back.read_only && back.init);
+        assert_eq!(back.tmpfs, spec.tmpfs);
+        assert_eq!(back.shm_size, spec.shm_size);
+        assert_eq!(back.sysctls, spec.sysctls);
+        assert_eq!(back.log, spec.log);
+        assert_eq!(back.userns, spec.userns);
+        assert_eq!(
+            (
+                back.pid_ns.clone(),
+                back.ipc_ns.clone(),
+                back.uts_ns.clone()
+            ),
+            (
+                spec.pid_ns.clone(),
+                spec.ipc_ns.clone(),
+                spec.uts_ns.clone()
+            )
+        );
         let sorted = |c: &[String]| {
             let mut c = c.to_vec();
             c.sort();

@@ -58,17 +58,30 @@ pub(crate) fn device_rules(
 
 pub(super) fn resources(spec: &Spec) -> Result<oci_spec::runtime::LinuxResources, String> {
     use oci_spec::runtime::{
-        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+        LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,
+        LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
     };
     let l = &spec.limits;
     let mut b = LinuxResourcesBuilder::default().devices(device_rules(&spec.security)?);
-    if let Some(m) = l.memory {
-        b = b.memory(
-            LinuxMemoryBuilder::default()
-                .limit(m)
-                .build()
-                .map_err(|e| err("memory limit", e))?,
-        );
+    if l.memory.is_some()
+        || l.memory_swap.is_some()
+        || l.memory_reservation.is_some()
+        || l.oom_kill_disable
+    {
+        let mut m = LinuxMemoryBuilder::default();
+        if let Some(v) = l.memory {
+            m = m.limit(v);
+        }
+        if let Some(v) = l.memory_swap {
+            m = m.swap(v);
+        }
+        if let Some(v) = l.memory_reservation {
+            m = m.reservation(v);
+        }
+        if l.oom_kill_disable {
+            m = m.disable_oom_killer(true);
+        }
+        b = b.memory(m.build().map_err(|e| err("memory limits", e))?);
     }
     if let Some(p) = l.pids {
         b = b.pids(
@@ -78,16 +91,60 @@ pub(super) fn resources(spec: &Spec) -> Result<oci_spec::runtime::LinuxResources
                 .map_err(|e| err("pids limit", e))?,
         );
     }
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut any_cpu = false;
     if let Some(c) = l.cpus {
         let period: u64 = 100_000;
-        let quota = (c * period as f64).round() as i64;
-        b = b.cpu(
-            LinuxCpuBuilder::default()
-                .period(period)
-                .quota(quota)
-                .build()
-                .map_err(|e| err("cpu quota", e))?,
-        );
+        cpu = cpu.period(period).quota((c * period as f64).round() as i64);
+        any_cpu = true;
+    }
+    if let Some(p) = l.cpu_period {
+        cpu = cpu.period(p);
+        any_cpu = true;
+    }
+    if let Some(q) = l.cpu_quota {
+        cpu = cpu.quota(q);
+        any_cpu = true;
+    }
+    if let Some(s) = l.cpu_shares {
+        cpu = cpu.shares(s);
+        any_cpu = true;
+    }
+    if let Some(c) = &l.cpuset_cpus {
+        cpu = cpu.cpus(c.clone());
+        any_cpu = true;
+    }
+    if let Some(m) = &l.cpuset_mems {
+        cpu = cpu.mems(m.clone());
+        any_cpu = true;
+    }
+    if any_cpu {
+        b = b.cpu(cpu.build().map_err(|e| err("cpu limits", e))?);
+    }
+    if l.blkio_weight.is_some() || !l.device_read_bps.is_empty() || !l.device_write_bps.is_empty() {
+        let rates = |list: &[super::spec::DeviceRate]| {
+            list.iter()
+                .map(|d| {
+                    LinuxThrottleDeviceBuilder::default()
+                        .major(d.major)
+                        .minor(d.minor)
+                        .rate(d.rate)
+                        .build()
+                        .map_err(|e| err("device rate", e))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut io = LinuxBlockIoBuilder::default();
+        if let Some(w) = l.blkio_weight {
+            io = io.weight(w);
+        }
+        if !l.device_read_bps.is_empty() {
+            io = io.throttle_read_bps_device(rates(&l.device_read_bps)?);
+        }
+        if !l.device_write_bps.is_empty() {
+            io = io.throttle_write_bps_device(rates(&l.device_write_bps)?);
+        }
+        b = b.block_io(io.build().map_err(|e| err("block I/O limits", e))?);
     }
     b.build().map_err(|e| err("resources", e))
 }
@@ -210,3 +267,74 @@ pub fn remove_cgroup(id: &str) {
 
 /// A started container's cgroup; dropping it removes the cgroup (after the container ended).
 pub struct Cgroup(pub(super) libcgroups::common::AnyCgroupManager);
+
+/// What a running container's cgroup could not do.
+#[derive(Debug, thiserror::Error)]
+#[error("container {id}'s cgroup: {message}")]
+pub struct CgroupError {
+    pub id: String,
+    pub message: String,
+}
+
+fn running_manager(id: &str) -> Result<libcgroups::common::AnyCgroupManager, CgroupError> {
+    cgroup_manager(id).map_err(|message| CgroupError {
+        id: id.to_string(),
+        message,
+    })
+}
+
+/// Freezes (`pause`) or thaws (`unpause`) every process of container `id`: the freezer on
+/// cgroup v1, `cgroup.freeze` on v2.
+pub fn freeze(id: &str, frozen: bool) -> Result<(), CgroupError> {
+    use libcgroups::common::{CgroupManager, FreezerState};
+    let state = if frozen {
+        FreezerState::Frozen
+    } else {
+        FreezerState::Thawed
+    };
+    running_manager(id)?.freeze(state).map_err(|e| CgroupError {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The cgroup's counters (cpu, memory, pids, blkio) as libcgroups reads them.
+pub fn stats(id: &str) -> Result<libcgroups::stats::Stats, CgroupError> {
+    use libcgroups::common::CgroupManager;
+    running_manager(id)?.stats().map_err(|e| CgroupError {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The host pids of every process in container `id`'s cgroup.
+pub fn pids(id: &str) -> Result<Vec<i32>, CgroupError> {
+    use libcgroups::common::CgroupManager;
+    Ok(running_manager(id)?
+        .get_all_pids()
+        .map_err(|e| CgroupError {
+            id: id.to_string(),
+            message: e.to_string(),
+        })?
+        .into_iter()
+        .map(|p| p.as_raw())
+        .collect())
+}
+
+/// Applies `spec`'s limits to its running container's cgroup (`docker update`).
+pub fn update(spec: &Spec) -> Result<(), CgroupError> {
+    use libcgroups::common::{CgroupManager, ControllerOpt};
+    let fail = |message: String| CgroupError {
+        id: spec.id.clone(),
+        message,
+    };
+    let resources = resources(spec).map_err(fail)?;
+    running_manager(&spec.id)?
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: spec.limits.oom_kill_disable,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| fail(e.to_string()))
+}

@@ -67,10 +67,84 @@ fn serve_resize(dir: &Path, master: std::fs::File) {
     });
 }
 
+/// The container's log file as the monitor writes it: rotated by size, or discarded.
+pub(crate) struct LogWriter {
+    dir: std::path::PathBuf,
+    file: std::fs::File,
+    written: u64,
+    limits: super::spec::LogLimits,
+}
+
+/// How much of a `--log-driver none` container's output is kept for attached clients.
+const DISCARD_KEEP: u64 = 1 << 20;
+
+/// The `n`th older log file: `container.log.1` is the newest after the current one.
+pub fn rotated(n: u32) -> String {
+    format!("{LOG}.{n}")
+}
+
+impl LogWriter {
+    /// With `discard` the output still passes through a small log, so that an attached client
+    /// sees it (as with docker's `none` driver); `logs` refuses to read it.
+    fn open(dir: &Path, limits: &super::spec::LogLimits) -> std::io::Result<LogWriter> {
+        let mut limits = limits.clone();
+        if limits.discard {
+            limits.max_size = Some(
+                limits
+                    .max_size
+                    .map_or(DISCARD_KEEP, |m| m.min(DISCARD_KEEP)),
+            );
+            limits.max_file = 1;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(LOG))?;
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            written: file.metadata()?.len(),
+            file,
+            limits,
+        })
+    }
+
+    fn write(&mut self, record: &[u8]) {
+        if self.file.write_all(record).is_err() {
+            return;
+        }
+        self.written += record.len() as u64;
+        if self.limits.max_size.is_some_and(|m| self.written >= m) {
+            self.rotate();
+        }
+    }
+
+    /// `container.log` becomes `.1`, `.1` becomes `.2`, … the oldest beyond `max_file` goes;
+    /// with one file, the log starts over. Readers notice the new file by its inode.
+    fn rotate(&mut self) {
+        let keep = self.limits.max_file.max(1);
+        if keep > 1 {
+            for n in (1..keep - 1).rev() {
+                let _ = std::fs::rename(self.dir.join(rotated(n)), self.dir.join(rotated(n + 1)));
+            }
+            let _ = std::fs::rename(self.dir.join(LOG), self.dir.join(rotated(1)));
+        } else {
+            let _ = std::fs::remove_file(self.dir.join(LOG));
+        }
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(LOG))
+        {
+            self.file = f;
+            self.written = 0;
+        }
+    }
+}
+
 fn pump(
     from: std::fs::File,
     stream: &'static str,
-    log: Arc<Mutex<std::fs::File>>,
+    log: Arc<Mutex<LogWriter>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         // One record per line, like docker's json-file driver (a very long line is cut into
@@ -84,7 +158,7 @@ fn pump(
                 Ok(_) => {
                     let line = log_line(stream, &String::from_utf8_lossy(&buf));
                     if let Ok(mut f) = log.lock() {
-                        let _ = f.write_all(line.as_bytes());
+                        f.write(line.as_bytes());
                     }
                 }
             }
@@ -160,11 +234,7 @@ pub fn monitor(spec: &Spec) -> i32 {
             .ok()
             .map(std::fs::File::from)
     };
-    let log = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(LOG))
-    {
+    let log = match LogWriter::open(&dir, &spec.log) {
         Ok(f) => Arc::new(Mutex::new(f)),
         Err(e) => return fail(format!("{}: {e}", dir.join(LOG).display())),
     };
@@ -204,7 +274,10 @@ pub fn monitor(spec: &Spec) -> i32 {
     };
     // The init inherits fds 0, 1, 2: its input and the two pipes. With `-t` it replaces them
     // with a terminal it allocates inside the container and sends us the master end.
-    if let Err(e) = redirect(&stdin, 0)
+    let mut stdin = Some(stdin);
+    if let Err(e) = stdin
+        .as_ref()
+        .map_or(Ok(()), |stdin| redirect(stdin, 0))
         .and_then(|()| redirect(&out_w, 1))
         .and_then(|()| redirect(&err_w, 2))
     {
@@ -238,14 +311,17 @@ pub fn monitor(spec: &Spec) -> i32 {
             }
             // Without -i nobody types: the terminal stays open and silent, as with docker.
             if has_input {
-                if let Ok(input) = master.try_clone() {
-                    let from = std::fs::File::from(stdin);
+                if let (Ok(input), Some(from)) = (master.try_clone(), stdin.take()) {
+                    let from = std::fs::File::from(from);
                     std::thread::spawn(move || copy_input(from, input));
                 }
             }
             readers.push(pump(master, "stdout", log.clone()));
         }
     }
+    // The input's read end is the container's (or the terminal copier's) alone: once it is
+    // closed, a client attaching to the running container learns the input has ended.
+    drop(stdin.take());
     if started.is_err() {
         // Nothing started: the agent reads end-of-file now, and finds the exit file.
         drop(started_to.take());
@@ -268,6 +344,8 @@ pub fn monitor(spec: &Spec) -> i32 {
     for r in readers {
         let _ = r.join();
     }
+    // This run's input ends with it; the next run's is made for it.
+    let _ = std::fs::remove_file(dir.join(STDIN));
     let _ = write_atomic(&dir, EXIT, &code.to_string());
     code
 }

@@ -12,7 +12,9 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use super::cgroup::{cgroup_manager, resources, Cgroup};
 use super::rootfs;
 use super::seccomp;
-use super::spec::{resolve_user, rlimit_resource, ExecSpec, Rlimit, SecuritySpec, Spec};
+use super::spec::{
+    resolve_groups, resolve_user, rlimit_resource, ExecSpec, Rlimit, SecuritySpec, Spec,
+};
 use super::sys::{err, find_program, nofile_limit, Program, Ready};
 use super::tty::{console_socket, receive_fd, relay, terminal};
 
@@ -53,6 +55,25 @@ pub fn start(
             return Err(125);
         }
     }
+    // The user namespace is made first (single-threaded here), and the upper dir belongs to
+    // the container's root, so that what it writes lands owned by its range on the host.
+    let userns = match &spec.userns {
+        Some(map) => {
+            #[allow(clippy::disallowed_methods)] // trusted: the container's own directory
+            let made =
+                std::os::unix::fs::chown(spec.dir.join("upper"), Some(map.uid), Some(map.gid))
+                    .and_then(|()| super::userns::make(map));
+            match made {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    eprintln!("reg: container {}: the user namespace: {e}", spec.id);
+                    return Err(125);
+                }
+            }
+        }
+        None => None,
+    };
+    let userns_raw = userns.as_ref().map(|f| f.as_raw_fd());
     let res = match resources(spec) {
         Ok(r) => r,
         Err(e) => {
@@ -104,12 +125,57 @@ pub fn start(
         None => None,
     };
     let netns_raw = netns.as_ref().map(|f| f.as_raw_fd());
+    // Namespaces to join (another container's): pid is joined here, by the monitor, so that
+    // the init is created in it; ipc and uts by the init itself, like the network's.
+    let open_ns = |kind: &str, mode: &super::spec::NsMode| -> Result<Option<std::fs::File>, i32> {
+        match mode {
+            super::spec::NsMode::Join(p) => std::fs::File::open(p).map(Some).map_err(|e| {
+                eprintln!(
+                    "reg: container {}: {kind} namespace {}: {e}",
+                    spec.id,
+                    p.display()
+                );
+                125
+            }),
+            _ => Ok(None),
+        }
+    };
+    // Once the init is made, the monitor returns to its own pid namespace for its children:
+    // while they differ, the kernel refuses it new threads (the output pumps).
+    let mut own_pid_ns = None;
+    if let Some(f) = open_ns("pid", &spec.pid_ns)? {
+        let ours = std::fs::File::open("/proc/self/ns/pid").map_err(|e| {
+            eprintln!("reg: container {}: /proc/self/ns/pid: {e}", spec.id);
+            125
+        })?;
+        if let Err(e) = nix::sched::setns(&f, CloneFlags::CLONE_NEWPID) {
+            eprintln!("reg: container {}: joining the pid namespace: {e}", spec.id);
+            return Err(125);
+        }
+        own_pid_ns = Some(ours);
+    }
+    let ipcns = open_ns("ipc", &spec.ipc_ns)?;
+    let utsns = open_ns("uts", &spec.uts_ns)?;
+    let joins: Vec<(std::os::fd::RawFd, CloneFlags)> = [
+        (ipcns.as_ref(), CloneFlags::CLONE_NEWIPC),
+        (utsns.as_ref(), CloneFlags::CLONE_NEWUTS),
+    ]
+    .into_iter()
+    .filter_map(|(f, kind)| f.map(|f| (f.as_raw_fd(), kind)))
+    .collect();
+    let own = |mode: &super::spec::NsMode, flag: CloneFlags| {
+        if mode.is_private() {
+            flag
+        } else {
+            CloneFlags::empty()
+        }
+    };
     let ready_w_raw = ready_w.as_raw_fd();
     let mut stack = vec![0u8; 1024 * 1024];
-    let flags = CloneFlags::CLONE_NEWPID
+    let flags = own(&spec.pid_ns, CloneFlags::CLONE_NEWPID)
         | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
+        | own(&spec.uts_ns, CloneFlags::CLONE_NEWUTS)
+        | own(&spec.ipc_ns, CloneFlags::CLONE_NEWIPC)
         | if spec.network == "host" || netns.is_some() {
             CloneFlags::empty()
         } else {
@@ -129,6 +195,13 @@ pub fn start(
                 if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
                     return 125;
                 }
+                for (fd, kind) in &joins {
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(*fd);
+                    if let Err(e) = nix::sched::setns(fd, *kind) {
+                        eprintln!("reg: joining a namespace of another container: {e}");
+                        return 125;
+                    }
+                }
                 if let Some(fd) = netns_raw {
                     // (Within the clone's unsafe block.) The parent keeps the file open until
                     // after clone; our copy of the fd table holds it for as long as this borrow.
@@ -138,13 +211,34 @@ pub fn start(
                         return 125;
                     }
                 }
-                init(&child_spec, &filters, console_fd, ready_r.as_raw_fd())
+                // (Within the clone's unsafe block.) Kept open by the parent until after clone.
+                let userns = userns_raw.map(|fd| std::os::fd::BorrowedFd::borrow_raw(fd));
+                init(
+                    &child_spec,
+                    &filters,
+                    console_fd,
+                    ready_r.as_raw_fd(),
+                    userns,
+                )
             }),
             &mut stack,
             flags,
             Some(nix::sys::signal::Signal::SIGCHLD as i32),
         )
     };
+    if let Some(ours) = own_pid_ns {
+        if let Err(e) = nix::sched::setns(&ours, CloneFlags::CLONE_NEWPID) {
+            eprintln!(
+                "reg: container {}: back to the monitor's pid namespace: {e}",
+                spec.id
+            );
+            if let Ok(p) = pid {
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(p, None);
+            }
+            return Err(125);
+        }
+    }
     let pid = match pid {
         Ok(p) => p,
         Err(e) => {
@@ -174,7 +268,7 @@ pub fn start(
                     .0
                     .apply(&ControllerOpt {
                         resources: &res,
-                        disable_oom_killer: false,
+                        disable_oom_killer: spec.limits.oom_kill_disable,
                         oom_score_adj: None,
                         freezer_state: None,
                     })
@@ -203,9 +297,10 @@ fn init(
     filters: &[seccompiler::BpfProgram],
     console: Option<std::os::fd::RawFd>,
     ready: std::os::fd::RawFd,
+    userns: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> isize {
     let mut ready = Ready::new(ready);
-    let prepared = rootfs::setup(spec, &mut ready).and_then(|program| {
+    let prepared = rootfs::setup(spec, &mut ready, userns).and_then(|program| {
         if let Some(sock) = console {
             terminal(sock, spec.tty_size)?;
         }
@@ -215,7 +310,16 @@ fn init(
     if !ready.wait() {
         return 125;
     }
+    // Everything is mounted: from here on the init is its user namespace's root, and no
+    // more than that on the host.
+    let prepared = match (prepared, userns) {
+        (Ok(program), Some(ns)) => super::userns::join(ns)
+            .map(|()| program)
+            .map_err(|e| rootfs::SetupError::from(format!("joining the user namespace: {e}"))),
+        (other, _) => other,
+    };
     match prepared {
+        Ok(program) if spec.init => reaper(spec, &program, filters),
         Ok(program) => exec(
             &spec.id,
             &program,
@@ -230,6 +334,126 @@ fn init(
             e.code
         }
     }
+}
+
+/// `--init`: this process stays pid 1 and forks the program; every signal it gets is passed
+/// on to the program, and every process that ends in the container is reaped (orphans are
+/// re-parented to pid 1). Ends with the program's exit status (128 + signal when killed).
+/// Before waiting it gives up every capability and installs the container's seccomp filter,
+/// like the program itself.
+#[allow(unsafe_code)]
+fn reaper(spec: &Spec, program: &Program, filters: &[seccompiler::BpfProgram]) -> isize {
+    use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    // Blocked before the fork, so nothing sent between the fork and the wait is lost.
+    let all = SigSet::all();
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), None) {
+        eprintln!("reg: container {}: --init: blocking signals: {e}", spec.id);
+        return 125;
+    }
+    // SAFETY: the init is single-threaded (a fresh clone); the child only execs or exits.
+    let child = match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+            let code = exec(
+                &spec.id,
+                program,
+                &spec.args,
+                &spec.env,
+                spec.user.as_deref(),
+                &spec.security,
+                filters,
+            );
+            std::process::exit(code as i32);
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+        Err(e) => {
+            eprintln!("reg: container {}: --init: fork: {e}", spec.id);
+            return 125;
+        }
+    };
+    // Nothing of the runtime's stays open here: the start handshake's pipe (closed at the
+    // program's exec in the child, and now here: the monitor learns the container runs), and
+    // no host descriptor for a process of the container to reach through /proc/1/fd. Not
+    // dumpable either, so /proc/1 of this root process is closed to the container's.
+    // SAFETY: close_range(2) only closes descriptors; none of them is used after this.
+    let closed = unsafe { nix::libc::close_range(3, u32::MAX, 0) };
+    if closed != 0 {
+        for fd in 3..nofile_limit().min(65536) as i32 {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    let _ = nix::sys::prctl::set_dumpable(false);
+    rename_as_init();
+    let confined = drop_privileges(&[])
+        .and_then(|()| {
+            caps::clear(None, caps::CapSet::Effective)
+                .and_then(|()| caps::clear(None, caps::CapSet::Permitted))
+                .map_err(|e| err("dropping capabilities", e))
+        })
+        .and_then(|()| {
+            nix::sys::prctl::set_no_new_privs().map_err(|e| err("setting no_new_privs", e))
+        })
+        .and_then(|()| seccomp::install(filters).map_err(|e| e.to_string()));
+    if let Err(e) = confined {
+        eprintln!("reg: container {}: --init: {e}", spec.id);
+        let _ = kill(child, Signal::SIGKILL);
+    }
+    loop {
+        match all.wait() {
+            Ok(Signal::SIGCHLD) => loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid == child => return code as isize,
+                    Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                        return 128 + sig as isize
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            },
+            Ok(sig) => {
+                let _ = kill(child, sig);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// What `ps` in the container shows for the `--init` reaper, instead of the monitor's command
+/// line it inherited (which names the node's data directory on the host).
+const INIT_NAME: &[u8] = b"/sbin/reg-init";
+
+/// Overwrites this process's command line (the monitor's, inherited through the clone) with
+/// [`INIT_NAME`]: `/proc/1/cmdline` reads this memory, between the `arg_start` and `arg_end`
+/// of `/proc/self/stat`.
+#[allow(unsafe_code)]
+fn rename_as_init() {
+    let _ = nix::sys::prctl::set_name(c"reg-init");
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name in parentheses (which may itself hold spaces).
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // arg_start and arg_end are fields 48 and 49; `rest` starts at field 3.
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        f.get(45).map(|s| s.parse::<usize>()),
+        f.get(46).map(|s| s.parse::<usize>()),
+    ) else {
+        return;
+    };
+    if end <= start || end - start > 1 << 20 {
+        return;
+    }
+    let len = end - start;
+    // SAFETY: [arg_start, arg_end) is this process's own argument area on its stack, mapped
+    // and writable, and nothing of ours reads it any more (std copied the arguments at start).
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+    area.fill(0);
+    let n = INIT_NAME.len().min(len.saturating_sub(1));
+    area[..n].copy_from_slice(&INIT_NAME[..n]);
 }
 
 /// Keeps only `keep` in the bounding and inheritable sets (root's effective and permitted
@@ -309,6 +533,18 @@ fn exec(
         };
         env.push(format!("HOME={home}"));
     }
+    let added = if security.group_add.is_empty() {
+        Vec::new()
+    } else {
+        let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        match resolve_groups(&security.group_add, &group) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("reg: container {id}: {e}");
+                return 125;
+            }
+        }
+    };
     let prepared = drop_privileges(&security.caps)
         .and_then(|()| set_rlimits(&security.rlimits))
         .and_then(|()| match &ids {
@@ -316,6 +552,7 @@ fn exec(
                 let gids: Vec<nix::unistd::Gid> = i
                     .groups
                     .iter()
+                    .chain(&added)
                     .map(|g| nix::unistd::Gid::from_raw(*g))
                     .collect();
                 nix::unistd::setgroups(&gids)
@@ -329,7 +566,14 @@ fn exec(
                             .map_err(|e| err("setuid", e))
                     })
             }
-            None => Ok(()),
+            None if added.is_empty() => Ok(()),
+            None => {
+                let gids: Vec<nix::unistd::Gid> = added
+                    .iter()
+                    .map(|g| nix::unistd::Gid::from_raw(*g))
+                    .collect();
+                nix::unistd::setgroups(&gids).map_err(|e| err("setgroups", e))
+            }
         })
         .and_then(|()| {
             nix::sys::prctl::set_no_new_privs().map_err(|e| err("setting no_new_privs", e))
@@ -406,6 +650,23 @@ pub fn enter(e: &ExecSpec) -> i32 {
         },
         None => Vec::new(),
     };
+    // The resize FIFO is the agent's, on the host: opened before the mount namespace changes
+    // (read-write, so it never reads end-of-file; non-blocking, for the relay's poll loop).
+    let resize = match (&e.resize, e.tty) {
+        (Some(path), true) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(path)
+            {
+                Ok(f) => Some(std::os::fd::OwnedFd::from(f)),
+                Err(x) => return fail(format!("the resize FIFO {}: {x}", path.display())),
+            }
+        }
+        _ => None,
+    };
     // Open every namespace first: once in the mount namespace, the host's /proc is gone.
     let mut nss = Vec::new();
     for (name, flag) in [
@@ -432,12 +693,34 @@ pub fn enter(e: &ExecSpec) -> i32 {
             return fail(format!("joining the cgroup: {x}"));
         }
     }
+    // A container with a user namespace of its own: that one is joined last (the others
+    // belong to the host's, which only its root may join).
+    let userns = match (
+        std::fs::File::open(format!("/proc/{}/ns/user", e.pid)),
+        std::fs::metadata("/proc/self/ns/user"),
+    ) {
+        (Ok(theirs), Ok(ours)) => {
+            use std::os::unix::fs::MetadataExt;
+            match theirs.metadata() {
+                Ok(m) if m.ino() != ours.ino() => Some(std::os::fd::OwnedFd::from(theirs)),
+                Ok(_) => None,
+                Err(x) => return fail(format!("its user namespace: {x}")),
+            }
+        }
+        (Err(x), _) | (_, Err(x)) => return fail(format!("its user namespace: {x}")),
+    };
     for (name, f, flag) in &nss {
         if let Err(x) = setns(f, *flag) {
             return fail(format!("joining the {name} namespace: {x}"));
         }
     }
     drop(nss);
+    if let Some(ns) = &userns {
+        use std::os::fd::AsFd;
+        if let Err(x) = super::userns::join(ns.as_fd()) {
+            return fail(format!("joining the user namespace: {x}"));
+        }
+    }
     let console = if e.tty {
         match console_socket() {
             Ok(pair) => Some(pair),
@@ -484,7 +767,7 @@ pub fn enter(e: &ExecSpec) -> i32 {
             if let Some((ours, theirs)) = console {
                 drop(theirs);
                 if let Some(master) = receive_fd(&ours) {
-                    relay(&master, e.interactive);
+                    relay(&master, e.interactive, resize.as_ref());
                 }
             }
             let code = loop {

@@ -11,7 +11,7 @@
 //! of ours (the container's own directory, the host's resolv.conf) carry a narrow allow.
 #![deny(clippy::disallowed_methods)]
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -19,6 +19,7 @@ use nix::sys::stat::makedev;
 
 use super::spec::{view_dir, BindMount, Spec};
 use super::sys::{err, find_program, loopback_up, Program, Ready};
+use super::userns::IdMap;
 
 /// Docker's default masked paths (hidden behind /dev/null or an empty read-only tmpfs).
 pub(crate) const MASKED: [&str; 11] = [
@@ -69,14 +70,37 @@ fn mount_on(
     mount(source, &reg_untrusted::fd_path(at), fstype, flags, data)
 }
 
-pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<Program, SetupError> {
+/// `userns`: the container's user namespace (its map is `spec.userns`), which the image's
+/// layers are idmapped into and what is made here is owned by the root of.
+pub(crate) fn setup(
+    spec: &Spec,
+    ready: &mut Ready,
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<Program, SetupError> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| err("making mounts private", e))?;
     let rootfs = spec.dir.join("rootfs");
-    let flags = image_mount_flags(spec.security.privileged);
-    overlay_with(&spec.dir, &spec.layers, true, &rootfs, flags)
-        .map_err(|e| err("mounting the overlay rootfs", e))?;
+    let image_flags = image_mount_flags(spec.security.privileged);
+    let idmapped = userns.filter(|_| spec.userns.is_some());
+    overlay_with(
+        &spec.dir,
+        &spec.layers,
+        true,
+        &rootfs,
+        image_flags,
+        idmapped,
+    )
+    .map_err(|e| err("mounting the overlay rootfs", e))?;
+    // What is made here for the container belongs to its root: the host's, or its range's.
+    let (root_uid, root_gid) = spec.userns.map_or((0, 0), |m| (m.uid, m.gid));
+    let owned = |data: &str| {
+        if spec.userns.is_some() {
+            format!("{data},uid={root_uid},gid={root_gid}")
+        } else {
+            data.to_string()
+        }
+    };
     // From here on every path in the rootfs (the image's content) resolves inside it.
     let root = reg_untrusted::Tree::open(&rootfs).map_err(|e| err("opening the rootfs", e))?;
     let dir = |rel: &str| {
@@ -108,7 +132,7 @@ pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<Program, SetupErro
         &dir("dev")?,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(&owned("mode=755,size=65536k")),
     )
     .map_err(|e| err("mounting /dev", e))?;
     // Device nodes are made once the device cgroup is in force: while the monitor writes its
@@ -122,6 +146,12 @@ pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<Program, SetupErro
     let dev = root.subtree("dev").map_err(|e| err("opening /dev", e))?;
     for (name, major, minor) in DEFAULT_DEVICES {
         dev.mknod(name, reg_untrusted::Node::Char { major, minor }, 0o666)
+            .and_then(|()| match spec.userns {
+                Some(_) => dev
+                    .resolve_nofollow(name)
+                    .and_then(|h| reg_untrusted::set_owner(&h, root_uid, root_gid)),
+                None => Ok(()),
+            })
             .map_err(|e| err(&format!("creating /dev/{name}"), e))?;
     }
     for d in &spec.security.devices {
@@ -141,9 +171,17 @@ pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<Program, SetupErro
                 minor: d.minor,
             }
         };
+        // Owners are the container's ids: on the host, within its range.
+        let (uid, gid) = match spec.userns {
+            Some(m) => (
+                m.host_uid(d.uid).unwrap_or(root_uid),
+                m.host_gid(d.gid).unwrap_or(root_gid),
+            ),
+            None => (d.uid, d.gid),
+        };
         dev.mknod(rel, node, d.mode)
             .and_then(|()| dev.resolve_nofollow(rel))
-            .and_then(|h| reg_untrusted::set_owner(&h, d.uid, d.gid))
+            .and_then(|h| reg_untrusted::set_owner(&h, uid, gid))
             .map_err(|e| err(&format!("creating {}", d.path), e))?;
     }
     for (link, target) in [
@@ -165,7 +203,7 @@ pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<Program, SetupErro
         &dev_dir("pts")?,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        Some(&owned("newinstance,ptmxmode=0666,mode=0620")),
     )
     .map_err(|e| err("mounting /dev/pts", e))?;
     mount_on(
@@ -173,18 +211,72 @@ pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<Program, SetupErro
         &dev_dir("shm")?,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(&owned(&format!(
+            "mode=1777,size={}",
+            spec.shm_size.unwrap_or(DEFAULT_SHM_SIZE)
+        ))),
     )
     .map_err(|e| err("mounting /dev/shm", e))?;
     drop(dev);
+    // Its cgroup is made by now (`ready` came): /sys/fs/cgroup shows it, and only it.
+    mount_own_cgroups(&root, &spec.id, spec.security.privileged)?;
 
-    nix::unistd::sethostname(&spec.hostname).map_err(|e| err("setting the hostname", e))?;
+    // Only in a UTS namespace of its own: the host's (or another container's) keeps its name.
+    if spec.uts_ns.is_private() {
+        nix::unistd::sethostname(&spec.hostname).map_err(|e| err("setting the hostname", e))?;
+    }
     etc_files(spec, &root)?;
-    for (k, m) in spec.mounts.iter().enumerate() {
-        if m.layers.is_empty() {
-            bind(&root, m)?;
-        } else {
-            view(&root, &view_dir(&spec.dir, k), m)?;
+    if let Some(m) = &spec.userns {
+        // The files are the node's (in the container's directory); their bind mounts show them.
+        for name in ETC_FILES {
+            #[allow(clippy::disallowed_methods)] // trusted: the container's own directory
+            std::os::unix::fs::lchown(spec.dir.join(name), Some(m.uid), Some(m.gid))
+                .map_err(|e| err(&format!("giving /etc/{name} to the container's root"), e))?;
+        }
+    }
+    // Bind mounts, views and tmpfs mounts, shallowest target first (a volume inside a tmpfs
+    // lands on the tmpfs, not under it); a stable sort keeps the given order among equals.
+    enum Mount<'a> {
+        Bind(usize, &'a BindMount),
+        Tmpfs(&'a super::spec::Tmpfs),
+    }
+    let depth = |t: &str| t.split('/').filter(|c| !c.is_empty()).count();
+    let mut all: Vec<(usize, Mount)> = spec
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(k, m)| (depth(&m.target), Mount::Bind(k, m)))
+        .chain(
+            spec.tmpfs
+                .iter()
+                .map(|t| (depth(&t.target), Mount::Tmpfs(t))),
+        )
+        .collect();
+    all.sort_by_key(|(d, _)| *d);
+    for (_, m) in all {
+        match m {
+            Mount::Bind(_, m) if m.layers.is_empty() => bind(&root, m, spec.userns.as_ref())?,
+            Mount::Bind(k, m) => view(&root, &view_dir(&spec.dir, k), m)?,
+            Mount::Tmpfs(t) => {
+                let at = root
+                    .mkdir_all(t.target.trim_start_matches('/'), 0o755)
+                    .map_err(|e| err(&format!("creating {}", t.target), e))?;
+                // Owned by the container's root unless the options name an owner.
+                let data =
+                    if spec.userns.is_some() && !t.data.split(',').any(|o| o.starts_with("uid=")) {
+                        owned(&t.data).trim_start_matches(',').to_string()
+                    } else {
+                        t.data.clone()
+                    };
+                mount_on(
+                    Some(Path::new("tmpfs")),
+                    &at,
+                    Some("tmpfs"),
+                    MsFlags::from_bits_truncate(t.flags),
+                    Some(data.as_str()).filter(|d| !d.is_empty()),
+                )
+                .map_err(|e| err(&format!("mounting a tmpfs at {}", t.target), e))?;
+            }
         }
     }
 
@@ -194,14 +286,158 @@ pub(crate) fn setup(spec: &Spec, ready: &mut Ready) -> Result<Program, SetupErro
     drop(root);
     nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detaching the old root", e))?;
+    set_sysctls(&spec.sysctls)?;
     if !spec.security.privileged {
         mask_and_protect()?;
+    }
+    if spec.read_only {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | image_flags;
+        mount(none, "/", none, flags, none)
+            .map_err(|e| err("making the root filesystem read-only", e))?;
     }
     if spec.network != "host" {
         loopback_up().map_err(|e| err("bringing up lo", e))?;
     }
     enter_workdir(&spec.cwd, true)?;
     Ok(find_program(&spec.args, &spec.env)?)
+}
+
+/// `/sys/fs/cgroup` as docker gives it: a tmpfs with, for each hierarchy of the host, the
+/// container's own cgroup directory bound at the hierarchy's name (`memory`, `cpu`, … on v1;
+/// the directory itself on a unified host, `unified` on a hybrid one), read-only unless
+/// privileged. Programs that size themselves from their limits (JVMs, Go, Node) read them
+/// there. Runs before `pivot_root`: the host's hierarchies are still at /sys/fs/cgroup, and
+/// this process is already in its cgroup (`/proc/self/cgroup` names it).
+/// A hierarchy where the container has no cgroup of its own (its path there is not
+/// `…/<id>`) is left out: it would show the agent's, or the host's root.
+#[allow(clippy::disallowed_methods)] // trusted: the host's /proc and /sys/fs/cgroup (before pivot_root)
+fn mount_own_cgroups(root: &reg_untrusted::Tree, id: &str, privileged: bool) -> Result<(), String> {
+    let own_path = |p: &str| p.trim_end_matches('/').ends_with(&format!("/{id}"));
+    let none: Option<&str> = None;
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| err("reading /proc/self/cgroup", e))?;
+    let host = Path::new("/sys/fs/cgroup");
+    let unified = host.join("cgroup.controllers").exists();
+    let Ok(at) = root.resolve_nofollow("sys/fs/cgroup") else {
+        return Ok(()); // a sysfs without fs/cgroup: nothing to show
+    };
+    let ro = if privileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if unified {
+        // The whole view is the container's own directory.
+        let Some(path) = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .filter(|p| own_path(p))
+        else {
+            return Ok(());
+        };
+        let source = host.join(path.trim_start_matches('/'));
+        mount_on(
+            Some(&source),
+            &at,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(|e| err("binding the container's cgroup", e))?;
+        let mounted = root
+            .resolve_nofollow("sys/fs/cgroup")
+            .map_err(|e| err("/sys/fs/cgroup", e))?;
+        return mount_on(
+            None,
+            &mounted,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro,
+            none,
+        )
+        .map_err(|e| err("making /sys/fs/cgroup read-only", e));
+    }
+    mount_on(
+        Some(Path::new("tmpfs")),
+        &at,
+        Some("tmpfs"),
+        flags,
+        Some("mode=755"),
+    )
+    .map_err(|e| err("mounting /sys/fs/cgroup", e))?;
+    let cg = root
+        .subtree("sys/fs/cgroup")
+        .map_err(|e| err("/sys/fs/cgroup", e))?;
+    for line in own.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(ctls), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let name = if ctls.is_empty() {
+            "unified"
+        } else {
+            ctls.trim_start_matches("name=")
+        };
+        let source = host.join(name).join(path.trim_start_matches('/'));
+        if name.is_empty() || name.contains('/') || !own_path(path) || !source.is_dir() {
+            continue;
+        }
+        let target = cg
+            .mkdir_all(name, 0o755)
+            .map_err(|e| err(&format!("creating /sys/fs/cgroup/{name}"), e))?;
+        mount_on(Some(&source), &target, none, MsFlags::MS_BIND, none)
+            .map_err(|e| err(&format!("binding the container's {name} cgroup"), e))?;
+        let mounted = cg
+            .resolve_nofollow(name)
+            .map_err(|e| err(&format!("/sys/fs/cgroup/{name}"), e))?;
+        mount_on(
+            None,
+            &mounted,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro,
+            none,
+        )
+        .map_err(|e| err(&format!("making /sys/fs/cgroup/{name} read-only"), e))?;
+    }
+    // The host's combined names (`cpu,cpuacct` → `cpu` and `cpuacct`) as docker's links.
+    for (link, to) in [("cpu,cpuacct", "cpu"), ("net_cls,net_prio", "net_cls")] {
+        if cg.symlink_metadata(to).ok().flatten().is_some()
+            && cg.symlink_metadata(link).ok().flatten().is_none()
+            && host.join(link).exists()
+        {
+            let _ = cg.symlink(link, to);
+        }
+    }
+    drop(cg);
+    let mounted = root
+        .resolve_nofollow("sys/fs/cgroup")
+        .map_err(|e| err("/sys/fs/cgroup", e))?;
+    mount_on(
+        None,
+        &mounted,
+        none,
+        MsFlags::MS_REMOUNT | flags | ro,
+        Some("mode=755"),
+    )
+    .map_err(|e| err("making /sys/fs/cgroup read-only", e))
+}
+
+/// docker's `/dev/shm` size without `--shm-size`: 64 MiB.
+pub(crate) const DEFAULT_SHM_SIZE: i64 = 64 << 20;
+
+/// Writes `--sysctl`s into the container's own `/proc/sys` (after `pivot_root`, before it is
+/// made read-only). The names were checked at create to be namespaced ones.
+fn set_sysctls(sysctls: &[(String, String)]) -> Result<(), String> {
+    if sysctls.is_empty() {
+        return Ok(());
+    }
+    let sys = reg_untrusted::Tree::open("/proc/sys").map_err(|e| err("opening /proc/sys", e))?;
+    for (k, v) in sysctls {
+        let rel = k.replace('.', "/");
+        sys.write_existing(&rel, v.as_bytes())
+            .map_err(|e| err(&format!("setting sysctl {k}={v}"), e))?;
+    }
+    Ok(())
 }
 
 /// The device nodes every container gets in its /dev (docker's defaults; the device cgroup
@@ -252,12 +488,23 @@ pub(crate) fn enter_workdir(cwd: &str, create: bool) -> Result<(), SetupError> {
 
 /// Bind-mounts a volume or host path into the rootfs (before `pivot_root`); the target is
 /// resolved (and made) inside the rootfs and the mount lands on the resolved inode.
-fn bind(root: &reg_untrusted::Tree, m: &BindMount) -> Result<(), String> {
+/// `userns`: the container's range, whose root a volume that still belongs to the host's root
+/// is given to (as docker's remap makes its volumes); host paths keep their owners.
+fn bind(root: &reg_untrusted::Tree, m: &BindMount, userns: Option<&IdMap>) -> Result<(), String> {
     let none: Option<&str> = None;
     let what = format!("mounting {} at {}", m.source.display(), m.target);
     // The source is a host path the user named, or a volume's directory of ours.
     #[allow(clippy::disallowed_methods)]
     let src_meta = std::fs::metadata(&m.source).map_err(|e| err(&what, e))?;
+    if let (Some(map), true) = (userns, m.copy_up && src_meta.is_dir()) {
+        use std::os::unix::fs::MetadataExt;
+        if src_meta.uid() == 0 && src_meta.gid() == 0 {
+            // The volume's own top directory (through its fd: nothing inside is followed).
+            reg_untrusted::Tree::open(&m.source)
+                .and_then(|vol| reg_untrusted::set_owner(&vol.root_fd(), map.uid, map.gid))
+                .map_err(|e| err(&what, e))?;
+        }
+    }
     if m.copy_up && src_meta.is_dir() {
         copy_up(root, m).map_err(|e| {
             err(
@@ -398,6 +645,7 @@ fn view(root: &reg_untrusted::Tree, dir: &Path, m: &BindMount) -> Result<(), Str
         !m.readonly,
         &reg_untrusted::fd_path(&target),
         image_mount_flags(false),
+        None,
     )
     .map_err(|e| err(&what, e))
 }
@@ -421,12 +669,15 @@ fn image_mount_flags(privileged: bool) -> MsFlags {
 /// relative to `dir` (the kernel takes up to 500 layers).
 /// `extra`: more mount flags (`MS_NODEV` where no device cgroup keeps devices closed).
 #[allow(clippy::disallowed_methods)] // trusted: `dir` is the container's own directory, ours
+/// `idmapped`: each layer is mounted idmapped into this user namespace first (under `dir/m`,
+/// detached again once the overlay holds it), so the image's files belong to its ids.
 fn overlay_with(
     dir: &Path,
     layers: &[PathBuf],
     upper: bool,
     target: &Path,
     extra: MsFlags,
+    idmapped: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<()> {
     let links = dir.join("l");
     let _ = std::fs::remove_dir_all(&links);
@@ -439,8 +690,19 @@ fn overlay_with(
         std::fs::create_dir_all(&empty)?;
         layers.insert(0, empty);
     }
+    let mapped = dir.join("m");
+    let mut staged = Vec::new();
+    if let Some(ns) = idmapped {
+        std::fs::create_dir_all(&mapped)?;
+        for (i, l) in layers.iter().enumerate() {
+            let at = mapped.join(i.to_string());
+            std::fs::create_dir_all(&at)?;
+            super::userns::idmapped_bind(l, &at, ns)?;
+            staged.push(at);
+        }
+    }
     for (i, l) in layers.iter().enumerate() {
-        std::os::unix::fs::symlink(l, links.join(i.to_string()))?;
+        std::os::unix::fs::symlink(staged.get(i).unwrap_or(l), links.join(i.to_string()))?;
     }
     let lower: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
     let mut data = format!("lowerdir={}", lower.join(":"));
@@ -460,6 +722,10 @@ fn overlay_with(
         flags | extra,
         Some(data.as_str()),
     )?;
+    // The overlay keeps private clones of its layers' mounts.
+    for at in staged {
+        umount2(&at, MntFlags::MNT_DETACH)?;
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::sys::device_filter_available;
 
 /// What the monitor needs to start one container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Spec {
     pub id: String,
     /// Snapshot directories, bottom layer first.
@@ -54,6 +54,181 @@ pub struct Spec {
     /// Its size (rows, columns).
     #[serde(default)]
     pub tty_size: Option<(u16, u16)>,
+    /// `--read-only`: the root filesystem mounted read-only (mounts, `/dev`, `/proc` and
+    /// tmpfs mounts keep their own modes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// `--tmpfs TARGET[:OPTIONS]`, validated at create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<Tmpfs>,
+    /// `--shm-size` in bytes (docker's default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<i64>,
+    /// `--sysctl KEY=VALUE`: namespaced kernel parameters, validated at create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sysctls: Vec<(String, String)>,
+    /// `--init`: pid 1 is reg's own reaper, which forwards signals to the program and reaps
+    /// orphans (docker's tini), instead of the program itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// What the monitor does with the output: keep it in `container.log` (rotated), or not.
+    #[serde(default)]
+    pub log: LogLimits,
+    /// `--pid`, `--ipc`, `--uts`: a namespace of its own (the default), the host's, or one
+    /// to join (another container's).
+    #[serde(default, skip_serializing_if = "NsMode::is_private")]
+    pub pid_ns: NsMode,
+    #[serde(default, skip_serializing_if = "NsMode::is_private")]
+    pub ipc_ns: NsMode,
+    #[serde(default, skip_serializing_if = "NsMode::is_private")]
+    pub uts_ns: NsMode,
+    /// `--userns=auto` or the node's remap: the container's ids are this range of the host's
+    /// (none: the host's own ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<super::userns::IdMap>,
+}
+
+/// Which namespace of a kind a container runs in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum NsMode {
+    /// Its own, new one.
+    #[default]
+    Private,
+    /// The host's (the agent's).
+    Host,
+    /// The one this namespace file (`/proc/PID/ns/KIND` of another container) names.
+    Join(PathBuf),
+}
+
+impl NsMode {
+    pub fn is_private(&self) -> bool {
+        *self == NsMode::Private
+    }
+}
+
+/// The monitor's log: discarded (`--log-driver none`), or rotated once it reaches `max_size`
+/// bytes, keeping `max_file` files (`container.log`, `.1`, … oldest last).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LogLimits {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discard: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    #[serde(default)]
+    pub max_file: u32,
+}
+
+/// A tmpfs mount: where, and its mount flags and data (`size=`, `mode=`, `uid=`, `gid=`,
+/// `nr_inodes=`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tmpfs {
+    pub target: String,
+    /// `MsFlags` bits.
+    pub flags: u64,
+    pub data: String,
+}
+
+impl Tmpfs {
+    /// `--tmpfs TARGET[:OPTIONS]` (docker's defaults: `noexec,nosuid,nodev`).
+    pub fn parse(target: &str, options: &str) -> Result<Tmpfs, SpecError> {
+        use nix::mount::MsFlags as F;
+        let flag = |why: String| SpecError::Flag {
+            flag: "--tmpfs",
+            value: format!("{target}:{options}"),
+            why,
+        };
+        if !target.starts_with('/') || target.split('/').any(|c| c == "..") || target == "/" {
+            return Err(flag(
+                "the target must be an absolute path other than /".into(),
+            ));
+        }
+        let mut flags = F::MS_NOEXEC | F::MS_NOSUID | F::MS_NODEV;
+        let mut data = Vec::new();
+        for o in options.split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "rw" => flags.remove(F::MS_RDONLY),
+                "ro" => flags.insert(F::MS_RDONLY),
+                "exec" => flags.remove(F::MS_NOEXEC),
+                "noexec" => flags.insert(F::MS_NOEXEC),
+                "suid" => flags.remove(F::MS_NOSUID),
+                "nosuid" => flags.insert(F::MS_NOSUID),
+                "dev" => flags.remove(F::MS_NODEV),
+                "nodev" => flags.insert(F::MS_NODEV),
+                "noatime" => flags.insert(F::MS_NOATIME),
+                "atime" => flags.remove(F::MS_NOATIME),
+                "nodiratime" => flags.insert(F::MS_NODIRATIME),
+                "relatime" => flags.insert(F::MS_RELATIME),
+                "strictatime" => flags.insert(F::MS_STRICTATIME),
+                "sync" => flags.insert(F::MS_SYNCHRONOUS),
+                "async" => flags.remove(F::MS_SYNCHRONOUS),
+                o => {
+                    let (k, v) = o.split_once('=').unwrap_or((o, ""));
+                    let valid = match k {
+                        "size" | "nr_blocks" | "nr_inodes" => {
+                            let n = v.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+                            !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+                        }
+                        "mode" => !v.is_empty() && v.chars().all(|c| c.is_digit(8)) && v.len() <= 4,
+                        "uid" | "gid" => v.parse::<u32>().is_ok(),
+                        _ => false,
+                    };
+                    if !valid {
+                        return Err(flag(format!(
+                            "option {o:?}: use ro, rw, exec, noexec, suid, nosuid, dev, nodev, \
+                             size=, mode=, uid=, gid=, nr_inodes="
+                        )));
+                    }
+                    data.push(o.to_string());
+                }
+            }
+        }
+        Ok(Tmpfs {
+            target: target.to_string(),
+            flags: flags.bits(),
+            data: data.join(","),
+        })
+    }
+}
+
+/// The namespaced kernel parameters a container may set (docker's list): IPC ones always, the
+/// network ones only in a network namespace of its own.
+pub fn check_sysctl(key: &str, own_network: bool) -> Result<(), SpecError> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let flag = |why: &str| SpecError::Flag {
+        flag: "--sysctl",
+        value: key.to_string(),
+        why: why.to_string(),
+    };
+    let well_formed = !key.is_empty()
+        && key.split('.').all(|c| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-".contains(ch))
+        });
+    if !well_formed {
+        return Err(flag("not a kernel parameter name"));
+    }
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        return Ok(());
+    }
+    if key.starts_with("net.") {
+        return if own_network {
+            Ok(())
+        } else {
+            Err(flag("network parameters need the container's own network namespace (not --network host or container:)"))
+        };
+    }
+    Err(flag("not a namespaced parameter: only kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.* and net.* can be set per container"))
 }
 
 /// `-v SOURCE:TARGET[:ro]` once resolved to a host path.
@@ -98,6 +273,9 @@ pub struct Security {
     /// `--device HOST[:CONTAINER[:PERMISSIONS]]`.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// `--group-add GROUP`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
 }
 
 /// One resource limit (`nofile`, `nproc`, …) set before the user's program starts.
@@ -208,6 +386,10 @@ pub struct SecuritySpec {
     /// `--device`s: made in the container's /dev and allowed by its device cgroup.
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// `--group-add`: more groups for the container's processes (names in its /etc/group, or
+    /// numbers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
 }
 
 /// A host device given to a container (`--device`), resolved on the host once.
@@ -291,6 +473,7 @@ impl Default for SecuritySpec {
             seccomp: Some(super::seccomp::Profile::default_profile()),
             rlimits: Vec::new(),
             devices: Vec::new(),
+            group_add: Vec::new(),
         }
     }
 }
@@ -349,7 +532,44 @@ pub fn resolve_security(req: &Security) -> Result<SecuritySpec, SpecError> {
             .iter()
             .map(|d| parse_device(d))
             .collect::<Result<_, _>>()?,
+        group_add: req
+            .group_add
+            .iter()
+            .map(|g| {
+                let valid = !g.is_empty() && !g.contains([':', '\n']);
+                if valid {
+                    Ok(g.clone())
+                } else {
+                    Err(SpecError::Flag {
+                        flag: "--group-add",
+                        value: g.clone(),
+                        why: "a group name or number".into(),
+                    })
+                }
+            })
+            .collect::<Result<_, _>>()?,
     })
+}
+
+/// The gids of `--group-add` entries: numbers as they are, names from the container's
+/// `/etc/group`.
+pub fn resolve_groups(names: &[String], group: &str) -> Result<Vec<u32>, String> {
+    names
+        .iter()
+        .map(|g| {
+            if let Ok(n) = g.parse::<u32>() {
+                return Ok(n);
+            }
+            group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    format!("Unable to find group {g}: no matching entries in group file")
+                })
+        })
+        .collect()
 }
 
 /// Resource limits applied through the container's cgroup (libcgroups: v1, hybrid and v2).
@@ -361,6 +581,150 @@ pub struct Limits {
     pub pids: Option<i64>,
     /// CPUs as a fraction of one (`--cpus 0.5`), applied as a CFS quota.
     pub cpus: Option<f64>,
+    /// `--cpu-shares`: the relative weight (cpu.shares; 1024 is everyone's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// `--cpu-period` and `--cpu-quota` in microseconds (a CFS quota given directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    /// `--cpuset-cpus`, `--cpuset-mems`: `0-3`, `0,2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_mems: Option<String>,
+    /// `--memory-swap`: memory plus swap in bytes; -1 unlimited swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<i64>,
+    /// `--memory-reservation`: the soft limit, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<i64>,
+    /// `--oom-kill-disable`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_kill_disable: bool,
+    /// `--blkio-weight` (10–1000), where the host's blkio controller has a weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blkio_weight: Option<u16>,
+    /// `--device-read-bps`, `--device-write-bps`: bytes per second per block device.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_read_bps: Vec<DeviceRate>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_write_bps: Vec<DeviceRate>,
+}
+
+/// A rate limit on one block device, as docker's `HostConfig.BlkioDeviceReadBps` entries
+/// carry it (`Path`, `Rate`), with the device's numbers resolved at create.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeviceRate {
+    pub path: String,
+    pub rate: u64,
+    #[serde(default)]
+    pub major: i64,
+    #[serde(default)]
+    pub minor: i64,
+}
+
+/// What [`Limits::check`] refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitError(pub String);
+
+impl Limits {
+    /// Refuses what docker refuses (memory under 6 MB, swap below memory, a quota without a
+    /// period's minimum) and what this host's cgroups cannot apply, and resolves the block
+    /// devices of the rate limits. Run at create and update, never at start.
+    pub fn check(&mut self) -> Result<(), LimitError> {
+        const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+        let bad = |m: String| Err(LimitError(m));
+        if let Some(m) = self.memory {
+            if m < MIN_MEMORY {
+                return bad("Minimum memory limit allowed is 6MB (--memory)".into());
+            }
+        }
+        if let Some(r) = self.memory_reservation {
+            if r < MIN_MEMORY {
+                return bad("Minimum memory reservation allowed is 6MB".into());
+            }
+            if self.memory.is_some_and(|m| r > m) {
+                return bad("Minimum memory limit can not be less than memory reservation limit, see usage (--memory-reservation above --memory)".into());
+            }
+        }
+        if let Some(s) = self.memory_swap {
+            match self.memory {
+                None if s != -1 => {
+                    return bad("You should always set the Memory limit when using Memoryswap limit, see usage (--memory-swap needs --memory)".into())
+                }
+                Some(m) if s != -1 && s < m => {
+                    return bad("Minimum memoryswap limit should be larger than memory limit, see usage (--memory-swap is memory plus swap)".into())
+                }
+                _ => {}
+            }
+        }
+        if let Some(p) = self.cpu_period {
+            if !(1000..=1_000_000).contains(&p) {
+                return bad("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)".into());
+            }
+        }
+        if let Some(q) = self.cpu_quota {
+            if q > 0 && q < 1000 {
+                return bad("CPU cfs quota can not be less than 1ms (i.e. 1000)".into());
+            }
+        }
+        if self.cpus.is_some() && (self.cpu_quota.is_some() || self.cpu_period.is_some()) {
+            return bad(
+                "Conflicting options: --cpus and --cpu-period/--cpu-quota cannot both be set"
+                    .into(),
+            );
+        }
+        for (what, set) in [
+            ("--cpuset-cpus", &self.cpuset_cpus),
+            ("--cpuset-mems", &self.cpuset_mems),
+        ] {
+            if let Some(s) = set {
+                if !valid_cpuset(s) {
+                    return bad(format!("{what} {s:?}: use a list like 0-3 or 0,2"));
+                }
+            }
+        }
+        if let Some(w) = self.blkio_weight {
+            if !(10..=1000).contains(&w) {
+                return bad(format!("--blkio-weight {w}: the range is 10 to 1000"));
+            }
+            if !super::sys::blkio_weight_available() {
+                return bad("--blkio-weight: this host's blkio cgroup has no weight (no CFQ/BFQ weight file); leave it unset".into());
+            }
+        }
+        for d in self
+            .device_read_bps
+            .iter_mut()
+            .chain(self.device_write_bps.iter_mut())
+        {
+            let (major, minor) = super::sys::block_device(&d.path).map_err(|e| {
+                LimitError(format!(
+                    "--device-read-bps/--device-write-bps {}: {e}",
+                    d.path
+                ))
+            })?;
+            d.major = major as i64;
+            d.minor = minor as i64;
+        }
+        Ok(())
+    }
+}
+
+/// `0-3`, `0,2`, `1,3-5`.
+fn valid_cpuset(s: &str) -> bool {
+    !s.is_empty()
+        && s.split(',').all(|part| {
+            let mut ends = part.splitn(2, '-');
+            let a = ends.next().and_then(|a| a.parse::<u32>().ok());
+            match (a, ends.next()) {
+                (Some(_), None) => true,
+                (Some(a), Some(b)) => b.parse::<u32>().is_ok_and(|b| b >= a),
+                _ => false,
+            }
+        })
 }
 
 /// Docker's default capability set; everything else leaves the bounding set.
@@ -474,6 +838,10 @@ pub struct ExecSpec {
     /// `exec -i`: this helper's stdin is the process's input.
     #[serde(default)]
     pub interactive: bool,
+    /// With `tty`: a FIFO (in the agent's own state directory) of `ROWS COLS` lines applied to
+    /// the terminal while the process runs.
+    #[serde(default)]
+    pub resize: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

@@ -115,3 +115,29 @@ pub fn nofile_limit() -> u64 {
         .map(|(_, hard)| hard.min(1_048_576))
         .unwrap_or(1024)
 }
+
+/// Whether this host's block I/O controller has a weight to set (`--blkio-weight`): the v1
+/// `blkio.weight` (CFQ) or `blkio.bfq.weight` (BFQ), or v2's `io.weight`/`io.bfq.weight`.
+pub fn blkio_weight_available() -> bool {
+    [
+        "/sys/fs/cgroup/blkio/blkio.weight",
+        "/sys/fs/cgroup/blkio/blkio.bfq.weight",
+        "/sys/fs/cgroup/reg/io.weight",
+        "/sys/fs/cgroup/reg/io.bfq.weight",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
+}
+
+/// The numbers of block device `path` (a host path).
+pub fn block_device(path: &str) -> Result<(u64, u64), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !m.file_type().is_block_device() {
+        return Err("not a block device".into());
+    }
+    Ok((
+        nix::sys::stat::major(m.rdev()),
+        nix::sys::stat::minor(m.rdev()),
+    ))
+}

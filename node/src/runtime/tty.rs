@@ -89,15 +89,24 @@ pub fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
 }
 
 /// Copies stdin (when `input`) to the terminal's master and the master to stdout until the
-/// terminal closes; single-threaded.
-pub(super) fn relay(master: &std::os::fd::OwnedFd, input: bool) {
+/// terminal closes, and applies the `ROWS COLS` lines read from `resize` to the terminal;
+/// single-threaded.
+pub(super) fn relay(
+    master: &std::os::fd::OwnedFd,
+    input: bool,
+    resize: Option<&std::os::fd::OwnedFd>,
+) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     let stdin = std::io::stdin();
     let mut reading = input;
     let mut buf = [0u8; 16 * 1024];
+    let mut sizes = Vec::new();
     loop {
         let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if let Some(r) = resize {
+            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+        }
         if reading {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
         }
@@ -111,7 +120,12 @@ pub(super) fn relay(master: &std::os::fd::OwnedFd, input: bool) {
                 .and_then(|f| f.revents())
                 .is_some_and(|r| !r.is_empty())
         };
-        let (master_ready, stdin_ready) = (ready(0), ready(1));
+        let at = usize::from(resize.is_some());
+        let (master_ready, resize_ready, stdin_ready) = (
+            ready(0),
+            resize.is_some() && ready(1),
+            reading && ready(1 + at),
+        );
         if master_ready {
             match nix::unistd::read(master.as_raw_fd(), &mut buf) {
                 Ok(0) | Err(_) => return, // EIO: the terminal's last user is gone
@@ -119,6 +133,23 @@ pub(super) fn relay(master: &std::os::fd::OwnedFd, input: bool) {
                     use std::io::Write;
                     let mut out = std::io::stdout();
                     let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
+                }
+            }
+        }
+        if let (true, Some(r)) = (resize_ready, resize) {
+            if let Ok(n) = nix::unistd::read(r.as_raw_fd(), &mut buf) {
+                sizes.extend_from_slice(&buf[..n]);
+                // Whole lines only; a runaway writer cannot grow this past one buffer.
+                while let Some(end) = sizes.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = sizes.drain(..=end).collect();
+                    let text = String::from_utf8_lossy(&line);
+                    let mut f = text.split_whitespace().map(str::parse::<u16>);
+                    if let (Some(Ok(rows)), Some(Ok(cols))) = (f.next(), f.next()) {
+                        let _ = set_terminal_size(master.as_fd(), rows, cols);
+                    }
+                }
+                if sizes.len() > buf.len() {
+                    sizes.clear();
                 }
             }
         }

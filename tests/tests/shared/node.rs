@@ -59,6 +59,11 @@ pub fn node() -> Option<Node> {
 
 /// Like [`node`], with extra layers on top of the busybox image.
 pub fn node_with(extra: &[Vec<u8>]) -> Option<Node> {
+    node_configured(extra, &[])
+}
+
+/// Like [`node_with`], the node started with extra environment (`REG_NODE_…` settings).
+pub fn node_configured(extra: &[Vec<u8>], env: &[(&str, &str)]) -> Option<Node> {
     if !is_root() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("container tests need root under CI=true");
@@ -69,7 +74,7 @@ pub fn node_with(extra: &[Vec<u8>]) -> Option<Node> {
     let mut layers = busybox_layers()?;
     layers.extend(extra.iter().cloned());
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Registry::start_all(tmp.path());
+    let server = Registry::start_all_with(tmp.path(), env);
     push_layers(&client(), &server, "node/run", "v1", &layers);
     let n = Node {
         host: format!("unix://{}", tmp.path().join("node.sock").display()),
@@ -99,12 +104,23 @@ impl Node {
 
     /// Like [`Node::reg`], with `input` on its stdin (written while it runs, then closed).
     pub fn reg_with_input(&self, args: &[&str], input: &[u8]) -> (i32, String, String) {
+        self.reg_with_input_env(args, input, &[])
+    }
+
+    /// Like [`Node::reg_with_input`], with more environment (it wins over the defaults).
+    pub fn reg_with_input_env(
+        &self,
+        args: &[&str],
+        input: &[u8],
+        env: &[(&str, &str)],
+    ) -> (i32, String, String) {
         use std::io::Write;
         let mut child = Command::new(reg_bin())
             .args(args)
             .env("REG_HOST", &self.host)
             .env("REG_NODE_DEFAULT_REGISTRY", &self.server.host)
             .env("REG_CONFIG_DIR", "/nonexistent-reg-config")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -273,4 +289,69 @@ fn umount_lazy(p: &std::path::Path) -> std::io::Result<()> {
         Command::new("umount").arg("-l").arg(p).output()?;
     }
     Ok(())
+}
+
+/// `docker -H <the node's socket> ARGS…` with a config dir of its own: (exit code, stdout,
+/// stderr). A client still waiting after a minute (an answer the agent never finishes) is
+/// killed and fails the test.
+pub fn docker(n: &Node, docker: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    docker_with_input(n, docker, args, None)
+}
+
+/// [`docker`] with `input` on its stdin (else none: `/dev/null`).
+pub fn docker_with_input(
+    n: &Node,
+    docker: &std::path::Path,
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(docker)
+        .args(["-H", &n.host])
+        .args(args)
+        .env("DOCKER_CONFIG", n.tmp.path().join("docker-config"))
+        // `docker build` on reg is the classic builder's contract (the CLI needs buildx for
+        // BuildKit); other commands ignore it.
+        .env("DOCKER_BUILDKIT", "0")
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run docker");
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A client answered before it read all of its input (a refused upload) closes it.
+        if let Err(e) = stdin.write_all(data) {
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "docker's stdin: {e}"
+            );
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Output is read while waiting: a client blocked on a full pipe would never end.
+    let (out_reader, err_reader) = reg_tests::drain_output(&mut child);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("docker's status") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("docker {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
 }
