@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest as _;
 
 pub mod fuzz_checks;
+pub mod terminal;
 
 pub use reqwest::blocking::Client;
 
@@ -291,6 +292,11 @@ impl Registry {
         Registry::spawn(&["serve"], data, &[])
     }
 
+    /// [`Registry::start_all`] with extra environment (`REG_NODE_…` settings).
+    pub fn start_all_with(data: &Path, env: &[(&str, &str)]) -> Registry {
+        Registry::spawn(&["serve"], data, env)
+    }
+
     fn spawn(verb: &[&str], data: &Path, env: &[(&str, &str)]) -> Registry {
         let mut cmd = reg_on(data);
         cmd.args(verb)
@@ -395,6 +401,21 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test shows what the registry said about it: its warnings and errors (a 500's
+        // cause is only in the log).
+        if std::thread::panicking() {
+            let log = self.log();
+            let worth: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                .collect();
+            let from = worth.len().saturating_sub(40);
+            eprintln!(
+                "--- the registry's last {} warnings and errors ---\n{}",
+                worth.len() - from,
+                worth[from..].join("\n")
+            );
+        }
         // A data dir this handle made goes with it, and so does its database.
         if let (Some(_), Some(server)) = (&self._tmp, test_postgres()) {
             drop_postgres_for(&server, &self.data);
@@ -550,6 +571,26 @@ pub fn skip(reason: impl std::fmt::Display) {
             );
         }
     }
+}
+
+/// Reads `child`'s piped stdout and stderr on threads of their own, so that a child blocked on
+/// a full pipe still ends: join the handles for the bytes.
+pub fn drain_output(
+    child: &mut Child,
+) -> (
+    std::thread::JoinHandle<Vec<u8>>,
+    std::thread::JoinHandle<Vec<u8>>,
+) {
+    fn reader(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = r.read_to_end(&mut s);
+            s
+        })
+    }
+    let out = child.stdout.take().expect("stdout piped");
+    let err = child.stderr.take().expect("stderr piped");
+    (reader(out), reader(err))
 }
 
 /// Finds a peer tool. Missing: a failure under `CI=true`, otherwise `None` with a printed reason.
