@@ -126,6 +126,9 @@ fn detached_container_lives_through_ps_logs_exec_stop_start_and_rm() {
     assert_ne!(code, 0);
     assert!(err.contains("no such container"), "{err}");
     assert_eq!(n.container_dirs(), 0);
+    wait_until("the removed directory deleted", || {
+        n.removed_dirs_left() == 0
+    });
     assert!(cgroup_dirs(&id).is_empty(), "{:?}", cgroup_dirs(&id));
     assert!(n.monitors().is_empty());
 }

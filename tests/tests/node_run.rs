@@ -101,6 +101,10 @@ fn writes_stay_in_the_container_and_nothing_is_left_behind() {
         0,
         "--rm removes the container's directory"
     );
+    // Moved aside at once, deleted right after the answer.
+    wait_until("the removed directory deleted", || {
+        n.removed_dirs_left() == 0
+    });
 }
 
 #[test]

@@ -397,6 +397,7 @@ pub async fn create(
         shm_size: req.shm_size,
         sysctls: req.sysctls.clone().into_iter().collect(),
         init: req.init,
+        discard_upper: req.rm,
         log,
         pid_ns: ns_mode(&req.pid_mode),
         ipc_ns: ns_mode(&req.ipc_mode),

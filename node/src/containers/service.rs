@@ -412,6 +412,11 @@ impl Containers {
     pub fn open(node_root: &Path) -> Result<Arc<Containers>, ContainerError> {
         let root = node_root.join("containers");
         let _ = std::fs::create_dir_all(&root);
+        // What an earlier agent moved aside and did not get to delete.
+        let trash = root.join(TRASH);
+        if trash.exists() {
+            std::thread::spawn(move || empty_trash(&trash));
+        }
         let db = Db::open(&node_root.join("containers.db"))?;
         db.with(|c| {
             c.execute_batch(
@@ -1026,19 +1031,36 @@ pub(super) async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), Con
             .detach(&rec.id, &rec.spec.dir.join("netns"), &rec.state.ports)
             .await?;
     }
-    // The directory goes first: whoever sees the record gone may rely on it being gone.
-    let dir = rec.spec.dir.clone();
-    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(format!("{}: {e}", dir.display()))
+    // The directory goes first: whoever sees the record gone may rely on it being gone. It is
+    // moved aside (one rename) and deleted after the answer: deleting it in place (its upper
+    // and work dirs, the overlay's marks) took 1–2.5 ms of every `run --rm`.
+    let (dir, trash) = (rec.spec.dir.clone(), cs.root.join(TRASH).join(&rec.id));
+    let moved = tokio::task::spawn_blocking(move || {
+        let aside = trash
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::rename(&dir, &trash));
+        match aside {
+            Ok(()) => Ok(Some(trash)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => Ok(None),
+            // Not movable (a mount point left by a crash, say): deleted in place.
+            Err(_) => match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("{}: {e}", dir.display()))
+                }
+                _ => Ok(None),
+            },
         }
-        _ => Ok(()),
     })
     .await
     .map_err(failed)?;
-    if let Err(e) = removed {
-        tracing::warn!(container = %rec.id, error = %e, "removing the container's directory");
-    }
+    let aside = match moved {
+        Ok(aside) => aside,
+        Err(e) => {
+            tracing::warn!(container = %rec.id, error = %e, "removing the container's directory");
+            None
+        }
+    };
     // Anonymous volumes (`-v /path`, named by 64 hex digits) go with their container.
     for m in &rec.spec.mounts {
         let anonymous = m.source.starts_with(&cs.volumes)
@@ -1063,7 +1085,24 @@ pub(super) async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), Con
     })?;
     cs.emit(rec, "destroy", &[]);
     cs.changed.send_modify(|g| *g += 1);
+    if let Some(aside) = aside {
+        tokio::task::spawn_blocking(move || empty_trash(&aside));
+    }
     Ok(())
+}
+
+/// Where removed containers' directories wait to be deleted (inside the containers directory,
+/// so that moving one there is a rename; container ids are hex, never this name).
+const TRASH: &str = ".removed";
+
+/// Deletes a removed container's directory (`std::fs::remove_dir_all` never follows a symlink
+/// the container left in its upper dir).
+fn empty_trash(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "deleting a removed container's directory");
+        }
+    }
 }
 
 /// Allocates container `id` an address on `net` and records it (takes effect at its next start).

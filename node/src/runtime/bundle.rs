@@ -281,6 +281,7 @@ pub fn write(spec: &Spec) -> Result<(), String> {
             "org.reg.privileged": spec.security.privileged.to_string(),
             "org.reg.limits": serde_json::to_string(&spec.limits).unwrap_or_default(),
             "org.reg.init": spec.init.to_string(),
+            "org.reg.discard-upper": spec.discard_upper.to_string(),
             "org.reg.log": serde_json::to_string(&spec.log).unwrap_or_default(),
             "org.reg.group-add": serde_json::to_string(&spec.security.group_add).unwrap_or_default(),
         },
@@ -456,6 +457,7 @@ pub fn read(dir: &Path) -> Result<Spec, String> {
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect(),
         init: a["org.reg.init"] == "true",
+        discard_upper: a["org.reg.discard-upper"] == "true",
         pid_ns: ns_mode(&v, "pid"),
         ipc_ns: ns_mode(&v, "ipc"),
         uts_ns: ns_mode(&v, "uts"),
@@ -630,6 +632,7 @@ mod tests {
             shm_size: Some(128 << 20),
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
             init: true,
+            discard_upper: true,
             log: super::super::spec::LogLimits {
                 discard: false,
                 max_size: Some(1 << 20),
@@ -658,6 +661,7 @@ mod tests {
         assert_eq!(back.limits, spec.limits);
         assert_eq!(back.mounts, spec.mounts);
         assert_eq!(back.layers, spec.layers);
+        assert_eq!(back.discard_upper, spec.discard_upper);
         assert_eq!(back.network, "none");
         assert_eq!(back.netns, spec.netns);
         assert_eq!((back.tty, back.tty_size), (true, Some((30, 100))));

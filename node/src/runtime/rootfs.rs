@@ -83,10 +83,15 @@ pub(crate) fn setup(
     let rootfs = spec.dir.join("rootfs");
     let image_flags = image_mount_flags(spec.security.privileged);
     let idmapped = userns.filter(|_| spec.userns.is_some());
+    let upper = if spec.discard_upper {
+        Upper::Volatile
+    } else {
+        Upper::Kept
+    };
     overlay_with(
         &spec.dir,
         &spec.layers,
-        true,
+        upper,
         &rootfs,
         image_flags,
         idmapped,
@@ -642,7 +647,11 @@ fn view(root: &reg_untrusted::Tree, dir: &Path, m: &BindMount) -> Result<(), Str
     overlay_with(
         dir,
         &m.layers,
-        !m.readonly,
+        if m.readonly {
+            Upper::None
+        } else {
+            Upper::Volatile
+        },
         &reg_untrusted::fd_path(&target),
         image_mount_flags(false),
         None,
@@ -661,8 +670,20 @@ fn image_mount_flags(privileged: bool) -> MsFlags {
     }
 }
 
+/// An overlay's upper dir.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Upper {
+    /// None: the overlay is read-only.
+    None,
+    /// Kept across host crashes: unmounting syncs the host filesystem under it.
+    Kept,
+    /// Thrown away with the container (`--rm`, a view): mounted `volatile` where the kernel
+    /// has it (5.10+), so its unmount does not sync.
+    Volatile,
+}
+
 /// Mounts an overlay of `layers` (bottom first) at `target`, with `dir/upper` as its upper dir
-/// when `upper`, else read-only. Leaves the working directory at `dir`.
+/// (see [`Upper`]), or read-only. Leaves the working directory at `dir`.
 ///
 /// The mount data is limited to one page: long snapshot paths would cap an image at a few dozen
 /// layers. So each layer gets a short symlink `dir/l/N`, and the overlay is mounted with paths
@@ -674,7 +695,7 @@ fn image_mount_flags(privileged: bool) -> MsFlags {
 fn overlay_with(
     dir: &Path,
     layers: &[PathBuf],
-    upper: bool,
+    upper: Upper,
     target: &Path,
     extra: MsFlags,
     idmapped: Option<BorrowedFd<'_>>,
@@ -684,7 +705,7 @@ fn overlay_with(
     std::fs::create_dir_all(&links)?;
     let mut layers = layers.to_vec();
     // overlayfs wants one lower dir with an upper dir, two without (FROM scratch has none).
-    let needed: usize = if upper { 1 } else { 2 };
+    let needed: usize = if upper == Upper::None { 2 } else { 1 };
     for i in 0..needed.saturating_sub(layers.len()) {
         let empty = dir.join(format!("empty{i}"));
         std::fs::create_dir_all(&empty)?;
@@ -707,7 +728,7 @@ fn overlay_with(
     let lower: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
     let mut data = format!("lowerdir={}", lower.join(":"));
     let mut flags = MsFlags::MS_RDONLY;
-    if upper {
+    if upper != Upper::None {
         for d in ["upper", "work"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
@@ -715,13 +736,32 @@ fn overlay_with(
         flags = MsFlags::empty();
     }
     nix::unistd::chdir(dir)?;
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        flags | extra,
-        Some(data.as_str()),
-    )?;
+    // A volatile overlay leaves this mark, and refuses to mount over it again (after a crash,
+    // its upper dir may be torn): such an upper dir is thrown away anyway.
+    let _ = std::fs::remove_dir(dir.join("work/work/incompat/volatile"));
+    let mounted = if upper == Upper::Volatile {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            flags | extra,
+            Some(format!("{data},volatile").as_str()),
+        )
+    } else {
+        Err(nix::errno::Errno::EINVAL)
+    };
+    // EINVAL: a kernel without `volatile` (before 5.10) — the overlay syncs, as it always did.
+    if let Err(nix::errno::Errno::EINVAL) = mounted {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            flags | extra,
+            Some(data.as_str()),
+        )?;
+    } else {
+        mounted?;
+    }
     // The overlay keeps private clones of its layers' mounts.
     for at in staged {
         umount2(&at, MntFlags::MNT_DETACH)?;

@@ -179,6 +179,18 @@ impl Node {
     /// Container directories still on disk.
     pub fn container_dirs(&self) -> usize {
         std::fs::read_dir(self.tmp.path().join("node/containers"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Removed containers' directories not yet deleted (the agent deletes them after it
+    /// answers the removal).
+    pub fn removed_dirs_left(&self) -> usize {
+        std::fs::read_dir(self.tmp.path().join("node/containers/.removed"))
             .map(|d| d.count())
             .unwrap_or(0)
     }
