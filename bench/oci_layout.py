@@ -3,6 +3,7 @@
 
     oci_layout.py busybox DIR             one layer with /bin/busybox; Cmd: busybox true
     oci_layout.py random DIR LAYERS MIB   LAYERS layers of MIB MiB of random 256 KiB files
+    oci_layout.py layered DIR LAYERS      busybox, then LAYERS-1 layers of one small file each
 """
 import gzip, hashlib, io, json, os, sys, tarfile
 
@@ -50,6 +51,12 @@ if __name__ == "__main__":
     if kind == "busybox":
         with open("/bin/busybox", "rb") as f:
             layout(root, [[("bin/busybox", f.read(), 0o755)]], ["/bin/busybox", "true"])
+    elif kind == "layered":
+        with open("/bin/busybox", "rb") as f:
+            bb = [("bin/busybox", f.read(), 0o755)]
+        n = int(sys.argv[3])
+        layout(root, [bb] + [[(f"etc/layer{i}", b"%d\n" % i, 0o644)] for i in range(1, n)],
+               ["/bin/busybox", "true"])
     else:
         n, mib = int(sys.argv[3]), int(sys.argv[4])
         layout(root, [[(f"data/l{i}/f{j}", os.urandom(256 << 10), 0o644) for j in range(mib * 4)]
