@@ -258,8 +258,8 @@ fn main() -> ExitCode {
     // Commands whose exit code is a container's (125 when reg itself fails, as docker).
     let coded = match cli.command {
         Command::Node {
-            command: cmd::serve::NodeCommand::Monitor { ref bundle },
-        } => Some(cmd::serve::monitor(bundle)),
+            command: cmd::serve::NodeCommand::Monitor { ref bundle, .. },
+        } => Some(cmd::serve::monitor(bundle.as_deref())),
         Command::Node {
             command: cmd::serve::NodeCommand::Enter { ref spec },
         } => Some(cmd::serve::enter(spec)),

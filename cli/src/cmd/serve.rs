@@ -68,8 +68,12 @@ pub enum NodeCommand {
     #[command(hide = true)]
     Monitor {
         /// The container's OCI bundle directory (config.json + rootfs).
-        #[arg(long)]
-        bundle: PathBuf,
+        #[arg(long, required_unless_present = "spare")]
+        bundle: Option<PathBuf>,
+        /// A spare, started before a container needs it: the bundle's path is the first line
+        /// on stdin. The argument is room in the command line for that path.
+        #[arg(long, conflicts_with = "bundle")]
+        spare: Option<String>,
     },
     /// (internal) The `exec` helper: joins a running container and runs a command in it.
     #[command(hide = true)]
@@ -191,7 +195,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The monitor: single-threaded on purpose (no runtime is started), then exits with the
 /// container's code.
-pub fn monitor(bundle: &Path) -> anyhow::Result<u8> {
+pub fn monitor(bundle: Option<&Path>) -> anyhow::Result<u8> {
+    let from_stdin;
+    let bundle = match bundle {
+        Some(b) => b,
+        None => match reg_node::runtime::monitor::bundle_from_stdin() {
+            Some(b) => {
+                from_stdin = b;
+                from_stdin.as_path()
+            }
+            // The agent went away before it needed this spare (or the bundle's start failed,
+            // recorded as for any monitor).
+            None => return Ok(0),
+        },
+    };
     // A panic is recorded as the container's failure (its log and exit code 125), not lost
     // with the monitor's own stderr.
     let dir = bundle.to_path_buf();

@@ -366,6 +366,9 @@ pub struct Containers {
     pub(super) execs: super::execs::Execs,
     /// What happens on the node (`docker events`).
     pub events: crate::events::Events,
+    /// A container monitor started ahead of time, waiting for its bundle (see
+    /// [`Containers::prepare_monitor`]).
+    spare: Mutex<Option<tokio::process::Child>>,
 }
 
 pub(super) fn now() -> String {
@@ -441,7 +444,48 @@ impl Containers {
             restarts_rx: Mutex::new(Some(rx)),
             execs: Default::default(),
             events: Default::default(),
+            spare: Mutex::new(None),
         }))
+    }
+
+    /// Starts the spare monitor the next container start takes, unless one waits already: the
+    /// exec of the binary and its start-up (~1–3 ms of `run --rm IMG true`) then happen before
+    /// a container needs them.
+    pub fn prepare_monitor(self: &Arc<Self>) {
+        let cs = self.clone();
+        tokio::spawn(async move {
+            let Ok(exe) = cs.sealed_exe().await else {
+                return;
+            };
+            let Ok(mut slot) = cs.spare.lock() else {
+                return;
+            };
+            if slot.is_none() {
+                *slot = spawn_monitor(&exe, None, false).ok();
+            }
+        });
+    }
+
+    /// The monitor of the container in `dir`: the spare, told its bundle, when one waits;
+    /// else a new one.
+    async fn monitor_for(&self, dir: &Path) -> std::io::Result<tokio::process::Child> {
+        use tokio::io::AsyncWriteExt;
+        let spare = self.spare.lock().ok().and_then(|mut s| s.take());
+        if let Some(mut child) = spare {
+            if let (Ok(None), Some(mut stdin)) = (child.try_wait(), child.stdin.take()) {
+                let mut line = dir.as_os_str().as_encoded_bytes().to_vec();
+                line.push(b'\n');
+                if line.len() <= crate::runtime::monitor::SPARE_ROOM
+                    && stdin.write_all(&line).await.is_ok()
+                {
+                    return Ok(child);
+                }
+            }
+            // Gone, or the path does not fit: a fresh monitor (tokio reaps this one once it
+            // reads end-of-file and exits).
+        }
+        let exe = self.sealed_exe().await.map_err(std::io::Error::other)?;
+        spawn_monitor(&exe, Some(dir), false)
     }
 
     pub fn dir(&self) -> &Path {
@@ -615,7 +659,7 @@ impl Containers {
             .map_err(failed)?
             .map_err(ContainerError::Invalid)?;
         let exe = self.sealed_exe().await?;
-        let mut child = spawn_monitor(&exe, &dir, true)
+        let mut child = spawn_monitor(&exe, Some(&dir), true)
             .map_err(|e| failed(format!("starting the step's monitor: {e}")))?;
         let log_path = dir.join(LOG);
         // The log, opened once it exists and read as it grows; a record is one line of JSON.
@@ -671,6 +715,7 @@ impl Containers {
     /// Re-attaches to the containers a previous agent left running, and starts the task that
     /// restarts containers by their policy. Call once, inside the runtime.
     pub fn reattach(self: &Arc<Self>) {
+        self.prepare_monitor();
         if let Some(mut rx) = self.restarts_rx.lock().ok().and_then(|mut r| r.take()) {
             let cs = self.clone();
             tokio::spawn(async move {
@@ -776,15 +821,25 @@ fn extra_hosts(cs: &Arc<Containers>, rec: &Record) -> Result<Vec<String>, Contai
 /// `reg node monitor --bundle DIR` from the sealed copy of the binary, in its own process group
 /// (a ^C meant for a foreground agent does not reach it). A container's monitor outlives the
 /// agent (`kill_on_drop` false); a build step's goes with its build.
+///
+/// Without `dir`, a spare (`--spare ROOM`): it reads its bundle's path from stdin, a pipe, and
+/// rewrites its command line to name it within ROOM. A spare whose agent went away reads
+/// end-of-file and exits.
 fn spawn_monitor(
     exe: &SealedExe,
-    dir: &Path,
+    dir: Option<&Path>,
     kill_on_drop: bool,
 ) -> std::io::Result<tokio::process::Child> {
-    tokio::process::Command::new(exe.path())
-        .args(["node", "monitor", "--bundle"])
-        .arg(dir)
-        .stdin(Stdio::null())
+    let mut cmd = tokio::process::Command::new(exe.path());
+    cmd.args(["node", "monitor"]);
+    match dir {
+        Some(d) => cmd.arg("--bundle").arg(d).stdin(Stdio::null()),
+        None => cmd
+            .arg("--spare")
+            .arg(".".repeat(crate::runtime::monitor::SPARE_ROOM))
+            .stdin(Stdio::piped()),
+    };
+    cmd
         // The monitor writes the init's pid here once it runs (see `started_pid`).
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -879,13 +934,6 @@ pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, Cont
         undo(cs.clone(), id.to_string(), netns, bound).await;
         return Err(e);
     }
-    let exe = match cs.sealed_exe().await {
-        Ok(e) => e,
-        Err(e) => {
-            undo(cs.clone(), id.to_string(), netns, bound).await;
-            return Err(e);
-        }
-    };
     // `-i` without a client attached before the start (`run -dit`, compose's `stdin_open`):
     // the node holds the input open for this run, as dockerd does, so a later attach can type
     // into it. An attachment waiting for this start made the FIFO already and takes its input.
@@ -900,7 +948,7 @@ pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, Cont
     } else {
         None
     };
-    let child = spawn_monitor(&exe, &dir, false);
+    let child = cs.monitor_for(&dir).await;
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -912,6 +960,8 @@ pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, Cont
     // The monitor writes the pid once the init is in its namespaces and cgroup; end-of-file
     // (0) when it ended without starting one (its `exit` file says why).
     let pid = started_pid(&mut child).await;
+    // The next start's monitor, made while this container runs.
+    cs.prepare_monitor();
     // The monitor has the read end now: what the node holds is a write end only.
     let held = held_rw.and_then(|rw| super::control::hand_over_stdin(&dir, rw));
     let rec = cs

@@ -207,6 +207,52 @@ fn redirect(fd: &OwnedFd, target: i32) -> nix::Result<()> {
     nix::unistd::dup2(fd.as_raw_fd(), target).map(|_| ())
 }
 
+/// A spare monitor's bundle: the first line on stdin (a pipe from the agent). Stdin is
+/// `/dev/null` afterwards, as for a monitor started with its bundle, and the command line reads
+/// `node monitor --bundle DIR` (the agent and `ps` tell monitors apart by it; the spare was
+/// started with room for it). None when the agent closed the pipe without one.
+pub fn bundle_from_stdin() -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            // Paths longer than PATH_MAX are not the agent's.
+            Ok(1) if line.len() < SPARE_ROOM => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return None,
+        }
+    }
+    drop(stdin);
+    if line.is_empty() {
+        return None;
+    }
+    let null = std::fs::File::open("/dev/null").ok()?;
+    redirect(&OwnedFd::from(null), 0).ok()?;
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let mut cmdline = argv0.as_bytes().to_vec();
+    for a in [&b"node"[..], b"monitor", b"--bundle", &line] {
+        cmdline.push(0);
+        cmdline.extend_from_slice(a);
+    }
+    let dir: std::path::PathBuf = std::ffi::OsString::from_vec(line).into();
+    // Without its name on the command line, the agent would not know the monitor as its
+    // container's: better a failed start than a container it cannot follow.
+    if !super::process::overwrite_cmdline(&cmdline) {
+        fail(
+            &dir,
+            "the container's monitor could not put the container on its command line",
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+/// Bytes a spare monitor's command line reserves for its bundle's path (`--spare`'s argument).
+pub const SPARE_ROOM: usize = 4096;
+
 /// Records a failure to start (125) the way a run would: a log line and the exit file.
 pub fn fail(dir: &Path, why: &str) -> i32 {
     let _ = std::fs::OpenOptions::new()

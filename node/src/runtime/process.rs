@@ -424,17 +424,23 @@ fn reaper(spec: &Spec, program: &Program, filters: &[seccompiler::BpfProgram]) -
 const INIT_NAME: &[u8] = b"/sbin/reg-init";
 
 /// Overwrites this process's command line (the monitor's, inherited through the clone) with
-/// [`INIT_NAME`]: `/proc/1/cmdline` reads this memory, between the `arg_start` and `arg_end`
-/// of `/proc/self/stat`.
-#[allow(unsafe_code)]
+/// [`INIT_NAME`].
 fn rename_as_init() {
     let _ = nix::sys::prctl::set_name(c"reg-init");
+    overwrite_cmdline(INIT_NAME);
+}
+
+/// Overwrites this process's command line with `new` (NUL-separated arguments, cut to the
+/// space the original took): `/proc/PID/cmdline` reads this memory, between the `arg_start`
+/// and `arg_end` of `/proc/self/stat`. False when it could not.
+#[allow(unsafe_code)]
+pub(crate) fn overwrite_cmdline(new: &[u8]) -> bool {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
+        return false;
     };
     // Fields after the command name in parentheses (which may itself hold spaces).
     let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-        return;
+        return false;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
     // arg_start and arg_end are fields 48 and 49; `rest` starts at field 3.
@@ -442,18 +448,19 @@ fn rename_as_init() {
         f.get(45).map(|s| s.parse::<usize>()),
         f.get(46).map(|s| s.parse::<usize>()),
     ) else {
-        return;
+        return false;
     };
     if end <= start || end - start > 1 << 20 {
-        return;
+        return false;
     }
     let len = end - start;
     // SAFETY: [arg_start, arg_end) is this process's own argument area on its stack, mapped
     // and writable, and nothing of ours reads it any more (std copied the arguments at start).
     let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
     area.fill(0);
-    let n = INIT_NAME.len().min(len.saturating_sub(1));
-    area[..n].copy_from_slice(&INIT_NAME[..n]);
+    let n = new.len().min(len.saturating_sub(1));
+    area[..n].copy_from_slice(&new[..n]);
+    n == new.len()
 }
 
 /// Keeps only `keep` in the bounding and inheritable sets (root's effective and permitted
