@@ -986,7 +986,7 @@ pub fn run(config: Option<&Path>, host: &Target, args: RunArgs) -> anyhow::Resul
     if args.detach && args.rm && args.restart.is_some() {
         bail!("conflicting options: --restart and --rm");
     }
-    let (agent, cfg) = agent_for_names(config, host)?;
+    let (agent, cfg) = super::image::agent_for_image(config, host, &args.image)?;
     let image = Reference::parse(&args.image, &cfg.node.default_registry)?.to_string();
     let rt = rt()?;
     if !matches!(args.pull.as_str(), "always" | "missing" | "never") {

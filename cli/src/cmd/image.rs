@@ -30,6 +30,29 @@ pub(crate) fn agent(
 /// [`agent`], with the configuration's `node.default_registry` replaced by the node's own
 /// (what a short name such as `busybox` means is the node's to say, as with dockerd); this
 /// client's setting stays when the node does not say.
+/// [`agent_for_names`] for commands about one image: a reference that names its registry needs
+/// no default, so the agent is not asked for one (a round trip off `reg run`'s path).
+pub(crate) fn agent_for_image(
+    config: Option<&Path>,
+    host: &Target,
+    image: &str,
+) -> anyhow::Result<(AgentClient, reg_config::Config)> {
+    if names_registry(image) {
+        agent(config, host)
+    } else {
+        agent_for_names(config, host)
+    }
+}
+
+/// Whether `image` starts with a registry host, as docker reads references: a first path
+/// component with a `.` or a `:`, or `localhost`.
+fn names_registry(image: &str) -> bool {
+    match image.split_once('/') {
+        Some((first, _)) => first.contains(['.', ':']) || first == "localhost",
+        None => false,
+    }
+}
+
 pub(crate) fn agent_for_names(
     config: Option<&Path>,
     host: &Target,
@@ -493,5 +516,25 @@ fn rmi_one(
     match rt.block_on(agent.json("DELETE", &path)) {
         Err(reg_node::api::AgentError::Api { status: 404, .. }) => bail!("no such image: {r}"),
         other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_registry;
+
+    #[test]
+    fn a_reference_names_its_registry_as_docker_reads_it() {
+        for named in [
+            "127.0.0.1:5000/app",
+            "reg.example/team/app:1",
+            "localhost/app",
+            "host:5000/a/b@sha256:00",
+        ] {
+            assert!(names_registry(named), "{named}");
+        }
+        for bare in ["busybox", "team/app:1", "library/alpine", "app@sha256:00"] {
+            assert!(!names_registry(bare), "{bare}");
+        }
     }
 }
