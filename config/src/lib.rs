@@ -124,6 +124,9 @@ impl NodeConfig {
 pub struct RegistryConfig {
     /// Address the registry listens on.
     pub addr: String,
+    /// Where `/metrics` (Prometheus's text format) is served, on a listener of its own: whoever
+    /// can reach it reads the metrics. Empty (the default): no metrics listener.
+    pub metrics_addr: String,
     /// Largest manifest accepted, in bytes (the spec asks registries to take at least 4 MiB).
     pub max_manifest_bytes: u64,
     /// Seconds an idle upload session lives before it is removed with its data.
@@ -338,6 +341,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             addr: "127.0.0.1:5000".to_string(),
+            metrics_addr: String::new(),
             max_manifest_bytes: 4 * 1024 * 1024,
             upload_expiry_secs: 24 * 3600,
             shutdown_grace_secs: 30,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod gc;
 mod listen;
 pub mod meta;
+mod metrics;
 pub mod parts;
 mod routes;
 mod state;
@@ -67,7 +68,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/token", any(api::token))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(pace, pace_body))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            access_log,
+        ))
         .with_state(state)
 }
 
@@ -87,9 +91,15 @@ async fn pace_body(
     next.run(req).await
 }
 
-/// Adds the API version header to every answer and logs one line per request.
-async fn access_log(mut req: Request, next: Next) -> Response {
+/// Adds the API version header to every answer, logs one line per request and counts it in the
+/// metrics.
+async fn access_log(
+    axum::extract::State(metrics): axum::extract::State<metrics::Metrics>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
+    let in_flight = metrics.begin(req.uri().path());
     // HTTP/2 carries the host as :authority; token realms are built from a Host header.
     if !req.headers().contains_key("host") {
         if let Some(v) = req
@@ -113,13 +123,20 @@ async fn access_log(mut req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
+    let took = start.elapsed();
+    in_flight.done(
+        method.as_str(),
+        resp.status().as_u16(),
+        took,
+        bytes.parse().ok(),
+    );
     tracing::info!(
         target: "reg::access",
         %method,
         path,
         status = resp.status().as_u16(),
         bytes,
-        micros = start.elapsed().as_micros() as u64,
+        micros = took.as_micros() as u64,
     );
     resp
 }
@@ -170,6 +187,8 @@ pub async fn serve(
             );
         }
     }
+    // Bound before the registry says it listens: whoever waits for that finds the metrics too.
+    let exporter = serve_metrics(&cfg.registry.metrics_addr, state.metrics.clone()).await?;
     on_bound(addr);
 
     let sweeper = {
@@ -207,7 +226,49 @@ pub async fn serve(
     if let Some(c) = collector {
         c.abort();
     }
+    if let Some(e) = exporter {
+        e.abort();
+    }
     Ok(result?)
+}
+
+/// `GET /metrics` on `addr` (nothing when it is empty), on a listener of its own: whoever can
+/// reach that address may read the metrics, and nothing else is served there.
+async fn serve_metrics(
+    addr: &str,
+    metrics: metrics::Metrics,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ServeError> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(ServeError::Serve)?;
+    tracing::info!("metrics on http://{bound}/metrics");
+    let app = Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    );
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    })))
 }
 
 /// One collection over the data dir of `cfg` from a separate process (`reg registry gc`),

@@ -37,6 +37,8 @@ pub struct AppState {
     pub(crate) auth: auth::Auth,
     /// `registry.retention`, compiled (immutable tags are checked on every push and delete).
     pub(crate) rules: Vec<gc::Rule>,
+    /// What `/metrics` on `registry.metrics_addr` reports.
+    pub(crate) metrics: super::metrics::Metrics,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
             uploads,
             cfg: cfg.registry.clone(),
             rules: gc::Rule::from_configs(&cfg.registry.retention)?,
+            metrics: super::metrics::Metrics::new(),
         });
         st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;
