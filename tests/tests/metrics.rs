@@ -4,12 +4,19 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reg_tests::{client, location, sha256, Registry};
+use reg_tests::{admin, client, location, sha256, Registry};
 
 /// A registry with its metrics listener on a free loopback port; returns it with the metrics
 /// address (from its log).
 fn registry_with_metrics(data: &std::path::Path) -> (Registry, String) {
-    let reg = Registry::start_on(data, &[("REG_REGISTRY_METRICS_ADDR", "127.0.0.1:0")]);
+    registry_with_metrics_and(data, &[])
+}
+
+/// [`registry_with_metrics`] with more environment.
+fn registry_with_metrics_and(data: &std::path::Path, env: &[(&str, &str)]) -> (Registry, String) {
+    let mut env = env.to_vec();
+    env.push(("REG_REGISTRY_METRICS_ADDR", "127.0.0.1:0"));
+    let reg = Registry::start_on(data, &env);
     let addr = reg
         .log()
         .lines()
@@ -95,6 +102,57 @@ fn metrics_count_requests_by_endpoint_method_and_code() {
     // The registry's own port does not serve them.
     let r = c.get(reg.url("/metrics")).send().expect("GET");
     assert_eq!(r.status(), 404);
+}
+
+#[test]
+fn failed_logins_are_counted() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    admin(
+        tmp.path(),
+        &["user", "add", "alice", "--password-stdin"],
+        "right-password-1234\n",
+    );
+    let (reg, addr) = registry_with_metrics(tmp.path());
+    let c = client();
+    for (pw, want) in [("wrong", 401), ("right-password-1234", 200)] {
+        let r = c
+            .get(reg.url("/auth/token?service=reg"))
+            .basic_auth("alice", Some(pw))
+            .send()
+            .expect("GET token");
+        assert_eq!(r.status(), want, "{pw}");
+    }
+    let text = scrape(&addr);
+    assert_eq!(
+        value(&text, "registry_auth_failures_total "),
+        Some(1.0),
+        "{text}"
+    );
+    // No scheduled collection ran in this test.
+    assert!(!text.contains("registry_gc_runs_total{"), "{text}");
+}
+
+#[test]
+fn scheduled_collections_are_counted() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_reg, addr) = registry_with_metrics_and(tmp.path(), &[("REG_REGISTRY_GC_INTERVAL", "1s")]);
+    // The collector runs every second: wait for its first run to be counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(&addr);
+        if value(&text, "registry_gc_runs_total{result=\"ok\"}").is_some_and(|n| n >= 1.0) {
+            assert!(
+                value(&text, "registry_gc_duration_seconds_count ").is_some_and(|n| n >= 1.0),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no collection counted in 30 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Stops the Prometheus it holds, whatever the test's outcome.

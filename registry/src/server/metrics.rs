@@ -2,7 +2,9 @@
 //! their own (`registry.metrics_addr`: the access control is who can reach that address).
 //!
 //! Names follow distribution's (`registry_http_*`, with its `handler` names) so that existing
-//! dashboards find them. Labels are bounded: the handler is the API endpoint, never the path.
+//! dashboards find them; the collector's and the logins' have none there (`registry_gc_*`,
+//! `registry_auth_failures_total`). Labels are bounded: the handler is the API endpoint, never
+//! the path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,11 @@ struct Handler {
     handler: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    result: &'static str,
+}
+
 type Histograms = Family<Handler, Histogram, fn() -> Histogram>;
 
 /// The registry's metrics (cheap to clone: the families are shared).
@@ -38,6 +45,14 @@ pub struct Metrics {
     duration: Histograms,
     in_flight: Family<Handler, Gauge>,
     response_bytes: Family<Handler, Counter>,
+    gc_runs: Family<Outcome, Counter>,
+    gc_duration: Histogram,
+    gc_tags: Counter,
+    gc_manifests: Counter,
+    gc_blobs: Counter,
+    gc_bytes: Counter,
+    /// Failed logins (a wrong password or token), counted by the auth layer.
+    pub(crate) auth_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -48,10 +63,10 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("registry_http");
+        let mut registry = Registry::default();
         let requests = Family::<Request, Counter>::default();
         registry.register(
-            "requests",
+            "registry_http_requests",
             "Requests answered, by API endpoint, method and status code",
             requests.clone(),
         );
@@ -59,21 +74,64 @@ impl Metrics {
         let duration: Histograms =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
         registry.register(
-            "request_duration_seconds",
+            "registry_http_request_duration_seconds",
             "Time until the answer's headers, by API endpoint",
             duration.clone(),
         );
         let in_flight = Family::<Handler, Gauge>::default();
         registry.register(
-            "in_flight_requests",
+            "registry_http_in_flight_requests",
             "Requests being answered, by API endpoint",
             in_flight.clone(),
         );
         let response_bytes = Family::<Handler, Counter>::default();
         registry.register(
-            "response_size_bytes",
+            "registry_http_response_size_bytes",
             "Bytes of answers with a known length, by API endpoint",
             response_bytes.clone(),
+        );
+        let gc_runs = Family::<Outcome, Counter>::default();
+        registry.register(
+            "registry_gc_runs",
+            "Collections this registry ran on its schedule, by result",
+            gc_runs.clone(),
+        );
+        // 10 ms … ~5.5 min.
+        let gc_duration = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        registry.register(
+            "registry_gc_duration_seconds",
+            "Time of a scheduled collection",
+            gc_duration.clone(),
+        );
+        let count = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let gc_tags = count(
+            &mut registry,
+            "registry_gc_deleted_tags",
+            "Tags removed by retention rules",
+        );
+        let gc_manifests = count(
+            &mut registry,
+            "registry_gc_deleted_manifests",
+            "Manifests removed",
+        );
+        let gc_blobs = count(
+            &mut registry,
+            "registry_gc_deleted_blobs",
+            "Blobs whose bytes were removed",
+        );
+        let gc_bytes = count(
+            &mut registry,
+            "registry_gc_freed_bytes",
+            "Bytes of the blobs removed",
+        );
+        let auth_failures = count(
+            &mut registry,
+            "registry_auth_failures",
+            "Logins refused for a wrong password or token",
         );
         Metrics {
             registry: Arc::new(registry),
@@ -81,6 +139,26 @@ impl Metrics {
             duration,
             in_flight,
             response_bytes,
+            gc_runs,
+            gc_duration,
+            gc_tags,
+            gc_manifests,
+            gc_blobs,
+            gc_bytes,
+            auth_failures,
+        }
+    }
+
+    /// A scheduled collection ended: its report, or None when it failed.
+    pub fn collected(&self, report: Option<&super::gc::Report>) {
+        let result = if report.is_some() { "ok" } else { "failed" };
+        self.gc_runs.get_or_create(&Outcome { result }).inc();
+        if let Some(r) = report {
+            self.gc_duration.observe(r.seconds);
+            self.gc_tags.inc_by(r.tags.len() as u64);
+            self.gc_manifests.inc_by(r.manifests.len() as u64);
+            self.gc_blobs.inc_by(r.blobs.len() as u64);
+            self.gc_bytes.inc_by(r.bytes);
         }
     }
 
@@ -176,6 +254,33 @@ mod tests {
             "registry_http_requests_total{handler=\"manifest\",method=\"GET\",code=\"404\"} 1",
             "registry_http_in_flight_requests{handler=\"blob_upload_chunk\"} 0",
             "registry_http_request_duration_seconds_count{handler=\"manifest\"} 1",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_collection_adds_its_report() {
+        let m = Metrics::new();
+        m.collected(Some(&crate::server::gc::Report {
+            dry_run: false,
+            tags: vec!["a:1".into()],
+            manifests: vec!["a@sha256:00".into(), "a@sha256:01".into()],
+            links: 0,
+            blobs: vec![("sha256:02".into(), 10), ("sha256:03".into(), 5)],
+            bytes: 15,
+            seconds: 0.02,
+        }));
+        m.collected(None);
+        let text = m.encode();
+        for want in [
+            "registry_gc_runs_total{result=\"ok\"} 1",
+            "registry_gc_runs_total{result=\"failed\"} 1",
+            "registry_gc_deleted_tags_total 1",
+            "registry_gc_deleted_manifests_total 2",
+            "registry_gc_deleted_blobs_total 2",
+            "registry_gc_freed_bytes_total 15",
+            "registry_gc_duration_seconds_count 1",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }

@@ -313,17 +313,26 @@ fn gc_schedule(
             tick.tick().await;
             let (s, o) = (st.clone(), opts.clone());
             match tokio::task::spawn_blocking(move || gc::collect(&s.meta, &s.store, &o)).await {
-                Ok(Ok(r)) => tracing::info!(
-                    tags = r.tags.len(),
-                    manifests = r.manifests.len(),
-                    links = r.links,
-                    blobs = r.blobs.len(),
-                    bytes = r.bytes,
-                    seconds = r.seconds,
-                    "garbage collected"
-                ),
-                Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),
-                Err(e) => tracing::warn!(error = %e, "garbage collection task failed"),
+                Ok(Ok(r)) => {
+                    st.metrics.collected(Some(&r));
+                    tracing::info!(
+                        tags = r.tags.len(),
+                        manifests = r.manifests.len(),
+                        links = r.links,
+                        blobs = r.blobs.len(),
+                        bytes = r.bytes,
+                        seconds = r.seconds,
+                        "garbage collected"
+                    )
+                }
+                Ok(Err(e)) => {
+                    st.metrics.collected(None);
+                    tracing::warn!(error = %e, "garbage collection failed")
+                }
+                Err(e) => {
+                    st.metrics.collected(None);
+                    tracing::warn!(error = %e, "garbage collection task failed")
+                }
             }
         }
     })))

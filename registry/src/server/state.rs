@@ -48,7 +48,9 @@ impl AppState {
         let (meta, store) = open_storage(cfg)?;
         let meta = Arc::new(meta);
         let key = auth::load_or_create_key(&meta, &layout.registry_auth())?;
-        let auth = auth::Auth::new(meta.clone(), key, &cfg.registry);
+        let metrics = super::metrics::Metrics::new();
+        let auth = auth::Auth::new(meta.clone(), key, &cfg.registry)
+            .count_failures_in(metrics.auth_failures.clone());
         let store = Arc::new(store);
         let limits = &cfg.registry.limits;
         let uploads = Uploads::new(
@@ -64,7 +66,7 @@ impl AppState {
             uploads,
             cfg: cfg.registry.clone(),
             rules: gc::Rule::from_configs(&cfg.registry.retention)?,
-            metrics: super::metrics::Metrics::new(),
+            metrics,
         });
         st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;

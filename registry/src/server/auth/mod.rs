@@ -169,6 +169,8 @@ pub struct Auth {
     insecure_open: bool,
     enabled: Mutex<(Option<Instant>, bool)>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// `registry_auth_failures_total` (see [`Auth::count_failures_in`]).
+    failures_total: prometheus_client::metrics::counter::Counter,
     /// Recently verified Basic credentials (sha256 of user and password) → principal and the
     /// generation it was verified at, so that clients that send Basic on every request do not
     /// pay argon2 every time (the generation is still checked on every use).
@@ -426,6 +428,7 @@ impl Auth {
             insecure_open: cfg.insecure_no_auth,
             enabled: Mutex::new((None, false)),
             failures: Mutex::new(HashMap::new()),
+            failures_total: Default::default(),
             verified: Mutex::new(HashMap::new()),
             hashing: HashLimiter::new(
                 l.password_checks,
@@ -439,6 +442,15 @@ impl Auth {
                 .filter_map(|p| reg_config::parse_cidr(p).ok())
                 .collect(),
         }
+    }
+
+    /// Failed logins are counted in `counter` too (the registry's metrics).
+    pub fn count_failures_in(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Auth {
+        self.failures_total = counter;
+        self
     }
 
     /// Whether auth is on, re-read at most once a second: a user exists, or the registry has
@@ -751,6 +763,7 @@ impl Auth {
     }
 
     fn record_failure(&self, keys: &[String]) {
+        self.failures_total.inc();
         if let Ok(mut m) = self.failures.lock() {
             if m.len() > 100_000 {
                 m.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(900));
