@@ -114,7 +114,8 @@ pub async fn get(
     Ok(r)
 }
 
-/// How much of a refused upload is still read so that its client sees the answer.
+/// How much of an upload is still read after the archive ended or was refused, so that its
+/// client sees the answer.
 const DRAIN_AFTER_REFUSAL: u64 = 64 * 1024 * 1024;
 
 #[derive(Deserialize)]
@@ -144,11 +145,11 @@ pub async fn put(
     let mut reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     tokio::task::spawn_blocking(move || {
         let r = archive::extract(&cs, &id, &q.path, &mut reader, opts);
-        if r.is_err() {
-            // A client still sending when its upload is refused reads no answer from a closed
-            // connection, only a broken pipe: the rest of a modest body is read first.
-            let _ = std::io::copy(&mut reader.take(DRAIN_AFTER_REFUSAL), &mut std::io::sink());
-        }
+        // A client still sending reads no answer from a closed connection, only a broken pipe
+        // ("error writing a body to connection"): the rest of a modest body is read first —
+        // after a refusal, and after the archive's end too (tar writers pad past the end
+        // marker, which the extraction stops at).
+        let _ = std::io::copy(&mut reader.take(DRAIN_AFTER_REFUSAL), &mut std::io::sink());
         r
     })
     .await??;

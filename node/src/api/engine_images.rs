@@ -520,6 +520,9 @@ pub struct LoadQuery {
     quiet: bool,
 }
 
+/// How much of a load's body is still read after its archive ended or was refused.
+const DRAIN_AFTER_ARCHIVE: u64 = 64 * 1024 * 1024;
+
 /// `POST /images/load`: the body is a `docker save` archive; answers docker's JSON messages.
 pub async fn load(
     State(st): State<Arc<AgentState>>,
@@ -530,11 +533,20 @@ pub async fn load(
     let stream = body
         .into_data_stream()
         .map_err(|e| std::io::Error::other(e.to_string()));
-    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let mut reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let (store, default) = (st.store.clone(), st.default_registry.clone());
-    let result =
-        tokio::task::spawn_blocking(move || crate::image_archive::load(&store, reader, &default))
-            .await?;
+    let result = tokio::task::spawn_blocking(move || {
+        let r = crate::image_archive::load(&store, &mut reader, &default);
+        // What follows the archive's end marker (tar writers pad), or the rest of a refused
+        // one, is read before the answer: a client still sending would otherwise see only a
+        // broken pipe.
+        let _ = std::io::copy(
+            &mut std::io::Read::take(&mut reader, DRAIN_AFTER_ARCHIVE),
+            &mut std::io::sink(),
+        );
+        r
+    })
+    .await?;
     // The whole archive is in before the answer: a refusal is a status, not a message.
     let refs = result.map_err(|e| match e {
         crate::image_archive::ArchiveError::Invalid(_) => ApiError::bad_request(e.to_string()),
