@@ -75,6 +75,9 @@ pub struct NodeConfig {
     /// /etc/subgid, or `BASE:SIZE`. Containers then run as the first 65536 ids of that range
     /// unless created with `--userns=host`; `--userns=auto` gives each its own 65536. Empty: off.
     pub userns_remap: String,
+    /// Where the agent serves `/metrics` (Prometheus's text format, dockerd's names), on a
+    /// listener of its own; empty (the default): nowhere.
+    pub metrics_addr: String,
 }
 
 impl Default for NodeConfig {
@@ -91,6 +94,7 @@ impl Default for NodeConfig {
             log_max_file: 5,
             build_cache_max_bytes: 10 * 1024 * 1024 * 1024,
             userns_remap: String::new(),
+            metrics_addr: String::new(),
         }
     }
 }

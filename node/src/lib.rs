@@ -23,6 +23,7 @@ pub(crate) mod db;
 pub mod events;
 pub mod image;
 pub mod image_archive;
+pub mod metrics;
 pub mod network;
 pub mod runtime;
 pub mod unpack;

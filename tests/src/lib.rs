@@ -961,3 +961,81 @@ pub fn listing(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// A real Prometheus (Debian's `prometheus`) scraping `targets` every second, on a free loopback
+/// port with its data under `dir`; stopped on drop, whatever the test's outcome.
+pub struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Prometheus {
+    pub fn start(binary: PathBuf, dir: &Path, targets: &[&str]) -> Prometheus {
+        std::fs::create_dir_all(dir).expect("prometheus dir");
+        let config = dir.join("prometheus.yml");
+        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+                 scrape_configs:\n  - job_name: reg\n    static_configs:\n      - targets: [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .expect("prometheus.yml");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        Prometheus { child, port }
+    }
+
+    /// The first series Prometheus's query API returns for `query`, waiting (up to 60 s) until
+    /// it has scraped one.
+    pub fn first_series(&self, query: &str) -> serde_json::Value {
+        let url = reqwest::Url::parse_with_params(
+            &format!("http://127.0.0.1:{}/api/v1/query", self.port),
+            &[("query", query)],
+        )
+        .expect("query url");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer: Option<serde_json::Value> = client()
+                .get(url.clone())
+                .send()
+                .ok()
+                .and_then(|r| r.json().ok());
+            if let Some(s) = answer
+                .as_ref()
+                .and_then(|a| a["data"]["result"].as_array())
+                .and_then(|r| r.first())
+            {
+                return s.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus returned nothing for {query} within 60 s: {answer:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,7 +1,6 @@
 //! `/metrics` on `registry.metrics_addr` (issue #23): the series count what this test did, and a
 //! real Prometheus (Debian's `prometheus`) scrapes them.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reg_tests::{admin, client, location, sha256, Registry};
@@ -155,23 +154,6 @@ fn scheduled_collections_are_counted() {
     }
 }
 
-/// Stops the Prometheus it holds, whatever the test's outcome.
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[test]
 fn prometheus_scrapes_the_registry() {
     let Some(prometheus) = reg_tests::peer("prometheus") else {
@@ -182,52 +164,8 @@ fn prometheus_scrapes_the_registry() {
     let r = client().get(reg.url("/v2/")).send().expect("GET /v2/");
     assert_eq!(r.status(), 200);
 
-    let config = tmp.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-             scrape_configs:\n  - job_name: reg\n    static_configs:\n      - targets: ['{addr}']\n"
-        ),
-    )
-    .expect("prometheus.yml");
-    let port = free_port();
-    let prom = Prometheus(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                tmp.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
-    // Prometheus's own query API returns the series it scraped: wait for that condition.
-    let query = format!(
-        "http://127.0.0.1:{port}/api/v1/query?query=registry_http_requests_total%7Bhandler%3D%22base%22%7D"
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let found = loop {
-        let answer: Option<serde_json::Value> =
-            client().get(&query).send().ok().and_then(|r| r.json().ok());
-        let series = answer
-            .as_ref()
-            .and_then(|a| a["data"]["result"].as_array())
-            .cloned()
-            .unwrap_or_default();
-        if let Some(s) = series.first() {
-            break s.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "prometheus did not scrape the registry within 60 s: {answer:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let prom = reg_tests::Prometheus::start(prometheus, &tmp.path().join("prom"), &[&addr]);
+    let found = prom.first_series(r#"registry_http_requests_total{handler="base"}"#);
     assert_eq!(found["metric"]["job"], "reg", "{found}");
     assert_eq!(found["metric"]["method"], "GET", "{found}");
     let n: f64 = found["value"][1]
@@ -235,5 +173,4 @@ fn prometheus_scrapes_the_registry() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     assert!(n >= 1.0, "{found}");
-    drop(prom);
 }

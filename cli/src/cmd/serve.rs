@@ -443,5 +443,6 @@ fn node_settings(cfg: &reg_config::Config) -> anyhow::Result<reg_node::api::Sett
         },
         build_cache_max: Some(cfg.node.build_cache_max_bytes).filter(|m| *m > 0),
         userns_pool: reg_node::runtime::userns::node_range(&cfg.node.userns_remap)?,
+        metrics_addr: cfg.node.metrics_addr.clone(),
     })
 }

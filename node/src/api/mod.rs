@@ -78,6 +78,8 @@ pub struct Settings {
     pub build_cache_max: Option<u64>,
     /// The subordinate id range for user namespaces (none: containers use the host's ids).
     pub userns_pool: Option<crate::runtime::IdMap>,
+    /// Where `/metrics` is served (a listener of its own); empty: nowhere.
+    pub metrics_addr: String,
 }
 
 /// The node's default log rotation: at `max_size` bytes (none: never), keeping `max_file`.
@@ -121,9 +123,62 @@ pub async fn serve(
         userns_pool: settings.userns_pool,
         containers,
     });
+    let exporter = serve_metrics(&settings.metrics_addr, state.containers.clone()).await?;
     let app = router(state, extend());
     let result = listen::serve_all(bound, app, shutdown).await;
+    if let Some(e) = exporter {
+        e.abort();
+    }
     // Bridges of networks nothing runs on go with the agent (the next one makes them again).
     networks.shutdown().await;
     result.map_err(AgentError::Serve)
+}
+
+/// `GET /metrics` on `addr` (nothing when it is empty), on a listener of its own: whoever can
+/// reach that address may read the metrics, and nothing else is served there.
+async fn serve_metrics(
+    addr: &str,
+    containers: Arc<Containers>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(AgentError::Serve)?;
+    let bound = listener.local_addr().map_err(AgentError::Serve)?;
+    tracing::info!("node metrics on http://{bound}/metrics");
+    let app = Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let cs = containers.clone();
+            async move {
+                let text = tokio::task::spawn_blocking(move || {
+                    let (mut running, mut paused, mut stopped) = (0, 0, 0);
+                    for r in cs.list().unwrap_or_default() {
+                        match (r.state.status.is_running(), r.state.paused) {
+                            (true, true) => paused += 1,
+                            (true, false) => running += 1,
+                            _ => stopped += 1,
+                        }
+                    }
+                    cs.metrics.encode(running, paused, stopped)
+                })
+                .await
+                .unwrap_or_default();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    })))
 }

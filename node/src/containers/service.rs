@@ -366,6 +366,8 @@ pub struct Containers {
     pub(super) execs: super::execs::Execs,
     /// What happens on the node (`docker events`).
     pub events: crate::events::Events,
+    /// Action times for `/metrics` (see [`crate::metrics`]).
+    pub metrics: crate::metrics::NodeMetrics,
     /// A container monitor started ahead of time, waiting for its bundle (see
     /// [`Containers::prepare_monitor`]).
     spare: Mutex<Option<tokio::process::Child>>,
@@ -444,6 +446,7 @@ impl Containers {
             restarts_rx: Mutex::new(Some(rx)),
             execs: Default::default(),
             events: Default::default(),
+            metrics: Default::default(),
             spare: Mutex::new(None),
         }))
     }
@@ -855,6 +858,15 @@ pub(super) fn already_running(name: &str) -> ContainerError {
 
 /// Starts the monitor of an existing container and marks it running.
 pub(super) async fn start(cs: &Arc<Containers>, id: &str) -> Result<Record, ContainerError> {
+    let began = std::time::Instant::now();
+    let started = start_timed(cs, id).await;
+    if started.is_ok() {
+        cs.metrics.observe("start", began.elapsed());
+    }
+    started
+}
+
+async fn start_timed(cs: &Arc<Containers>, id: &str) -> Result<Record, ContainerError> {
     let rec = cs
         .get(id)?
         .ok_or_else(|| ContainerError::NotFound(format!("no such container: {id}")))?;
@@ -1075,6 +1087,15 @@ async fn watch_exit(
 }
 
 pub(super) async fn remove(cs: &Arc<Containers>, rec: &Record) -> Result<(), ContainerError> {
+    let began = std::time::Instant::now();
+    let removed = remove_timed(cs, rec).await;
+    if removed.is_ok() {
+        cs.metrics.observe("delete", began.elapsed());
+    }
+    removed
+}
+
+async fn remove_timed(cs: &Arc<Containers>, rec: &Record) -> Result<(), ContainerError> {
     // The namespace file is a mount point: it must go before the directory can.
     if !rec.networks.is_empty() || rec.spec.dir.join("netns").exists() {
         cs.networks
