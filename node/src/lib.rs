@@ -10,6 +10,8 @@
 //! - [`runtime`]: the runtime (spec, bundle, monitor, process, rootfs, cgroup, seccomp, tty);
 //! - [`events`]: the node's event bus (docker's events; emitted by the domain, and by the API
 //!   for what it changes directly: networks, volumes, images);
+//! - [`metrics`]: the agent's Prometheus metrics (dockerd's names), kept by the container
+//!   service and served by the API;
 //! - [`db`]: helpers of the node database.
 //!
 //! It may use the registry's types and client, never the registry server, and never the
