@@ -93,30 +93,49 @@ pub async fn get(
     let source =
         tokio::task::spawn_blocking(move || archive::open_source(&cs, &id, &q.path)).await??;
     let stat = stat_header(source.stat())?;
+    let mut r = tar_response("docker cp from a container", move |out| {
+        source.write_tar(out)
+    });
+    r.headers_mut().insert(STAT_HEADER, stat);
+    Ok(r)
+}
+
+/// A streamed `application/x-tar` answer: `write` runs on a blocking thread into the body; a
+/// failure midway (`what` names the operation in the log) ends the body with an error, as the
+/// status is sent by then.
+fn tar_response<E: std::fmt::Display>(
+    what: &'static str,
+    write: impl FnOnce(std::io::BufWriter<Chunks>) -> Result<(), E> + Send + 'static,
+) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
         let out = std::io::BufWriter::with_capacity(64 * 1024, Chunks(tx.clone()));
-        if let Err(e) = source.write_tar(out) {
-            tracing::warn!(error = %e, "docker cp from a container failed midway");
-            // The status is sent: ending the body with an error is all that is left.
+        if let Err(e) = write(out) {
+            tracing::warn!(error = %e, "{what} failed midway");
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });
     let stream =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     let mut r = Response::new(Body::from_stream(stream));
-    let h = r.headers_mut();
-    h.insert(
+    r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-tar"),
     );
-    h.insert(STAT_HEADER, stat);
-    Ok(r)
+    r
 }
 
-/// How much of an upload is still read after the archive ended or was refused, so that its
+/// How much of an upload is still read after its archive ended or was refused, so that its
 /// client sees the answer.
-const DRAIN_AFTER_REFUSAL: u64 = 64 * 1024 * 1024;
+const DRAIN_AFTER_ARCHIVE: u64 = 64 * 1024 * 1024;
+
+/// Reads what is left of an uploaded archive (bounded): a client still sending reads no answer
+/// from a closed connection, only a broken pipe ("error writing a body to connection") — after
+/// a refusal, and after the archive's end too (tar writers pad past the end marker, where
+/// reading a tar stops).
+pub(super) fn drain_rest(reader: &mut impl std::io::Read) {
+    let _ = std::io::copy(&mut reader.take(DRAIN_AFTER_ARCHIVE), &mut std::io::sink());
+}
 
 #[derive(Deserialize)]
 pub struct PutQuery {
@@ -145,11 +164,7 @@ pub async fn put(
     let mut reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     tokio::task::spawn_blocking(move || {
         let r = archive::extract(&cs, &id, &q.path, &mut reader, opts);
-        // A client still sending reads no answer from a closed connection, only a broken pipe
-        // ("error writing a body to connection"): the rest of a modest body is read first —
-        // after a refusal, and after the archive's end too (tar writers pad past the end
-        // marker, which the extraction stops at).
-        let _ = std::io::copy(&mut reader.take(DRAIN_AFTER_REFUSAL), &mut std::io::sink());
+        drain_rest(&mut reader);
         r
     })
     .await??;
@@ -164,20 +179,7 @@ pub async fn export(
     let id = container(&params)?;
     let cs = st.containers.clone();
     let source = tokio::task::spawn_blocking(move || archive::open_export(&cs, &id)).await??;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-    tokio::task::spawn_blocking(move || {
-        let out = std::io::BufWriter::with_capacity(64 * 1024, Chunks(tx.clone()));
-        if let Err(e) = source.write_tar(out) {
-            tracing::warn!(error = %e, "docker export failed midway");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-        }
-    });
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let mut r = Response::new(Body::from_stream(stream));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-tar"),
-    );
-    Ok(r)
+    Ok(tar_response("docker export", move |out| {
+        source.write_tar(out)
+    }))
 }

@@ -520,9 +520,6 @@ pub struct LoadQuery {
     quiet: bool,
 }
 
-/// How much of a load's body is still read after its archive ended or was refused.
-const DRAIN_AFTER_ARCHIVE: u64 = 64 * 1024 * 1024;
-
 /// `POST /images/load`: the body is a `docker save` archive; answers docker's JSON messages.
 pub async fn load(
     State(st): State<Arc<AgentState>>,
@@ -537,13 +534,7 @@ pub async fn load(
     let (store, default) = (st.store.clone(), st.default_registry.clone());
     let result = tokio::task::spawn_blocking(move || {
         let r = crate::image_archive::load(&store, &mut reader, &default);
-        // What follows the archive's end marker (tar writers pad), or the rest of a refused
-        // one, is read before the answer: a client still sending would otherwise see only a
-        // broken pipe.
-        let _ = std::io::copy(
-            &mut std::io::Read::take(&mut reader, DRAIN_AFTER_ARCHIVE),
-            &mut std::io::sink(),
-        );
+        super::engine_archive::drain_rest(&mut reader);
         r
     })
     .await?;
