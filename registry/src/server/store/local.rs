@@ -109,7 +109,17 @@ impl BlobBackend for Local {
             return Ok(Some(computed));
         }
         before_commit()?;
-        commit_file(&path, &self.object_path(digest))?;
+        if commit_file(&path, &self.object_path(digest))? == Committed::AlreadyThere {
+            // Freeing the upload's blocks (with `discard`, a synchronous trim) is left off the
+            // request's path.
+            let free = move || {
+                let _ = std::fs::remove_file(&path);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(free)),
+                Err(_) => free(),
+            }
+        }
         Ok(None)
     }
 
@@ -234,21 +244,37 @@ fn read_file_into(
     }
 }
 
-/// Makes the verified upload file `src` the object at `dst` (atomic). An identical object that
-/// already exists is replaced, not kept: the collector may be moving it aside at this very
-/// moment, and this push's copy must then be the one that stays.
-fn commit_file(src: &Path, dst: &Path) -> std::io::Result<()> {
+/// What [`commit_file`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Committed {
+    Moved,
+    /// The object was there already; the upload file is left for the caller to remove.
+    AlreadyThere,
+}
+
+/// Makes the verified upload file `src` the object at `dst` (atomic).
+///
+/// An identical object that is already there is kept, not replaced: on ext4, replacing a file
+/// by a rename writes the new file to disk and frees the old one's blocks inside the call. A
+/// collector moving that object aside at this moment puts it back: the blob's row was written
+/// before this call (`before_commit`), and the collector re-checks rows after moving objects
+/// (and at start, after a crash).
+fn commit_file(src: &Path, dst: &Path) -> std::io::Result<Committed> {
+    if dst.is_file() {
+        return Ok(Committed::AlreadyThere);
+    }
     if let Some(parent) = dst.parent() {
         std::fs::create_dir_all(parent)?;
     }
     match std::fs::rename(src, dst) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Committed::Moved),
         // Uploads on another filesystem: copy next to the target, then rename into place.
         Err(e) if e.raw_os_error() == Some(18) => {
             let tmp = dst.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
             std::fs::copy(src, &tmp)?;
             std::fs::rename(&tmp, dst)?;
-            std::fs::remove_file(src)
+            std::fs::remove_file(src)?;
+            Ok(Committed::Moved)
         }
         Err(e) => Err(e),
     }
@@ -286,10 +312,12 @@ fn append_chunks(
         Err(e) => return (hasher, 0, Some(e)),
     };
     // Anything past the recorded size is a torn write from a crash: drop it before appending.
-    if let Err(e) = file
-        .set_len(start)
-        .and_then(|()| file.seek(SeekFrom::Start(start)))
-    {
+    // Only then: on ext4 a truncated file is flushed to disk when it is closed.
+    let cut = match file.metadata() {
+        Ok(m) if m.len() == start => Ok(()),
+        _ => file.set_len(start),
+    };
+    if let Err(e) = cut.and_then(|()| file.seek(SeekFrom::Start(start)).map(|_| ())) {
         return (hasher, 0, Some(e));
     }
     std::thread::scope(|scope| {
