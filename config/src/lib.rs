@@ -170,6 +170,50 @@ pub struct RegistryConfig {
     /// Retention rules per repository pattern (`[[registry.retention]]`), applied by the
     /// garbage collector; `immutable_tags` is enforced on every push and delete.
     pub retention: Vec<RetentionRule>,
+    /// Pull-through mirrors of upstream registries (`[[registry.mirror]]`): names they serve are
+    /// fetched from the upstream on a miss, kept as ordinary content, and refused to pushes.
+    pub mirror: Vec<MirrorConfig>,
+}
+
+/// One pull-through mirror: which names it serves and where their content comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// The upstream registry's URL: `https://registry-1.docker.io`, `https://ghcr.io`,
+    /// `http://127.0.0.1:5001`.
+    pub upstream: String,
+    /// The first path component(s) of the names this mirror serves, removed before asking the
+    /// upstream: `ghcr.io` serves `reg.example/ghcr.io/org/app` as the upstream's `org/app`.
+    /// `"-"` (the default) means the upstream's host name (`host:port` if it has a port).
+    /// Empty: unprefixed names (as dockerd's `registry-mirrors` sends Docker Hub's), limited by
+    /// `repositories`.
+    pub prefix: String,
+    /// Which names (after the prefix) the mirror serves: a glob (`library/*`, `**`).
+    pub repositories: String,
+    /// Added in front of one-component names when asking the upstream (`busybox` →
+    /// `library/busybox`): `"-"` (the default) means `library` for Docker Hub and none
+    /// otherwise.
+    pub implied_namespace: String,
+    /// Credentials for the upstream (Basic, or its token flow); empty: anonymous.
+    pub username: String,
+    pub password: String,
+    /// How long a tag fetched from the upstream is served without asking the upstream again
+    /// (a conditional request: unchanged tags move no manifest bytes).
+    pub tag_ttl: String,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            upstream: String::new(),
+            prefix: "-".into(),
+            repositories: "**".into(),
+            implied_namespace: "-".into(),
+            username: String::new(),
+            password: String::new(),
+            tag_ttl: "5m".into(),
+        }
+    }
 }
 
 /// Resource bounds of the registry server: what one client, or many, can make it hold.
@@ -312,6 +356,46 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("{s:?}: {e} (expected e.g. 90s, 15m, 1h, 7d)"))
 }
 
+impl MirrorConfig {
+    /// The upstream's `host[:port]` (empty when `upstream` is not a URL).
+    pub fn upstream_host(&self) -> String {
+        let Ok(url) = url::Url::parse(&self.upstream) else {
+            return String::new();
+        };
+        match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    /// The name prefix this mirror serves, resolved (`"-"`: the upstream's host).
+    pub fn name_prefix(&self) -> String {
+        if self.prefix == "-" {
+            self.upstream_host()
+        } else {
+            self.prefix.trim_matches('/').to_string()
+        }
+    }
+
+    /// The namespace put in front of one-component names, resolved (`"-"`: `library` for
+    /// Docker Hub).
+    pub fn namespace(&self) -> String {
+        if self.implied_namespace != "-" {
+            return self.implied_namespace.trim_matches('/').to_string();
+        }
+        let host = self.upstream_host();
+        if matches!(
+            host.as_str(),
+            "registry-1.docker.io" | "index.docker.io" | "docker.io"
+        ) {
+            "library".into()
+        } else {
+            String::new()
+        }
+    }
+}
+
 impl RegistryConfig {
     /// The certificate and key paths when TLS is configured.
     pub fn tls(&self) -> Option<(PathBuf, PathBuf)> {
@@ -362,6 +446,7 @@ impl Default for RegistryConfig {
             storage: StorageConfig::default(),
             gc: GcConfig::default(),
             retention: Vec::new(),
+            mirror: Vec::new(),
         }
     }
 }
@@ -621,6 +706,34 @@ impl Config {
                     .map_err(|m| invalid(&key("keep_newer_than"), m))?;
             }
         }
+        let mut prefixes = std::collections::BTreeSet::new();
+        for (i, m) in self.registry.mirror.iter().enumerate() {
+            let key = |k: &str| format!("registry.mirror[{i}].{k}");
+            let url = url::Url::parse(&m.upstream).map_err(|e| {
+                invalid(
+                    &key("upstream"),
+                    format!("{:?}: {e} (expected e.g. https://ghcr.io)", m.upstream),
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(invalid(
+                    &key("upstream"),
+                    format!("{:?}: expected an http:// or https:// URL", m.upstream),
+                ));
+            }
+            parse_duration(&m.tag_ttl).map_err(|e| invalid(&key("tag_ttl"), e))?;
+            globset::Glob::new(&m.repositories)
+                .map_err(|e| invalid(&key("repositories"), e.to_string()))?;
+            if !prefixes.insert(m.name_prefix()) {
+                return Err(invalid(
+                    &key("prefix"),
+                    format!(
+                        "{:?} is served by an earlier mirror already",
+                        m.name_prefix()
+                    ),
+                ));
+            }
+        }
         self.validate_node()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
@@ -854,6 +967,55 @@ mod tests {
     fn defaults_validate() {
         let cfg = Config::load_from(None, &env(&[])).expect("defaults are valid");
         assert_eq!(cfg.registry.addr, "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn mirrors_are_checked_and_their_prefixes_resolved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("reg.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).expect("write");
+            Config::load_from(Some(&file), &env(&[]))
+        };
+        let cfg = load(
+            "[[registry.mirror]]\nupstream = \"https://ghcr.io\"\n\n\
+             [[registry.mirror]]\nupstream = \"https://registry-1.docker.io\"\nprefix = \"\"\n",
+        )
+        .expect("valid");
+        let m = &cfg.registry.mirror;
+        assert_eq!(
+            (m[0].name_prefix(), m[0].namespace()),
+            ("ghcr.io".into(), String::new())
+        );
+        assert_eq!(
+            (m[1].name_prefix(), m[1].namespace()),
+            (String::new(), "library".into())
+        );
+        assert_eq!(m[1].tag_ttl, "5m");
+        for (text, key) in [
+            ("upstream = \"ghcr.io\"", "registry.mirror[0].upstream"),
+            ("upstream = \"ftp://x\"", "registry.mirror[0].upstream"),
+            (
+                "upstream = \"https://a\"\ntag_ttl = \"soon\"",
+                "registry.mirror[0].tag_ttl",
+            ),
+            (
+                "upstream = \"https://a\"\nrepositories = \"[\"",
+                "registry.mirror[0].repositories",
+            ),
+        ] {
+            let err = load(&format!("[[registry.mirror]]\n{text}\n")).expect_err(text);
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let err = load(
+            "[[registry.mirror]]\nupstream = \"https://ghcr.io\"\n\
+             [[registry.mirror]]\nupstream = \"http://ghcr.io\"\n",
+        )
+        .expect_err("same prefix twice");
+        assert!(
+            err.to_string().contains("registry.mirror[1].prefix"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -259,6 +259,17 @@ pub struct RegistryClient {
     tokens: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
+/// What [`RegistryClient::manifest_unless`] found.
+#[derive(Debug)]
+pub enum Fetched {
+    NotModified,
+    Manifest {
+        body: Vec<u8>,
+        media_type: String,
+        digest: crate::Digest,
+    },
+}
+
 /// Manifest media types a client accepts.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -277,6 +288,20 @@ impl RegistryClient {
             creds,
             tokens: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// A client whose connections give up after `connect` (an upstream that does not answer
+    /// must not hold a request for minutes).
+    pub fn with_connect_timeout(mut self, connect: std::time::Duration) -> RegistryClient {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Ok(c) = reqwest::Client::builder()
+            .user_agent(concat!("reg/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(connect)
+            .build()
+        {
+            self.http = c;
+        }
+        self
     }
 
     /// Another client for the same registry and credentials (tokens are fetched anew).
@@ -657,6 +682,96 @@ impl RegistryClient {
             Err(_) => crate::Digest::sha256_of(&body),
         };
         Ok((body, media_type, digest))
+    }
+
+    /// Fetches a manifest unless it is still `known` (a conditional request: `If-None-Match`
+    /// with its digest; a registry that ignores it answers the manifest, whose digest then
+    /// tells). Pinned references are verified as by [`RegistryClient::manifest`].
+    pub async fn manifest_unless(
+        &self,
+        repo: &crate::RepoName,
+        reference: &str,
+        known: Option<&crate::Digest>,
+        max: usize,
+    ) -> Result<Fetched, ClientError> {
+        let scope = format!("repository:{repo}:pull");
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let mut headers = vec![("accept", MANIFEST_ACCEPT.to_string())];
+        if let Some(k) = known {
+            headers.push(("if-none-match", format!("\"{k}\"")));
+        }
+        let mut r = self.get(&path, &scope, &headers).await?;
+        let status = r.status().as_u16();
+        if status == 304 && known.is_some() {
+            return Ok(Fetched::NotModified);
+        }
+        if status != 200 {
+            return Err(self.status(status, format!("manifest {repo}:{reference}")));
+        }
+        let media_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut body = Vec::new();
+        while let Some(chunk) = r.chunk().await.map_err(|e| self.connect(e))? {
+            if body.len() + chunk.len() > max {
+                return Err(self.status(
+                    200,
+                    format!("manifest {repo}:{reference}: larger than the limit of {max} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let digest = match crate::Digest::parse(reference) {
+            Ok(want) => {
+                let got = crate::Digest::of(want.algorithm(), &body);
+                if got != want {
+                    return Err(self.status(
+                        200,
+                        format!("manifest {reference}: content has digest {got}"),
+                    ));
+                }
+                want
+            }
+            Err(_) => crate::Digest::sha256_of(&body),
+        };
+        if known == Some(&digest) {
+            return Ok(Fetched::NotModified);
+        }
+        Ok(Fetched::Manifest {
+            body,
+            media_type,
+            digest,
+        })
+    }
+
+    /// A blob's size as `repo` reports it (HEAD); `None` when it does not have it.
+    pub async fn blob_size(
+        &self,
+        repo: &crate::RepoName,
+        digest: &crate::Digest,
+    ) -> Result<Option<u64>, ClientError> {
+        let scope = format!("repository:{repo}:pull");
+        let r = self
+            .send(
+                reqwest::Method::HEAD,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                &scope,
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await?;
+        match r.status().as_u16() {
+            200 => Ok(r
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())),
+            404 => Ok(None),
+            status => Err(self.status(status, format!("blob {digest} of {repo}"))),
+        }
     }
 
     /// Starts a blob download at byte `offset` (a `Range` request when not 0).

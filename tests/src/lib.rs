@@ -282,6 +282,14 @@ impl Registry {
         r
     }
 
+    /// Starts a registry on a fresh data dir with extra environment.
+    pub fn start_fresh_with(env: &[(&str, &str)]) -> Registry {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut r = Registry::start_on(tmp.path(), env);
+        r._tmp = Some(tmp);
+        r
+    }
+
     /// Starts a registry on `data` (kept by the caller) with extra environment.
     pub fn start_on(data: &Path, env: &[(&str, &str)]) -> Registry {
         Registry::spawn(&["registry", "serve"], data, env)
@@ -297,10 +305,19 @@ impl Registry {
         Registry::spawn(&["serve"], data, env)
     }
 
+    /// Starts `reg registry serve` on `addr` (a fixed port, for a peer configured with it).
+    pub fn start_at(addr: &str, data: &Path, env: &[(&str, &str)]) -> Registry {
+        Registry::spawn_at(&["registry", "serve"], addr, data, env)
+    }
+
     fn spawn(verb: &[&str], data: &Path, env: &[(&str, &str)]) -> Registry {
+        Registry::spawn_at(verb, "127.0.0.1:0", data, env)
+    }
+
+    fn spawn_at(verb: &[&str], addr: &str, data: &Path, env: &[(&str, &str)]) -> Registry {
         let mut cmd = reg_on(data);
         cmd.args(verb)
-            .args(["--addr", "127.0.0.1:0", "--data"])
+            .args(["--addr", addr, "--data"])
             .arg(data)
             .env("REG_LOG", "info")
             .stdin(Stdio::null())

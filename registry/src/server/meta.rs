@@ -125,6 +125,17 @@ impl Meta {
         self.read(|c| value(c, BLOB_IN_REPO, args![repo, digest.to_string()]))
     }
 
+    /// The size of `digest` if any repository has it.
+    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        self.read(|c| {
+            value(
+                c,
+                "SELECT size FROM blobs WHERE digest = ?1",
+                args![digest.to_string()],
+            )
+        })
+    }
+
     /// Records a verified blob and links it into `repo`.
     pub fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), MetaError> {
         let d = digest.to_string();
@@ -196,6 +207,33 @@ impl Meta {
         tag: Option<&str>,
         tag_immutable: bool,
     ) -> Result<(), PutManifestError> {
+        self.store_manifest(repo, digest, content, parsed, tag, tag_immutable, true)
+    }
+
+    /// Stores a manifest fetched by a pull-through mirror: what it names is fetched from the
+    /// upstream when asked for, so it is not required to be here yet.
+    pub fn put_mirrored_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        content: &[u8],
+        parsed: &Parsed,
+        tag: Option<&str>,
+    ) -> Result<(), PutManifestError> {
+        self.store_manifest(repo, digest, content, parsed, tag, false, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        content: &[u8],
+        parsed: &Parsed,
+        tag: Option<&str>,
+        tag_immutable: bool,
+        check_refs: bool,
+    ) -> Result<(), PutManifestError> {
         let d = digest.to_string();
         let annotations = parsed
             .annotations
@@ -203,13 +241,13 @@ impl Meta {
             .and_then(|a| serde_json::to_string(a).ok());
         self.write(|c| -> Result<(), PutManifestError> {
             let repo_id = Self::ensure_repo(c, repo)?;
-            for b in &parsed.blobs {
+            for b in parsed.blobs.iter().filter(|_| check_refs) {
                 let sql = "SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2";
                 if !exists(c, sql, args![repo_id, b.to_string()])? {
                     return Err(PutManifestError::MissingBlob(b.clone()));
                 }
             }
-            for m in &parsed.children {
+            for m in parsed.children.iter().filter(|_| check_refs) {
                 let sql = "SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2";
                 if !exists(c, sql, args![repo_id, m.to_string()])? {
                     return Err(PutManifestError::MissingManifest(m.clone()));

@@ -30,6 +30,12 @@ struct Handler {
     handler: &'static str,
 }
 
+/// What a pull-through mirror served: `blob` or `manifest` (distribution's label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    r#type: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     result: &'static str,
@@ -53,6 +59,10 @@ pub struct Metrics {
     gc_bytes: Counter,
     /// Failed logins (a wrong password or token), counted by the auth layer.
     pub(crate) auth_failures: Counter,
+    proxy_requests: Family<Kind, Counter>,
+    proxy_hits: Family<Kind, Counter>,
+    proxy_misses: Family<Kind, Counter>,
+    proxy_pulled_bytes: Family<Kind, Counter>,
 }
 
 impl Default for Metrics {
@@ -133,8 +143,37 @@ impl Metrics {
             "registry_auth_failures",
             "Logins refused for a wrong password or token",
         );
+        // Distribution's proxy names (registry/proxy/proxymetrics.go).
+        let mut kinds = |name: &str, help: &str| {
+            let f = Family::<Kind, Counter>::default();
+            registry.register(name, help, f.clone());
+            for r#type in ["blob", "manifest"] {
+                f.get_or_create(&Kind { r#type }).inc_by(0);
+            }
+            f
+        };
+        let proxy_requests = kinds(
+            "registry_proxy_requests",
+            "Requests a pull-through mirror answered, by type",
+        );
+        let proxy_hits = kinds(
+            "registry_proxy_hits",
+            "Mirror requests answered from what was stored, by type",
+        );
+        let proxy_misses = kinds(
+            "registry_proxy_misses",
+            "Mirror requests that fetched from the upstream, by type",
+        );
+        let proxy_pulled_bytes = kinds(
+            "registry_proxy_pulled_bytes",
+            "Bytes fetched from upstreams, by type",
+        );
         Metrics {
             registry: Arc::new(registry),
+            proxy_requests,
+            proxy_hits,
+            proxy_misses,
+            proxy_pulled_bytes,
             requests,
             duration,
             in_flight,
@@ -147,6 +186,19 @@ impl Metrics {
             gc_bytes,
             auth_failures,
         }
+    }
+
+    /// A mirror answered a `blob` or `manifest` request: from what it had (`hit`), or after
+    /// fetching `pulled` bytes from its upstream.
+    pub fn mirrored(&self, r#type: &'static str, hit: bool, pulled: u64) {
+        let k = Kind { r#type };
+        self.proxy_requests.get_or_create(&k).inc();
+        if hit {
+            self.proxy_hits.get_or_create(&k).inc();
+        } else {
+            self.proxy_misses.get_or_create(&k).inc();
+        }
+        self.proxy_pulled_bytes.get_or_create(&k).inc_by(pulled);
     }
 
     /// A scheduled collection ended: its report, or None when it failed.
@@ -281,6 +333,29 @@ mod tests {
             "registry_gc_deleted_blobs_total 2",
             "registry_gc_freed_bytes_total 15",
             "registry_gc_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn mirror_answers_are_counted_under_distributions_proxy_names() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(
+            text.contains("registry_proxy_misses_total{type=\"blob\"} 0"),
+            "{text}"
+        );
+        m.mirrored("blob", false, 1000);
+        m.mirrored("blob", true, 0);
+        m.mirrored("manifest", true, 0);
+        let text = m.encode();
+        for want in [
+            "registry_proxy_requests_total{type=\"blob\"} 2",
+            "registry_proxy_hits_total{type=\"blob\"} 1",
+            "registry_proxy_misses_total{type=\"blob\"} 1",
+            "registry_proxy_pulled_bytes_total{type=\"blob\"} 1000",
+            "registry_proxy_hits_total{type=\"manifest\"} 1",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }

@@ -11,6 +11,7 @@ pub mod gc;
 mod listen;
 pub mod meta;
 mod metrics;
+pub mod mirror;
 pub mod parts;
 mod routes;
 mod state;

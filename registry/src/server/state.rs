@@ -9,6 +9,7 @@ use reg_config::{Config, RegistryConfig};
 use super::auth::{self, AuthError};
 use super::gc::{self, GcError};
 use super::meta::{Meta, MetaError};
+use super::mirror::{MirrorError, Mirrors};
 use super::store::BlobStore;
 use super::uploads::Uploads;
 
@@ -26,6 +27,8 @@ pub enum OpenError {
     },
     #[error(transparent)]
     Gc(#[from] GcError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
 }
 
 /// Shared state of all handlers.
@@ -39,6 +42,8 @@ pub struct AppState {
     pub(crate) rules: Vec<gc::Rule>,
     /// What `/metrics` on `registry.metrics_addr` reports.
     pub(crate) metrics: super::metrics::Metrics,
+    /// `registry.mirror`: names fetched from upstream registries on a miss.
+    pub(crate) mirrors: Mirrors,
 }
 
 impl AppState {
@@ -67,6 +72,7 @@ impl AppState {
             cfg: cfg.registry.clone(),
             rules: gc::Rule::from_configs(&cfg.registry.retention)?,
             metrics,
+            mirrors: Mirrors::from_config(&cfg.registry.mirror)?,
         });
         st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;

@@ -8,6 +8,7 @@
 mod blobs;
 mod catalog;
 mod manifests;
+mod mirror;
 mod referrers;
 mod shared;
 mod tags;
@@ -69,6 +70,9 @@ async fn handle(st: Arc<AppState>, req: Request) -> ApiResult {
     }
     let cx = Ctx { caller, client };
     let cx = &cx;
+    if let Some(early) = mirrored(&st, &route, m, h).await? {
+        return Ok(early);
+    }
     match (route, m.clone()) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(response(
             StatusCode::OK,
@@ -104,6 +108,42 @@ async fn handle(st: Arc<AppState>, req: Request) -> ApiResult {
             ErrorCode::Unsupported,
             format!("method {method} is not supported on this endpoint"),
         )),
+    }
+}
+
+/// A pull-through mirror's part in a request for one of its names: pushes are refused, and
+/// manifests and blobs made present first. `Some`: the mirror answered itself.
+async fn mirrored(
+    st: &Arc<AppState>,
+    route: &Route,
+    m: &Method,
+    h: &axum::http::HeaderMap,
+) -> Result<Option<Response>, ApiError> {
+    if st.mirrors.is_empty() {
+        return Ok(None);
+    }
+    let repo = match route {
+        Route::Manifest(r, _) | Route::Blob(r, _) | Route::UploadStart(r) | Route::Upload(r, _) => {
+            r
+        }
+        _ => return Ok(None),
+    };
+    let Some(mirror) = st.mirrors.serving(repo) else {
+        return Ok(None);
+    };
+    match (route, m) {
+        (Route::Manifest(_, r), &Method::GET | &Method::HEAD) => {
+            mirror::manifest(st, &mirror, repo, r).await?;
+            Ok(None)
+        }
+        (Route::Blob(_, d), &Method::GET | &Method::HEAD) => {
+            let digest = shared::parse_digest(d)?;
+            mirror::blob(st, &mirror, repo, &digest, h, m == Method::HEAD).await
+        }
+        (Route::Manifest(..), &Method::PUT) | (Route::UploadStart(_) | Route::Upload(..), _) => {
+            Err(mirror::refuse_push(&mirror, repo))
+        }
+        _ => Ok(None),
     }
 }
 
