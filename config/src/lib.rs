@@ -173,6 +173,52 @@ pub struct RegistryConfig {
     /// Pull-through mirrors of upstream registries (`[[registry.mirror]]`): names they serve are
     /// fetched from the upstream on a miss, kept as ordinary content, and refused to pushes.
     pub mirror: Vec<MirrorConfig>,
+    /// Webhooks told of pushes, pulls and deletes (`[[registry.notify]]`), in distribution's
+    /// notification envelope.
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// One webhook endpoint: where events go, which ones, and how hard to try.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// A name for logs and `reg admin notify` (unique).
+    pub name: String,
+    /// Where envelopes are POSTed (`http://` or `https://`).
+    pub url: String,
+    /// Extra request headers (`Authorization = "Bearer …"`).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Which actions it gets: `push`, `pull`, `delete`, `mount`; empty: all.
+    pub actions: Vec<String>,
+    /// Which repositories (a glob).
+    pub repositories: String,
+    /// Media types it does not get (e.g. `application/octet-stream`: no blob events).
+    pub ignore_media_types: Vec<String>,
+    /// How long one delivery may take.
+    pub timeout: String,
+    /// The wait before the first retry; it doubles with each failure, up to 5 minutes.
+    pub backoff: String,
+    /// Deliveries tried before an event is recorded as failed (`reg admin notify failed`).
+    pub max_attempts: u32,
+    /// Events kept waiting for this endpoint; past it the oldest are recorded as failed.
+    pub queue_limit: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            name: String::new(),
+            url: String::new(),
+            headers: std::collections::BTreeMap::new(),
+            actions: Vec::new(),
+            repositories: "**".into(),
+            ignore_media_types: Vec::new(),
+            timeout: "5s".into(),
+            backoff: "1s".into(),
+            max_attempts: 10,
+            queue_limit: 10_000,
+        }
+    }
 }
 
 /// One pull-through mirror: which names it serves and where their content comes from.
@@ -447,6 +493,7 @@ impl Default for RegistryConfig {
             gc: GcConfig::default(),
             retention: Vec::new(),
             mirror: Vec::new(),
+            notify: Vec::new(),
         }
     }
 }
@@ -731,6 +778,43 @@ impl Config {
                         "{:?} is served by an earlier mirror already",
                         m.name_prefix()
                     ),
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, n) in self.registry.notify.iter().enumerate() {
+            let key = |k: &str| format!("registry.notify[{i}].{k}");
+            if n.name.is_empty() || !names.insert(n.name.clone()) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("{:?}: every endpoint needs a name of its own", n.name),
+                ));
+            }
+            match url::Url::parse(&n.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(invalid(
+                        &key("url"),
+                        format!("{:?}: expected an http:// or https:// URL", n.url),
+                    ))
+                }
+            }
+            for a in &n.actions {
+                if !matches!(a.as_str(), "push" | "pull" | "delete" | "mount") {
+                    return Err(invalid(
+                        &key("actions"),
+                        format!("{a:?}: expected push, pull, delete or mount"),
+                    ));
+                }
+            }
+            globset::Glob::new(&n.repositories)
+                .map_err(|e| invalid(&key("repositories"), e.to_string()))?;
+            parse_duration(&n.timeout).map_err(|e| invalid(&key("timeout"), e))?;
+            parse_duration(&n.backoff).map_err(|e| invalid(&key("backoff"), e))?;
+            if n.max_attempts == 0 || n.queue_limit == 0 {
+                return Err(invalid(
+                    &key("max_attempts"),
+                    "max_attempts and queue_limit must be at least 1".into(),
                 ));
             }
         }

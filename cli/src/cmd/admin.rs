@@ -43,11 +43,35 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Webhook deliveries (`registry.notify`): waiting, failed, or failed ones sent again.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Print the audit log (logins, pushes, deletes, permission changes).
     Audit {
         /// How many of the newest events.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Deliveries waiting (being retried, or not yet sent).
+    Pending {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Deliveries that used up their attempts, or were pushed out of a full queue.
+    Failed {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Queue failed deliveries again (of one endpoint, or all); the registry sends them next.
+    Retry {
+        #[arg(long)]
+        endpoint: Option<String>,
     },
 }
 
@@ -337,6 +361,29 @@ pub fn run(config: Option<&Path>, args: AdminArgs) -> anyhow::Result<()> {
                         scopes.join(" ")
                     );
                 }
+            }
+        },
+        AdminCommand::Notify { command } => match command {
+            NotifyCommand::Pending { limit } | NotifyCommand::Failed { limit } => {
+                let failed = matches!(command, NotifyCommand::Failed { .. });
+                println!(
+                    "{:<21} {:<16} {:<40} {:>8}  LAST ERROR",
+                    "QUEUED", "ENDPOINT", "EVENT", "ATTEMPTS"
+                );
+                for q in meta.notify_list(failed, limit)? {
+                    println!(
+                        "{:<21} {:<16} {:<40} {:>8}  {}",
+                        when(q.created_at),
+                        q.endpoint,
+                        q.summary(),
+                        q.attempts,
+                        q.last_error
+                    );
+                }
+            }
+            NotifyCommand::Retry { endpoint } => {
+                let n = meta.notify_requeue(endpoint.as_deref())?;
+                println!("{n} deliveries queued again; the registry sends them next");
             }
         },
         AdminCommand::Audit { limit } => {

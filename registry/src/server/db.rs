@@ -768,6 +768,20 @@ ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 ALTER TABLE uploads ADD COLUMN client TEXT NOT NULL DEFAULT '';
 INSERT INTO secrets(name, value, created_at) SELECT 'auth.required', '1', 0 WHERE EXISTS (SELECT 1 FROM users)
 "#,
+    // Webhook deliveries waiting (or failed for good): one row per event and endpoint.
+    r#"
+CREATE TABLE IF NOT EXISTS notify_queue (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    event TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    next_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    failed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS notify_queue_due ON notify_queue(endpoint, failed, next_ms)
+"#,
 ];
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod listen;
 pub mod meta;
 mod metrics;
 pub mod mirror;
+pub mod notify;
 pub mod parts;
 mod routes;
 mod state;
@@ -191,6 +192,7 @@ pub async fn serve(
     // Bound before the registry says it listens: whoever waits for that finds the metrics too.
     let exporter = serve_metrics(&cfg.registry.metrics_addr, state.metrics.clone()).await?;
     on_bound(addr);
+    state.notify.spawn(state.meta.clone(), addr.to_string());
 
     let sweeper = {
         let st = state.clone();

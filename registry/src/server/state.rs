@@ -10,6 +10,7 @@ use super::auth::{self, AuthError};
 use super::gc::{self, GcError};
 use super::meta::{Meta, MetaError};
 use super::mirror::{MirrorError, Mirrors};
+use super::notify::{Notifier, NotifyError};
 use super::store::BlobStore;
 use super::uploads::Uploads;
 
@@ -29,6 +30,8 @@ pub enum OpenError {
     Gc(#[from] GcError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
 }
 
 /// Shared state of all handlers.
@@ -44,6 +47,8 @@ pub struct AppState {
     pub(crate) metrics: super::metrics::Metrics,
     /// `registry.mirror`: names fetched from upstream registries on a miss.
     pub(crate) mirrors: Mirrors,
+    /// `registry.notify`: webhooks told of pushes, pulls and deletes.
+    pub(crate) notify: Arc<Notifier>,
 }
 
 impl AppState {
@@ -73,6 +78,7 @@ impl AppState {
             rules: gc::Rule::from_configs(&cfg.registry.retention)?,
             metrics,
             mirrors: Mirrors::from_config(&cfg.registry.mirror)?,
+            notify: Arc::new(Notifier::from_config(&cfg.registry.notify)?),
         });
         st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;

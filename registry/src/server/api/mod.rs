@@ -7,6 +7,7 @@
 
 mod blobs;
 mod catalog;
+mod events;
 mod manifests;
 mod mirror;
 mod referrers;
@@ -73,7 +74,8 @@ async fn handle(st: Arc<AppState>, req: Request) -> ApiResult {
     if let Some(early) = mirrored(&st, &route, m, h).await? {
         return Ok(early);
     }
-    match (route, m.clone()) {
+    let noted = st.notify.is_on().then(|| route.clone());
+    let result = match (route, m.clone()) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(response(
             StatusCode::OK,
             &[("content-type", "application/json".into())],
@@ -108,7 +110,17 @@ async fn handle(st: Arc<AppState>, req: Request) -> ApiResult {
             ErrorCode::Unsupported,
             format!("method {method} is not supported on this endpoint"),
         )),
+    };
+    if let Some(route) = noted {
+        let answered = match &result {
+            Ok(r) => Some((r.status(), r.headers().clone())),
+            Err(_) => None,
+        };
+        if let Some((status, answer)) = answered {
+            events::emit(&st, &route, m, u, h, (status, &answer), cx).await;
+        }
     }
+    result
 }
 
 /// A pull-through mirror's part in a request for one of its names: pushes are refused, and
