@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use reg_registry::server::auth::policy::{Role, Scope};
 use reg_registry::server::auth::{self, store, store::TokenRow};
 use reg_registry::server::meta::Meta;
+use reg_registry::server::quota;
 use reg_registry::RepoName;
 
 #[derive(Args)]
@@ -43,6 +44,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Storage quotas of namespaces (an organisation's or user's repositories) and repositories.
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCommand,
+    },
     /// Webhook deliveries (`registry.notify`): waiting, failed, or failed ones sent again.
     Notify {
         #[command(subcommand)]
@@ -54,6 +60,27 @@ enum AdminCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum QuotaCommand {
+    /// Set the quota of a namespace (or, with --repository, of one repository): a size such
+    /// as 500MB, 20GiB or 1000000 (bytes). Blobs are counted once however many repositories
+    /// of it have them; a push that would pass it is refused (DENIED).
+    Set {
+        scope: String,
+        size: String,
+        #[arg(long)]
+        repository: bool,
+    },
+    /// Remove a quota.
+    Rm {
+        scope: String,
+        #[arg(long)]
+        repository: bool,
+    },
+    /// Every quota with its usage now.
+    Ls,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +202,47 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
 
 fn when(t: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t.max(0) as u64)).to_string()
+}
+
+fn quota_kind(scope: &str, repository: bool) -> anyhow::Result<quota::Kind> {
+    if repository {
+        RepoName::parse(scope).with_context(|| format!("{scope:?} is not a repository name"))?;
+        return Ok(quota::Kind::Repository);
+    }
+    if scope.contains('/') {
+        bail!("{scope:?} is a repository, not a namespace: add --repository");
+    }
+    valid_account_name("namespace", scope)?;
+    Ok(quota::Kind::Namespace)
+}
+
+/// `500MB`, `2.5GB`, `20GiB`, `1000000`: bytes.
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a size (e.g. 500MB, 20GiB, 1000000)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => bail!("{other:?} is not a size unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)"),
+    };
+    let bytes = (n * mult).round();
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        bail!("{s:?} is out of range");
+    }
+    Ok(bytes as u64)
 }
 
 fn valid_account_name(kind: &str, name: &str) -> anyhow::Result<()> {
@@ -359,6 +427,52 @@ pub fn run(config: Option<&Path>, args: AdminArgs) -> anyhow::Result<()> {
                         if t.revoked { "revoked" } else { "active" },
                         t.expires_at.map(when).unwrap_or_else(|| "never".into()),
                         scopes.join(" ")
+                    );
+                }
+            }
+        },
+        AdminCommand::Quota { command } => match command {
+            QuotaCommand::Set {
+                scope,
+                size,
+                repository,
+            } => {
+                let kind = quota_kind(&scope, repository)?;
+                let limit = parse_size(&size)?;
+                meta.set_quota(&scope, kind, limit)?;
+                println!(
+                    "quota of {} {scope}: {} ({limit} bytes)",
+                    kind.as_str(),
+                    quota::human(limit)
+                );
+            }
+            QuotaCommand::Rm { scope, repository } => {
+                let kind = quota_kind(&scope, repository)?;
+                if !meta.remove_quota(&scope, kind)? {
+                    bail!(
+                        "{} {scope} has no quota (see reg admin quota ls)",
+                        kind.as_str()
+                    );
+                }
+            }
+            QuotaCommand::Ls => {
+                println!(
+                    "{:<30} {:<10} {:>16} {:>16} {:>5}",
+                    "SCOPE", "KIND", "LIMIT", "USED", "USE%"
+                );
+                for q in meta.quotas()? {
+                    let pct = q
+                        .used
+                        .saturating_mul(100)
+                        .checked_div(q.limit)
+                        .unwrap_or(100);
+                    println!(
+                        "{:<30} {:<10} {:>16} {:>16} {:>4}%",
+                        q.scope,
+                        q.kind.as_str(),
+                        q.limit,
+                        q.used,
+                        pct
                     );
                 }
             }

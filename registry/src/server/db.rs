@@ -778,9 +778,20 @@ CREATE TABLE IF NOT EXISTS notify_queue (
     next_ms INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
-    failed INTEGER NOT NULL DEFAULT 0
+    failed INTEGER NOT NULL DEFAULT 0,
+    claimed_by TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS notify_queue_due ON notify_queue(endpoint, failed, next_ms)
+"#,
+    // Storage quotas: a namespace's or a repository's limit in bytes.
+    r#"
+CREATE TABLE IF NOT EXISTS quotas (
+    scope TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    limit_bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, kind)
+) WITHOUT ROWID
 "#,
 ];
 

@@ -67,6 +67,7 @@ impl From<super::uploads::UploadError> for ApiError {
             E::BodyEnded { .. } => ErrorCode::BlobUploadInvalid,
             E::SizeMismatch { .. } => ErrorCode::SizeInvalid,
             E::DigestMismatch { .. } => ErrorCode::DigestInvalid,
+            E::Quota(_) => ErrorCode::Denied,
             E::Storage(cause) => return ApiError::internal(cause),
             E::Meta(cause) => return ApiError::internal(cause),
             E::Write { .. } | E::WriterLost | E::Task(_) | E::Poisoned => {
@@ -84,6 +85,15 @@ impl From<super::uploads::UploadError> for ApiError {
                 err.with_detail(serde_json::json!({ "digest": expected.to_string() }))
             }
             _ => err,
+        }
+    }
+}
+
+impl From<super::quota::LinkError> for ApiError {
+    fn from(e: super::quota::LinkError) -> Self {
+        match e {
+            super::quota::LinkError::Meta(cause) => ApiError::internal(cause),
+            super::quota::LinkError::Quota(q) => ApiError::new(ErrorCode::Denied, q.to_string()),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::db::{args, exists, now, value, Conn, Db, DbError};
 use super::parts::UploadParts;
+use super::quota::{self, LinkError};
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Parsed};
 
@@ -136,12 +137,13 @@ impl Meta {
         })
     }
 
-    /// Records a verified blob and links it into `repo`.
-    pub fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), MetaError> {
+    /// Records a verified blob and links it into `repo`, within the quotas over `repo`.
+    pub fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), LinkError> {
         let d = digest.to_string();
         self.write(|c| {
             let repo_id = Self::ensure_repo(c, repo)?;
             c.execute(TOUCH_BLOB, args![&d, size, now()])?;
+            quota::check(c, repo, digest, size)?;
             c.execute(LINK_BLOB, args![repo_id, &d, now()])?;
             Ok(())
         })
@@ -174,12 +176,13 @@ impl Meta {
         from: &str,
         to: &str,
         digest: &Digest,
-    ) -> Result<Option<u64>, MetaError> {
+    ) -> Result<Option<u64>, LinkError> {
         let d = digest.to_string();
         self.write(|c| {
             let Some(size) = value::<u64>(c, BLOB_IN_REPO, args![from, &d])? else {
                 return Ok(None);
             };
+            quota::check(c, to, digest, size)?;
             let repo_id = Self::ensure_repo(c, to)?;
             c.execute(LINK_BLOB, args![repo_id, &d, now()])?;
             Ok(Some(size))

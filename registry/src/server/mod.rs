@@ -14,6 +14,7 @@ mod metrics;
 pub mod mirror;
 pub mod notify;
 pub mod parts;
+pub mod quota;
 mod routes;
 mod state;
 pub mod store;
@@ -224,7 +225,10 @@ pub async fn serve(
         max_connections: cfg.registry.limits.max_connections,
         header_timeout: Duration::from_secs(cfg.registry.limits.header_timeout_secs),
     };
+    let notify = state.notify.clone();
     let result = listen::serve(listener, tls, router(state), bounds, shutdown, grace).await;
+    // The answered requests' events are written to the queue before the process ends.
+    notify.close().await;
     sweeper.abort();
     if let Some(c) = collector {
         c.abort();

@@ -22,8 +22,9 @@ use super::meta::{Meta, MetaError};
 const CHANNEL: usize = 10_000;
 /// Events in one envelope.
 const BATCH: usize = 64;
-/// How long a claimed delivery is reserved for the replica that claimed it.
-const LEASE_MS: i64 = 60_000;
+/// How long a claimed delivery is reserved for the replica that claimed it, beyond the
+/// endpoint's timeout (a replica that dies while sending leaves its rows to others after it).
+const LEASE_EXTRA: Duration = Duration::from_secs(10);
 /// The longest wait between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often an idle endpoint looks for due rows (other replicas' events, retries).
@@ -138,8 +139,13 @@ impl Endpoint {
 /// The notification service: takes events from the handlers, keeps and delivers them.
 pub struct Notifier {
     endpoints: Vec<Arc<Endpoint>>,
-    tx: Option<tokio::sync::mpsc::Sender<Event>>,
+    /// `None` once closed (or with no endpoint).
+    tx: std::sync::RwLock<Option<tokio::sync::mpsc::Sender<Event>>>,
+    on: bool,
     rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Event>>>,
+    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    deliverers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    meta: std::sync::OnceLock<Arc<Meta>>,
     /// Who we are in `source`: this process's address (once bound) and a random id.
     addr: std::sync::OnceLock<String>,
     instance_id: String,
@@ -181,8 +187,12 @@ impl Notifier {
         };
         Ok(Notifier {
             endpoints,
-            tx,
+            on: tx.is_some(),
+            tx: std::sync::RwLock::new(tx),
             rx: std::sync::Mutex::new(rx),
+            writer: std::sync::Mutex::new(None),
+            deliverers: std::sync::Mutex::new(Vec::new()),
+            meta: std::sync::OnceLock::new(),
             addr: std::sync::OnceLock::new(),
             instance_id: uuid::Uuid::new_v4().to_string(),
         })
@@ -190,14 +200,49 @@ impl Notifier {
 
     /// Whether any endpoint is configured (no events are made otherwise).
     pub fn is_on(&self) -> bool {
-        self.tx.is_some()
+        self.on
     }
 
     /// Hands `event` over for delivery; never waits. A full channel drops it (logged).
     pub fn emit(&self, event: Event) {
-        let Some(tx) = &self.tx else { return };
+        let Ok(tx) = self.tx.read() else { return };
+        let Some(tx) = tx.as_ref() else { return };
         if let Err(e) = tx.try_send(event) {
             tracing::warn!(error = %e, "notification dropped: the queue's writer is behind");
+        }
+    }
+
+    /// Takes no more events and waits (up to 10 s) until the writer has queued every event
+    /// handed over so far, then stops the deliveries and gives back the rows they had claimed:
+    /// a graceful stop loses nothing and delays nothing.
+    pub async fn close(&self) {
+        if let Ok(mut tx) = self.tx.write() {
+            tx.take();
+        }
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = writer {
+            if tokio::time::timeout(Duration::from_secs(10), w)
+                .await
+                .is_err()
+            {
+                tracing::warn!("notifications not yet queued were dropped at shutdown");
+            }
+        }
+        let deliverers = self
+            .deliverers
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        for d in deliverers {
+            d.abort();
+            let _ = d.await;
+        }
+        if let Some(meta) = self.meta.get().cloned() {
+            let me = self.instance_id.clone();
+            let released = tokio::task::spawn_blocking(move || meta.notify_release(&me)).await;
+            if !matches!(released, Ok(Ok(()))) {
+                tracing::warn!("claimed notifications are left to their lease");
+            }
         }
     }
 
@@ -220,12 +265,24 @@ impl Notifier {
             .user_agent(concat!("reg/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
+        let _ = self.meta.set(meta.clone());
+        let mut deliverers = Vec::new();
         for ep in &self.endpoints {
-            let (ep, meta, http) = (ep.clone(), meta.clone(), http.clone());
-            tokio::spawn(async move { deliver_loop(ep, meta, http).await });
+            let (ep, meta, http, me) = (
+                ep.clone(),
+                meta.clone(),
+                http.clone(),
+                self.instance_id.clone(),
+            );
+            deliverers.push(tokio::spawn(async move {
+                deliver_loop(ep, meta, http, me).await
+            }));
+        }
+        if let Ok(mut d) = self.deliverers.lock() {
+            *d = deliverers;
         }
         let (endpoints, m) = (self.endpoints.clone(), meta);
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 256).await > 0 {
                 let mut rows = Vec::new();
@@ -251,6 +308,9 @@ impl Notifier {
                 }
             }
         });
+        if let Ok(mut w) = self.writer.lock() {
+            *w = Some(writer);
+        }
     }
 }
 
@@ -261,11 +321,12 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn deliver_loop(ep: Arc<Endpoint>, meta: Arc<Meta>, http: reqwest::Client) {
+async fn deliver_loop(ep: Arc<Endpoint>, meta: Arc<Meta>, http: reqwest::Client, me: String) {
     loop {
-        let (m, name) = (meta.clone(), ep.name.clone());
+        let (m, name, by) = (meta.clone(), ep.name.clone(), me.clone());
+        let lease = i64::try_from((ep.timeout + LEASE_EXTRA).as_millis()).unwrap_or(i64::MAX);
         let claimed =
-            tokio::task::spawn_blocking(move || m.notify_claim(&name, now_ms(), LEASE_MS, BATCH))
+            tokio::task::spawn_blocking(move || m.notify_claim(&name, &by, now_ms(), lease, BATCH))
                 .await;
         let rows = match claimed {
             Ok(Ok(rows)) => rows,
@@ -382,10 +443,12 @@ impl Meta {
         })
     }
 
-    /// Claims up to `limit` due rows of `endpoint`, oldest first, for `lease_ms`.
+    /// Claims up to `limit` due rows of `endpoint`, oldest first, for `lease_ms`, as `by` (a
+    /// process's instance id).
     pub fn notify_claim(
         &self,
         endpoint: &str,
+        by: &str,
         now_ms: i64,
         lease_ms: i64,
         limit: usize,
@@ -402,8 +465,8 @@ impl Meta {
                 .collect::<Result<Vec<_>, DbError>>()?;
             for r in &rows {
                 c.execute(
-                    "UPDATE notify_queue SET next_ms = ?2 WHERE id = ?1",
-                    args![r.id, now_ms + lease_ms],
+                    "UPDATE notify_queue SET next_ms = ?2, claimed_by = ?3 WHERE id = ?1",
+                    args![r.id, now_ms + lease_ms, by],
                 )?;
             }
             Ok(rows)
@@ -431,11 +494,23 @@ impl Meta {
         self.write(|c| -> Result<(), MetaError> {
             for id in ids {
                 c.execute(
-                    "UPDATE notify_queue SET attempts = attempts + 1, next_ms = ?2, last_error = ?3, \
+                    "UPDATE notify_queue SET attempts = attempts + 1, next_ms = ?2, last_error = ?3, claimed_by = '', \
                      failed = CASE WHEN attempts + 1 >= ?4 THEN 1 ELSE 0 END WHERE id = ?1",
                     args![*id, next_ms, error, i64::from(max_attempts)],
                 )?;
             }
+            Ok(())
+        })
+    }
+
+    /// Gives back the rows process `by` has claimed and not settled (due now, attempts
+    /// unchanged).
+    pub fn notify_release(&self, by: &str) -> Result<(), MetaError> {
+        self.write(|c| -> Result<(), MetaError> {
+            c.execute(
+                "UPDATE notify_queue SET next_ms = 0, claimed_by = '' WHERE claimed_by = ?1 AND failed = 0",
+                args![by],
+            )?;
             Ok(())
         })
     }
@@ -459,7 +534,7 @@ impl Meta {
         self.write(|c| -> Result<u64, MetaError> {
             c.execute(
                 "UPDATE notify_queue SET failed = 0, attempts = 0, next_ms = 0 \
-                 WHERE failed = 1 AND (?1 = '' OR endpoint = ?1)",
+                 WHERE failed = 1 AND (CAST(?1 AS TEXT) = '' OR endpoint = CAST(?1 AS TEXT))",
                 args![endpoint.unwrap_or("")],
             )
         })
@@ -538,10 +613,12 @@ mod tests {
         meta.notify_enqueue(&rows).expect("enqueue");
         // Past the limit of 3, the two oldest went to failed.
         assert_eq!(meta.notify_list(true, 10).expect("failed").len(), 2);
-        let claimed = meta.notify_claim("a", now_ms(), 60_000, 10).expect("claim");
+        let claimed = meta
+            .notify_claim("a", "me", now_ms(), 60_000, 10)
+            .expect("claim");
         assert_eq!(claimed.len(), 3);
         assert!(meta
-            .notify_claim("a", now_ms(), 60_000, 10)
+            .notify_claim("a", "me", now_ms(), 60_000, 10)
             .expect("claim again")
             .is_empty());
         let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
@@ -549,9 +626,20 @@ mod tests {
         meta.notify_retry(&ids[1..2], 0, "down", 5).expect("retry");
         meta.notify_delivered(&ids[2..]).expect("delivered");
         assert_eq!(meta.notify_list(true, 10).expect("failed").len(), 3);
-        let again = meta.notify_claim("a", now_ms(), 60_000, 10).expect("claim");
+        let again = meta
+            .notify_claim("a", "me", now_ms(), 60_000, 10)
+            .expect("claim");
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 1);
+        // A stopping process gives back what it claimed: due again at once.
+        meta.notify_release("me").expect("release");
+        assert_eq!(
+            meta.notify_claim("a", "other", now_ms(), 60_000, 10)
+                .expect("claim")
+                .len(),
+            1
+        );
+        meta.notify_release("other").expect("release");
         assert_eq!(meta.notify_requeue(Some("a")).expect("requeue"), 3);
         assert_eq!(meta.notify_list(false, 10).expect("waiting").len(), 4);
     }

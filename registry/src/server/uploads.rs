@@ -20,6 +20,7 @@ use futures::{Stream, StreamExt};
 
 use super::db;
 use super::meta::{Meta, MetaError};
+use super::quota::{LinkError, QuotaExceeded};
 use super::store::{self, BlobStore, Upload};
 use crate::digest::{Algorithm, Digest};
 
@@ -55,10 +56,21 @@ pub enum UploadError {
     Storage(#[from] std::io::Error),
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
     #[error("blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("session map poisoned")]
     Poisoned,
+}
+
+impl From<LinkError> for UploadError {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Meta(e) => UploadError::Meta(e),
+            LinkError::Quota(q) => UploadError::Quota(q),
+        }
+    }
 }
 
 /// Where a session stands: what the client is told after each request.
@@ -415,12 +427,16 @@ impl Uploads {
             });
         }
         let (name, d) = (s.repo.clone(), digest.clone());
-        blocking(move || -> Result<(), MetaError> {
-            meta.link_blob(&name, &d, size)?;
-            meta.delete_upload(&id)
+        // The session ends either way: a blob a quota refused is in no repository (its bytes
+        // go with garbage collection).
+        let linked = blocking(move || -> Result<Result<(), LinkError>, MetaError> {
+            let linked = meta.link_blob(&name, &d, size);
+            meta.delete_upload(&id)?;
+            Ok(linked)
         })
         .await??;
         self.forget(&s.id);
+        linked?;
         tracing::debug!(repo = %s.repo, digest = %digest, size, "blob pushed");
         Ok(())
     }
