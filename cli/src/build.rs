@@ -177,12 +177,16 @@ async fn build(
             let _ = send.send(Bytes::from(line + "\n"));
         }
     });
+    let log = metered(&st, log);
     // The build belongs to this request's task; a client that goes away only stops reading.
     let cache_st = st.clone();
     tokio::spawn(async move {
         let held = lock.lock().await;
         let result = run(&store, &runner, body, &ctx_root, &opts, log).await;
         drop(held);
+        if result.is_err() {
+            cache_st.containers.metrics.build_failed();
+        }
         limit_build_cache(&cache_st).await;
         let last = match result {
             Ok(img) => serde_json::json!({"image": {
@@ -193,6 +197,27 @@ async fn build(
         let _ = tx.send(Bytes::from(format!("{last}\n")));
     });
     reg_node::api::stream_response(rx)
+}
+
+/// `log`, also counting the build and its steps (cached or not) in the node's metrics.
+pub(crate) fn metered(st: &Arc<AgentState>, log: Log) -> Log {
+    let metrics = st.containers.metrics.clone();
+    metrics.build_started();
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    // A `FROM` is no step with a layer of its own: not counted.
+    let (cached, counted) = (AtomicBool::new(false), AtomicBool::new(false));
+    Arc::new(move |ev: Event| {
+        match &ev {
+            Event::Step { text, .. } => {
+                cached.store(false, Relaxed);
+                counted.store(!text.trim_start().starts_with("FROM"), Relaxed);
+            }
+            Event::Cached => cached.store(true, Relaxed),
+            Event::Done { .. } if counted.load(Relaxed) => metrics.build_step(cached.load(Relaxed)),
+            _ => {}
+        }
+        log(ev)
+    })
 }
 
 /// Keeps the build cache within the node's `build_cache_max_bytes` after a build: its oldest

@@ -201,6 +201,7 @@ pub async fn build(
         };
         let _ = send.send(message(serde_json::json!({ "stream": text })));
     });
+    let log = crate::build::metered(&st, log);
     let dockerfile = p.dockerfile;
     let cache_st = st.clone();
     tokio::spawn(async move {
@@ -225,6 +226,9 @@ pub async fn build(
                 .map_err(|e| e.to_string())
         }
         .await;
+        if result.is_err() {
+            cache_st.containers.metrics.build_failed();
+        }
         let dir = ctx_root.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         crate::build::limit_build_cache(&cache_st).await;

@@ -86,6 +86,45 @@ fn node_metrics_count_containers_by_state_and_time_their_starts() {
         assert_eq!(found["metric"]["job"], "reg", "{found}");
         assert_eq!(found["value"][1], "1", "{found}");
     }
+    // The image the run pulled: one pull, its layers' bytes, its time.
+    assert!(
+        value(&text, "reg_node_image_pulls_total{result=\"ok\"}").unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "reg_node_image_pulled_bytes_total").unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            "engine_daemon_image_actions_seconds_count{action=\"pull\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
+    // Two builds of one Dockerfile: the second one's step comes from the cache.
+    let ctx = tempfile::tempdir().expect("context");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {IMG}\nCOPY f /f\n"),
+    )
+    .expect("Dockerfile");
+    std::fs::write(ctx.path().join("f"), "metered\n").expect("f");
+    let dir = ctx.path().display().to_string();
+    for _ in 0..2 {
+        let (code, out, err) = n.reg(&["build", "-t", "metered:v1", &dir]);
+        assert_eq!(code, 0, "reg build:\n{out}\n{err}");
+    }
+    let text = scrape();
+    for (series, want) in [
+        ("builder_builds_triggered_total", 2.0),
+        ("reg_builder_steps_total{cached=\"false\"}", 1.0),
+        ("reg_builder_steps_total{cached=\"true\"}", 1.0),
+    ] {
+        assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+    }
     let (code, _, err) = n.reg(&["rm", "-f", "metered", "idle"]);
     assert_eq!(code, 0, "{err}");
     let text = scrape();

@@ -160,13 +160,26 @@ pub async fn create(
     })));
     tokio::spawn(async move {
         let ptx = tx.clone();
+        let began = std::time::Instant::now();
+        // Each layer's last byte count: what the pull downloaded.
+        let layers = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let seen = layers.clone();
         let result = store
             .pull(&client, &r, move |p: Progress| {
+                if let Progress::LayerBytes { digest, done, .. } = &p {
+                    if let Ok(mut l) = seen.lock() {
+                        l.insert(digest.clone(), *done);
+                    }
+                }
                 if let Some(m) = progress_message(p, true) {
                     let _ = ptx.send(m);
                 }
             })
             .await;
+        let bytes = layers.lock().map(|l| l.values().sum()).unwrap_or(0);
+        st2.containers
+            .metrics
+            .pulled(result.is_ok(), began.elapsed(), bytes);
         match result {
             Ok(rec) => {
                 image_event(&st2, "pull", &key);
