@@ -36,6 +36,15 @@ struct Cli {
 enum Command {
     /// Run everything this machine offers: the registry on 127.0.0.1:5000 (embedded defaults).
     Serve(cmd::serve::ServeArgs),
+    /// Print a shell completion script: `source <(reg completion bash)`, or install it where
+    /// the shell looks (see README).
+    Completion { shell: clap_complete::Shell },
+    /// Write man pages: reg(1) and one per command (reg-run(1), reg-admin-quota(1), …) into
+    /// DIR; without DIR, print reg(1).
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Registry commands.
     Registry {
         #[command(subcommand)]
@@ -167,7 +176,15 @@ enum Command {
 
 /// reg's own verbs, whose usage errors exit 2 (clap's); every docker verb exits 125 on one,
 /// as docker's CLI does (scripts tell "reg could not run it" from the container's own codes).
-const REG_OWN_VERBS: &[&str] = &["serve", "registry", "admin", "node", "config"];
+const REG_OWN_VERBS: &[&str] = &[
+    "serve",
+    "registry",
+    "admin",
+    "node",
+    "config",
+    "completion",
+    "man",
+];
 
 /// The verb on the command line (past the global flags and their values), and the one after
 /// it (a group's subcommand).
@@ -315,6 +332,12 @@ fn main() -> ExitCode {
         Command::Logs(args) => cmd::container::logs(config, host, args),
         Command::Inspect(args) => cmd::container::inspect(config, host, args),
         Command::Serve(args) => cmd::serve::run(config, args, host),
+        Command::Completion { shell } => {
+            cmd::docs::completion(shell, &mut <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man { dir } => {
+            cmd::docs::man(<Cli as clap::CommandFactory>::command(), dir.as_deref())
+        }
         Command::Registry { command } => cmd::serve::run_registry(config, command),
         Command::Config { command } => cmd::config::run(config, command),
         Command::Admin(args) => cmd::admin::run(config, args),

@@ -6,6 +6,7 @@ pub mod compose;
 pub mod compose_publish;
 pub mod config;
 pub mod container;
+pub mod docs;
 pub mod format;
 pub mod image;
 pub mod login;
