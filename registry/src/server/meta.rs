@@ -34,6 +34,15 @@ impl From<DbError> for PutManifestError {
     }
 }
 
+/// A tag as the web interface lists it.
+#[derive(Debug, Clone)]
+pub struct UiTag {
+    pub tag: String,
+    pub digest: String,
+    pub updated_at: i64,
+    pub content: Vec<u8>,
+}
+
 /// A stored manifest.
 #[derive(Debug, Clone)]
 pub struct ManifestRow {
@@ -324,6 +333,29 @@ impl Meta {
                     })
                 })
                 .transpose()
+        })
+    }
+
+    /// A repository's tags for the web interface, newest first: name, digest, when it was
+    /// pushed, and its manifest's content.
+    pub fn ui_tags(&self, repo: &str, limit: u32) -> Result<Vec<UiTag>, MetaError> {
+        self.read(|c| {
+            c.query(
+                "SELECT t.name, t.digest, t.updated_at, m.content FROM tags t JOIN repos r ON r.id = t.repo_id \
+                 JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest \
+                 WHERE r.name = ?1 ORDER BY t.updated_at DESC, t.name LIMIT ?2",
+                args![repo, limit],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(UiTag {
+                    tag: r.get(0)?,
+                    digest: r.get(1)?,
+                    updated_at: r.get(2)?,
+                    content: r.get(3)?,
+                })
+            })
+            .collect()
         })
     }
 

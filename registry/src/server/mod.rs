@@ -18,6 +18,7 @@ pub mod quota;
 mod routes;
 mod state;
 pub mod store;
+pub mod ui;
 pub mod uploads;
 
 use std::future::Future;
@@ -29,7 +30,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::any;
+use axum::routing::{any, get, post};
 use axum::Router;
 use reg_config::{Config, RegistryConfig};
 
@@ -69,6 +70,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/", any(api::dispatch))
         .route("/v2/{*rest}", any(api::dispatch))
         .route("/auth/token", any(api::token))
+        .route("/", get(ui::root))
+        .route("/ui", get(ui::root))
+        .route("/ui/", get(ui::repos))
+        .route("/ui/login", get(ui::login_page).post(ui::login))
+        .route("/ui/logout", post(ui::logout))
+        .route("/ui/repo", get(ui::repo))
+        .route("/ui/manifest", get(ui::manifest))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(pace, pace_body))
         .layer(middleware::from_fn_with_state(

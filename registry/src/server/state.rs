@@ -49,6 +49,8 @@ pub struct AppState {
     pub(crate) mirrors: Mirrors,
     /// `registry.notify`: webhooks told of pushes, pulls and deletes.
     pub(crate) notify: Arc<Notifier>,
+    /// The web interface's logged-in browsers.
+    pub(crate) ui_sessions: super::ui::Sessions,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             metrics,
             mirrors: Mirrors::from_config(&cfg.registry.mirror)?,
             notify: Arc::new(Notifier::from_config(&cfg.registry.notify)?),
+            ui_sessions: Default::default(),
         });
         st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;

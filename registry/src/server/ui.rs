@@ -1,0 +1,624 @@
+//! The web interface under `/ui/` (first part: log in and out, browse repositories, tags and
+//! manifests). Server-rendered HTML, no JavaScript and no asset from elsewhere; the same users
+//! and permissions as the registry's API.
+//!
+//! Sessions: a random id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` under TLS),
+//! kept in memory for 12 hours. Every form carries a CSRF token: the session's, or before the
+//! login a random one that must also be in a cookie of its own (double submit). Every value
+//! written into a page goes through [`esc`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Form, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::auth::{random_hex, Principal};
+use super::state::AppState;
+use crate::digest::Digest;
+use crate::server::auth::policy::Actions;
+
+/// How long a session lives.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most (the oldest go first past it).
+const MAX_SESSIONS: usize = 10_000;
+const COOKIE: &str = "reg_session";
+const PRE_COOKIE: &str = "reg_csrf";
+/// The largest image config read for its history.
+const MAX_CONFIG: u64 = 1 << 20;
+
+/// A logged-in browser.
+#[derive(Clone)]
+struct Session {
+    user: String,
+    csrf: String,
+    at: Instant,
+}
+
+/// The sessions of this process.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    fn get(&self, id: &str) -> Option<Session> {
+        let map = self.map.lock().ok()?;
+        map.get(id)
+            .filter(|s| s.at.elapsed() < SESSION_TTL)
+            .cloned()
+    }
+
+    fn create(&self, user: &str) -> (String, Session) {
+        let (id, s) = (
+            random_hex(32),
+            Session {
+                user: user.to_string(),
+                csrf: random_hex(32),
+                at: Instant::now(),
+            },
+        );
+        if let Ok(mut map) = self.map.lock() {
+            map.retain(|_, s| s.at.elapsed() < SESSION_TTL);
+            if map.len() >= MAX_SESSIONS {
+                if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.at).map(|(k, _)| k.clone()) {
+                    map.remove(&oldest);
+                }
+            }
+            map.insert(id.clone(), s.clone());
+        }
+        (id, s)
+    }
+
+    fn remove(&self, id: &str) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(id);
+        }
+    }
+}
+
+/// HTML-escapes `s` for text and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `s` for a query string value.
+fn q(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn cookie_of(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn set_cookie(st: &AppState, name: &str, value: &str, max_age: u64) -> String {
+    let secure = if st.cfg.tls().is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
+/// Who is looking: `Ok(None)` = must log in first.
+enum Viewer {
+    /// Authentication is off: everything is visible.
+    Open,
+    User(String, Session),
+}
+
+async fn viewer(st: &Arc<AppState>, h: &HeaderMap) -> Result<Option<Viewer>, Response> {
+    let on = st
+        .auth
+        .enabled()
+        .await
+        .map_err(IntoResponse::into_response)?;
+    if !on {
+        return Ok(Some(Viewer::Open));
+    }
+    Ok(cookie_of(h, COOKIE)
+        .and_then(|id| st.ui_sessions.get(&id))
+        .map(|s| Viewer::User(s.user.clone(), s)))
+}
+
+async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
+    match v {
+        Viewer::Open => true,
+        Viewer::User(u, _) => st
+            .auth
+            .allowed(&Principal::User(u.clone()), repo)
+            .await
+            .map(|a| a.contains(Actions::PULL))
+            .unwrap_or(false),
+    }
+}
+
+fn page(status: StatusCode, title: &str, v: Option<&Viewer>, body: &str) -> Response {
+    let user = match v {
+        Some(Viewer::User(u, s)) => format!(
+            "<span>Signed in as <strong>{}</strong></span> \
+             <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\">Log out</button></form>",
+            esc(u),
+            esc(&s.csrf)
+        ),
+        _ => String::new(),
+    };
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · reg</title><style>{CSS}</style></head><body>\
+         <header><a href=\"/ui/\" class=\"brand\">reg</a><nav aria-label=\"account\">{user}</nav></header>\
+         <main><h1>{title}</h1>{body}</main></body></html>",
+        title = esc(title),
+    );
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        "content-security-policy",
+        header::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("x-frame-options", header::HeaderValue::from_static("DENY"));
+    h.insert(
+        "cache-control",
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fff}\
+header{display:flex;justify-content:space-between;align-items:center;padding:.6rem 1rem;background:#0b3d62;color:#fff}\
+header a,header strong{color:#fff}.brand{font-weight:700;font-size:1.2rem;text-decoration:none}\
+main{padding:1rem;max-width:70rem}h1{font-size:1.4rem;word-break:break-all}table{border-collapse:collapse;width:100%}\
+th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ccc;vertical-align:top}\
+code{font-size:.9em;word-break:break-all}.inline{display:inline}\
+label{display:block;margin:.5rem 0 .2rem}input{padding:.35rem;font-size:1rem}\
+button{padding:.35rem .8rem;font-size:1rem;margin-top:.5rem}.error{color:#a00000;font-weight:600}\
+a{color:#0b3d62}a:focus,button:focus,input:focus{outline:3px solid #f5a623}";
+
+fn redirect(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = header::HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// `GET /`: browsers go to the web interface.
+pub async fn root() -> Response {
+    redirect("/ui/")
+}
+
+fn login_form(st: &AppState, error: &str, status: StatusCode) -> Response {
+    let token = random_hex(32);
+    let err = if error.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", esc(error))
+    };
+    let body = format!(
+        "{err}<form method=\"post\" action=\"/ui/login\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
+         <label for=\"username\">User name</label><input id=\"username\" name=\"username\" autocomplete=\"username\" required>\
+         <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+         <div><button type=\"submit\">Log in</button></div></form>"
+    );
+    let mut r = page(status, "Log in", None, &body);
+    if let Ok(v) = header::HeaderValue::from_str(&set_cookie(st, PRE_COOKIE, &token, 3600)) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// `GET /ui/login`.
+pub async fn login_page(State(st): State<Arc<AppState>>) -> Response {
+    login_form(&st, "", StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    csrf: String,
+}
+
+/// `POST /ui/login`.
+pub async fn login(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if cookie_of(&headers, PRE_COOKIE).as_deref() != Some(f.csrf.as_str()) || f.csrf.is_empty() {
+        return forbidden("The form expired or did not come from this site: load it again.");
+    }
+    let client = st.auth.client(&axum::http::Extensions::new(), &headers);
+    match st
+        .auth
+        .check_password(&f.username, &f.password, &client)
+        .await
+    {
+        Ok(Some(Principal::User(user))) => {
+            let (id, _) = st.ui_sessions.create(&user);
+            st.auth.audit(&user, "login.ui", "", "", &client).await;
+            let mut r = redirect("/ui/");
+            for c in [
+                set_cookie(&st, COOKIE, &id, SESSION_TTL.as_secs()),
+                set_cookie(&st, PRE_COOKIE, "", 0),
+            ] {
+                if let Ok(v) = header::HeaderValue::from_str(&c) {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            r
+        }
+        Ok(_) => login_form(
+            &st,
+            "Wrong user name or password (access tokens are for the API, not this page).",
+            StatusCode::UNAUTHORIZED,
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn forbidden(why: &str) -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        None,
+        &format!("<p class=\"error\" role=\"alert\">{}</p>", esc(why)),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// `POST /ui/logout`.
+pub async fn logout(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let Some(id) = cookie_of(&headers, COOKIE) else {
+        return redirect("/ui/login");
+    };
+    match st.ui_sessions.get(&id) {
+        Some(s) if s.csrf == f.csrf => {
+            st.ui_sessions.remove(&id);
+            let mut r = redirect("/ui/login");
+            if let Ok(v) = header::HeaderValue::from_str(&set_cookie(&st, COOKIE, "", 0)) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Some(_) => forbidden("The form did not come from this site (CSRF token missing or wrong)."),
+        None => redirect("/ui/login"),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ReposQuery {
+    q: Option<String>,
+}
+
+/// `GET /ui/`: the repositories the viewer may pull from, with a search box.
+pub async fn repos(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ReposQuery>,
+) -> Response {
+    let v = match viewer(&st, &headers).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return redirect("/ui/login"),
+        Err(r) => return r,
+    };
+    let search = query.q.unwrap_or_default();
+    let mut rows = String::new();
+    let mut last = String::new();
+    let mut shown = 0;
+    'pages: loop {
+        let (meta, after) = (st.meta.clone(), last.clone());
+        let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || meta.catalog(&after, 500)).await
+        else {
+            break;
+        };
+        let done = batch.len() < 500;
+        for r in batch {
+            last = r.clone();
+            if (!search.is_empty() && !r.contains(search.as_str())) || !may_pull(&st, &v, &r).await
+            {
+                continue;
+            }
+            rows.push_str(&format!(
+                "<tr><td><a href=\"/ui/repo?name={}\">{}</a></td></tr>",
+                q(&r),
+                esc(&r)
+            ));
+            shown += 1;
+            if shown >= 1000 {
+                break 'pages;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let body = format!(
+        "<form method=\"get\" action=\"/ui/\" role=\"search\"><label for=\"q\">Search repositories</label>\
+         <input id=\"q\" name=\"q\" value=\"{}\"> <button type=\"submit\">Search</button></form>\
+         <table><caption>{shown} repositories</caption><thead><tr><th scope=\"col\">Repository</th></tr></thead><tbody>{rows}</tbody></table>",
+        esc(&search)
+    );
+    page(StatusCode::OK, "Repositories", Some(&v), &body)
+}
+
+#[derive(Deserialize)]
+pub struct RepoQuery {
+    name: String,
+}
+
+/// The registry's host as the browser reached it, for `docker pull` lines.
+fn host(h: &HeaderMap) -> String {
+    h.get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string()
+}
+
+/// The sum of a manifest's layer sizes, and whether it is an index.
+fn size_of(content: &[u8]) -> (u64, bool) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else {
+        return (0, false);
+    };
+    if let Some(m) = v["manifests"].as_array() {
+        return (m.iter().filter_map(|d| d["size"].as_u64()).sum(), true);
+    }
+    let layers = v["layers"].as_array().map_or(0, |l| {
+        l.iter().filter_map(|d| d["size"].as_u64()).sum::<u64>()
+    });
+    (layers + v["config"]["size"].as_u64().unwrap_or(0), false)
+}
+
+/// `GET /ui/repo?name=…`: a repository's tags.
+pub async fn repo(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<RepoQuery>,
+) -> Response {
+    let v = match viewer(&st, &headers).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return redirect("/ui/login"),
+        Err(r) => return r,
+    };
+    let name = query.name;
+    if !may_pull(&st, &v, &name).await {
+        return not_found(&v);
+    }
+    let (meta, n) = (st.meta.clone(), name.clone());
+    let tags = match tokio::task::spawn_blocking(move || meta.ui_tags(&n, 1000)).await {
+        Ok(Ok(t)) => t,
+        _ => Vec::new(),
+    };
+    let mut rows = String::new();
+    for t in &tags {
+        let (size, index) = size_of(&t.content);
+        rows.push_str(&format!(
+            "<tr><td>{tag}</td><td><a href=\"/ui/manifest?name={qn}&amp;digest={qd}\"><code>{d}</code></a></td>\
+             <td>{size}</td><td>{kind}</td><td>{when}</td></tr>",
+            tag = esc(&t.tag),
+            qn = q(&name),
+            qd = q(&t.digest),
+            d = esc(&t.digest),
+            size = esc(&super::quota::human(size)),
+            kind = if index { "index" } else { "image" },
+            when = esc(&when(t.updated_at)),
+        ));
+    }
+    let body = format!(
+        "<p>Pull: <code>docker pull {host}/{name}:TAG</code></p>\
+         <table><caption>{n} tags</caption><thead><tr><th scope=\"col\">Tag</th><th scope=\"col\">Digest</th>\
+         <th scope=\"col\">Size</th><th scope=\"col\">Kind</th><th scope=\"col\">Pushed</th></tr></thead><tbody>{rows}</tbody></table>",
+        host = esc(&host(&headers)),
+        name = esc(&name),
+        n = tags.len(),
+    );
+    page(StatusCode::OK, &name, Some(&v), &body)
+}
+
+fn when(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn not_found(v: &Viewer) -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        Some(v),
+        "<p>No such repository or manifest, or you may not see it.</p>",
+    )
+}
+
+#[derive(Deserialize)]
+pub struct ManifestQuery {
+    name: String,
+    digest: String,
+}
+
+/// `GET /ui/manifest?name=…&digest=…`: layers, the config's history, an index's platforms.
+pub async fn manifest(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ManifestQuery>,
+) -> Response {
+    let v = match viewer(&st, &headers).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return redirect("/ui/login"),
+        Err(r) => return r,
+    };
+    let (name, digest) = (query.name, query.digest);
+    if Digest::parse(&digest).is_err() || !may_pull(&st, &v, &name).await {
+        return not_found(&v);
+    }
+    let (meta, n, d) = (st.meta.clone(), name.clone(), digest.clone());
+    let Ok(Ok(Some(row))) =
+        tokio::task::spawn_blocking(move || meta.get_manifest(&n, &d, true)).await
+    else {
+        return not_found(&v);
+    };
+    let m: serde_json::Value = serde_json::from_slice(&row.content).unwrap_or_default();
+    let mut body = format!(
+        "<p>Pull: <code>docker pull {}/{}@{}</code></p><p>Media type: <code>{}</code></p>",
+        esc(&host(&headers)),
+        esc(&name),
+        esc(&digest),
+        esc(&row.media_type)
+    );
+    if let Some(children) = m["manifests"].as_array() {
+        body.push_str("<table><caption>Platforms</caption><thead><tr><th scope=\"col\">Platform</th><th scope=\"col\">Digest</th><th scope=\"col\">Size</th></tr></thead><tbody>");
+        for c in children {
+            let p = &c["platform"];
+            let platform = format!(
+                "{}/{}{}",
+                p["os"].as_str().unwrap_or("?"),
+                p["architecture"].as_str().unwrap_or("?"),
+                p["variant"]
+                    .as_str()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default()
+            );
+            let cd = c["digest"].as_str().unwrap_or("");
+            body.push_str(&format!(
+                "<tr><td>{}</td><td><a href=\"/ui/manifest?name={}&amp;digest={}\"><code>{}</code></a></td><td>{}</td></tr>",
+                esc(&platform),
+                q(&name),
+                q(cd),
+                esc(cd),
+                esc(&super::quota::human(c["size"].as_u64().unwrap_or(0)))
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    if let Some(layers) = m["layers"].as_array() {
+        body.push_str("<table><caption>Layers</caption><thead><tr><th scope=\"col\">#</th><th scope=\"col\">Digest</th><th scope=\"col\">Size</th><th scope=\"col\">Media type</th></tr></thead><tbody>");
+        for (i, l) in layers.iter().enumerate() {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td></tr>",
+                i + 1,
+                esc(l["digest"].as_str().unwrap_or("")),
+                esc(&super::quota::human(l["size"].as_u64().unwrap_or(0))),
+                esc(l["mediaType"].as_str().unwrap_or(""))
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    if let Some(config) = m["config"]["digest"]
+        .as_str()
+        .and_then(|c| Digest::parse(c).ok())
+    {
+        if let Some(history) = config_history(&st, &config).await {
+            body.push_str("<table><caption>History (image config)</caption><thead><tr><th scope=\"col\">Created</th><th scope=\"col\">Created by</th></tr></thead><tbody>");
+            for h in history {
+                body.push_str(&format!(
+                    "<tr><td>{}</td><td><code>{}</code></td></tr>",
+                    esc(&h.0),
+                    esc(&h.1)
+                ));
+            }
+            body.push_str("</tbody></table>");
+        }
+    }
+    page(StatusCode::OK, &format!("{name}@{digest}"), Some(&v), &body)
+}
+
+/// The image config's `history` (created, created_by), when the config is here and small.
+async fn config_history(st: &Arc<AppState>, config: &Digest) -> Option<Vec<(String, String)>> {
+    let (meta, d) = (st.meta.clone(), config.clone());
+    let size = tokio::task::spawn_blocking(move || meta.blob_size(&d))
+        .await
+        .ok()?
+        .ok()??;
+    if size > MAX_CONFIG {
+        return None;
+    }
+    let chunks = st.store.read(config, 0, size).await.ok()??;
+    let mut chunks = std::pin::pin!(chunks);
+    let mut bytes = Vec::new();
+    while let Some(c) = futures::StreamExt::next(&mut chunks).await {
+        bytes.extend_from_slice(&c.ok()?);
+        if bytes.len() as u64 > MAX_CONFIG {
+            return None;
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(
+        v["history"]
+            .as_array()?
+            .iter()
+            .map(|h| {
+                (
+                    h["created"].as_str().unwrap_or("").to_string(),
+                    h["created_by"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A non-UI answer for HEAD and odd methods on UI paths.
+pub async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, Body::empty()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_text_and_attributes() {
+        assert_eq!(
+            esc("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; reg_session=abc; b=2".parse().expect("header"),
+        );
+        assert_eq!(cookie_of(&h, COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie_of(&h, PRE_COOKIE), None);
+    }
+}

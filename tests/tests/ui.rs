@@ -1,0 +1,246 @@
+//! The web interface (`/ui/`) in a real browser: headless Chromium driven by Selenium
+//! (`tests/ui/browse.py`) logs in, browses to a pushed image's layers and history, and logs out;
+//! screenshots of each page go to `target/ui-screenshots/`. Sessions, CSRF and visibility are
+//! checked over HTTP beside it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use reg_tests::{admin, client, client_as, push_blob, sha256, skip, Registry};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Pushes an image whose config has a history; returns the manifest digest.
+fn push_with_history(c: &reqwest::blocking::Client, reg: &Registry, repo: &str) -> String {
+    let layer = reg_tests::gzip(&reg_tests::tar_layer(&[reg_tests::LayerFile {
+        path: "app/hello.txt",
+        mode: 0o644,
+        data: b"hello\n",
+    }]));
+    let ld = push_blob(c, reg, repo, &layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256(b"x")]},
+        "history": [
+            {"created": "2026-12-01T10:00:00Z", "created_by": "COPY hello.txt /app/ # buildkit"},
+            {"created": "2026-12-01T10:00:01Z", "created_by": "CMD [\"<script>alert(1)</script>\"]", "empty_layer": true}
+        ]
+    })
+    .to_string();
+    let cd = push_blob(c, reg, repo, config.as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": layer.len()}],
+    })
+    .to_string();
+    let r = c
+        .put(reg.url(&format!("/v2/{repo}/manifests/v1")))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .expect("PUT manifest");
+    assert_eq!(r.status(), 201);
+    sha256(manifest.as_bytes())
+}
+
+fn registry_with_users() -> Registry {
+    Registry::start_fresh(|data| {
+        admin(
+            data,
+            &["user", "add", "alice", "--admin", "--password-stdin"],
+            "alice-pass-1\n",
+        );
+        admin(
+            data,
+            &["user", "add", "bob", "--password-stdin"],
+            "bob-pass-1\n",
+        );
+    })
+}
+
+/// A browser-like client that keeps cookies.
+fn browser() -> reqwest::blocking::Client {
+    // (reg_tests' clients install the TLS provider reqwest needs.)
+    drop(client());
+    reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Logs `c` in as `user`; the session's CSRF token (from the logout form).
+fn log_in(c: &reqwest::blocking::Client, reg: &Registry, user: &str, password: &str) -> String {
+    let page = c.get(reg.url("/ui/login")).send().expect("login page");
+    let html = page.text().expect("html");
+    let token = field(&html, "csrf");
+    let r = c
+        .post(reg.url("/ui/login"))
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .expect("login");
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+    let html = c
+        .get(reg.url("/ui/"))
+        .send()
+        .expect("repos")
+        .text()
+        .expect("html");
+    field(&html, "csrf")
+}
+
+/// The value of the hidden input `name` in `html`.
+fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} field in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap_or(0)].to_string()
+}
+
+#[test]
+fn sessions_csrf_and_visibility_over_http() {
+    let reg = registry_with_users();
+    push_with_history(&client_as("alice", "alice-pass-1"), &reg, "team/app");
+    // Nothing without a session.
+    let r = client().get(reg.url("/ui/")).send().expect("GET");
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        reg_tests::header(&r, "location").as_deref(),
+        Some("/ui/login")
+    );
+    // A login form that did not come from the page (no matching cookie) is refused.
+    let r = browser()
+        .post(reg.url("/ui/login"))
+        .form(&[
+            ("username", "alice"),
+            ("password", "alice-pass-1"),
+            ("csrf", "forged"),
+        ])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+
+    let alice = browser();
+    let csrf = log_in(&alice, &reg, "alice", "alice-pass-1");
+    let page = alice.get(reg.url("/ui/login")).send().expect("login page");
+    let cookie = reg_tests::header(&page, "set-cookie").unwrap_or_default();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let html = alice
+        .get(reg.url("/ui/"))
+        .send()
+        .expect("repos")
+        .text()
+        .expect("html");
+    assert!(html.contains("team/app"), "{html}");
+    let html = alice
+        .get(reg.url(&format!(
+            "/ui/manifest?name=team/app&digest={}",
+            push_with_history(&client_as("alice", "alice-pass-1"), &reg, "team/app")
+        )))
+        .send()
+        .expect("manifest")
+        .text()
+        .expect("html");
+    // What an image says is text, never markup.
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"), "{html}");
+
+    // bob may not see alice's private repository: not listed, and its page is 404.
+    let bob = browser();
+    log_in(&bob, &reg, "bob", "bob-pass-1");
+    let html = bob
+        .get(reg.url("/ui/"))
+        .send()
+        .expect("repos")
+        .text()
+        .expect("html");
+    assert!(!html.contains("team/app"), "{html}");
+    let r = bob
+        .get(reg.url("/ui/repo?name=team/app"))
+        .send()
+        .expect("repo");
+    assert_eq!(r.status(), 404);
+
+    // Logging out needs the session's CSRF token.
+    let r = alice
+        .post(reg.url("/ui/logout"))
+        .form(&[("csrf", "wrong")])
+        .send()
+        .expect("logout");
+    assert_eq!(r.status(), 403);
+    let r = alice
+        .post(reg.url("/ui/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .expect("logout");
+    assert_eq!(r.status(), 303);
+    let r = alice.get(reg.url("/ui/")).send().expect("GET");
+    assert_eq!(
+        reg_tests::header(&r, "location").as_deref(),
+        Some("/ui/login")
+    );
+}
+
+#[test]
+fn a_browser_logs_in_browses_to_an_images_layers_and_logs_out() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromedriver"];
+    let selenium = Command::new("python3")
+        .args(["-c", "import selenium"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !selenium || chromium.iter().any(|p| !std::path::Path::new(p).exists()) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("chromium, chromium-driver and selenium are installed by .ci/run");
+        }
+        skip("headless Chromium with Selenium is not installed (apt-get install chromium chromium-driver; pip install selenium)");
+        return;
+    }
+    let reg = registry_with_users();
+    push_with_history(&client_as("alice", "alice-pass-1"), &reg, "team/app");
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ui/browse.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([
+            &reg.url(""),
+            "alice",
+            "alice-pass-1",
+            "team/app",
+            &shots.display().to_string(),
+        ])
+        .output()
+        .expect("python3 browse.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "ok: anonymous visit goes to the login page",
+        "ok: a wrong password is refused",
+        "ok: logged in, repositories listed",
+        "ok: the manifest's layers and history",
+        "ok: logged out",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
+    for page in ["login", "repositories", "tags", "manifest"] {
+        assert!(
+            shots.join(format!("{page}.png")).exists(),
+            "screenshot {page}"
+        );
+    }
+}
