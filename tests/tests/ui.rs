@@ -233,14 +233,231 @@ fn a_browser_logs_in_browses_to_an_images_layers_and_logs_out() {
         "ok: a wrong password is refused",
         "ok: logged in, repositories listed",
         "ok: the manifest's layers and history",
+        "ok: a token made, its secret shown once",
+        "ok: the users page (administrators)",
         "ok: logged out",
     ] {
         assert!(text.contains(want), "{want} in\n{text}");
     }
-    for page in ["login", "repositories", "tags", "manifest"] {
+    for page in [
+        "login",
+        "repositories",
+        "tags",
+        "manifest",
+        "tokens",
+        "users",
+    ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
             "screenshot {page}"
         );
+    }
+}
+
+/// The secret shown once after a token is made (the `secret` input's value).
+fn secret_of(html: &str) -> String {
+    let needle = "id=\"secret\" readonly size=\"70\" value=\"";
+    let at = html
+        .find(needle)
+        .unwrap_or_else(|| panic!("no secret in {html}"));
+    let rest = &html[at + needle.len()..];
+    let secret = rest[..rest.find('"').unwrap_or(0)].to_string();
+    assert!(secret.len() > 20, "a secret: {secret:?}");
+    secret
+}
+
+#[test]
+fn tokens_made_in_the_ui_log_docker_in_until_revoked_and_admins_alone_change_visibility() {
+    let reg = registry_with_users();
+    let alice_api = client_as("alice", "alice-pass-1");
+    reg_tests::push_layers(
+        &alice_api,
+        &reg,
+        "team/app",
+        "v1",
+        &[reg_tests::tar_layer(&[reg_tests::LayerFile {
+            path: "hello.txt",
+            mode: 0o644,
+            data: b"hello\n",
+        }])],
+    );
+    let alice = browser();
+    let csrf = log_in(&alice, &reg, "alice", "alice-pass-1");
+
+    // A non-admin sees no admin page, and cannot change visibility even with a valid form.
+    let bob = browser();
+    let bob_csrf = log_in(&bob, &reg, "bob", "bob-pass-1");
+    assert_eq!(
+        bob.get(reg.url("/ui/admin/users"))
+            .send()
+            .expect("GET")
+            .status(),
+        403
+    );
+    let r = bob
+        .post(reg.url("/ui/visibility"))
+        .form(&[
+            ("csrf", bob_csrf.as_str()),
+            ("name", "team/app"),
+            ("public", "true"),
+        ])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    let users = alice.get(reg.url("/ui/admin/users")).send().expect("GET");
+    assert_eq!(users.status(), 200);
+    assert!(users.text().expect("html").contains("bob"));
+
+    // Visibility: anonymous pulls change with it; the form needs the session's token.
+    let anon = client();
+    let manifest = reg.url("/v2/team/app/manifests/v1");
+    let accept = ("accept", "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        anon.get(&manifest)
+            .header(accept.0, accept.1)
+            .send()
+            .expect("GET")
+            .status(),
+        401
+    );
+    let r = alice
+        .post(reg.url("/ui/visibility"))
+        .form(&[("csrf", "forged"), ("name", "team/app"), ("public", "true")])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    let r = alice
+        .post(reg.url("/ui/visibility"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "team/app"),
+            ("public", "true"),
+        ])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        anon.get(&manifest)
+            .header(accept.0, accept.1)
+            .send()
+            .expect("GET")
+            .status(),
+        200
+    );
+    alice
+        .post(reg.url("/ui/visibility"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "team/app"),
+            ("public", "false"),
+        ])
+        .send()
+        .expect("POST");
+    assert_eq!(
+        anon.get(&manifest)
+            .header(accept.0, accept.1)
+            .send()
+            .expect("GET")
+            .status(),
+        401
+    );
+
+    // A token: made in the UI (secret shown once), a working password until revoked.
+    let page = alice
+        .post(reg.url("/ui/tokens"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("scopes", "repository:team/app:pull"),
+            ("expires", "1d"),
+        ])
+        .send()
+        .expect("POST")
+        .text()
+        .expect("html");
+    let secret = secret_of(&page);
+    let id = field(&page, "id");
+    let again = alice
+        .get(reg.url("/ui/tokens"))
+        .send()
+        .expect("GET")
+        .text()
+        .expect("html");
+    assert!(!again.contains(&secret), "the secret is shown once");
+    assert!(again.contains("repository:team/app:pull"), "{again}");
+    let token_api = client_as("alice", &secret);
+    assert_eq!(
+        token_api
+            .get(&manifest)
+            .header(accept.0, accept.1)
+            .send()
+            .expect("GET")
+            .status(),
+        200
+    );
+
+    let host = reg.url("").trim_start_matches("http://").to_string();
+    let docker_cfg = tempfile::tempdir().expect("docker config");
+    let docker = |args: &[&str], input: &str| -> (bool, String) {
+        use std::io::Write as _;
+        let mut child = Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", docker_cfg.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker");
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(input.as_bytes());
+        }
+        let out = child.wait_with_output().expect("docker");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let with_docker = reg_tests::docker_ready();
+    let image = format!("{host}/team/app:v1");
+    let _cleanup = reg_tests::DockerImages(vec![image.clone()]);
+    if with_docker {
+        let (ok, out) = docker(
+            &["login", "-u", "alice", "--password-stdin", &host],
+            &secret,
+        );
+        assert!(ok, "docker login with the token: {out}");
+        let (ok, out) = docker(&["pull", &image], "");
+        assert!(ok, "docker pull with the token: {out}");
+    }
+
+    let r = alice
+        .post(reg.url("/ui/tokens/revoke"))
+        .form(&[("csrf", csrf.as_str()), ("id", id.as_str())])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 200);
+    assert!(r.text().expect("html").contains("revoked"));
+    assert_eq!(
+        token_api
+            .get(&manifest)
+            .header(accept.0, accept.1)
+            .send()
+            .expect("GET")
+            .status(),
+        401
+    );
+    // bob cannot revoke alice's tokens.
+    let r = bob
+        .post(reg.url("/ui/tokens/revoke"))
+        .form(&[("csrf", bob_csrf.as_str()), ("id", id.as_str())])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    if with_docker {
+        let (ok, out) = docker(&["pull", &image], "");
+        assert!(!ok, "docker pull with a revoked token must fail: {out}");
     }
 }

@@ -90,6 +90,22 @@ try:
             break
     shot("manifest")
 
+    driver.find_element(By.LINK_TEXT, "Access tokens").click()
+    until("the tokens page", lambda: driver.title == "Access tokens · reg")
+    driver.find_element(By.ID, "scopes").send_keys(f"repository:{repo}:pull")
+    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    until("a new token's secret", lambda: len(driver.find_elements(By.ID, "secret")) == 1)
+    secret = driver.find_element(By.ID, "secret").get_attribute("value")
+    if len(secret) < 20:
+        fail("the secret is shown")
+    shot("tokens")
+    print("ok: a token made, its secret shown once")
+
+    driver.find_element(By.LINK_TEXT, "Users").click()
+    until("the users page", lambda: driver.title == "Users · reg")
+    shot("users")
+    print("ok: the users page (administrators)")
+
     driver.find_element(By.CSS_SELECTOR, "header form button").click()
     until("logging out goes to the login page", lambda: "/ui/login" in driver.current_url)
     driver.get(base + "/ui/")

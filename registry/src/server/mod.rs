@@ -77,6 +77,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/logout", post(ui::logout))
         .route("/ui/repo", get(ui::repo))
         .route("/ui/manifest", get(ui::manifest))
+        .route("/ui/tokens", get(ui::tokens).post(ui::create_token))
+        .route("/ui/tokens/revoke", post(ui::revoke_token))
+        .route("/ui/visibility", post(ui::set_visibility))
+        .route("/ui/admin/users", get(ui::admin_users))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(pace, pace_body))
         .layer(middleware::from_fn_with_state(

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -157,7 +156,8 @@ async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
 fn page(status: StatusCode, title: &str, v: Option<&Viewer>, body: &str) -> Response {
     let user = match v {
         Some(Viewer::User(u, s)) => format!(
-            "<span>Signed in as <strong>{}</strong></span> \
+            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · \
+             <span>Signed in as <strong>{}</strong></span> \
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <button type=\"submit\">Log out</button></form>",
@@ -443,8 +443,29 @@ pub async fn repo(
             when = esc(&when(t.updated_at)),
         ));
     }
+    let visibility = match &v {
+        Viewer::User(u, s) if is_admin(&st, u).await => {
+            let (meta, n) = (st.meta.clone(), name.clone());
+            let public = tokio::task::spawn_blocking(move || meta.facts(None, &n))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .is_some_and(|f| f.public);
+            format!(
+                "<form method=\"post\" action=\"/ui/visibility\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"name\" value=\"{}\"><input type=\"hidden\" name=\"public\" value=\"{}\">\
+                 <p>Visibility: <strong>{}</strong> <button type=\"submit\" id=\"visibility\">Make it {}</button></p></form>",
+                esc(&s.csrf),
+                esc(&name),
+                !public,
+                if public { "public" } else { "private" },
+                if public { "private" } else { "public" },
+            )
+        }
+        _ => String::new(),
+    };
     let body = format!(
-        "<p>Pull: <code>docker pull {host}/{name}:TAG</code></p>\
+        "{visibility}<p>Pull: <code>docker pull {host}/{name}:TAG</code></p>\
          <table><caption>{n} tags</caption><thead><tr><th scope=\"col\">Tag</th><th scope=\"col\">Digest</th>\
          <th scope=\"col\">Size</th><th scope=\"col\">Kind</th><th scope=\"col\">Pushed</th></tr></thead><tbody>{rows}</tbody></table>",
         host = esc(&host(&headers)),
@@ -594,9 +615,305 @@ async fn config_history(st: &Arc<AppState>, config: &Digest) -> Option<Vec<(Stri
     )
 }
 
-/// A non-UI answer for HEAD and odd methods on UI paths.
-pub async fn method_not_allowed() -> Response {
-    (StatusCode::METHOD_NOT_ALLOWED, Body::empty()).into_response()
+/// The logged-in user and session, or the answer to give instead (a login redirect, or a
+/// page saying there are no accounts while authentication is off).
+async fn user(st: &Arc<AppState>, h: &HeaderMap) -> Result<(String, Session), Response> {
+    match viewer(st, h).await? {
+        Some(Viewer::User(u, s)) => Ok((u, s)),
+        Some(Viewer::Open) => Err(page(
+            StatusCode::NOT_FOUND,
+            "No accounts",
+            Some(&Viewer::Open),
+            "<p>Authentication is off: this registry has no users yet \
+             (<code>reg admin user add NAME --admin --password-stdin</code>).</p>",
+        )),
+        None => Err(redirect("/ui/login")),
+    }
+}
+
+async fn is_admin(st: &Arc<AppState>, user: &str) -> bool {
+    let (meta, u) = (st.meta.clone(), user.to_string());
+    tokio::task::spawn_blocking(move || meta.users())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .is_some_and(|users| users.iter().any(|r| r.name == u && r.admin))
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// `GET /ui/tokens`: the user's access tokens, and a form for a new one.
+pub async fn tokens(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (u, s) = match user(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    tokens_page(&st, &u, &s, "").await
+}
+
+async fn tokens_page(st: &Arc<AppState>, u: &str, s: &Session, notice: &str) -> Response {
+    let meta = st.meta.clone();
+    let all = tokio::task::spawn_blocking(move || meta.tokens())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let mut rows = String::new();
+    for t in all.iter().filter(|t| t.user == u) {
+        let scopes: Vec<String> = t.scopes.iter().map(ToString::to_string).collect();
+        let state = if t.revoked {
+            "revoked".to_string()
+        } else if t.expires_at.is_some_and(|e| e <= now_secs()) {
+            "expired".to_string()
+        } else {
+            format!(
+                "<form method=\"post\" action=\"/ui/tokens/revoke\" class=\"inline\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"id\" value=\"{}\">\
+                 <button type=\"submit\">Revoke</button></form>",
+                esc(&s.csrf),
+                esc(&t.id)
+            )
+        };
+        rows.push_str(&format!(
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td></tr>",
+            esc(&t.id),
+            esc(&if scopes.is_empty() {
+                "all of the user's rights".to_string()
+            } else {
+                scopes.join(" ")
+            }),
+            esc(&when(t.created_at)),
+            esc(&t.expires_at.map(when).unwrap_or_else(|| "never".into())),
+        ));
+    }
+    let body = format!(
+        "{notice}<table><caption>Your access tokens</caption><thead><tr><th scope=\"col\">Id</th>\
+         <th scope=\"col\">Scopes</th><th scope=\"col\">Created</th><th scope=\"col\">Expires</th>\
+         <th scope=\"col\">State</th></tr></thead><tbody>{rows}</tbody></table>\
+         <h2>New token</h2><form method=\"post\" action=\"/ui/tokens\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label for=\"scopes\">Scopes (space-separated, e.g. <code>repository:team/app:pull,push</code>; empty: all your rights)</label>\
+         <input id=\"scopes\" name=\"scopes\" size=\"60\">\
+         <label for=\"expires\">Expires after (e.g. 30d, 12h; empty: never)</label>\
+         <input id=\"expires\" name=\"expires\" value=\"30d\">\
+         <div><button type=\"submit\">Create token</button></div></form>",
+        csrf = esc(&s.csrf),
+    );
+    page(
+        StatusCode::OK,
+        "Access tokens",
+        Some(&Viewer::User(u.to_string(), s.clone())),
+        &body,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct NewTokenForm {
+    csrf: String,
+    scopes: String,
+    expires: String,
+}
+
+/// `POST /ui/tokens`: creates a token; its secret is shown this once.
+pub async fn create_token(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<NewTokenForm>,
+) -> Response {
+    let (u, s) = match user(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if f.csrf != s.csrf {
+        return forbidden("The form did not come from this site (CSRF token missing or wrong).");
+    }
+    let mut scopes = Vec::new();
+    for sc in f.scopes.split_whitespace() {
+        match super::auth::policy::Scope::parse(sc) {
+            Some(x @ super::auth::policy::Scope::Repository { .. }) => scopes.push(x),
+            _ => {
+                let msg = format!(
+                    "<p class=\"error\" role=\"alert\">Scope {} is not repository:NAME:pull[,push][,delete].</p>",
+                    esc(sc)
+                );
+                return tokens_page(&st, &u, &s, &msg).await;
+            }
+        }
+    }
+    let expires_at = match f.expires.trim() {
+        "" => None,
+        e => match reg_config::parse_duration(e) {
+            Ok(d) => Some(now_secs() + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)),
+            Err(why) => {
+                let msg = format!(
+                    "<p class=\"error\" role=\"alert\">Expiry: {}</p>",
+                    esc(&why)
+                );
+                return tokens_page(&st, &u, &s, &msg).await;
+            }
+        },
+    };
+    let (id, secret, hash) = super::auth::new_access_token();
+    let row = super::auth::store::TokenRow {
+        id: id.clone(),
+        user: u.clone(),
+        secret_sha256: hash,
+        scopes,
+        expires_at,
+        revoked: false,
+        created_at: now_secs(),
+    };
+    let meta = st.meta.clone();
+    if !matches!(
+        tokio::task::spawn_blocking(move || meta.create_token(&row)).await,
+        Ok(Ok(()))
+    ) {
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            None,
+            "<p class=\"error\">The token could not be stored; the registry log has the cause.</p>",
+        );
+    }
+    st.auth
+        .audit(&u, "token.create", &id, "web interface", "")
+        .await;
+    let notice = format!(
+        "<div role=\"status\"><p>New token <code>{}</code>. Copy its secret now: it is not shown again.</p>\
+         <p><label for=\"secret\">Secret (use it as the password: <code>docker login -u {}</code>)</label>\
+         <input id=\"secret\" readonly size=\"70\" value=\"{}\"></p></div>",
+        esc(&id),
+        esc(&u),
+        esc(&secret)
+    );
+    tokens_page(&st, &u, &s, &notice).await
+}
+
+#[derive(Deserialize)]
+pub struct RevokeForm {
+    csrf: String,
+    id: String,
+}
+
+/// `POST /ui/tokens/revoke`: revokes one of the user's tokens.
+pub async fn revoke_token(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let (u, s) = match user(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if f.csrf != s.csrf {
+        return forbidden("The form did not come from this site (CSRF token missing or wrong).");
+    }
+    let (meta, id) = (st.meta.clone(), f.id.clone());
+    let mine = tokio::task::spawn_blocking(move || meta.token(&id))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .is_some_and(|t| t.user == u);
+    if !mine {
+        return forbidden("That is not one of your tokens.");
+    }
+    let (meta, id) = (st.meta.clone(), f.id.clone());
+    let _ = tokio::task::spawn_blocking(move || meta.revoke_token(&id)).await;
+    st.auth
+        .audit(&u, "token.revoke", &f.id, "web interface", "")
+        .await;
+    let notice = format!(
+        "<p role=\"status\">Token <code>{}</code> revoked.</p>",
+        esc(&f.id)
+    );
+    tokens_page(&st, &u, &s, &notice).await
+}
+
+#[derive(Deserialize)]
+pub struct VisibilityForm {
+    csrf: String,
+    name: String,
+    public: String,
+}
+
+/// `POST /ui/visibility`: an admin makes a repository public or private.
+pub async fn set_visibility(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<VisibilityForm>,
+) -> Response {
+    let (u, s) = match user(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if f.csrf != s.csrf {
+        return forbidden("The form did not come from this site (CSRF token missing or wrong).");
+    }
+    if !is_admin(&st, &u).await {
+        return forbidden("Only administrators change a repository's visibility.");
+    }
+    if crate::name::RepoName::parse(&f.name).is_err() {
+        return forbidden("Not a repository name.");
+    }
+    let public = f.public == "true";
+    let (meta, name) = (st.meta.clone(), f.name.clone());
+    let _ = tokio::task::spawn_blocking(move || meta.set_visibility(&name, public)).await;
+    st.auth
+        .audit(
+            &u,
+            "repo.visibility",
+            &f.name,
+            if public { "public" } else { "private" },
+            "",
+        )
+        .await;
+    redirect(&format!("/ui/repo?name={}", q(&f.name)))
+}
+
+/// `GET /ui/admin/users`: the users (administrators only; others get 403).
+pub async fn admin_users(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (u, s) = match user(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !is_admin(&st, &u).await {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some(&Viewer::User(u, s)),
+            "<p class=\"error\" role=\"alert\">Administrators only.</p>",
+        );
+    }
+    let meta = st.meta.clone();
+    let users = tokio::task::spawn_blocking(move || meta.users())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let rows: String = users
+        .iter()
+        .map(|r| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.name),
+                if r.admin { "administrator" } else { "user" },
+                esc(&when(r.created_at))
+            )
+        })
+        .collect();
+    let body = format!(
+        "<table><caption>{} users</caption><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Role</th>\
+         <th scope=\"col\">Created</th></tr></thead><tbody>{rows}</tbody></table>",
+        users.len()
+    );
+    page(StatusCode::OK, "Users", Some(&Viewer::User(u, s)), &body)
 }
 
 #[cfg(test)]
