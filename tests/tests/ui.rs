@@ -159,7 +159,7 @@ fn sessions_csrf_and_visibility_over_http() {
 
     // bob may not see alice's private repository: not listed, and its page is 404.
     let bob = browser();
-    log_in(&bob, &reg, "bob", "bob-pass-1");
+    let bob_csrf = log_in(&bob, &reg, "bob", "bob-pass-1");
     let html = bob
         .get(reg.url("/ui/"))
         .send()
@@ -172,6 +172,60 @@ fn sessions_csrf_and_visibility_over_http() {
         .send()
         .expect("repo");
     assert_eq!(r.status(), 404);
+
+    // Tags: bob cannot delete alice's (403, even with his own valid token); alice can, and the
+    // audit log (administrators only) records it.
+    let r = bob
+        .post(reg.url("/ui/tag/delete"))
+        .form(&[
+            ("csrf", bob_csrf.as_str()),
+            ("name", "team/app"),
+            ("tag", "v1"),
+        ])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    let html = alice
+        .get(reg.url("/ui/repo?name=team/app"))
+        .send()
+        .expect("repo")
+        .text()
+        .expect("html");
+    assert!(html.contains("aria-label=\"Delete tag v1\""), "{html}");
+    let r = alice
+        .post(reg.url("/ui/tag/delete"))
+        .form(&[("csrf", "forged"), ("name", "team/app"), ("tag", "v1")])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    let r = alice
+        .post(reg.url("/ui/tag/delete"))
+        .form(&[("csrf", csrf.as_str()), ("name", "team/app"), ("tag", "v1")])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 303);
+    let r = client_as("alice", "alice-pass-1")
+        .get(reg.url("/v2/team/app/manifests/v1"))
+        .send()
+        .expect("GET");
+    assert_eq!(r.status(), 404, "the tag is gone");
+    assert_eq!(
+        bob.get(reg.url("/ui/admin/audit"))
+            .send()
+            .expect("GET")
+            .status(),
+        403
+    );
+    let audit = alice
+        .get(reg.url("/ui/admin/audit?action=delete"))
+        .send()
+        .expect("audit")
+        .text()
+        .expect("html");
+    assert!(
+        audit.contains("team/app:v1") && !audit.contains("login.ui"),
+        "{audit}"
+    );
 
     // Logging out needs the session's CSRF token.
     let r = alice

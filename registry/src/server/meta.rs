@@ -336,6 +336,33 @@ impl Meta {
         })
     }
 
+    /// Repositories after `last` (by name) with their stored size (distinct linked blobs) and
+    /// last push, for the web interface.
+    pub fn ui_repos(
+        &self,
+        last: &str,
+        n: u32,
+    ) -> Result<Vec<(String, u64, Option<i64>)>, MetaError> {
+        self.read(|c| {
+            c.query(
+                "SELECT r.name, \
+                 (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = r.id), \
+                 (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo_id = r.id) \
+                 FROM repos r WHERE r.name > ?1 ORDER BY r.name LIMIT ?2",
+                args![last, n],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    u64::try_from(r.get::<i64>(1)?).unwrap_or(0),
+                    r.get::<Option<i64>>(2)?,
+                ))
+            })
+            .collect()
+        })
+    }
+
     /// A repository's tags for the web interface, newest first: name, digest, when it was
     /// pushed, and its manifest's content.
     pub fn ui_tags(&self, repo: &str, limit: u32) -> Result<Vec<UiTag>, MetaError> {

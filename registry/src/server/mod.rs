@@ -81,6 +81,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/tokens/revoke", post(ui::revoke_token))
         .route("/ui/visibility", post(ui::set_visibility))
         .route("/ui/admin/users", get(ui::admin_users))
+        .route("/ui/admin/audit", get(ui::admin_audit))
+        .route("/ui/tag/delete", post(ui::delete_tag))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(pace, pace_body))
         .layer(middleware::from_fn_with_state(

@@ -156,7 +156,7 @@ async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
 fn page(status: StatusCode, title: &str, v: Option<&Viewer>, body: &str) -> Response {
     let user = match v {
         Some(Viewer::User(u, s)) => format!(
-            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · \
+            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/audit\">Audit log</a> · \
              <span>Signed in as <strong>{}</strong></span> \
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -347,21 +347,23 @@ pub async fn repos(
     let mut shown = 0;
     'pages: loop {
         let (meta, after) = (st.meta.clone(), last.clone());
-        let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || meta.catalog(&after, 500)).await
+        let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || meta.ui_repos(&after, 500)).await
         else {
             break;
         };
         let done = batch.len() < 500;
-        for r in batch {
+        for (r, size, pushed) in batch {
             last = r.clone();
             if (!search.is_empty() && !r.contains(search.as_str())) || !may_pull(&st, &v, &r).await
             {
                 continue;
             }
             rows.push_str(&format!(
-                "<tr><td><a href=\"/ui/repo?name={}\">{}</a></td></tr>",
+                "<tr><td><a href=\"/ui/repo?name={}\">{}</a></td><td>{}</td><td>{}</td></tr>",
                 q(&r),
-                esc(&r)
+                esc(&r),
+                esc(&super::quota::human(size)),
+                esc(&pushed.map(when).unwrap_or_else(|| "-".into()))
             ));
             shown += 1;
             if shown >= 1000 {
@@ -375,7 +377,8 @@ pub async fn repos(
     let body = format!(
         "<form method=\"get\" action=\"/ui/\" role=\"search\"><label for=\"q\">Search repositories</label>\
          <input id=\"q\" name=\"q\" value=\"{}\"> <button type=\"submit\">Search</button></form>\
-         <table><caption>{shown} repositories</caption><thead><tr><th scope=\"col\">Repository</th></tr></thead><tbody>{rows}</tbody></table>",
+         <table><caption>{shown} repositories</caption><thead><tr><th scope=\"col\">Repository</th>\
+         <th scope=\"col\">Stored</th><th scope=\"col\">Last push</th></tr></thead><tbody>{rows}</tbody></table>",
         esc(&search)
     );
     page(StatusCode::OK, "Repositories", Some(&v), &body)
@@ -428,12 +431,41 @@ pub async fn repo(
         Ok(Ok(t)) => t,
         _ => Vec::new(),
     };
+    // Without accounts there is no session to bind a form to (a CSRF token): no deletes here.
+    let may_delete = match &v {
+        Viewer::Open => false,
+        Viewer::User(u, _) => st
+            .auth
+            .allowed(&Principal::User(u.clone()), &name)
+            .await
+            .is_ok_and(|a| a.contains(Actions::DELETE)),
+    };
+    let csrf = match &v {
+        Viewer::User(_, s) => s.csrf.clone(),
+        Viewer::Open => String::new(),
+    };
     let mut rows = String::new();
     for t in &tags {
         let (size, index) = size_of(&t.content);
+        let action = if super::gc::is_immutable(&st.rules, &name, &t.tag) {
+            "immutable".to_string()
+        } else if may_delete {
+            format!(
+                "<form method=\"post\" action=\"/ui/tag/delete\" class=\"inline\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"name\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"tag\" value=\"{}\">\
+                 <button type=\"submit\" aria-label=\"Delete tag {}\">Delete</button></form>",
+                esc(&csrf),
+                esc(&name),
+                esc(&t.tag),
+                esc(&t.tag)
+            )
+        } else {
+            String::new()
+        };
         rows.push_str(&format!(
             "<tr><td>{tag}</td><td><a href=\"/ui/manifest?name={qn}&amp;digest={qd}\"><code>{d}</code></a></td>\
-             <td>{size}</td><td>{kind}</td><td>{when}</td></tr>",
+             <td>{size}</td><td>{kind}</td><td>{when}</td><td>{action}</td></tr>",
             tag = esc(&t.tag),
             qn = q(&name),
             qd = q(&t.digest),
@@ -467,7 +499,7 @@ pub async fn repo(
     let body = format!(
         "{visibility}<p>Pull: <code>docker pull {host}/{name}:TAG</code></p>\
          <table><caption>{n} tags</caption><thead><tr><th scope=\"col\">Tag</th><th scope=\"col\">Digest</th>\
-         <th scope=\"col\">Size</th><th scope=\"col\">Kind</th><th scope=\"col\">Pushed</th></tr></thead><tbody>{rows}</tbody></table>",
+         <th scope=\"col\">Size</th><th scope=\"col\">Kind</th><th scope=\"col\">Pushed</th><th scope=\"col\">Action</th></tr></thead><tbody>{rows}</tbody></table>",
         host = esc(&host(&headers)),
         name = esc(&name),
         n = tags.len(),
@@ -578,7 +610,157 @@ pub async fn manifest(
             body.push_str("</tbody></table>");
         }
     }
+    if let Ok(subject) = Digest::parse(&digest) {
+        let (meta, n) = (st.meta.clone(), name.clone());
+        let referrers = tokio::task::spawn_blocking(move || meta.referrers(&n, &subject, None))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if !referrers.is_empty() {
+            body.push_str("<table><caption>Referrers (signatures, SBOMs, other artifacts)</caption><thead><tr><th scope=\"col\">Artifact type</th><th scope=\"col\">Digest</th><th scope=\"col\">Size</th></tr></thead><tbody>");
+            for r in referrers {
+                body.push_str(&format!(
+                    "<tr><td><code>{}</code></td><td><a href=\"/ui/manifest?name={}&amp;digest={}\"><code>{}</code></a></td><td>{}</td></tr>",
+                    esc(r.artifact_type.as_deref().unwrap_or(&r.media_type)),
+                    q(&name),
+                    q(&r.digest),
+                    esc(&r.digest),
+                    esc(&super::quota::human(u64::try_from(r.size).unwrap_or(0)))
+                ));
+            }
+            body.push_str("</tbody></table>");
+        }
+    }
     page(StatusCode::OK, &format!("{name}@{digest}"), Some(&v), &body)
+}
+
+#[derive(Deserialize)]
+pub struct DeleteTagForm {
+    csrf: String,
+    name: String,
+    tag: String,
+}
+
+/// `POST /ui/tag/delete`: deletes a tag, where the viewer may delete and the tag is not
+/// immutable.
+pub async fn delete_tag(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<DeleteTagForm>,
+) -> Response {
+    let v = match viewer(&st, &headers).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return redirect("/ui/login"),
+        Err(r) => return r,
+    };
+    let actor = match &v {
+        Viewer::User(u, s) => {
+            if f.csrf != s.csrf {
+                return forbidden("The form did not come from this site (CSRF token missing or wrong).");
+            }
+            let allowed = st
+                .auth
+                .allowed(&Principal::User(u.clone()), &f.name)
+                .await
+                .is_ok_and(|a| a.contains(Actions::DELETE));
+            if !allowed {
+                return forbidden("You may not delete tags of this repository.");
+            }
+            u.clone()
+        }
+        Viewer::Open => {
+            return forbidden(
+                "Deleting from the web interface needs an account (authentication is off): use the API.",
+            )
+        }
+    };
+    if super::gc::is_immutable(&st.rules, &f.name, &f.tag) {
+        return forbidden("This tag is immutable (registry.retention): it cannot be deleted.");
+    }
+    let (meta, n, t) = (st.meta.clone(), f.name.clone(), f.tag.clone());
+    let _ = tokio::task::spawn_blocking(move || meta.delete_tag(&n, &t)).await;
+    st.auth
+        .audit(
+            &actor,
+            "delete.manifest",
+            &format!("{}:{}", f.name, f.tag),
+            "web interface",
+            "",
+        )
+        .await;
+    redirect(&format!("/ui/repo?name={}", q(&f.name)))
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /ui/admin/audit`: the audit log, newest last, filtered by actor and action
+/// (administrators only).
+pub async fn admin_audit(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let (u, s) = match user(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !is_admin(&st, &u).await {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some(&Viewer::User(u, s)),
+            "<p class=\"error\" role=\"alert\">Administrators only.</p>",
+        );
+    }
+    let limit = query.limit.unwrap_or(500).clamp(1, 10_000);
+    let meta = st.meta.clone();
+    let log = tokio::task::spawn_blocking(move || meta.audit_log(limit))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let (actor, action) = (
+        query.actor.unwrap_or_default(),
+        query.action.unwrap_or_default(),
+    );
+    let rows: String = log
+        .iter()
+        .filter(|e| actor.is_empty() || e.actor == actor)
+        .filter(|e| action.is_empty() || e.action.starts_with(action.as_str()))
+        .map(|e| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(&when(e.at)),
+                esc(&e.actor),
+                esc(&e.action),
+                esc(&e.target),
+                esc(&e.client),
+                esc(&e.detail)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<form method=\"get\" action=\"/ui/admin/audit\"><label for=\"actor\">Who</label><input id=\"actor\" name=\"actor\" value=\"{}\">\
+         <label for=\"action\">Action (prefix: push, delete, login, token)</label><input id=\"action\" name=\"action\" value=\"{}\">\
+         <div><button type=\"submit\">Filter</button></div></form>\
+         <table><caption>Audit log (the newest {limit} events, filtered)</caption><thead><tr><th scope=\"col\">When</th>\
+         <th scope=\"col\">Who</th><th scope=\"col\">Action</th><th scope=\"col\">Target</th><th scope=\"col\">From</th>\
+         <th scope=\"col\">Detail</th></tr></thead><tbody>{rows}</tbody></table>",
+        esc(&actor),
+        esc(&action)
+    );
+    page(
+        StatusCode::OK,
+        "Audit log",
+        Some(&Viewer::User(u, s)),
+        &body,
+    )
 }
 
 /// The image config's `history` (created, created_by), when the config is here and small.
