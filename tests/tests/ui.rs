@@ -289,6 +289,7 @@ fn a_browser_logs_in_browses_to_an_images_layers_and_logs_out() {
         "ok: the manifest's layers and history",
         "ok: a token made, its secret shown once",
         "ok: the users page (administrators)",
+        "ok: the storage page with its charts",
         "ok: logged out",
     ] {
         assert!(text.contains(want), "{want} in\n{text}");
@@ -415,6 +416,39 @@ fn tokens_made_in_the_ui_log_docker_in_until_revoked_and_admins_alone_change_vis
             .status(),
         401
     );
+
+    // Storage: charts and a dry run for administrators, 403 for others.
+    assert_eq!(
+        bob.get(reg.url("/ui/admin/storage"))
+            .send()
+            .expect("GET")
+            .status(),
+        403
+    );
+    let r = bob
+        .post(reg.url("/ui/admin/storage"))
+        .form(&[("csrf", bob_csrf.as_str()), ("run", "dry")])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    let html = alice
+        .get(reg.url("/ui/admin/storage"))
+        .send()
+        .expect("GET")
+        .text()
+        .expect("html");
+    assert!(
+        html.contains("<svg") && html.contains("team/app") && html.contains(">team<"),
+        "{html}"
+    );
+    let html = alice
+        .post(reg.url("/ui/admin/storage"))
+        .form(&[("csrf", csrf.as_str()), ("run", "dry")])
+        .send()
+        .expect("POST")
+        .text()
+        .expect("html");
+    assert!(html.contains("A collection now would remove"), "{html}");
 
     // A token: made in the UI (secret shown once), a working password until revoked.
     let page = alice

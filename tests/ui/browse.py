@@ -106,6 +106,13 @@ try:
     shot("users")
     print("ok: the users page (administrators)")
 
+    driver.find_element(By.LINK_TEXT, "Storage").click()
+    until("the storage page", lambda: driver.title == "Storage · reg")
+    if not driver.find_elements(By.CSS_SELECTOR, "svg rect"):
+        fail("the storage charts")
+    shot("storage")
+    print("ok: the storage page with its charts")
+
     driver.find_element(By.CSS_SELECTOR, "header form button").click()
     until("logging out goes to the login page", lambda: "/ui/login" in driver.current_url)
     driver.get(base + "/ui/")

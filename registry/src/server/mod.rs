@@ -82,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/visibility", post(ui::set_visibility))
         .route("/ui/admin/users", get(ui::admin_users))
         .route("/ui/admin/audit", get(ui::admin_audit))
+        .route("/ui/admin/storage", get(ui::admin_storage).post(ui::run_gc))
         .route("/ui/tag/delete", post(ui::delete_tag))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(pace, pace_body))
@@ -336,6 +337,7 @@ fn gc_schedule(
             match tokio::task::spawn_blocking(move || gc::collect(&s.meta, &s.store, &o)).await {
                 Ok(Ok(r)) => {
                     st.metrics.collected(Some(&r));
+                    st.record_gc(&r);
                     tracing::info!(
                         tags = r.tags.len(),
                         manifests = r.manifests.len(),

@@ -51,6 +51,9 @@ pub struct AppState {
     pub(crate) notify: Arc<Notifier>,
     /// The web interface's logged-in browsers.
     pub(crate) ui_sessions: super::ui::Sessions,
+    /// This process's last collection (scheduled or from the web interface): when, and its
+    /// report.
+    pub(crate) last_gc: std::sync::Mutex<Option<(i64, gc::Report)>>,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             mirrors: Mirrors::from_config(&cfg.registry.mirror)?,
             notify: Arc::new(Notifier::from_config(&cfg.registry.notify)?),
             ui_sessions: Default::default(),
+            last_gc: std::sync::Mutex::new(None),
         });
         st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;
@@ -92,6 +96,18 @@ impl AppState {
             );
         }
         Ok(st)
+    }
+}
+
+impl AppState {
+    /// Keeps `r` as the last collection (not a dry run's).
+    pub(crate) fn record_gc(&self, r: &gc::Report) {
+        if r.dry_run {
+            return;
+        }
+        if let Ok(mut g) = self.last_gc.lock() {
+            *g = Some((super::db::now(), r.clone()));
+        }
     }
 }
 

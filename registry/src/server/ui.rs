@@ -156,7 +156,7 @@ async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
 fn page(status: StatusCode, title: &str, v: Option<&Viewer>, body: &str) -> Response {
     let user = match v {
         Some(Viewer::User(u, s)) => format!(
-            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/audit\">Audit log</a> · \
+            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/audit\">Audit log</a> · <a href=\"/ui/admin/storage\">Storage</a> · \
              <span>Signed in as <strong>{}</strong></span> \
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -1120,4 +1120,192 @@ mod tests {
         assert_eq!(cookie_of(&h, COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie_of(&h, PRE_COOKIE), None);
     }
+}
+
+/// Horizontal bars as inline SVG (no script): `(label, bytes)`, largest first.
+fn bars(caption: &str, items: &[(String, u64)]) -> String {
+    let max = items.iter().map(|(_, b)| *b).max().unwrap_or(0).max(1);
+    let row = 22;
+    let height = row * items.len().max(1) + 4;
+    let mut svg = format!(
+        "<figure><figcaption>{}</figcaption><svg role=\"img\" aria-label=\"{}\" width=\"720\" height=\"{height}\" \
+         xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">",
+        esc(caption),
+        esc(caption)
+    );
+    for (i, (label, bytes)) in items.iter().enumerate() {
+        let y = i * row + 2;
+        let w = (*bytes as f64 / max as f64 * 360.0).round().max(1.0);
+        svg.push_str(&format!(
+            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"250\" y=\"{}\" width=\"{w}\" height=\"16\" fill=\"#0b3d62\"></rect>\
+             <text x=\"{}\" y=\"{}\">{}</text>",
+            y + 13,
+            esc(label),
+            y,
+            256.0 + w,
+            y + 13,
+            esc(&super::quota::human(*bytes))
+        ));
+    }
+    svg.push_str("</svg></figure>");
+    svg
+}
+
+async fn storage_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> Response {
+    let mut repos: Vec<(String, u64)> = Vec::new();
+    let mut last = String::new();
+    loop {
+        let (meta, after) = (st.meta.clone(), last.clone());
+        let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || meta.ui_repos(&after, 500)).await
+        else {
+            break;
+        };
+        let done = batch.len() < 500;
+        for (r, size, _) in batch {
+            last = r.clone();
+            repos.push((r, size));
+        }
+        if done || repos.len() >= 100_000 {
+            break;
+        }
+    }
+    let mut namespaces: std::collections::BTreeMap<String, u64> = Default::default();
+    for (r, size) in &repos {
+        let ns = r.split('/').next().unwrap_or(r).to_string();
+        *namespaces.entry(ns).or_default() += size;
+    }
+    let mut namespaces: Vec<(String, u64)> = namespaces.into_iter().collect();
+    namespaces.sort_by_key(|b| std::cmp::Reverse(b.1));
+    namespaces.truncate(15);
+    repos.sort_by_key(|b| std::cmp::Reverse(b.1));
+    repos.truncate(15);
+    let last_gc = st
+        .last_gc
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .map(|(at, r)| {
+            format!(
+                "<p>Last collection by this process: {} — {} tags, {} manifests, {} blobs, {} freed, in {:.1} s.</p>",
+                esc(&when(at)),
+                r.tags.len(),
+                r.manifests.len(),
+                r.blobs.len(),
+                esc(&super::quota::human(r.bytes)),
+                r.seconds
+            )
+        })
+        .unwrap_or_else(|| "<p>No collection has run in this process yet.</p>".into());
+    let off = reg_config::parse_duration(&st.cfg.gc.interval).map_or(true, |d| d.is_zero());
+    let next = if off {
+        "Scheduled collections are off (registry.gc.interval).".to_string()
+    } else {
+        format!(
+            "Scheduled every {} (registry.gc.interval).",
+            st.cfg.gc.interval
+        )
+    };
+    let body = format!(
+        "{notice}{}{}<h2>Garbage collection</h2>{last_gc}<p>{}</p>\
+         <form method=\"post\" action=\"/ui/admin/storage\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\" name=\"run\" value=\"dry\">Dry run: what would go</button> \
+         <button type=\"submit\" name=\"run\" value=\"now\">Collect now</button></form>",
+        bars("Stored bytes by namespace (a blob shared by repositories counts in each)", &namespaces),
+        bars("The largest repositories", &repos),
+        esc(&next),
+        esc(&s.csrf),
+    );
+    page(StatusCode::OK, "Storage", Some(&Viewer::User(u, s)), &body)
+}
+
+/// `GET /ui/admin/storage`: storage by namespace and repository as charts, the last
+/// collection, and buttons for a dry run or a collection (administrators only).
+pub async fn admin_storage(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (u, s) = match user(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !is_admin(&st, &u).await {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some(&Viewer::User(u, s)),
+            "<p class=\"error\" role=\"alert\">Administrators only.</p>",
+        );
+    }
+    storage_page(&st, u, s, "").await
+}
+
+#[derive(Deserialize)]
+pub struct GcForm {
+    csrf: String,
+    run: String,
+}
+
+/// `POST /ui/admin/storage`: a dry run (`run=dry`) or a collection (`run=now`).
+pub async fn run_gc(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<GcForm>,
+) -> Response {
+    let (u, s) = match user(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if f.csrf != s.csrf {
+        return forbidden("The form did not come from this site (CSRF token missing or wrong).");
+    }
+    if !is_admin(&st, &u).await {
+        return forbidden("Administrators only.");
+    }
+    let mut opts = match super::gc_options(&st.cfg) {
+        Ok(o) => o,
+        Err(e) => return forbidden(&e.to_string()),
+    };
+    opts.dry_run = f.run != "now";
+    let st2 = st.clone();
+    let result =
+        tokio::task::spawn_blocking(move || super::gc::collect(&st2.meta, &st2.store, &opts)).await;
+    let notice = match result {
+        Ok(Ok(r)) => {
+            st.record_gc(&r);
+            st.auth
+                .audit(
+                    &u,
+                    if r.dry_run { "gc.dry_run" } else { "gc.run" },
+                    "",
+                    &format!("{} blobs, {} bytes", r.blobs.len(), r.bytes),
+                    "",
+                )
+                .await;
+            let mut items: String = r
+                .tags
+                .iter()
+                .chain(&r.manifests)
+                .map(|t| format!("<li><code>{}</code></li>", esc(t)))
+                .collect();
+            items.push_str(&format!(
+                "<li>{} blobs, {}</li>",
+                r.blobs.len(),
+                esc(&super::quota::human(r.bytes))
+            ));
+            format!(
+                "<div role=\"status\"><p>{}</p><ul>{items}</ul></div>",
+                if r.dry_run {
+                    "A collection now would remove:"
+                } else {
+                    "Collected:"
+                }
+            )
+        }
+        Ok(Err(e)) => format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            esc(&e.to_string())
+        ),
+        Err(e) => format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            esc(&e.to_string())
+        ),
+    };
+    storage_page(&st, u, s, &notice).await
 }
