@@ -132,6 +132,51 @@ fn failed_logins_are_counted() {
 }
 
 #[test]
+fn throttled_logins_are_counted() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    admin(
+        tmp.path(),
+        &["user", "add", "alice", "--password-stdin"],
+        "right-password-1234\n",
+    );
+    let (reg, addr) =
+        registry_with_metrics_and(tmp.path(), &[("REG_REGISTRY_LOGIN_FAILURE_DELAY_MS", "5")]);
+    let c = client();
+    let text = scrape(&addr);
+    assert_eq!(
+        value(
+            &text,
+            "registry_throttled_requests_total{reason=\"login_delay\"} "
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    // From the fourth failure on, a login of that user is held back first.
+    for _ in 0..5 {
+        let r = c
+            .get(reg.url("/auth/token?service=reg"))
+            .basic_auth("alice", Some("wrong"))
+            .send()
+            .expect("GET token");
+        assert_eq!(r.status(), 401);
+    }
+    let text = scrape(&addr);
+    let delayed = value(
+        &text,
+        "registry_throttled_requests_total{reason=\"login_delay\"} ",
+    );
+    assert!(delayed.unwrap_or(0.0) >= 1.0, "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "registry_throttled_requests_total{reason=\"upload_sessions\"} "
+        ),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+#[test]
 fn scheduled_collections_are_counted() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (_reg, addr) = registry_with_metrics_and(tmp.path(), &[("REG_REGISTRY_GC_INTERVAL", "1s")]);

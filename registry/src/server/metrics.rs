@@ -37,6 +37,11 @@ struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     result: &'static str,
 }
@@ -63,6 +68,7 @@ pub struct Metrics {
     proxy_hits: Family<Kind, Counter>,
     proxy_misses: Family<Kind, Counter>,
     proxy_pulled_bytes: Family<Kind, Counter>,
+    throttled: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -168,8 +174,18 @@ impl Metrics {
             "registry_proxy_pulled_bytes",
             "Bytes fetched from upstreams, by type",
         );
+        let throttled = Family::<Reason, Counter>::default();
+        registry.register(
+            "registry_throttled_requests",
+            "Requests slowed down or refused (429) to protect the registry, by reason",
+            throttled.clone(),
+        );
+        for reason in ["login_delay", "login_queue_full", "upload_sessions"] {
+            throttled.get_or_create(&Reason { reason }).inc_by(0);
+        }
         Metrics {
             registry: Arc::new(registry),
+            throttled,
             proxy_requests,
             proxy_hits,
             proxy_misses,
@@ -199,6 +215,13 @@ impl Metrics {
             self.proxy_misses.get_or_create(&k).inc();
         }
         self.proxy_pulled_bytes.get_or_create(&k).inc_by(pulled);
+    }
+
+    /// The counter of requests throttled for `reason` (`login_delay`: a login held back after
+    /// failures; `login_queue_full`: refused, too many password checks waiting;
+    /// `upload_sessions`: refused, too many open uploads of one client).
+    pub fn throttle_counter(&self, reason: &'static str) -> Counter {
+        self.throttled.get_or_create(&Reason { reason }).clone()
     }
 
     /// A scheduled collection ended: its report, or None when it failed.
@@ -356,6 +379,7 @@ mod tests {
             "registry_proxy_misses_total{type=\"blob\"} 1",
             "registry_proxy_pulled_bytes_total{type=\"blob\"} 1000",
             "registry_proxy_hits_total{type=\"manifest\"} 1",
+            "registry_throttled_requests_total{reason=\"login_delay\"} 0",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }

@@ -65,7 +65,11 @@ impl AppState {
         let key = auth::load_or_create_key(&meta, &layout.registry_auth())?;
         let metrics = super::metrics::Metrics::new();
         let auth = auth::Auth::new(meta.clone(), key, &cfg.registry)
-            .count_failures_in(metrics.auth_failures.clone());
+            .count_failures_in(metrics.auth_failures.clone())
+            .count_throttling_in(
+                metrics.throttle_counter("login_delay"),
+                metrics.throttle_counter("login_queue_full"),
+            );
         let store = Arc::new(store);
         let limits = &cfg.registry.limits;
         let uploads = Uploads::new(

@@ -104,7 +104,15 @@ pub(super) async fn start(
     let owner = Some(cx.caller.name())
         .filter(|n| n != "anonymous")
         .unwrap_or_default();
-    let p = st.uploads.start(repo.as_str(), &owner, &cx.client).await?;
+    let p = match st.uploads.start(repo.as_str(), &owner, &cx.client).await {
+        Ok(p) => p,
+        Err(e) => {
+            if matches!(e, crate::server::uploads::UploadError::TooMany { .. }) {
+                st.metrics.throttle_counter("upload_sessions").inc();
+            }
+            return Err(e.into());
+        }
+    };
     Ok(response(
         StatusCode::ACCEPTED,
         &upload_headers(repo, &p),

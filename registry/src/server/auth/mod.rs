@@ -171,6 +171,10 @@ pub struct Auth {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// `registry_auth_failures_total` (see [`Auth::count_failures_in`]).
     failures_total: prometheus_client::metrics::counter::Counter,
+    /// Logins held back after failures, and refused for a full queue of password checks
+    /// (see [`Auth::count_throttling_in`]).
+    throttled_delays: prometheus_client::metrics::counter::Counter,
+    throttled_refusals: prometheus_client::metrics::counter::Counter,
     /// Recently verified Basic credentials (sha256 of user and password) → principal and the
     /// generation it was verified at, so that clients that send Basic on every request do not
     /// pay argon2 every time (the generation is still checked on every use).
@@ -429,6 +433,8 @@ impl Auth {
             enabled: Mutex::new((None, false)),
             failures: Mutex::new(HashMap::new()),
             failures_total: Default::default(),
+            throttled_delays: Default::default(),
+            throttled_refusals: Default::default(),
             verified: Mutex::new(HashMap::new()),
             hashing: HashLimiter::new(
                 l.password_checks,
@@ -450,6 +456,17 @@ impl Auth {
         counter: prometheus_client::metrics::counter::Counter,
     ) -> Auth {
         self.failures_total = counter;
+        self
+    }
+
+    /// Logins held back (`delays`) and refused with 429 (`refusals`) are counted there too.
+    pub fn count_throttling_in(
+        mut self,
+        delays: prometheus_client::metrics::counter::Counter,
+        refusals: prometheus_client::metrics::counter::Counter,
+    ) -> Auth {
+        self.throttled_delays = delays;
+        self.throttled_refusals = refusals;
         self
     }
 
@@ -607,9 +624,16 @@ impl Auth {
         let address = format!("addr:{client}");
         let keys = [account, address.clone()];
         // This client's share of the password checks, held until the answer (429 when full).
-        let _slot = self.hashing.acquire(client).await?;
+        let _slot = match self.hashing.acquire(client).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.throttled_refusals.inc();
+                return Err(e);
+            }
+        };
         let delay = self.penalty(&keys[..1]);
         if !delay.is_zero() {
+            self.throttled_delays.inc();
             tokio::time::sleep(delay).await;
         }
         let (meta, u, pw) = (self.meta.clone(), user.to_string(), password.to_string());
@@ -665,6 +689,7 @@ impl Auth {
                 // A guessing address waits on its own failures, holding its own share.
                 let delay = self.penalty(std::slice::from_ref(&address));
                 if !delay.is_zero() {
+                    self.throttled_delays.inc();
                     tokio::time::sleep(delay).await;
                 }
                 Ok(None)
