@@ -417,6 +417,99 @@ fn tokens_made_in_the_ui_log_docker_in_until_revoked_and_admins_alone_change_vis
         401
     );
 
+    // Users and organisations: an administrator adds a user and gives them a role in a new
+    // organisation, and the new user can then pull from it; a non-admin can do none of it.
+    assert_eq!(
+        bob.get(reg.url("/ui/admin/orgs"))
+            .send()
+            .expect("GET")
+            .status(),
+        403
+    );
+    let r = bob
+        .post(reg.url("/ui/admin/users"))
+        .form(&[
+            ("csrf", bob_csrf.as_str()),
+            ("name", "mallory"),
+            ("password", "mallory-pass-1"),
+        ])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    let html = alice
+        .post(reg.url("/ui/admin/users"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "carol"),
+            ("password", "short"),
+        ])
+        .send()
+        .expect("POST")
+        .text()
+        .expect("html");
+    assert!(html.contains("too short"), "{html}");
+    let html = alice
+        .post(reg.url("/ui/admin/users"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "carol"),
+            ("password", "carol-pass-1"),
+        ])
+        .send()
+        .expect("POST")
+        .text()
+        .expect("html");
+    assert!(html.contains("User <strong>carol</strong> added"), "{html}");
+    for (path, form) in [
+        ("/ui/admin/orgs", vec![("name", "team")]),
+        (
+            "/ui/admin/orgs/member",
+            vec![("org", "team"), ("user", "carol"), ("role", "read")],
+        ),
+    ] {
+        let mut form = form;
+        form.push(("csrf", csrf.as_str()));
+        let r = alice.post(reg.url(path)).form(&form).send().expect("POST");
+        assert_eq!(r.status(), 200, "{path}");
+        let html = r.text().expect("html");
+        assert!(!html.contains("role=\"alert\""), "{path}: {html}");
+    }
+    let orgs = alice
+        .get(reg.url("/ui/admin/orgs"))
+        .send()
+        .expect("GET")
+        .text()
+        .expect("html");
+    assert!(orgs.contains("carol (read)"), "{orgs}");
+    let carol = client_as("carol", "carol-pass-1");
+    assert_eq!(
+        carol
+            .get(&manifest)
+            .header(accept.0, accept.1)
+            .send()
+            .expect("GET")
+            .status(),
+        200,
+        "a read member pulls from the organisation"
+    );
+    let html = alice
+        .post(reg.url("/ui/admin/users/remove"))
+        .form(&[("csrf", csrf.as_str()), ("name", "carol")])
+        .send()
+        .expect("POST")
+        .text()
+        .expect("html");
+    assert!(html.contains("carol</strong> removed"), "{html}");
+    assert_eq!(
+        carol
+            .get(&manifest)
+            .header(accept.0, accept.1)
+            .send()
+            .expect("GET")
+            .status(),
+        401
+    );
+
     // Storage: charts and a dry run for administrators, 403 for others.
     assert_eq!(
         bob.get(reg.url("/ui/admin/storage"))

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::{random_hex, Principal};
+use super::meta::MetaError;
 use super::state::AppState;
 use crate::digest::Digest;
 use crate::server::auth::policy::Actions;
@@ -1073,6 +1074,10 @@ pub async fn admin_users(State(st): State<Arc<AppState>>, headers: HeaderMap) ->
             "<p class=\"error\" role=\"alert\">Administrators only.</p>",
         );
     }
+    users_page(&st, u, s, "").await
+}
+
+async fn users_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> Response {
     let meta = st.meta.clone();
     let users = tokio::task::spawn_blocking(move || meta.users())
         .await
@@ -1082,8 +1087,20 @@ pub async fn admin_users(State(st): State<Arc<AppState>>, headers: HeaderMap) ->
     let rows: String = users
         .iter()
         .map(|r| {
+            let remove = if r.name == u {
+                String::new()
+            } else {
+                format!(
+                    "<form method=\"post\" action=\"/ui/admin/users/remove\" class=\"inline\">\
+                     <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"name\" value=\"{}\">\
+                     <button type=\"submit\" aria-label=\"Remove user {}\">Remove</button></form>",
+                    esc(&s.csrf),
+                    esc(&r.name),
+                    esc(&r.name)
+                )
+            };
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
                 esc(&r.name),
                 if r.admin { "administrator" } else { "user" },
                 esc(&when(r.created_at))
@@ -1091,11 +1108,321 @@ pub async fn admin_users(State(st): State<Arc<AppState>>, headers: HeaderMap) ->
         })
         .collect();
     let body = format!(
-        "<table><caption>{} users</caption><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Role</th>\
-         <th scope=\"col\">Created</th></tr></thead><tbody>{rows}</tbody></table>",
-        users.len()
+        "{notice}<table><caption>{} users</caption><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Role</th>\
+         <th scope=\"col\">Created</th><th scope=\"col\">Action</th></tr></thead><tbody>{rows}</tbody></table>\
+         <h2>Add a user</h2><form method=\"post\" action=\"/ui/admin/users\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label for=\"name\">Name</label><input id=\"name\" name=\"name\" required>\
+         <label for=\"new-password\">Password (at least 8 characters)</label>\
+         <input id=\"new-password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required>\
+         <label><input type=\"checkbox\" name=\"admin\" value=\"true\"> Administrator</label>\
+         <div><button type=\"submit\">Add user</button></div></form>\
+         <p><a href=\"/ui/admin/orgs\">Organisations and their members</a></p>",
+        users.len(),
+        csrf = esc(&s.csrf),
     );
     page(StatusCode::OK, "Users", Some(&Viewer::User(u, s)), &body)
+}
+
+/// The admin and their session when the form's token matches and they are an administrator;
+/// otherwise the answer to give.
+async fn admin_form(
+    st: &Arc<AppState>,
+    h: &HeaderMap,
+    csrf: &str,
+) -> Result<(String, Session), Response> {
+    let (u, s) = user(st, h).await?;
+    if csrf != s.csrf {
+        return Err(forbidden(
+            "The form did not come from this site (CSRF token missing or wrong).",
+        ));
+    }
+    if !is_admin(st, &u).await {
+        return Err(forbidden("Administrators only."));
+    }
+    Ok((u, s))
+}
+
+fn account_name_ok(name: &str) -> bool {
+    !name.contains('/') && crate::name::RepoName::parse(name).is_ok()
+}
+
+fn alert(text: &str) -> String {
+    format!("<p class=\"error\" role=\"alert\">{}</p>", esc(text))
+}
+
+#[derive(Deserialize)]
+pub struct AddUserForm {
+    csrf: String,
+    name: String,
+    password: String,
+    admin: Option<String>,
+}
+
+/// `POST /ui/admin/users`: adds a user.
+pub async fn add_user(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<AddUserForm>,
+) -> Response {
+    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !account_name_ok(&f.name) {
+        let msg =
+            alert("A user name becomes a namespace: lowercase letters, digits and . _ - (no /).");
+        return users_page(&st, u, s, &msg).await;
+    }
+    if f.password.chars().count() < 8 {
+        return users_page(
+            &st,
+            u,
+            s,
+            &alert("The password is too short: use at least 8 characters."),
+        )
+        .await;
+    }
+    let pw = f.password.clone();
+    let hash = match tokio::task::spawn_blocking(move || super::auth::hash_password(&pw)).await {
+        Ok(Ok(h)) => h,
+        _ => {
+            return users_page(
+                &st,
+                u,
+                s,
+                &alert("The password could not be hashed; see the log."),
+            )
+            .await
+        }
+    };
+    let admin = f.admin.as_deref() == Some("true");
+    let (meta, name) = (st.meta.clone(), f.name.clone());
+    let added = tokio::task::spawn_blocking(move || meta.add_user(&name, &hash, admin))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let notice = match added {
+        Some(true) => {
+            st.auth
+                .audit(
+                    &u,
+                    "user.add",
+                    &f.name,
+                    if admin { "admin" } else { "" },
+                    "",
+                )
+                .await;
+            format!(
+                "<p role=\"status\">User <strong>{}</strong> added.</p>",
+                esc(&f.name)
+            )
+        }
+        Some(false) => alert(&format!("There is a user {} already.", f.name)),
+        None => alert("The user could not be stored; see the log."),
+    };
+    users_page(&st, u, s, &notice).await
+}
+
+#[derive(Deserialize)]
+pub struct NameForm {
+    csrf: String,
+    name: String,
+}
+
+/// `POST /ui/admin/users/remove`: removes a user (never the last administrator, nor oneself).
+pub async fn remove_user(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<NameForm>,
+) -> Response {
+    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if f.name == u {
+        return users_page(&st, u, s, &alert("You cannot remove yourself here.")).await;
+    }
+    let (meta, name) = (st.meta.clone(), f.name.clone());
+    let removed = tokio::task::spawn_blocking(move || meta.remove_user(&name))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let notice = match removed {
+        Some(super::auth::store::Removal::Removed) => {
+            st.auth.audit(&u, "user.remove", &f.name, "", "").await;
+            format!(
+                "<p role=\"status\">User <strong>{}</strong> removed; their tokens are revoked.</p>",
+                esc(&f.name)
+            )
+        }
+        Some(super::auth::store::Removal::NoSuchUser) => {
+            alert(&format!("There is no user {}.", f.name))
+        }
+        Some(super::auth::store::Removal::LastAdmin) => alert("That is the last administrator."),
+        None => alert("The user could not be removed; see the log."),
+    };
+    users_page(&st, u, s, &notice).await
+}
+
+/// `GET /ui/admin/orgs`: organisations, their members and roles (administrators only).
+pub async fn admin_orgs(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (u, s) = match user(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !is_admin(&st, &u).await {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some(&Viewer::User(u, s)),
+            "<p class=\"error\" role=\"alert\">Administrators only.</p>",
+        );
+    }
+    orgs_page(&st, u, s, "").await
+}
+
+async fn orgs_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> Response {
+    let meta = st.meta.clone();
+    let orgs = tokio::task::spawn_blocking(move || meta.orgs_with_members())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let rows: String = orgs
+        .iter()
+        .map(|(o, members)| {
+            let m: Vec<String> = members
+                .iter()
+                .map(|(user, role)| format!("{} ({})", esc(user), esc(role)))
+                .collect();
+            format!("<tr><td>{}</td><td>{}</td></tr>", esc(o), m.join(", "))
+        })
+        .collect();
+    let body = format!(
+        "{notice}<table><caption>{} organisations</caption><thead><tr><th scope=\"col\">Organisation</th>\
+         <th scope=\"col\">Members (role)</th></tr></thead><tbody>{rows}</tbody></table>\
+         <h2>New organisation</h2><form method=\"post\" action=\"/ui/admin/orgs\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label for=\"org-name\">Name (its namespace: name/…)</label><input id=\"org-name\" name=\"name\" required>\
+         <div><button type=\"submit\">Create</button></div></form>\
+         <h2>Set a member's role</h2><form method=\"post\" action=\"/ui/admin/orgs/member\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label for=\"member-org\">Organisation</label><input id=\"member-org\" name=\"org\" required>\
+         <label for=\"member-user\">User</label><input id=\"member-user\" name=\"user\" required>\
+         <label for=\"member-role\">Role</label><select id=\"member-role\" name=\"role\">\
+         <option value=\"read\">read</option><option value=\"write\">write</option>\
+         <option value=\"admin\">admin</option><option value=\"none\">none (remove)</option></select>\
+         <div><button type=\"submit\">Set role</button></div></form>",
+        orgs.len(),
+        csrf = esc(&s.csrf),
+    );
+    page(
+        StatusCode::OK,
+        "Organisations",
+        Some(&Viewer::User(u, s)),
+        &body,
+    )
+}
+
+/// `POST /ui/admin/orgs`: creates an organisation.
+pub async fn add_org(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<NameForm>,
+) -> Response {
+    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !account_name_ok(&f.name) {
+        let msg = alert(
+            "An organisation's name is its namespace: lowercase letters, digits and . _ - (no /).",
+        );
+        return orgs_page(&st, u, s, &msg).await;
+    }
+    let (meta, name) = (st.meta.clone(), f.name.clone());
+    let added = tokio::task::spawn_blocking(move || meta.add_org(&name))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let notice = match added {
+        Some(true) => {
+            st.auth.audit(&u, "org.add", &f.name, "", "").await;
+            format!(
+                "<p role=\"status\">Organisation <strong>{}</strong> created.</p>",
+                esc(&f.name)
+            )
+        }
+        Some(false) => alert(&format!("There is an organisation {} already.", f.name)),
+        None => alert("The organisation could not be stored; see the log."),
+    };
+    orgs_page(&st, u, s, &notice).await
+}
+
+#[derive(Deserialize)]
+pub struct MemberForm {
+    csrf: String,
+    org: String,
+    user: String,
+    role: String,
+}
+
+/// `POST /ui/admin/orgs/member`: sets (or removes) a member's role.
+pub async fn set_member(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<MemberForm>,
+) -> Response {
+    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let role = match f.role.as_str() {
+        "none" => None,
+        r => match super::auth::policy::Role::parse(r) {
+            Some(role) => Some(role),
+            None => {
+                return orgs_page(&st, u, s, &alert("The role is read, write, admin or none."))
+                    .await
+            }
+        },
+    };
+    let (meta, org, member) = (st.meta.clone(), f.org.clone(), f.user.clone());
+    let checked =
+        tokio::task::spawn_blocking(move || -> Result<Option<&'static str>, MetaError> {
+            if !meta.org_exists(&org)? {
+                return Ok(Some("There is no such organisation."));
+            }
+            if meta.password_hash(&member)?.is_none() {
+                return Ok(Some("There is no such user."));
+            }
+            meta.set_member(&org, &member, role)?;
+            Ok(None)
+        })
+        .await;
+    let notice = match checked {
+        Ok(Ok(None)) => {
+            st.auth
+                .audit(
+                    &u,
+                    "org.member",
+                    &format!("{}/{}", f.org, f.user),
+                    &f.role,
+                    "",
+                )
+                .await;
+            format!(
+                "<p role=\"status\">{} in {}: {}.</p>",
+                esc(&f.user),
+                esc(&f.org),
+                esc(&f.role)
+            )
+        }
+        Ok(Ok(Some(why))) => alert(why),
+        _ => alert("The role could not be stored; see the log."),
+    };
+    orgs_page(&st, u, s, &notice).await
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub struct TokenRow {
     pub created_at: i64,
 }
 
+/// An organisation and its members with their roles (`user`, `role`).
+pub type OrgMembers = (String, Vec<(String, String)>);
+
 #[derive(Debug, Clone)]
 pub struct AuditRow {
     pub at: i64,
@@ -204,6 +207,28 @@ impl Meta {
             )
         })?;
         Ok(n > 0)
+    }
+
+    /// Every organisation with its members and their roles, by name.
+    pub fn orgs_with_members(&self) -> Result<Vec<OrgMembers>, MetaError> {
+        self.read(|c| {
+            let mut out: Vec<OrgMembers> = Vec::new();
+            for r in c.query(
+                "SELECT o.name, m.\"user\", m.role FROM orgs o LEFT JOIN org_members m ON m.org = o.name \
+                 ORDER BY o.name, m.\"user\"",
+                &[],
+            )? {
+                let (org, user, role): (String, Option<String>, Option<String>) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?);
+                if out.last().is_none_or(|(o, _)| *o != org) {
+                    out.push((org, Vec::new()));
+                }
+                if let (Some(u), Some(role), Some(last)) = (user, role, out.last_mut()) {
+                    last.1.push((u, role));
+                }
+            }
+            Ok(out)
+        })
     }
 
     pub fn org_exists(&self, name: &str) -> Result<bool, MetaError> {
