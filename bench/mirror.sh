@@ -26,21 +26,7 @@ bench_work reg-mirror-bench
 up_port=$(free_port)
 start_dist "127.0.0.1:$up_port" "filesystem: { rootdirectory: $work/up-data }"
 wait_up "127.0.0.1:$up_port"
-python3 - "$work/layout" "$LAYERS" "$LAYER_MIB" <<'PY'
-import hashlib, json, os, sys
-root, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-os.makedirs(f"{root}/blobs/sha256")
-def put(b):
-    d = hashlib.sha256(b).hexdigest()
-    open(f"{root}/blobs/sha256/{d}", "wb").write(b)
-    return {"digest": "sha256:" + d, "size": len(b)}
-layers = [dict(put(os.urandom(mib << 20)), mediaType="application/vnd.oci.image.layer.v1.tar+gzip") for _ in range(n)]
-cfg = dict(put(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}}).encode()), mediaType="application/vnd.oci.image.config.v1+json")
-m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": cfg, "layers": layers}).encode()
-md = dict(put(m), mediaType="application/vnd.oci.image.manifest.v1+json", annotations={"org.opencontainers.image.ref.name": "v1"})
-json.dump({"schemaVersion": 2, "manifests": [md]}, open(f"{root}/index.json", "w"))
-open(f"{root}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-PY
+python3 bench/oci_layout.py random "$work/layout" "$LAYERS" "$LAYER_MIB"
 skopeo copy -q --dest-tls-verify=false "oci:$work/layout:v1" "docker://127.0.0.1:$up_port/library/bench:v1"
 
 # --- the mirrors -------------------------------------------------------------------------------

@@ -645,43 +645,18 @@ impl RegistryClient {
         repo: &crate::RepoName,
         reference: &str,
     ) -> Result<(Vec<u8>, String, crate::Digest), ClientError> {
-        let scope = format!("repository:{repo}:pull");
-        let path = format!("/v2/{repo}/manifests/{reference}");
-        let r = self
-            .get(&path, &scope, &[("accept", MANIFEST_ACCEPT.to_string())])
-            .await?;
-        let status = r.status().as_u16();
-        if status != 200 {
-            return Err(ClientError::Status {
-                server: self.server.clone(),
-                status,
-                what: format!(
-                    "manifest {repo}:{reference} (is the name right, and are you logged in?)"
-                ),
-            });
+        match self
+            .manifest_unless(repo, reference, None, usize::MAX)
+            .await?
+        {
+            Fetched::Manifest {
+                body,
+                media_type,
+                digest,
+            } => Ok((body, media_type, digest)),
+            // Only a request that names a known digest is answered "not modified".
+            Fetched::NotModified => Err(self.status(304, format!("manifest {repo}:{reference}"))),
         }
-        let media_type = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let body = r.bytes().await.map_err(|e| self.connect(e))?.to_vec();
-        let digest = match crate::Digest::parse(reference) {
-            Ok(want) => {
-                let got = crate::Digest::of(want.algorithm(), &body);
-                if got != want {
-                    return Err(ClientError::Status {
-                        server: self.server.clone(),
-                        status: 200,
-                        what: format!("manifest {reference}: content has digest {got}"),
-                    });
-                }
-                want
-            }
-            Err(_) => crate::Digest::sha256_of(&body),
-        };
-        Ok((body, media_type, digest))
     }
 
     /// Fetches a manifest unless it is still `known` (a conditional request: `If-None-Match`
@@ -706,7 +681,10 @@ impl RegistryClient {
             return Ok(Fetched::NotModified);
         }
         if status != 200 {
-            return Err(self.status(status, format!("manifest {repo}:{reference}")));
+            return Err(self.status(
+                status,
+                format!("manifest {repo}:{reference} (is the name right, and are you logged in?)"),
+            ));
         }
         let media_type = r
             .headers()

@@ -1056,3 +1056,11 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// The value of the series `line_start` (name and labels, as Prometheus's text format writes
+/// them) in a `/metrics` answer.
+pub fn metric_value(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}

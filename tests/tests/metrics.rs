@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use reg_tests::{admin, client, location, sha256, Registry};
+use reg_tests::{admin, client, location, metric_value, sha256, Registry};
 
 /// A registry with its metrics listener on a free loopback port; returns it with the metrics
 /// address (from its log).
@@ -33,13 +33,6 @@ fn scrape(addr: &str) -> String {
         .and_then(|r| r.error_for_status())
         .and_then(|r| r.text())
         .expect("GET /metrics")
-}
-
-/// The value of the series `line_start` (name and labels) in `text`.
-fn value(text: &str, line_start: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]
@@ -94,7 +87,7 @@ fn metrics_count_requests_by_endpoint_method_and_code() {
         ),
     ];
     for (series, n) in want {
-        assert_eq!(value(&text, series), Some(n), "{series} in\n{text}");
+        assert_eq!(metric_value(&text, series), Some(n), "{series} in\n{text}");
     }
     // Names of repositories never become labels.
     assert!(!text.contains("metrics/app"), "{text}");
@@ -123,7 +116,7 @@ fn failed_logins_are_counted() {
     }
     let text = scrape(&addr);
     assert_eq!(
-        value(&text, "registry_auth_failures_total "),
+        metric_value(&text, "registry_auth_failures_total "),
         Some(1.0),
         "{text}"
     );
@@ -144,7 +137,7 @@ fn throttled_logins_are_counted() {
     let c = client();
     let text = scrape(&addr);
     assert_eq!(
-        value(
+        metric_value(
             &text,
             "registry_throttled_requests_total{reason=\"login_delay\"} "
         ),
@@ -161,13 +154,13 @@ fn throttled_logins_are_counted() {
         assert_eq!(r.status(), 401);
     }
     let text = scrape(&addr);
-    let delayed = value(
+    let delayed = metric_value(
         &text,
         "registry_throttled_requests_total{reason=\"login_delay\"} ",
     );
     assert!(delayed.unwrap_or(0.0) >= 1.0, "{text}");
     assert_eq!(
-        value(
+        metric_value(
             &text,
             "registry_throttled_requests_total{reason=\"upload_sessions\"} "
         ),
@@ -184,9 +177,10 @@ fn scheduled_collections_are_counted() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = scrape(&addr);
-        if value(&text, "registry_gc_runs_total{result=\"ok\"}").is_some_and(|n| n >= 1.0) {
+        if metric_value(&text, "registry_gc_runs_total{result=\"ok\"}").is_some_and(|n| n >= 1.0) {
             assert!(
-                value(&text, "registry_gc_duration_seconds_count ").is_some_and(|n| n >= 1.0),
+                metric_value(&text, "registry_gc_duration_seconds_count ")
+                    .is_some_and(|n| n >= 1.0),
                 "{text}"
             );
             break;

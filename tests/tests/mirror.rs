@@ -128,6 +128,21 @@ fn skopeo(bin: &Path, args: &[&str]) {
     );
 }
 
+/// Copies the image tagged v1 in the OCI layout `dir` to `dest` (`host:port/name:tag`).
+fn publish(skopeo_bin: &Path, dir: &Path, dest: &str) {
+    let src = format!("oci:{}:v1", dir.display());
+    skopeo(
+        skopeo_bin,
+        &[
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &src,
+            &format!("docker://{dest}"),
+        ],
+    );
+}
+
 /// An OCI layout with one image of two layers of `mib` MiB each, distinct per `seed`.
 fn image(dir: &Path, seed: u32, mib: usize) -> (String, Vec<String>) {
     let layers: Vec<Vec<u8>> = (0..2u32)
@@ -191,16 +206,10 @@ fn a_cold_pull_fetches_each_blob_once_a_warm_pull_asks_nothing_and_pushes_are_re
     let up = Upstream::start(&dist);
     let work = tempfile::tempdir().expect("tempdir");
     let (manifest, blobs) = image(&work.path().join("src"), 1, 2);
-    let src = format!("oci:{}:v1", work.path().join("src").display());
-    skopeo(
+    publish(
         &skopeo_bin,
-        &[
-            "copy",
-            "-q",
-            "--dest-tls-verify=false",
-            &src,
-            &format!("docker://{}/library/app:v1", up.addr),
-        ],
+        &work.path().join("src"),
+        &format!("{}/library/app:v1", up.addr),
     );
     let cfg = mirror_config(work.path(), &up.addr);
     let reg = start_reg(&cfg);
@@ -279,16 +288,10 @@ fn eight_concurrent_cold_pulls_share_one_upstream_fetch_per_blob() {
     let up = Upstream::start(&dist);
     let work = tempfile::tempdir().expect("tempdir");
     let (_, blobs) = image(&work.path().join("src"), 2, 8);
-    let src = format!("oci:{}:v1", work.path().join("src").display());
-    skopeo(
+    publish(
         &skopeo_bin,
-        &[
-            "copy",
-            "-q",
-            "--dest-tls-verify=false",
-            &src,
-            &format!("docker://{}/library/big:v1", up.addr),
-        ],
+        &work.path().join("src"),
+        &format!("{}/library/big:v1", up.addr),
     );
     let cfg = mirror_config(work.path(), &up.addr);
     let reg = start_reg(&cfg);
@@ -336,16 +339,10 @@ fn with_the_upstream_stopped_cached_tags_still_pull_and_new_ones_say_why_not() {
     let mut up = Upstream::start(&dist);
     let work = tempfile::tempdir().expect("tempdir");
     let (manifest, _) = image(&work.path().join("src"), 3, 1);
-    let src = format!("oci:{}:v1", work.path().join("src").display());
-    skopeo(
+    publish(
         &skopeo_bin,
-        &[
-            "copy",
-            "-q",
-            "--dest-tls-verify=false",
-            &src,
-            &format!("docker://{}/team/app:v1", up.addr),
-        ],
+        &work.path().join("src"),
+        &format!("{}/team/app:v1", up.addr),
     );
     let cfg = mirror_config(work.path(), &up.addr);
     let reg = start_reg(&cfg);
@@ -453,16 +450,10 @@ fn a_cold_blob_streams_to_the_client_before_it_is_complete_and_is_visible_only_o
     let up = Upstream::start(&dist);
     let work = tempfile::tempdir().expect("tempdir");
     let (_, blobs) = image(&work.path().join("src"), 4, 16);
-    let src = format!("oci:{}:v1", work.path().join("src").display());
-    skopeo(
+    publish(
         &skopeo_bin,
-        &[
-            "copy",
-            "-q",
-            "--dest-tls-verify=false",
-            &src,
-            &format!("docker://{}/library/slow:v1", up.addr),
-        ],
+        &work.path().join("src"),
+        &format!("{}/library/slow:v1", up.addr),
     );
     // The upstream may send reg 4 MiB of the 16 MiB layer, then nothing until the test says.
     let valve = Valve::start(up.addr.clone(), 4 << 20);
@@ -534,17 +525,11 @@ fn dockerd_with_registry_mirrors_pulls_a_docker_hub_name_through_reg() {
         }
     };
     let manifest = reg_tests::write_oci_layout(&work.path().join("src"), "v1", &busybox);
-    let src = format!("oci:{}:v1", work.path().join("src").display());
     let name = format!("regmirror{}", std::process::id());
-    skopeo(
+    publish(
         &skopeo_bin,
-        &[
-            "copy",
-            "-q",
-            "--dest-tls-verify=false",
-            &src,
-            &format!("docker://{}/library/{name}:v1", up.addr),
-        ],
+        &work.path().join("src"),
+        &format!("{}/library/{name}:v1", up.addr),
     );
     let cfg = mirror_config(work.path(), &up.addr);
     let data = tempfile::tempdir().expect("data");

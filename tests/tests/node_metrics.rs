@@ -7,14 +7,7 @@ use shared_node::*;
 
 use std::time::{Duration, Instant};
 
-use reg_tests::client;
-
-/// The value of the series `line_start` (name and labels) in `text`.
-fn value(text: &str, line_start: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-}
+use reg_tests::{client, metric_value};
 
 #[test]
 fn node_metrics_count_containers_by_state_and_time_their_starts() {
@@ -50,7 +43,7 @@ fn node_metrics_count_containers_by_state_and_time_their_starts() {
     };
     let text = scrape();
     assert_eq!(
-        value(
+        metric_value(
             &text,
             "engine_daemon_container_states_containers{state=\"running\"}"
         ),
@@ -76,7 +69,11 @@ fn node_metrics_count_containers_by_state_and_time_their_starts() {
             1.0,
         ),
     ] {
-        assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+        assert_eq!(
+            metric_value(&text, series),
+            Some(want),
+            "{series} in\n{text}"
+        );
     }
     // A real Prometheus reads the node's series too (the registry's: tests/metrics.rs).
     if let Some(prometheus) = reg_tests::peer("prometheus") {
@@ -88,15 +85,15 @@ fn node_metrics_count_containers_by_state_and_time_their_starts() {
     }
     // The image the run pulled: one pull, its layers' bytes, its time.
     assert!(
-        value(&text, "reg_node_image_pulls_total{result=\"ok\"}").unwrap_or(0.0) >= 1.0,
+        metric_value(&text, "reg_node_image_pulls_total{result=\"ok\"}").unwrap_or(0.0) >= 1.0,
         "{text}"
     );
     assert!(
-        value(&text, "reg_node_image_pulled_bytes_total").unwrap_or(0.0) > 0.0,
+        metric_value(&text, "reg_node_image_pulled_bytes_total").unwrap_or(0.0) > 0.0,
         "{text}"
     );
     assert!(
-        value(
+        metric_value(
             &text,
             "engine_daemon_image_actions_seconds_count{action=\"pull\"}"
         )
@@ -123,13 +120,17 @@ fn node_metrics_count_containers_by_state_and_time_their_starts() {
         ("reg_builder_steps_total{cached=\"false\"}", 1.0),
         ("reg_builder_steps_total{cached=\"true\"}", 1.0),
     ] {
-        assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+        assert_eq!(
+            metric_value(&text, series),
+            Some(want),
+            "{series} in\n{text}"
+        );
     }
     let (code, _, err) = n.reg(&["rm", "-f", "metered", "idle"]);
     assert_eq!(code, 0, "{err}");
     let text = scrape();
     assert_eq!(
-        value(
+        metric_value(
             &text,
             "engine_daemon_container_actions_seconds_count{action=\"delete\"}"
         ),
@@ -137,7 +138,7 @@ fn node_metrics_count_containers_by_state_and_time_their_starts() {
         "{text}"
     );
     assert_eq!(
-        value(
+        metric_value(
             &text,
             "engine_daemon_container_states_containers{state=\"running\"}"
         ),

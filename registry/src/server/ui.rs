@@ -142,6 +142,21 @@ async fn viewer(st: &Arc<AppState>, h: &HeaderMap) -> Result<Option<Viewer>, Res
         .map(|s| Viewer::User(s.user.clone(), s)))
 }
 
+/// The viewer, or a redirect to the login page.
+async fn signed_in(st: &Arc<AppState>, h: &HeaderMap) -> Result<Viewer, Response> {
+    viewer(st, h).await?.ok_or_else(|| redirect("/ui/login"))
+}
+
+/// `f` on the blocking pool; `None` when it failed (pages then show what they have).
+async fn off<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Option<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
 async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
     match v {
         Viewer::Open => true,
@@ -337,9 +352,8 @@ pub async fn repos(
     headers: HeaderMap,
     Query(query): Query<ReposQuery>,
 ) -> Response {
-    let v = match viewer(&st, &headers).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return redirect("/ui/login"),
+    let v = match signed_in(&st, &headers).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let search = query.q.unwrap_or_default();
@@ -418,9 +432,8 @@ pub async fn repo(
     headers: HeaderMap,
     Query(query): Query<RepoQuery>,
 ) -> Response {
-    let v = match viewer(&st, &headers).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return redirect("/ui/login"),
+    let v = match signed_in(&st, &headers).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let name = query.name;
@@ -479,10 +492,8 @@ pub async fn repo(
     let visibility = match &v {
         Viewer::User(u, s) if is_admin(&st, u).await => {
             let (meta, n) = (st.meta.clone(), name.clone());
-            let public = tokio::task::spawn_blocking(move || meta.facts(None, &n))
+            let public = off(move || meta.facts(None, &n))
                 .await
-                .ok()
-                .and_then(Result::ok)
                 .is_some_and(|f| f.public);
             format!(
                 "<form method=\"post\" action=\"/ui/visibility\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -534,9 +545,8 @@ pub async fn manifest(
     headers: HeaderMap,
     Query(query): Query<ManifestQuery>,
 ) -> Response {
-    let v = match viewer(&st, &headers).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return redirect("/ui/login"),
+    let v = match signed_in(&st, &headers).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let (name, digest) = (query.name, query.digest);
@@ -613,10 +623,8 @@ pub async fn manifest(
     }
     if let Ok(subject) = Digest::parse(&digest) {
         let (meta, n) = (st.meta.clone(), name.clone());
-        let referrers = tokio::task::spawn_blocking(move || meta.referrers(&n, &subject, None))
+        let referrers = off(move || meta.referrers(&n, &subject, None))
             .await
-            .ok()
-            .and_then(Result::ok)
             .unwrap_or_default();
         if !referrers.is_empty() {
             body.push_str("<table><caption>Referrers (signatures, SBOMs, other artifacts)</caption><thead><tr><th scope=\"col\">Artifact type</th><th scope=\"col\">Digest</th><th scope=\"col\">Size</th></tr></thead><tbody>");
@@ -650,9 +658,8 @@ pub async fn delete_tag(
     headers: HeaderMap,
     Form(f): Form<DeleteTagForm>,
 ) -> Response {
-    let v = match viewer(&st, &headers).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return redirect("/ui/login"),
+    let v = match signed_in(&st, &headers).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let actor = match &v {
@@ -707,25 +714,13 @@ pub async fn admin_audit(
     headers: HeaderMap,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    let (u, s) = match user(&st, &headers).await {
+    let (u, s) = match admin_page(&st, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if !is_admin(&st, &u).await {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            Some(&Viewer::User(u, s)),
-            "<p class=\"error\" role=\"alert\">Administrators only.</p>",
-        );
-    }
     let limit = query.limit.unwrap_or(500).clamp(1, 10_000);
     let meta = st.meta.clone();
-    let log = tokio::task::spawn_blocking(move || meta.audit_log(limit))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let log = off(move || meta.audit_log(limit)).await.unwrap_or_default();
     let (actor, action) = (
         query.actor.unwrap_or_default(),
         query.action.unwrap_or_default(),
@@ -816,11 +811,7 @@ async fn user(st: &Arc<AppState>, h: &HeaderMap) -> Result<(String, Session), Re
 
 async fn is_admin(st: &Arc<AppState>, user: &str) -> bool {
     let (meta, u) = (st.meta.clone(), user.to_string());
-    tokio::task::spawn_blocking(move || meta.users())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .is_some_and(|users| users.iter().any(|r| r.name == u && r.admin))
+    off(move || meta.user_admin(&u)).await.flatten() == Some(true)
 }
 
 fn now_secs() -> i64 {
@@ -841,11 +832,7 @@ pub async fn tokens(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 
 async fn tokens_page(st: &Arc<AppState>, u: &str, s: &Session, notice: &str) -> Response {
     let meta = st.meta.clone();
-    let all = tokio::task::spawn_blocking(move || meta.tokens())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let all = off(move || meta.tokens()).await.unwrap_or_default();
     let mut rows = String::new();
     for t in all.iter().filter(|t| t.user == u) {
         let scopes: Vec<String> = t.scopes.iter().map(ToString::to_string).collect();
@@ -909,13 +896,10 @@ pub async fn create_token(
     headers: HeaderMap,
     Form(f): Form<NewTokenForm>,
 ) -> Response {
-    let (u, s) = match user(&st, &headers).await {
+    let (u, s) = match user_form(&st, &headers, &f.csrf).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if f.csrf != s.csrf {
-        return forbidden("The form did not come from this site (CSRF token missing or wrong).");
-    }
     let mut scopes = Vec::new();
     for sc in f.scopes.split_whitespace() {
         match super::auth::policy::Scope::parse(sc) {
@@ -990,18 +974,13 @@ pub async fn revoke_token(
     headers: HeaderMap,
     Form(f): Form<RevokeForm>,
 ) -> Response {
-    let (u, s) = match user(&st, &headers).await {
+    let (u, s) = match user_form(&st, &headers, &f.csrf).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if f.csrf != s.csrf {
-        return forbidden("The form did not come from this site (CSRF token missing or wrong).");
-    }
     let (meta, id) = (st.meta.clone(), f.id.clone());
-    let mine = tokio::task::spawn_blocking(move || meta.token(&id))
+    let mine = off(move || meta.token(&id))
         .await
-        .ok()
-        .and_then(Result::ok)
         .flatten()
         .is_some_and(|t| t.user == u);
     if !mine {
@@ -1032,16 +1011,10 @@ pub async fn set_visibility(
     headers: HeaderMap,
     Form(f): Form<VisibilityForm>,
 ) -> Response {
-    let (u, s) = match user(&st, &headers).await {
+    let (u, _) = match admin_form(&st, &headers, &f.csrf).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if f.csrf != s.csrf {
-        return forbidden("The form did not come from this site (CSRF token missing or wrong).");
-    }
-    if !is_admin(&st, &u).await {
-        return forbidden("Only administrators change a repository's visibility.");
-    }
     if crate::name::RepoName::parse(&f.name).is_err() {
         return forbidden("Not a repository name.");
     }
@@ -1062,28 +1035,16 @@ pub async fn set_visibility(
 
 /// `GET /ui/admin/users`: the users (administrators only; others get 403).
 pub async fn admin_users(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let (u, s) = match user(&st, &headers).await {
+    let (u, s) = match admin_page(&st, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if !is_admin(&st, &u).await {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            Some(&Viewer::User(u, s)),
-            "<p class=\"error\" role=\"alert\">Administrators only.</p>",
-        );
-    }
     users_page(&st, u, s, "").await
 }
 
 async fn users_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> Response {
     let meta = st.meta.clone();
-    let users = tokio::task::spawn_blocking(move || meta.users())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let users = off(move || meta.users()).await.unwrap_or_default();
     let rows: String = users
         .iter()
         .map(|r| {
@@ -1124,9 +1085,9 @@ async fn users_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> 
     page(StatusCode::OK, "Users", Some(&Viewer::User(u, s)), &body)
 }
 
-/// The admin and their session when the form's token matches and they are an administrator;
-/// otherwise the answer to give.
-async fn admin_form(
+/// The signed-in user and session when the form's token is the session's; otherwise the
+/// answer to give.
+async fn user_form(
     st: &Arc<AppState>,
     h: &HeaderMap,
     csrf: &str,
@@ -1137,8 +1098,32 @@ async fn admin_form(
             "The form did not come from this site (CSRF token missing or wrong).",
         ));
     }
+    Ok((u, s))
+}
+
+/// [`user_form`], for administrators only.
+async fn admin_form(
+    st: &Arc<AppState>,
+    h: &HeaderMap,
+    csrf: &str,
+) -> Result<(String, Session), Response> {
+    let (u, s) = user_form(st, h, csrf).await?;
     if !is_admin(st, &u).await {
         return Err(forbidden("Administrators only."));
+    }
+    Ok((u, s))
+}
+
+/// The administrator looking at an admin page; anyone else gets its 403 page.
+async fn admin_page(st: &Arc<AppState>, h: &HeaderMap) -> Result<(String, Session), Response> {
+    let (u, s) = user(st, h).await?;
+    if !is_admin(st, &u).await {
+        return Err(page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some(&Viewer::User(u, s)),
+            "<p class=\"error\" role=\"alert\">Administrators only.</p>",
+        ));
     }
     Ok((u, s))
 }
@@ -1198,10 +1183,7 @@ pub async fn add_user(
     };
     let admin = f.admin.as_deref() == Some("true");
     let (meta, name) = (st.meta.clone(), f.name.clone());
-    let added = tokio::task::spawn_blocking(move || meta.add_user(&name, &hash, admin))
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let added = off(move || meta.add_user(&name, &hash, admin)).await;
     let notice = match added {
         Some(true) => {
             st.auth
@@ -1244,10 +1226,7 @@ pub async fn remove_user(
         return users_page(&st, u, s, &alert("You cannot remove yourself here.")).await;
     }
     let (meta, name) = (st.meta.clone(), f.name.clone());
-    let removed = tokio::task::spawn_blocking(move || meta.remove_user(&name))
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let removed = off(move || meta.remove_user(&name)).await;
     let notice = match removed {
         Some(super::auth::store::Removal::Removed) => {
             st.auth.audit(&u, "user.remove", &f.name, "", "").await;
@@ -1267,27 +1246,17 @@ pub async fn remove_user(
 
 /// `GET /ui/admin/orgs`: organisations, their members and roles (administrators only).
 pub async fn admin_orgs(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let (u, s) = match user(&st, &headers).await {
+    let (u, s) = match admin_page(&st, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if !is_admin(&st, &u).await {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            Some(&Viewer::User(u, s)),
-            "<p class=\"error\" role=\"alert\">Administrators only.</p>",
-        );
-    }
     orgs_page(&st, u, s, "").await
 }
 
 async fn orgs_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> Response {
     let meta = st.meta.clone();
-    let orgs = tokio::task::spawn_blocking(move || meta.orgs_with_members())
+    let orgs = off(move || meta.orgs_with_members())
         .await
-        .ok()
-        .and_then(Result::ok)
         .unwrap_or_default();
     let rows: String = orgs
         .iter()
@@ -1342,10 +1311,7 @@ pub async fn add_org(
         return orgs_page(&st, u, s, &msg).await;
     }
     let (meta, name) = (st.meta.clone(), f.name.clone());
-    let added = tokio::task::spawn_blocking(move || meta.add_org(&name))
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let added = off(move || meta.add_org(&name)).await;
     let notice = match added {
         Some(true) => {
             st.auth.audit(&u, "org.add", &f.name, "", "").await;
@@ -1548,18 +1514,10 @@ async fn storage_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -
 /// `GET /ui/admin/storage`: storage by namespace and repository as charts, the last
 /// collection, and buttons for a dry run or a collection (administrators only).
 pub async fn admin_storage(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let (u, s) = match user(&st, &headers).await {
+    let (u, s) = match admin_page(&st, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if !is_admin(&st, &u).await {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            Some(&Viewer::User(u, s)),
-            "<p class=\"error\" role=\"alert\">Administrators only.</p>",
-        );
-    }
     storage_page(&st, u, s, "").await
 }
 
@@ -1575,16 +1533,10 @@ pub async fn run_gc(
     headers: HeaderMap,
     Form(f): Form<GcForm>,
 ) -> Response {
-    let (u, s) = match user(&st, &headers).await {
+    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if f.csrf != s.csrf {
-        return forbidden("The form did not come from this site (CSRF token missing or wrong).");
-    }
-    if !is_admin(&st, &u).await {
-        return forbidden("Administrators only.");
-    }
     let mut opts = match super::gc_options(&st.cfg) {
         Ok(o) => o,
         Err(e) => return forbidden(&e.to_string()),

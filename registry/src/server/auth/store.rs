@@ -231,6 +231,11 @@ impl Meta {
         })
     }
 
+    /// Whether `name` is an administrator; `None` when there is no such user.
+    pub fn user_admin(&self, name: &str) -> Result<Option<bool>, MetaError> {
+        self.read(|c| value(c, "SELECT admin FROM users WHERE name = ?1", args![name]))
+    }
+
     pub fn org_exists(&self, name: &str) -> Result<bool, MetaError> {
         self.read(|c| exists(c, "SELECT 1 FROM orgs WHERE name = ?1", args![name]))
     }
