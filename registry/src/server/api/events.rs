@@ -98,12 +98,10 @@ pub(super) async fn emit(
             &Method::POST | &Method::PUT,
             StatusCode::CREATED,
         ) => {
-            let from = uri.query().and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("from="))
-                    .map(|f| f.replace("%2F", "/").replace("%2f", "/"))
-            });
-            let mounted = uri.query().is_some_and(|q| q.contains("mount="));
+            // The query the upload handler read (`mount` + `from`), decoded the same way.
+            let q: super::uploads::StartQuery = super::query(uri).unwrap_or_default();
+            let mounted = q.mount.is_some();
+            let from = q.from;
             (
                 if mounted { "mount" } else { "push" },
                 Target {

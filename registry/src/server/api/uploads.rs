@@ -17,10 +17,10 @@ use crate::server::state::AppState;
 use crate::server::uploads::Progress;
 
 /// `POST` parameters: `mount` + `from` (cross-repository mount), `digest` (single request).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct StartQuery {
-    mount: Option<String>,
-    from: Option<String>,
+    pub(super) mount: Option<String>,
+    pub(super) from: Option<String>,
     digest: Option<String>,
 }
 
