@@ -1,7 +1,10 @@
 //! The web interface (`/ui/`) in a real browser: headless Chromium driven by Selenium
 //! (`tests/ui/browse.py`) logs in, browses to a pushed image's layers and history, and logs out;
 //! screenshots of each page go to `target/ui-screenshots/`. Sessions, CSRF and visibility are
-//! checked over HTTP beside it.
+//! checked over HTTP beside it, and so is the local node's read-only view.
+
+#[path = "shared/node.rs"]
+mod shared_node;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -641,4 +644,97 @@ fn tokens_made_in_the_ui_log_docker_in_until_revoked_and_admins_alone_change_vis
         let (ok, out) = docker(&["pull", &image], "");
         assert!(!ok, "docker pull with a revoked token must fail: {out}");
     }
+}
+
+/// `reg serve` as root: administrators see the node's containers, images and a container's
+/// log tail (escaped); other users get 403; `reg registry serve` has no node to show.
+#[test]
+fn administrators_see_the_local_nodes_containers_images_and_log_tail() {
+    let Some(n) = shared_node::node() else {
+        return;
+    };
+    let script =
+        shared_node::sh("echo '<b>hello from the node view</b>'; exec /bin/busybox sleep 300");
+    let id = n.run_d(&shared_node::args(
+        &["--name", "ui-web", shared_node::IMG],
+        &script,
+    ));
+    shared_node::wait_until("the container logged its line", || {
+        n.reg(&["logs", "ui-web"])
+            .1
+            .contains("hello from the node view")
+    });
+    // Users added while it serves: authentication is on from the next request.
+    let data = n.tmp.path();
+    admin(
+        data,
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        "alice-pass-1\n",
+    );
+    admin(
+        data,
+        &["user", "add", "bob", "--password-stdin"],
+        "bob-pass-1\n",
+    );
+    // (The registry reads whether it has users at most once a second.)
+    shared_node::wait_until("authentication is on", || {
+        client()
+            .get(n.server.url("/v2/"))
+            .send()
+            .is_ok_and(|r| r.status() == 401)
+    });
+
+    let c = browser();
+    log_in(&c, &n.server, "alice", "alice-pass-1");
+    let html = c
+        .get(n.server.url("/ui/admin/node"))
+        .send()
+        .expect("node page")
+        .text()
+        .expect("html");
+    assert!(html.contains(">ui-web</a>"), "{html}");
+    assert!(html.contains(&id[..12]), "{html}");
+    assert!(html.contains("<td>running</td>"), "{html}");
+    assert!(html.contains("<td>Up "), "{html}");
+    assert!(html.contains(shared_node::IMG), "{html}");
+    assert!(html.contains("Images (1)"), "{html}");
+    let html = c
+        .get(n.server.url(&format!("/ui/admin/node/logs?id={id}")))
+        .send()
+        .expect("log page")
+        .text()
+        .expect("html");
+    assert!(
+        html.contains("&lt;b&gt;hello from the node view&lt;/b&gt;"),
+        "{html}"
+    );
+    let r = c
+        .get(n.server.url("/ui/admin/node/logs?id=no-such-container"))
+        .send()
+        .expect("log page");
+    assert_eq!(r.status(), 404);
+    let html = r.text().expect("html");
+    assert!(
+        html.contains("no such container: no-such-container"),
+        "{html}"
+    );
+
+    let c = browser();
+    log_in(&c, &n.server, "bob", "bob-pass-1");
+    for path in ["/ui/admin/node", &format!("/ui/admin/node/logs?id={id}")] {
+        let r = c.get(n.server.url(path)).send().expect("node page");
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(!r.text().expect("html").contains("hello from the node view"));
+    }
+
+    let reg = registry_with_users();
+    let c = browser();
+    log_in(&c, &reg, "alice", "alice-pass-1");
+    let html = c
+        .get(reg.url("/ui/admin/node"))
+        .send()
+        .expect("node page")
+        .text()
+        .expect("html");
+    assert!(html.contains("No node runs beside this registry"), "{html}");
 }

@@ -11,6 +11,7 @@ pub mod format;
 pub mod image;
 pub mod login;
 pub mod manage;
+mod node_view;
 pub mod serve;
 pub mod system;
 

@@ -122,7 +122,14 @@ pub fn run(file: Option<&Path>, args: ServeArgs, target: &super::Target) -> anyh
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
         let registry = {
             let (cfg, stop) = (cfg.clone(), stopped(stop_rx.clone()));
-            tokio::spawn(async move { registry_future(&cfg, stop, Some(bound_tx)).await })
+            // The web interface shows the node agent started below (as root only).
+            let node = if listen.is_some() {
+                super::node_view::AgentView::of(&cfg)
+                    .map(|v| std::sync::Arc::new(v) as std::sync::Arc<dyn reg_registry::server::nodes::NodeView>)
+            } else {
+                None
+            };
+            tokio::spawn(async move { registry_future(&cfg, node, stop, Some(bound_tx)).await })
         };
         let agent = if let Some(listen) = listen {
             let (data, mut settings) = (cfg.layout().node_root(), node_settings(&cfg)?);
@@ -368,11 +375,12 @@ fn serve_registry(file: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let cfg = load(file, &args)?;
     init_logging(&cfg);
     let rt = runtime()?;
-    rt.block_on(registry_future(&cfg, shutdown_signal(), None))
+    rt.block_on(registry_future(&cfg, None, shutdown_signal(), None))
 }
 
 async fn registry_future(
     cfg: &Config,
+    node: Option<std::sync::Arc<dyn reg_registry::server::nodes::NodeView>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
@@ -394,7 +402,7 @@ async fn registry_future(
     } else {
         "http"
     };
-    reg_registry::server::serve(cfg, shutdown, |addr| {
+    reg_registry::server::serve(cfg, node, shutdown, |addr| {
         tracing::info!(
             data_dir = %data.display(),
             metadata = %metadata,

@@ -12,6 +12,7 @@ mod listen;
 pub mod meta;
 mod metrics;
 pub mod mirror;
+pub mod nodes;
 pub mod notify;
 pub mod parts;
 pub mod quota;
@@ -87,6 +88,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/admin/audit", get(ui::admin_audit))
         .route("/ui/admin/storage", get(ui::admin_storage).post(ui::run_gc))
         .route("/ui/tag/delete", post(ui::delete_tag))
+        .route("/ui/admin/node", get(ui::admin_node))
+        .route("/ui/admin/node/logs", get(ui::admin_node_logs))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(pace, pace_body))
         .layer(middleware::from_fn_with_state(
@@ -164,12 +167,14 @@ async fn access_log(
 
 /// Binds `cfg.registry.addr` and serves until `shutdown` resolves; in-flight requests then get
 /// `shutdown_grace_secs` to finish. `on_bound` learns the actual address (port 0 picks one).
+/// `node` is the local node the web interface shows, when one runs beside the registry.
 pub async fn serve(
     cfg: &Config,
+    node: Option<Arc<dyn nodes::NodeView>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let state = tokio::task::block_in_place(|| AppState::open(cfg))?;
+    let state = tokio::task::block_in_place(|| AppState::open(cfg, node))?;
     let listener = tokio::net::TcpListener::bind(&cfg.registry.addr)
         .await
         .map_err(|source| ServeError::Bind {

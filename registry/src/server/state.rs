@@ -54,11 +54,16 @@ pub struct AppState {
     /// This process's last collection (scheduled or from the web interface): when, and its
     /// report.
     pub(crate) last_gc: std::sync::Mutex<Option<(i64, gc::Report)>>,
+    /// The local node's read-only view for the web interface (`reg serve` as root).
+    pub(crate) node: Option<Arc<dyn super::nodes::NodeView>>,
 }
 
 impl AppState {
     /// Opens (creating if needed) the registry's storage under the configured data dir.
-    pub fn open(cfg: &Config) -> Result<Arc<AppState>, OpenError> {
+    pub fn open(
+        cfg: &Config,
+        node: Option<Arc<dyn super::nodes::NodeView>>,
+    ) -> Result<Arc<AppState>, OpenError> {
         let layout = cfg.layout();
         let (meta, store) = open_storage(cfg)?;
         let meta = Arc::new(meta);
@@ -90,6 +95,7 @@ impl AppState {
             notify: Arc::new(Notifier::from_config(&cfg.registry.notify)?),
             ui_sessions: Default::default(),
             last_gc: std::sync::Mutex::new(None),
+            node,
         });
         st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;

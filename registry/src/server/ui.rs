@@ -172,7 +172,7 @@ async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
 fn page(status: StatusCode, title: &str, v: Option<&Viewer>, body: &str) -> Response {
     let user = match v {
         Some(Viewer::User(u, s)) => format!(
-            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/audit\">Audit log</a> · <a href=\"/ui/admin/storage\">Storage</a> · \
+            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/audit\">Audit log</a> · <a href=\"/ui/admin/storage\">Storage</a> · <a href=\"/ui/admin/node\">Node</a> · \
              <span>Signed in as <strong>{}</strong></span> \
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -218,7 +218,8 @@ th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ccc;vertical
 code{font-size:.9em;word-break:break-all}.inline{display:inline}\
 label{display:block;margin:.5rem 0 .2rem}input{padding:.35rem;font-size:1rem}\
 button{padding:.35rem .8rem;font-size:1rem;margin-top:.5rem}.error{color:#a00000;font-weight:600}\
-a{color:#0b3d62}a:focus,button:focus,input:focus{outline:3px solid #f5a623}";
+pre{background:#f4f4f4;padding:.5rem;overflow:auto;max-height:40rem;white-space:pre-wrap}\
+a{color:#0b3d62}a:focus,button:focus,input:focus,pre:focus{outline:3px solid #f5a623}";
 
 fn redirect(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
@@ -757,6 +758,135 @@ pub async fn admin_audit(
         Some(&Viewer::User(u, s)),
         &body,
     )
+}
+
+/// `GET /ui/admin/node`: the local node's containers and images (administrators only:
+/// containers' names, images and logs are the host's business).
+pub async fn admin_node(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (u, s) = match admin_page(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let v = Viewer::User(u, s);
+    let Some(node) = st.node.clone() else {
+        return page(
+            StatusCode::OK,
+            "Node",
+            Some(&v),
+            "<p>No node runs beside this registry: <code>reg serve</code> started as root runs one \
+             (<code>reg registry serve</code> and a registry started by another user do not).</p>",
+        );
+    };
+    let (containers, images) = tokio::join!(node.containers(), node.images());
+    let containers = match containers {
+        Ok(list) => {
+            let rows: String = list
+                .iter()
+                .map(|c| {
+                    let short = c.id.get(..12).unwrap_or(&c.id);
+                    format!(
+                        "<tr><td><a href=\"/ui/admin/node/logs?id={}\">{}</a></td><td><code>{}</code></td><td>{}</td>\
+                         <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        q(&c.id),
+                        esc(&c.name),
+                        esc(short),
+                        esc(&c.image),
+                        esc(&c.state),
+                        esc(&c.status),
+                        esc(&c.ports.join(", ")),
+                        esc(&when(c.created))
+                    )
+                })
+                .collect();
+            format!(
+                "<table><caption>Containers ({n})</caption><thead><tr><th scope=\"col\">Name (its log)</th>\
+                 <th scope=\"col\">ID</th><th scope=\"col\">Image</th><th scope=\"col\">State</th>\
+                 <th scope=\"col\">Status and health</th><th scope=\"col\">Ports</th><th scope=\"col\">Created</th>\
+                 </tr></thead><tbody>{rows}</tbody></table>",
+                n = list.len()
+            )
+        }
+        Err(e) => format!(
+            "<p class=\"error\" role=\"alert\">Containers: {}</p>",
+            esc(&e.to_string())
+        ),
+    };
+    let images = match images {
+        Ok(list) => {
+            let rows: String = list
+                .iter()
+                .map(|i| {
+                    let id = i.id.trim_start_matches("sha256:");
+                    format!(
+                        "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                        if i.tags.is_empty() {
+                            "&lt;none&gt;".to_string()
+                        } else {
+                            esc(&i.tags.join(", "))
+                        },
+                        esc(id.get(..12).unwrap_or(id)),
+                        esc(&super::quota::human(i.size)),
+                        esc(&when(i.created))
+                    )
+                })
+                .collect();
+            format!(
+                "<table><caption>Images ({n})</caption><thead><tr><th scope=\"col\">Tags</th><th scope=\"col\">ID</th>\
+                 <th scope=\"col\">Size</th><th scope=\"col\">Created</th></tr></thead><tbody>{rows}</tbody></table>",
+                n = list.len()
+            )
+        }
+        Err(e) => format!(
+            "<p class=\"error\" role=\"alert\">Images: {}</p>",
+            esc(&e.to_string())
+        ),
+    };
+    page(
+        StatusCode::OK,
+        "Node",
+        Some(&v),
+        &format!("<p>The node running beside this registry, read-only.</p>{containers}{images}"),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct NodeLogsQuery {
+    id: String,
+}
+
+/// How many lines of a container's log its page shows.
+const LOG_TAIL_LINES: usize = 200;
+
+/// `GET /ui/admin/node/logs?id=`: a container's last log lines.
+pub async fn admin_node_logs(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<NodeLogsQuery>,
+) -> Response {
+    let (u, s) = match admin_page(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let v = Viewer::User(u, s);
+    let Some(node) = st.node.clone() else {
+        return redirect("/ui/admin/node");
+    };
+    let (status, body) = match node.logs(&query.id, LOG_TAIL_LINES).await {
+        Ok(log) => (StatusCode::OK, format!(
+            "<p>The last {LOG_TAIL_LINES} lines of <code>{}</code>'s log (stdout and stderr). \
+             <a href=\"/ui/admin/node\">Back to the node</a></p><pre tabindex=\"0\" aria-label=\"log\">{}</pre>",
+            esc(&query.id),
+            esc(&log)
+        )),
+        Err(e) => (
+            match e {
+                super::nodes::NodeViewError::NotFound(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            format!("<p class=\"error\" role=\"alert\">{}</p>", esc(&e.to_string())),
+        ),
+    };
+    page(status, "Container log", Some(&v), &body)
 }
 
 /// The image config's `history` (created, created_by), when the config is here and small.
