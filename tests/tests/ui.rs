@@ -738,3 +738,125 @@ fn administrators_see_the_local_nodes_containers_images_and_log_tail() {
         .expect("html");
     assert!(html.contains("No node runs beside this registry"), "{html}");
 }
+
+/// A manifest deleted by digest from its page takes every tag naming it, as the API's DELETE
+/// does; not when an immutable tag names it, nor for a user who may not delete, nor without
+/// the session's CSRF token.
+#[test]
+fn a_manifest_is_deleted_by_digest_with_its_tags_unless_an_immutable_tag_names_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    admin(
+        &data,
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        "alice-pass-1\n",
+    );
+    admin(
+        &data,
+        &["user", "add", "bob", "--password-stdin"],
+        "bob-pass-1\n",
+    );
+    let cfg = tmp.path().join("reg.toml");
+    std::fs::write(
+        &cfg,
+        "[[registry.retention]]\nrepositories = \"keep/*\"\nimmutable_tags = \"v*\"\n",
+    )
+    .expect("config");
+    let cfg = cfg.display().to_string();
+    let reg = Registry::start_on(&data, &[("REG_CONFIG", cfg.as_str())]);
+    let api = client_as("alice", "alice-pass-1");
+    let mut digests = Vec::new();
+    for repo in ["team/app", "keep/app"] {
+        let d = push_with_history(&api, &reg, repo);
+        let body = api
+            .get(reg.url(&format!("/v2/{repo}/manifests/v1")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .expect("GET")
+            .bytes()
+            .expect("body");
+        let r = api
+            .put(reg.url(&format!("/v2/{repo}/manifests/latest")))
+            .header("content-type", OCI_MANIFEST)
+            .body(body)
+            .send()
+            .expect("PUT");
+        assert_eq!(r.status(), 201);
+        digests.push(d);
+    }
+    let page = |repo: &str, d: &str| format!("/ui/manifest?name={repo}&digest={d}");
+    let form = |csrf: &str, repo: &str, d: &str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("name", repo.to_string()),
+            ("digest", d.to_string()),
+        ]
+    };
+
+    let bob = browser();
+    let bob_csrf = log_in(&bob, &reg, "bob", "bob-pass-1");
+    let r = bob
+        .post(reg.url("/ui/manifest/delete"))
+        .form(&form(&bob_csrf, "team/app", &digests[0]))
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+
+    let alice = browser();
+    let csrf = log_in(&alice, &reg, "alice", "alice-pass-1");
+    let html = alice
+        .get(reg.url(&page("team/app", &digests[0])))
+        .send()
+        .expect("manifest page")
+        .text()
+        .expect("html");
+    assert!(html.contains("action=\"/ui/manifest/delete\""), "{html}");
+    let r = alice
+        .post(reg.url("/ui/manifest/delete"))
+        .form(&form("forged", "team/app", &digests[0]))
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    let r = alice
+        .post(reg.url("/ui/manifest/delete"))
+        .form(&form(&csrf, "keep/app", &digests[1]))
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    assert!(r
+        .text()
+        .expect("html")
+        .contains("Tag v1 names this manifest and is immutable"));
+    let r = alice
+        .post(reg.url("/ui/manifest/delete"))
+        .form(&form(&csrf, "team/app", &digests[0]))
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 303);
+
+    // Gone by digest and by both tags in team/app; keep/app untouched.
+    for (repo, reference, status) in [
+        ("team/app", digests[0].as_str(), 404),
+        ("team/app", "v1", 404),
+        ("team/app", "latest", 404),
+        ("keep/app", digests[1].as_str(), 200),
+        ("keep/app", "latest", 200),
+    ] {
+        let r = api
+            .get(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .expect("GET");
+        assert_eq!(r.status(), status, "{repo}:{reference}");
+    }
+    let audit = alice
+        .get(reg.url("/ui/admin/audit?action=delete"))
+        .send()
+        .expect("audit")
+        .text()
+        .expect("html");
+    assert!(
+        audit.contains(&format!("team/app@{}", digests[0])) && audit.contains("web interface"),
+        "{audit}"
+    );
+}

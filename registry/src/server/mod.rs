@@ -88,6 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/admin/audit", get(ui::admin_audit))
         .route("/ui/admin/storage", get(ui::admin_storage).post(ui::run_gc))
         .route("/ui/tag/delete", post(ui::delete_tag))
+        .route("/ui/manifest/delete", post(ui::delete_manifest))
         .route("/ui/admin/node", get(ui::admin_node))
         .route("/ui/admin/node/logs", get(ui::admin_node_logs))
         .layer(DefaultBodyLimit::disable())

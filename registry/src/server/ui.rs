@@ -157,6 +157,19 @@ async fn off<T: Send + 'static, E: Send + 'static>(
         .and_then(Result::ok)
 }
 
+/// Whether `v` may delete from `repo` here. Without accounts there is no session to bind a
+/// form to (a CSRF token): no deletes from the web interface.
+async fn may_delete(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
+    match v {
+        Viewer::Open => false,
+        Viewer::User(u, _) => st
+            .auth
+            .allowed(&Principal::User(u.clone()), repo)
+            .await
+            .is_ok_and(|a| a.contains(Actions::DELETE)),
+    }
+}
+
 async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
     match v {
         Viewer::Open => true,
@@ -446,15 +459,7 @@ pub async fn repo(
         Ok(Ok(t)) => t,
         _ => Vec::new(),
     };
-    // Without accounts there is no session to bind a form to (a CSRF token): no deletes here.
-    let may_delete = match &v {
-        Viewer::Open => false,
-        Viewer::User(u, _) => st
-            .auth
-            .allowed(&Principal::User(u.clone()), &name)
-            .await
-            .is_ok_and(|a| a.contains(Actions::DELETE)),
-    };
+    let may_delete = may_delete(&st, &v, &name).await;
     let csrf = match &v {
         Viewer::User(_, s) => s.csrf.clone(),
         Viewer::Open => String::new(),
@@ -642,6 +647,19 @@ pub async fn manifest(
             body.push_str("</tbody></table>");
         }
     }
+    if let Viewer::User(_, session) = &v {
+        if may_delete(&st, &v, &name).await {
+            body.push_str(&format!(
+                "<form method=\"post\" action=\"/ui/manifest/delete\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"name\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"digest\" value=\"{}\">\
+                 <button type=\"submit\">Delete this manifest and its tags</button></form>",
+                esc(&session.csrf),
+                esc(&name),
+                esc(&digest)
+            ));
+        }
+    }
     page(StatusCode::OK, &format!("{name}@{digest}"), Some(&v), &body)
 }
 
@@ -659,45 +677,101 @@ pub async fn delete_tag(
     headers: HeaderMap,
     Form(f): Form<DeleteTagForm>,
 ) -> Response {
-    let v = match signed_in(&st, &headers).await {
-        Ok(v) => v,
+    let actor = match deleter(&st, &headers, &f.csrf, &f.name).await {
+        Ok(u) => u,
         Err(r) => return r,
-    };
-    let actor = match &v {
-        Viewer::User(u, s) => {
-            if f.csrf != s.csrf {
-                return forbidden("The form did not come from this site (CSRF token missing or wrong).");
-            }
-            let allowed = st
-                .auth
-                .allowed(&Principal::User(u.clone()), &f.name)
-                .await
-                .is_ok_and(|a| a.contains(Actions::DELETE));
-            if !allowed {
-                return forbidden("You may not delete tags of this repository.");
-            }
-            u.clone()
-        }
-        Viewer::Open => {
-            return forbidden(
-                "Deleting from the web interface needs an account (authentication is off): use the API.",
-            )
-        }
     };
     if super::gc::is_immutable(&st.rules, &f.name, &f.tag) {
         return forbidden("This tag is immutable (registry.retention): it cannot be deleted.");
     }
     let (meta, n, t) = (st.meta.clone(), f.name.clone(), f.tag.clone());
-    let _ = tokio::task::spawn_blocking(move || meta.delete_tag(&n, &t)).await;
+    if off(move || meta.delete_tag(&n, &t)).await == Some(true) {
+        deleted(&st, &headers, &actor, &f.name, &f.tag).await;
+    }
+    redirect(&format!("/ui/repo?name={}", q(&f.name)))
+}
+
+/// The user a delete form of `repo` comes from, once its CSRF token and the user's right to
+/// delete there are checked; else the 403 to answer.
+async fn deleter(
+    st: &Arc<AppState>,
+    h: &HeaderMap,
+    csrf: &str,
+    repo: &str,
+) -> Result<String, Response> {
+    let v = signed_in(st, h).await?;
+    match &v {
+        Viewer::User(u, s) => {
+            if csrf != s.csrf {
+                return Err(forbidden(
+                    "The form did not come from this site (CSRF token missing or wrong).",
+                ));
+            }
+            if !may_delete(st, &v, repo).await {
+                return Err(forbidden("You may not delete from this repository."));
+            }
+            Ok(u.clone())
+        }
+        Viewer::Open => Err(forbidden(
+            "Deleting from the web interface needs an account (authentication is off): use the API.",
+        )),
+    }
+}
+
+/// What a delete from the web interface leaves behind, as the API's would: the audit entry
+/// and the webhooks' `delete` event.
+async fn deleted(st: &Arc<AppState>, h: &HeaderMap, user: &str, repo: &str, reference: &str) {
+    let client = st.auth.client(&axum::http::Extensions::new(), h);
+    let sep = if reference.contains(':') { "@" } else { ":" };
     st.auth
         .audit(
-            &actor,
+            user,
             "delete.manifest",
-            &format!("{}:{}", f.name, f.tag),
+            &format!("{repo}{sep}{reference}"),
             "web interface",
-            "",
+            &client,
         )
         .await;
+    super::api::events::deleted_in_ui(st, repo, reference, h, &client, user);
+}
+
+#[derive(Deserialize)]
+pub struct DeleteManifestForm {
+    csrf: String,
+    name: String,
+    digest: String,
+}
+
+/// `POST /ui/manifest/delete`: deletes a manifest by digest, and with it every tag naming it,
+/// where the viewer may delete and none of those tags is immutable.
+pub async fn delete_manifest(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<DeleteManifestForm>,
+) -> Response {
+    let actor = match deleter(&st, &headers, &f.csrf, &f.name).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Ok(digest) = Digest::parse(&f.digest) else {
+        return forbidden("Not a digest.");
+    };
+    let (meta, n, d) = (st.meta.clone(), f.name.clone(), digest.clone());
+    let Some(tags) = off(move || meta.tags_of(&n, &d)).await else {
+        return forbidden("The registry's database did not answer; try again.");
+    };
+    if let Some(t) = tags
+        .iter()
+        .find(|t| super::gc::is_immutable(&st.rules, &f.name, t))
+    {
+        return forbidden(&format!(
+            "Tag {t} names this manifest and is immutable (registry.retention): it cannot be deleted."
+        ));
+    }
+    let (meta, n) = (st.meta.clone(), f.name.clone());
+    if off(move || meta.delete_manifest(&n, &digest)).await == Some(true) {
+        deleted(&st, &headers, &actor, &f.name, &f.digest).await;
+    }
     redirect(&format!("/ui/repo?name={}", q(&f.name)))
 }
 

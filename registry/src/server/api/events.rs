@@ -148,6 +148,50 @@ pub(super) async fn emit(
             target.digest
         );
     }
+    send(
+        st,
+        action,
+        target,
+        method,
+        req,
+        &cx.client,
+        &cx.caller.name(),
+    );
+}
+
+/// The `delete` event of a tag or manifest deleted from the web interface (`reference` is
+/// the tag, or the digest), as the API's DELETE would have made it.
+pub(crate) fn deleted_in_ui(
+    st: &AppState,
+    repo: &str,
+    reference: &str,
+    req: &HeaderMap,
+    client: &str,
+    user: &str,
+) {
+    let tag = tag_of(reference);
+    let target = Target {
+        digest: if tag.is_empty() {
+            reference.to_string()
+        } else {
+            String::new()
+        },
+        repository: repo.to_string(),
+        tag,
+        ..Target::default()
+    };
+    send(st, "delete", target, &Method::DELETE, req, client, user);
+}
+
+fn send(
+    st: &AppState,
+    action: &str,
+    target: Target,
+    method: &Method,
+    req: &HeaderMap,
+    client: &str,
+    actor: &str,
+) {
     st.notify.emit(Event {
         id: uuid::Uuid::new_v4().to_string(),
         timestamp: notify::timestamp(),
@@ -155,13 +199,13 @@ pub(super) async fn emit(
         target,
         request: RequestInfo {
             id: uuid::Uuid::new_v4().to_string(),
-            addr: cx.client.clone(),
+            addr: client.to_string(),
             host: text(req, "host"),
             method: method.to_string(),
             useragent: text(req, "user-agent"),
         },
         actor: Actor {
-            name: Some(cx.caller.name())
+            name: Some(actor.to_string())
                 .filter(|n| n != "anonymous")
                 .unwrap_or_default(),
         },

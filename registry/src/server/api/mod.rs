@@ -7,7 +7,7 @@
 
 mod blobs;
 mod catalog;
-mod events;
+pub(super) mod events;
 mod manifests;
 mod mirror;
 mod referrers;
