@@ -860,3 +860,46 @@ fn a_manifest_is_deleted_by_digest_with_its_tags_unless_an_immutable_tag_names_i
         "{audit}"
     );
 }
+
+/// A repository's tags say who pushed each and when its manifest was last pulled; pulls are
+/// written in batches, and the ones noted since the last batch at a graceful stop.
+#[test]
+fn tags_show_who_pushed_them_and_when_they_were_last_pulled() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    admin(
+        &data,
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        "alice-pass-1\n",
+    );
+    let mut reg = Registry::start_on(&data, &[]);
+    let api = client_as("alice", "alice-pass-1");
+    push_with_history(&api, &reg, "team/app");
+    let tags = |reg: &Registry| {
+        let c = browser();
+        log_in(&c, reg, "alice", "alice-pass-1");
+        c.get(reg.url("/ui/repo?name=team/app"))
+            .send()
+            .expect("repo")
+            .text()
+            .expect("html")
+    };
+    let html = tags(&reg);
+    assert!(
+        html.contains("<td>alice</td><td>never</td>"),
+        "pushed by alice, never pulled: {html}"
+    );
+    let r = api
+        .get(reg.url("/v2/team/app/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .expect("pull");
+    assert_eq!(r.status(), 200);
+    assert!(reg.terminate().success());
+    let reg = Registry::start_on(&data, &[]);
+    let html = tags(&reg);
+    assert!(
+        html.contains("<td>alice</td><td>20") && !html.contains("<td>never</td>"),
+        "the pull was written at the stop: {html}"
+    );
+}

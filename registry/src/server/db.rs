@@ -793,6 +793,12 @@ CREATE TABLE IF NOT EXISTS quotas (
     PRIMARY KEY (scope, kind)
 ) WITHOUT ROWID
 "#,
+    // Who last moved a tag (the web interface's tags page), and when a manifest was last
+    // pulled (written in batches by `pulls::Pulls`).
+    r#"
+ALTER TABLE tags ADD COLUMN pushed_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE manifests ADD COLUMN pulled_at INTEGER NOT NULL DEFAULT 0
+"#,
 ];
 
 #[cfg(test)]

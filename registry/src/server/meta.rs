@@ -41,6 +41,11 @@ pub struct UiTag {
     pub digest: String,
     pub updated_at: i64,
     pub content: Vec<u8>,
+    /// Who last pushed the tag (empty before this was recorded; a mirror's upstream for a
+    /// mirrored one).
+    pub pushed_by: String,
+    /// When its manifest was last pulled (unix seconds, 0 for never; written in batches).
+    pub pulled_at: i64,
 }
 
 /// A stored manifest.
@@ -218,7 +223,9 @@ impl Meta {
         parsed: &Parsed,
         tag: Option<&str>,
         tag_immutable: bool,
+        pushed_by: &str,
     ) -> Result<(), PutManifestError> {
+        let tag = tag.map(|t| (t, pushed_by));
         self.store_manifest(repo, digest, content, parsed, tag, tag_immutable, true)
     }
 
@@ -231,7 +238,9 @@ impl Meta {
         content: &[u8],
         parsed: &Parsed,
         tag: Option<&str>,
+        upstream: &str,
     ) -> Result<(), PutManifestError> {
+        let tag = tag.map(|t| (t, upstream));
         self.store_manifest(repo, digest, content, parsed, tag, false, false)
     }
 
@@ -242,7 +251,7 @@ impl Meta {
         digest: &Digest,
         content: &[u8],
         parsed: &Parsed,
-        tag: Option<&str>,
+        tag: Option<(&str, &str)>,
         tag_immutable: bool,
         check_refs: bool,
     ) -> Result<(), PutManifestError> {
@@ -265,7 +274,7 @@ impl Meta {
                     return Err(PutManifestError::MissingManifest(m.clone()));
                 }
             }
-            if let (Some(tag), true) = (tag, tag_immutable) {
+            if let (Some((tag, _)), true) = (tag, tag_immutable) {
                 let current: Option<String> = value(
                     c,
                     "SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2",
@@ -297,11 +306,12 @@ impl Meta {
                     args![repo_id, &d, child.to_string()],
                 )?;
             }
-            if let Some(tag) = tag {
+            if let Some((tag, by)) = tag {
                 c.execute(
-                    "INSERT INTO tags(repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-                    args![repo_id, tag, &d, now()],
+                    "INSERT INTO tags(repo_id, name, digest, updated_at, pushed_by) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at, \
+                     pushed_by = excluded.pushed_by",
+                    args![repo_id, tag, &d, now(), by],
                 )?;
             }
             Ok(())
@@ -368,7 +378,7 @@ impl Meta {
     pub fn ui_tags(&self, repo: &str, limit: u32) -> Result<Vec<UiTag>, MetaError> {
         self.read(|c| {
             c.query(
-                "SELECT t.name, t.digest, t.updated_at, m.content FROM tags t JOIN repos r ON r.id = t.repo_id \
+                "SELECT t.name, t.digest, t.updated_at, m.content, t.pushed_by, m.pulled_at FROM tags t JOIN repos r ON r.id = t.repo_id \
                  JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest \
                  WHERE r.name = ?1 ORDER BY t.updated_at DESC, t.name LIMIT ?2",
                 args![repo, limit],
@@ -380,9 +390,25 @@ impl Meta {
                     digest: r.get(1)?,
                     updated_at: r.get(2)?,
                     content: r.get(3)?,
+                    pushed_by: r.get(4)?,
+                    pulled_at: r.get(5)?,
                 })
             })
             .collect()
+        })
+    }
+
+    /// Moves manifests' last-pull times forward (`pulls`: repository, digest, unix seconds).
+    pub fn record_pulls(&self, pulls: &[(String, String, i64)]) -> Result<(), MetaError> {
+        self.write(|c| {
+            for (repo, digest, at) in pulls {
+                c.execute(
+                    "UPDATE manifests SET pulled_at = ?3 WHERE repo_id = (SELECT id FROM repos WHERE name = ?1) \
+                     AND digest = ?2 AND pulled_at < ?3",
+                    args![repo.as_str(), digest.as_str(), *at],
+                )?;
+            }
+            Ok(())
         })
     }
 

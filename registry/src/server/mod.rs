@@ -15,6 +15,7 @@ pub mod mirror;
 pub mod nodes;
 pub mod notify;
 pub mod parts;
+pub mod pulls;
 pub mod quota;
 mod routes;
 mod state;
@@ -250,9 +251,14 @@ pub async fn serve(
         header_timeout: Duration::from_secs(cfg.registry.limits.header_timeout_secs),
     };
     let notify = state.notify.clone();
+    let (pulls, meta) = (state.pulls.clone(), state.meta.clone());
+    let pull_writer = tokio::spawn(pulls.clone().run(meta.clone()));
     let result = listen::serve(listener, tls, router(state), bounds, shutdown, grace).await;
-    // The answered requests' events are written to the queue before the process ends.
+    // The answered requests' events are written to the queue before the process ends, and
+    // the pulls noted since the last write are written.
     notify.close().await;
+    pull_writer.abort();
+    pulls.flush(&meta).await;
     sweeper.abort();
     if let Some(c) = collector {
         c.abort();

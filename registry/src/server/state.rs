@@ -54,6 +54,8 @@ pub struct AppState {
     /// This process's last collection (scheduled or from the web interface): when, and its
     /// report.
     pub(crate) last_gc: std::sync::Mutex<Option<(i64, gc::Report)>>,
+    /// Manifest pulls noted for the tags page, written in batches.
+    pub(crate) pulls: Arc<super::pulls::Pulls>,
     /// The local node's read-only view for the web interface (`reg serve` as root).
     pub(crate) node: Option<Arc<dyn super::nodes::NodeView>>,
 }
@@ -96,6 +98,7 @@ impl AppState {
             ui_sessions: Default::default(),
             last_gc: std::sync::Mutex::new(None),
             node,
+            pulls: Default::default(),
         });
         st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;

@@ -485,7 +485,7 @@ pub async fn repo(
         };
         rows.push_str(&format!(
             "<tr><td>{tag}</td><td><a href=\"/ui/manifest?name={qn}&amp;digest={qd}\"><code>{d}</code></a></td>\
-             <td>{size}</td><td>{kind}</td><td>{when}</td><td>{action}</td></tr>",
+             <td>{size}</td><td>{kind}</td><td>{when}</td><td>{by}</td><td>{pulled}</td><td>{action}</td></tr>",
             tag = esc(&t.tag),
             qn = q(&name),
             qd = q(&t.digest),
@@ -493,6 +493,16 @@ pub async fn repo(
             size = esc(&super::quota::human(size)),
             kind = if index { "index" } else { "image" },
             when = esc(&when(t.updated_at)),
+            by = if t.pushed_by.is_empty() {
+                "-".to_string()
+            } else {
+                esc(&t.pushed_by)
+            },
+            pulled = if t.pulled_at == 0 {
+                "never".to_string()
+            } else {
+                esc(&when(t.pulled_at))
+            },
         ));
     }
     let visibility = match &v {
@@ -517,7 +527,8 @@ pub async fn repo(
     let body = format!(
         "{visibility}<p>Pull: <code>docker pull {host}/{name}:TAG</code></p>\
          <table><caption>{n} tags</caption><thead><tr><th scope=\"col\">Tag</th><th scope=\"col\">Digest</th>\
-         <th scope=\"col\">Size</th><th scope=\"col\">Kind</th><th scope=\"col\">Pushed</th><th scope=\"col\">Action</th></tr></thead><tbody>{rows}</tbody></table>",
+         <th scope=\"col\">Size</th><th scope=\"col\">Kind</th><th scope=\"col\">Pushed</th><th scope=\"col\">Pushed by</th>\
+         <th scope=\"col\">Last pulled</th><th scope=\"col\">Action</th></tr></thead><tbody>{rows}</tbody></table>",
         host = esc(&host(&headers)),
         name = esc(&name),
         n = tags.len(),

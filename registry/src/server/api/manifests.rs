@@ -59,6 +59,7 @@ pub(super) async fn get(st: &Arc<AppState>, repo: &RepoName, r: &str, head: bool
     let body = if head {
         Body::empty()
     } else {
+        st.pulls.note(repo.as_str(), &row.digest);
         Body::from(Bytes::from_owner(row.content.clone()))
     };
     Ok(response(StatusCode::OK, &headers, body))
@@ -139,9 +140,11 @@ pub(super) async fn put(
         .as_deref()
         .is_some_and(|t| gc::is_immutable(&st.rules, repo.as_str(), t));
     let (meta, name, d2) = (st.meta.clone(), repo.to_string(), digest.clone());
-    let stored =
-        blocking(move || meta.put_manifest(&name, &d2, &bytes, &parsed, tag.as_deref(), immutable))
-            .await?;
+    let by = cx.caller.name();
+    let stored = blocking(move || {
+        meta.put_manifest(&name, &d2, &bytes, &parsed, tag.as_deref(), immutable, &by)
+    })
+    .await?;
     match stored {
         Ok(()) => {}
         Err(PutManifestError::MissingBlob(b)) => {

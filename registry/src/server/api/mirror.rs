@@ -97,8 +97,16 @@ pub(super) async fn manifest(
             let len = body.len() as u64;
             let (meta, name) = (st.meta.clone(), repo.to_string());
             let tag = (!by_digest).then(|| r.to_string());
+            let upstream = format!("mirror of {}", m.mirror.upstream);
             blocking(move || {
-                meta.put_mirrored_manifest(&name, &digest, &body, &parsed, tag.as_deref())
+                meta.put_mirrored_manifest(
+                    &name,
+                    &digest,
+                    &body,
+                    &parsed,
+                    tag.as_deref(),
+                    &upstream,
+                )
             })
             .await?
             .map_err(|e| ApiError::internal(format!("storing a mirrored manifest: {e:?}")))?;
