@@ -214,18 +214,17 @@ impl Meta {
         Ok(n > 0)
     }
 
-    /// Stores a manifest (and optionally tags it) after checking its references, atomically.
+    /// Stores a manifest (and optionally tags it: the tag and who pushes it) after checking its
+    /// references, atomically.
     pub fn put_manifest(
         &self,
         repo: &str,
         digest: &Digest,
         content: &[u8],
         parsed: &Parsed,
-        tag: Option<&str>,
+        tag: Option<(&str, &str)>,
         tag_immutable: bool,
-        pushed_by: &str,
     ) -> Result<(), PutManifestError> {
-        let tag = tag.map(|t| (t, pushed_by));
         self.store_manifest(repo, digest, content, parsed, tag, tag_immutable, true)
     }
 

@@ -142,7 +142,8 @@ pub(super) async fn put(
     let (meta, name, d2) = (st.meta.clone(), repo.to_string(), digest.clone());
     let by = cx.caller.name();
     let stored = blocking(move || {
-        meta.put_manifest(&name, &d2, &bytes, &parsed, tag.as_deref(), immutable, &by)
+        let tag = tag.as_deref().map(|t| (t, by.as_str()));
+        meta.put_manifest(&name, &d2, &bytes, &parsed, tag, immutable)
     })
     .await?;
     match stored {
