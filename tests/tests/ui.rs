@@ -903,3 +903,111 @@ fn tags_show_who_pushed_them_and_when_they_were_last_pulled() {
         "the pull was written at the stop: {html}"
     );
 }
+
+/// An organisation's admins manage their organisation from the browser (members' roles, its
+/// repositories' visibility) and nothing else: not other organisations, not new ones.
+#[test]
+fn organisation_admins_manage_their_organisation_only() {
+    let reg = Registry::start_fresh(|data| {
+        admin(
+            data,
+            &["user", "add", "alice", "--admin", "--password-stdin"],
+            "alice-pass-1\n",
+        );
+        for u in ["bob", "carol", "dave"] {
+            admin(
+                data,
+                &["user", "add", u, "--password-stdin"],
+                &format!("{u}-pass-1\n"),
+            );
+        }
+        for o in ["team", "other"] {
+            admin(data, &["org", "add", o], "");
+        }
+        admin(
+            data,
+            &["org", "member", "team", "carol", "--role", "admin"],
+            "",
+        );
+    });
+    let api = client_as("alice", "alice-pass-1");
+    push_with_history(&api, &reg, "team/app");
+    push_with_history(&api, &reg, "other/app");
+
+    let bob = browser();
+    log_in(&bob, &reg, "bob", "bob-pass-1");
+    let r = bob.get(reg.url("/ui/admin/orgs")).send().expect("orgs");
+    assert_eq!(r.status(), 403);
+
+    let carol = browser();
+    let csrf = log_in(&carol, &reg, "carol", "carol-pass-1");
+    let html = carol
+        .get(reg.url("/ui/admin/orgs"))
+        .send()
+        .expect("orgs")
+        .text()
+        .expect("html");
+    assert!(html.contains("<td>team</td>"), "{html}");
+    assert!(!html.contains("<td>other</td>"), "{html}");
+    assert!(!html.contains("New organisation"), "{html}");
+    let member = |org: &str| {
+        carol
+            .post(reg.url("/ui/admin/orgs/member"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("org", org),
+                ("user", "dave"),
+                ("role", "write"),
+            ])
+            .send()
+            .expect("member")
+    };
+    assert_eq!(member("other").status(), 403);
+    assert_eq!(member("team").status(), 200);
+    let dave = client_as("dave", "dave-pass-1");
+    let pull = |c: &reqwest::blocking::Client, repo: &str| {
+        c.get(reg.url(&format!("/v2/{repo}/manifests/v1")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .expect("pull")
+            .status()
+    };
+    assert_eq!(pull(&dave, "team/app"), 200, "dave got write in team");
+    assert_eq!(pull(&dave, "other/app"), 403);
+    let r = carol
+        .post(reg.url("/ui/admin/orgs"))
+        .form(&[("csrf", csrf.as_str()), ("name", "mine")])
+        .send()
+        .expect("create");
+    assert_eq!(
+        r.status(),
+        403,
+        "creating organisations is for administrators"
+    );
+
+    // Visibility: on her organisation's repository page, not on another's.
+    let html = carol
+        .get(reg.url("/ui/repo?name=team/app"))
+        .send()
+        .expect("repo")
+        .text()
+        .expect("html");
+    assert!(html.contains("id=\"visibility\""), "{html}");
+    let visibility = |repo: &str| {
+        carol
+            .post(reg.url("/ui/visibility"))
+            .form(&[("csrf", csrf.as_str()), ("name", repo), ("public", "true")])
+            .send()
+            .expect("visibility")
+            .status()
+    };
+    assert_eq!(visibility("other/app"), 403);
+    assert_eq!(pull(&client(), "team/app"), 401);
+    assert_eq!(visibility("team/app"), 303);
+    assert_eq!(
+        pull(&client(), "team/app"),
+        200,
+        "anonymous pull once public"
+    );
+    assert_eq!(pull(&client(), "other/app"), 401);
+}

@@ -185,7 +185,7 @@ async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
 fn page(status: StatusCode, title: &str, v: Option<&Viewer>, body: &str) -> Response {
     let user = match v {
         Some(Viewer::User(u, s)) => format!(
-            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/audit\">Audit log</a> · <a href=\"/ui/admin/storage\">Storage</a> · <a href=\"/ui/admin/node\">Node</a> · \
+            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/orgs\">Organisations</a> · <a href=\"/ui/admin/audit\">Audit log</a> · <a href=\"/ui/admin/storage\">Storage</a> · <a href=\"/ui/admin/node\">Node</a> · \
              <span>Signed in as <strong>{}</strong></span> \
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -506,7 +506,7 @@ pub async fn repo(
         ));
     }
     let visibility = match &v {
-        Viewer::User(u, s) if is_admin(&st, u).await => {
+        Viewer::User(u, s) if sets_visibility(&st, u, &name).await => {
             let (meta, n) = (st.meta.clone(), name.clone());
             let public = off(move || meta.facts(None, &n))
                 .await
@@ -1220,18 +1220,23 @@ pub struct VisibilityForm {
     public: String,
 }
 
-/// `POST /ui/visibility`: an admin makes a repository public or private.
+/// `POST /ui/visibility`: makes a repository public or private ([`sets_visibility`]).
 pub async fn set_visibility(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     Form(f): Form<VisibilityForm>,
 ) -> Response {
-    let (u, _) = match admin_form(&st, &headers, &f.csrf).await {
+    let (u, _) = match user_form(&st, &headers, &f.csrf).await {
         Ok(v) => v,
         Err(r) => return r,
     };
     if crate::name::RepoName::parse(&f.name).is_err() {
         return forbidden("Not a repository name.");
+    }
+    if !sets_visibility(&st, &u, &f.name).await {
+        return forbidden(
+            "Administrators, the organisation's admins and the namespace's owner only.",
+        );
     }
     let public = f.public == "true";
     let (meta, name) = (st.meta.clone(), f.name.clone());
@@ -1314,6 +1319,49 @@ async fn user_form(
         ));
     }
     Ok((u, s))
+}
+
+/// What a user manages: every organisation (a registry administrator), or the ones they are
+/// an admin of (members' roles, their repositories' visibility).
+enum Manages {
+    All,
+    Orgs(Vec<String>),
+}
+
+impl Manages {
+    fn org(&self, org: &str) -> bool {
+        match self {
+            Manages::All => true,
+            Manages::Orgs(o) => o.iter().any(|x| x == org),
+        }
+    }
+
+    fn anything(&self) -> bool {
+        !matches!(self, Manages::Orgs(o) if o.is_empty())
+    }
+}
+
+/// Whether `user` may switch `repo`'s visibility: an administrator, an admin of the
+/// organisation owning its namespace, or the user whose namespace it is.
+async fn sets_visibility(st: &Arc<AppState>, user: &str, repo: &str) -> bool {
+    let ns = super::auth::policy::namespace(repo);
+    ns == user || manages(st, user).await.org(ns)
+}
+
+async fn manages(st: &Arc<AppState>, user: &str) -> Manages {
+    if is_admin(st, user).await {
+        return Manages::All;
+    }
+    let (meta, user) = (st.meta.clone(), user.to_string());
+    let orgs = off(move || meta.orgs_with_members())
+        .await
+        .unwrap_or_default();
+    Manages::Orgs(
+        orgs.into_iter()
+            .filter(|(_, members)| members.iter().any(|(m, r)| *m == user && r == "admin"))
+            .map(|(o, _)| o)
+            .collect(),
+    )
 }
 
 /// [`user_form`], for administrators only.
@@ -1460,19 +1508,44 @@ pub async fn remove_user(
 }
 
 /// `GET /ui/admin/orgs`: organisations, their members and roles (administrators only).
+/// `GET /ui/admin/orgs`: organisations and their members, for administrators (all of them,
+/// and a form to create one) and organisation admins (theirs).
 pub async fn admin_orgs(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let (u, s) = match admin_page(&st, &headers).await {
+    let (u, s) = match user(&st, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
     };
+    if !manages(&st, &u).await.anything() {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some(&Viewer::User(u, s)),
+            "<p class=\"error\" role=\"alert\">Administrators and organisation admins only.</p>",
+        );
+    }
     orgs_page(&st, u, s, "").await
 }
 
 async fn orgs_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> Response {
+    let m = manages(st, &u).await;
     let meta = st.meta.clone();
-    let orgs = off(move || meta.orgs_with_members())
+    let orgs: Vec<_> = off(move || meta.orgs_with_members())
         .await
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(o, _)| m.org(o))
+        .collect();
+    let create = if matches!(m, Manages::All) {
+        format!(
+            "<h2>New organisation</h2><form method=\"post\" action=\"/ui/admin/orgs\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label for=\"org-name\">Name (its namespace: name/…)</label><input id=\"org-name\" name=\"name\" required>\
+             <div><button type=\"submit\">Create</button></div></form>",
+            csrf = esc(&s.csrf)
+        )
+    } else {
+        String::new()
+    };
     let rows: String = orgs
         .iter()
         .map(|(o, members)| {
@@ -1485,11 +1558,7 @@ async fn orgs_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> R
         .collect();
     let body = format!(
         "{notice}<table><caption>{} organisations</caption><thead><tr><th scope=\"col\">Organisation</th>\
-         <th scope=\"col\">Members (role)</th></tr></thead><tbody>{rows}</tbody></table>\
-         <h2>New organisation</h2><form method=\"post\" action=\"/ui/admin/orgs\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <label for=\"org-name\">Name (its namespace: name/…)</label><input id=\"org-name\" name=\"name\" required>\
-         <div><button type=\"submit\">Create</button></div></form>\
+         <th scope=\"col\">Members (role)</th></tr></thead><tbody>{rows}</tbody></table>{create}\
          <h2>Set a member's role</h2><form method=\"post\" action=\"/ui/admin/orgs/member\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <label for=\"member-org\">Organisation</label><input id=\"member-org\" name=\"org\" required>\
@@ -1555,10 +1624,13 @@ pub async fn set_member(
     headers: HeaderMap,
     Form(f): Form<MemberForm>,
 ) -> Response {
-    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
+    let (u, s) = match user_form(&st, &headers, &f.csrf).await {
         Ok(v) => v,
         Err(r) => return r,
     };
+    if !manages(&st, &u).await.org(&f.org) {
+        return forbidden("Administrators and the organisation's admins only.");
+    }
     let role = match f.role.as_str() {
         "none" => None,
         r => match super::auth::policy::Role::parse(r) {
