@@ -1064,3 +1064,48 @@ pub fn metric_value(text: &str, line_start: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(line_start))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// A browser-like client for the web interface: keeps cookies, follows no redirect.
+pub fn browser() -> reqwest::blocking::Client {
+    // (`client` installs the TLS provider reqwest needs.)
+    drop(client());
+    reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Logs `c` into `reg`'s web interface as `user`; the session's CSRF token (from the logout
+/// form).
+pub fn log_in(c: &reqwest::blocking::Client, reg: &Registry, user: &str, password: &str) -> String {
+    let page = c.get(reg.url("/ui/login")).send().expect("login page");
+    let html = page.text().expect("html");
+    let token = field(&html, "csrf");
+    let r = c
+        .post(reg.url("/ui/login"))
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .expect("login");
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+    let html = c
+        .get(reg.url("/ui/"))
+        .send()
+        .expect("repos")
+        .text()
+        .expect("html");
+    field(&html, "csrf")
+}
+
+/// The value of the hidden input `name` in a page's `html`.
+pub fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} field in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap_or(0)].to_string()
+}

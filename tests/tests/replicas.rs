@@ -321,3 +321,47 @@ fn docker_pushes_through_one_replica_and_pulls_through_the_other() {
     let out = run(Command::new("docker").args(["inspect", "--format", "{{.Size}}", &pulled_name]));
     assert!(out.trim().parse::<u64>().unwrap_or(0) >= 12 << 20, "{out}");
 }
+
+/// A web interface session made on one replica works on the other, and a logout on either
+/// ends it on both (cookies are per host, not per port: one browser reaches both here).
+#[test]
+fn a_web_session_is_shared_by_the_replicas() {
+    let Some((_b_data, a, b)) = replicas() else {
+        return;
+    };
+    admin(
+        a.data_dir(),
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        "alice-pass-1\n",
+    );
+    // (Each replica reads whether users exist at most once a second.)
+    for r in [&a, &b] {
+        for _ in 0..100 {
+            if client()
+                .get(r.url("/v2/"))
+                .send()
+                .is_ok_and(|x| x.status() == 401)
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let browser = reg_tests::browser();
+    let csrf = reg_tests::log_in(&browser, &a, "alice", "alice-pass-1");
+    let tokens = |r: &Registry| {
+        browser
+            .get(r.url("/ui/tokens"))
+            .send()
+            .expect("GET")
+            .status()
+    };
+    assert_eq!(tokens(&b), 200, "the session made on A works on B");
+    let r = browser
+        .post(b.url("/ui/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .expect("logout");
+    assert_eq!(r.status(), 303);
+    assert_eq!(tokens(&a), 303, "logged out on B, gone on A");
+}

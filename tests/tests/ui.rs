@@ -9,7 +9,9 @@ mod shared_node;
 use std::path::PathBuf;
 use std::process::Command;
 
-use reg_tests::{admin, client, client_as, push_blob, sha256, skip, Registry};
+use reg_tests::{
+    admin, browser, client, client_as, field, log_in, push_blob, sha256, skip, Registry,
+};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -60,50 +62,6 @@ fn registry_with_users() -> Registry {
             "bob-pass-1\n",
         );
     })
-}
-
-/// A browser-like client that keeps cookies.
-fn browser() -> reqwest::blocking::Client {
-    // (reg_tests' clients install the TLS provider reqwest needs.)
-    drop(client());
-    reqwest::blocking::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-}
-
-/// Logs `c` in as `user`; the session's CSRF token (from the logout form).
-fn log_in(c: &reqwest::blocking::Client, reg: &Registry, user: &str, password: &str) -> String {
-    let page = c.get(reg.url("/ui/login")).send().expect("login page");
-    let html = page.text().expect("html");
-    let token = field(&html, "csrf");
-    let r = c
-        .post(reg.url("/ui/login"))
-        .form(&[
-            ("username", user),
-            ("password", password),
-            ("csrf", token.as_str()),
-        ])
-        .send()
-        .expect("login");
-    assert_eq!(r.status(), 303, "{:?}", r.text());
-    let html = c
-        .get(reg.url("/ui/"))
-        .send()
-        .expect("repos")
-        .text()
-        .expect("html");
-    field(&html, "csrf")
-}
-
-/// The value of the hidden input `name` in `html`.
-fn field(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no {name} field in {html}"));
-    let rest = &html[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap_or(0)].to_string()
 }
 
 #[test]
@@ -1010,4 +968,52 @@ fn organisation_admins_manage_their_organisation_only() {
         "anonymous pull once public"
     );
     assert_eq!(pull(&client(), "other/app"), 401);
+}
+
+/// Sessions live in the database: they survive a restart, and end at once when the user's
+/// password changes or the user is removed.
+#[test]
+fn sessions_survive_a_restart_and_end_with_a_new_password_or_the_user() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    admin(
+        &data,
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        "alice-pass-1\n",
+    );
+    admin(
+        &data,
+        &["user", "add", "bob", "--password-stdin"],
+        "bob-pass-1\n",
+    );
+    let mut reg = Registry::start_on(&data, &[]);
+    let (alice, bob) = (browser(), browser());
+    log_in(&alice, &reg, "alice", "alice-pass-1");
+    log_in(&bob, &reg, "bob", "bob-pass-1");
+    let signed_in = |c: &reqwest::blocking::Client, reg: &Registry| {
+        c.get(reg.url("/ui/tokens")).send().expect("GET").status() == 200
+    };
+    assert!(signed_in(&alice, &reg) && signed_in(&bob, &reg));
+    assert!(reg.terminate().success());
+    let reg = Registry::start_on(&data, &[]);
+    assert!(
+        signed_in(&alice, &reg) && signed_in(&bob, &reg),
+        "kept over a restart"
+    );
+
+    admin(
+        &data,
+        &["user", "passwd", "bob", "--password-stdin"],
+        "bob-pass-2\n",
+    );
+    assert!(!signed_in(&bob, &reg), "a new password ends bob's session");
+    assert!(signed_in(&alice, &reg));
+    // (Never the last administrator.)
+    admin(
+        &data,
+        &["user", "add", "carol", "--admin", "--password-stdin"],
+        "carol-pass-1\n",
+    );
+    admin(&data, &["user", "rm", "alice"], "");
+    assert!(!signed_in(&alice, &reg), "a removed user's session ends");
 }

@@ -799,6 +799,18 @@ CREATE TABLE IF NOT EXISTS quotas (
 ALTER TABLE tags ADD COLUMN pushed_by TEXT NOT NULL DEFAULT '';
 ALTER TABLE manifests ADD COLUMN pulled_at INTEGER NOT NULL DEFAULT 0
 "#,
+    // The web interface's sessions, shared by replicas: the cookie's sha256, and the user's
+    // credentials generation at the login (a changed password or a removed user ends them).
+    r#"
+CREATE TABLE IF NOT EXISTS ui_sessions (
+    id TEXT PRIMARY KEY,
+    "user" TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ui_sessions_user ON ui_sessions("user", created_at)
+"#,
 ];
 
 #[cfg(test)]

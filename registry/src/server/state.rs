@@ -50,7 +50,6 @@ pub struct AppState {
     /// `registry.notify`: webhooks told of pushes, pulls and deletes.
     pub(crate) notify: Arc<Notifier>,
     /// The web interface's logged-in browsers.
-    pub(crate) ui_sessions: super::ui::Sessions,
     /// This process's last collection (scheduled or from the web interface): when, and its
     /// report.
     pub(crate) last_gc: std::sync::Mutex<Option<(i64, gc::Report)>>,
@@ -95,7 +94,6 @@ impl AppState {
             metrics,
             mirrors: Mirrors::from_config(&cfg.registry.mirror)?,
             notify: Arc::new(Notifier::from_config(&cfg.registry.notify)?),
-            ui_sessions: Default::default(),
             last_gc: std::sync::Mutex::new(None),
             node,
             pulls: Default::default(),

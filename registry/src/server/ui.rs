@@ -3,13 +3,12 @@
 //! and permissions as the registry's API.
 //!
 //! Sessions: a random id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` under TLS),
-//! kept in memory for 12 hours. Every form carries a CSRF token: the session's, or before the
+//! kept (as its sha256) in the metadata database for 12 hours, so every replica knows them. Every form carries a CSRF token: the session's, or before the
 //! login a random one that must also be in a cookie of its own (double submit). Every value
 //! written into a page goes through [`esc`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -24,8 +23,8 @@ use crate::server::auth::policy::Actions;
 
 /// How long a session lives.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sessions kept at most (the oldest go first past it).
-const MAX_SESSIONS: usize = 10_000;
+/// Sessions kept per user at most (their oldest go first past it).
+const SESSIONS_PER_USER: i64 = 100;
 const COOKIE: &str = "reg_session";
 const PRE_COOKIE: &str = "reg_csrf";
 /// The largest image config read for its history.
@@ -36,48 +35,53 @@ const MAX_CONFIG: u64 = 1 << 20;
 struct Session {
     user: String,
     csrf: String,
-    at: Instant,
 }
 
-/// The sessions of this process.
-#[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
-}
+/// The sessions, in the metadata database (so every replica knows them), by the sha256 of
+/// their cookie (a database leak hands out no live cookie). A session lives [`SESSION_TTL`]
+/// and ends at once when its user's password changes or the user is removed.
+pub struct Sessions;
 
 impl Sessions {
-    fn get(&self, id: &str) -> Option<Session> {
-        let map = self.map.lock().ok()?;
-        map.get(id)
-            .filter(|s| s.at.elapsed() < SESSION_TTL)
-            .cloned()
+    fn key(id: &str) -> String {
+        Digest::of(crate::digest::Algorithm::Sha256, id.as_bytes()).to_string()
     }
 
-    fn create(&self, user: &str) -> (String, Session) {
-        let (id, s) = (
-            random_hex(32),
-            Session {
-                user: user.to_string(),
-                csrf: random_hex(32),
-                at: Instant::now(),
-            },
+    async fn get(st: &Arc<AppState>, id: &str) -> Option<Session> {
+        let (meta, key) = (st.meta.clone(), Self::key(id));
+        let ttl = SESSION_TTL.as_secs() as i64;
+        off(move || meta.ui_session(&key, ttl))
+            .await
+            .flatten()
+            .map(|(user, csrf)| Session { user, csrf })
+    }
+
+    /// A new session of `user`: its cookie value, or `None` when it could not be stored.
+    async fn create(st: &Arc<AppState>, user: &str) -> Option<(String, Session)> {
+        let (id, csrf) = (random_hex(32), random_hex(32));
+        let (meta, key, u, c) = (
+            st.meta.clone(),
+            Self::key(&id),
+            user.to_string(),
+            csrf.clone(),
         );
-        if let Ok(mut map) = self.map.lock() {
-            map.retain(|_, s| s.at.elapsed() < SESSION_TTL);
-            if map.len() >= MAX_SESSIONS {
-                if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.at).map(|(k, _)| k.clone()) {
-                    map.remove(&oldest);
-                }
-            }
-            map.insert(id.clone(), s.clone());
-        }
-        (id, s)
+        let ttl = SESSION_TTL.as_secs() as i64;
+        let stored =
+            off(move || meta.create_ui_session(&key, &u, &c, ttl, SESSIONS_PER_USER)).await;
+        (stored == Some(true)).then(|| {
+            (
+                id,
+                Session {
+                    user: user.to_string(),
+                    csrf,
+                },
+            )
+        })
     }
 
-    fn remove(&self, id: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(id);
-        }
+    async fn remove(st: &Arc<AppState>, id: &str) {
+        let (meta, key) = (st.meta.clone(), Self::key(id));
+        let _ = off(move || meta.remove_ui_session(&key)).await;
     }
 }
 
@@ -137,8 +141,11 @@ async fn viewer(st: &Arc<AppState>, h: &HeaderMap) -> Result<Option<Viewer>, Res
     if !on {
         return Ok(Some(Viewer::Open));
     }
-    Ok(cookie_of(h, COOKIE)
-        .and_then(|id| st.ui_sessions.get(&id))
+    let Some(id) = cookie_of(h, COOKIE) else {
+        return Ok(None);
+    };
+    Ok(Sessions::get(st, &id)
+        .await
         .map(|s| Viewer::User(s.user.clone(), s)))
 }
 
@@ -296,7 +303,13 @@ pub async fn login(
         .await
     {
         Ok(Some(Principal::User(user))) => {
-            let (id, _) = st.ui_sessions.create(&user);
+            let Some((id, _)) = Sessions::create(&st, &user).await else {
+                return login_form(
+                    &st,
+                    "The session could not be stored (the registry's database did not answer): try again.",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                );
+            };
             st.auth.audit(&user, "login.ui", "", "", &client).await;
             let mut r = redirect("/ui/");
             for c in [
@@ -341,9 +354,9 @@ pub async fn logout(
     let Some(id) = cookie_of(&headers, COOKIE) else {
         return redirect("/ui/login");
     };
-    match st.ui_sessions.get(&id) {
+    match Sessions::get(&st, &id).await {
         Some(s) if s.csrf == f.csrf => {
-            st.ui_sessions.remove(&id);
+            Sessions::remove(&st, &id).await;
             let mut r = redirect("/ui/login");
             if let Ok(v) = header::HeaderValue::from_str(&set_cookie(&st, COOKIE, "", 0)) {
                 r.headers_mut().append(header::SET_COOKIE, v);

@@ -169,6 +169,62 @@ impl Meta {
         })
     }
 
+    /// Records a web interface session (`id`: the cookie's sha256) of `user` at their current
+    /// credentials generation; drops expired sessions, and the user's oldest past `per_user`.
+    /// False when there is no such user.
+    pub fn create_ui_session(
+        &self,
+        id: &str,
+        user: &str,
+        csrf: &str,
+        ttl_secs: i64,
+        per_user: i64,
+    ) -> Result<bool, MetaError> {
+        let t = now();
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM ui_sessions WHERE created_at <= ?1",
+                args![t - ttl_secs],
+            )?;
+            let n = c.execute(
+                "INSERT INTO ui_sessions(id, \"user\", csrf, generation, created_at) \
+                 SELECT ?1, name, ?3, generation, ?4 FROM users WHERE name = ?2",
+                args![id, user, csrf, t],
+            )?;
+            c.execute(
+                "DELETE FROM ui_sessions WHERE \"user\" = ?1 AND id NOT IN \
+                 (SELECT id FROM ui_sessions WHERE \"user\" = ?1 ORDER BY created_at DESC, id LIMIT ?2)",
+                args![user, per_user],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    /// The user and CSRF token of a live session: younger than `ttl_secs`, its user still
+    /// there with the credentials it logged in with.
+    pub fn ui_session(
+        &self,
+        id: &str,
+        ttl_secs: i64,
+    ) -> Result<Option<(String, String)>, MetaError> {
+        self.read(|c| {
+            c.query_opt(
+                "SELECT s.\"user\", s.csrf FROM ui_sessions s JOIN users u ON u.name = s.\"user\" \
+                 AND u.generation = s.generation WHERE s.id = ?1 AND s.created_at > ?2",
+                args![id, now() - ttl_secs],
+            )?
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .transpose()
+        })
+    }
+
+    pub fn remove_ui_session(&self, id: &str) -> Result<(), MetaError> {
+        self.write(|c| {
+            c.execute("DELETE FROM ui_sessions WHERE id = ?1", args![id])?;
+            Ok(())
+        })
+    }
+
     pub fn users(&self) -> Result<Vec<UserRow>, MetaError> {
         self.read(|c| {
             c.query(
