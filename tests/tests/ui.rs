@@ -1017,3 +1017,121 @@ fn sessions_survive_a_restart_and_end_with_a_new_password_or_the_user() {
     admin(&data, &["user", "rm", "alice"], "");
     assert!(!signed_in(&alice, &reg), "a removed user's session ends");
 }
+
+/// Passwords and administrator rights change from the browser: a user's own password (the
+/// current one checked; this browser stays signed in, the user's other sessions end), an
+/// administrator's reset of another's, and rights granted and taken (never one's own).
+#[test]
+fn passwords_and_admin_rights_change_from_the_browser() {
+    let reg = registry_with_users();
+    let alice = browser();
+    let csrf = log_in(&alice, &reg, "alice", "alice-pass-1");
+    let (bob, bob_elsewhere) = (browser(), browser());
+    let bob_csrf = log_in(&bob, &reg, "bob", "bob-pass-1");
+    log_in(&bob_elsewhere, &reg, "bob", "bob-pass-1");
+    let status = |c: &reqwest::blocking::Client, path: &str| {
+        c.get(reg.url(path)).send().expect("GET").status().as_u16()
+    };
+    let api_login = |user: &str, password: &str| {
+        client_as(user, password)
+            .get(reg.url("/v2/"))
+            .send()
+            .expect("GET /v2/")
+            .status()
+            .as_u16()
+    };
+
+    // Rights: granted, refused on oneself, taken.
+    let users = alice
+        .get(reg.url("/ui/admin/users"))
+        .send()
+        .expect("users")
+        .text()
+        .expect("html");
+    assert!(
+        users.contains("aria-label=\"Make administrator bob\""),
+        "{users}"
+    );
+    let rights = |who: &str, admin: &str| {
+        alice
+            .post(reg.url("/ui/admin/users/admin"))
+            .form(&[("csrf", csrf.as_str()), ("name", who), ("admin", admin)])
+            .send()
+            .expect("POST")
+            .text()
+            .expect("html")
+    };
+    assert_eq!(status(&bob, "/ui/admin/users"), 403);
+    assert!(rights("bob", "true").contains("is an administrator now"));
+    assert_eq!(status(&bob, "/ui/admin/users"), 200);
+    assert!(rights("alice", "false").contains("You cannot change your own rights"));
+    assert!(rights("bob", "false").contains("is a user now"));
+    assert_eq!(status(&bob, "/ui/admin/users"), 403);
+
+    // Bob's own password.
+    let change = |current: &str, new: &str, confirm: &str| {
+        bob.post(reg.url("/ui/account/password"))
+            .form(&[
+                ("csrf", bob_csrf.as_str()),
+                ("current", current),
+                ("password", new),
+                ("confirm", confirm),
+            ])
+            .send()
+            .expect("POST")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(change("wrong-pass", "bob-pass-2", "bob-pass-2"), 401);
+    assert_eq!(change("bob-pass-1", "bob-pass-2", "bob-pass-3"), 400);
+    assert_eq!(change("bob-pass-1", "short", "short"), 400);
+    assert_eq!(change("bob-pass-1", "bob-pass-2", "bob-pass-2"), 200);
+    assert_eq!(
+        status(&bob, "/ui/account"),
+        200,
+        "this browser stays signed in"
+    );
+    assert_eq!(
+        status(&bob_elsewhere, "/ui/account"),
+        303,
+        "bob's other session ended"
+    );
+    assert_eq!(api_login("bob", "bob-pass-1"), 401);
+    assert_eq!(api_login("bob", "bob-pass-2"), 200);
+
+    // An administrator resets it; a user may not.
+    let reset = |c: &reqwest::blocking::Client, token: &str, who: &str| {
+        c.post(reg.url("/ui/admin/users/password"))
+            .form(&[("csrf", token), ("name", who), ("password", "reset-pass-1")])
+            .send()
+            .expect("POST")
+            .status()
+            .as_u16()
+    };
+    let bob_csrf = field(
+        &bob.get(reg.url("/ui/account"))
+            .send()
+            .expect("account")
+            .text()
+            .expect("html"),
+        "csrf",
+    );
+    assert_eq!(reset(&bob, &bob_csrf, "alice"), 403);
+    assert_eq!(reset(&alice, &csrf, "bob"), 200);
+    assert_eq!(
+        status(&bob, "/ui/account"),
+        303,
+        "a reset ends bob's sessions"
+    );
+    assert_eq!(api_login("bob", "bob-pass-2"), 401);
+    assert_eq!(api_login("bob", "reset-pass-1"), 200);
+    let audit = alice
+        .get(reg.url("/ui/admin/audit?action=user."))
+        .send()
+        .expect("audit")
+        .text()
+        .expect("html");
+    for action in ["user.admin", "user.unadmin", "user.passwd"] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
+}

@@ -192,7 +192,7 @@ async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
 fn page(status: StatusCode, title: &str, v: Option<&Viewer>, body: &str) -> Response {
     let user = match v {
         Some(Viewer::User(u, s)) => format!(
-            "<a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/orgs\">Organisations</a> · <a href=\"/ui/admin/audit\">Audit log</a> · <a href=\"/ui/admin/storage\">Storage</a> · <a href=\"/ui/admin/node\">Node</a> · \
+            "<a href=\"/ui/account\">Account</a> · <a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/orgs\">Organisations</a> · <a href=\"/ui/admin/audit\">Audit log</a> · <a href=\"/ui/admin/storage\">Storage</a> · <a href=\"/ui/admin/node\">Node</a> · \
              <span>Signed in as <strong>{}</strong></span> \
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -1293,8 +1293,31 @@ async fn users_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> 
                     esc(&r.name)
                 )
             };
+            let others = if r.name == u {
+                "<a href=\"/ui/account\">Your account</a>".to_string()
+            } else {
+                format!(
+                    "<form method=\"post\" action=\"/ui/admin/users/admin\" class=\"inline\">\
+                     <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"name\" value=\"{name}\">\
+                     <input type=\"hidden\" name=\"admin\" value=\"{grant}\">\
+                     <button type=\"submit\" aria-label=\"{what} {name}\">{what}</button></form> \
+                     <form method=\"post\" action=\"/ui/admin/users/password\" class=\"inline\">\
+                     <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"name\" value=\"{name}\">\
+                     <label for=\"pw-{name}\">New password for {name}</label>\
+                     <input id=\"pw-{name}\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required>\
+                     <button type=\"submit\">Set password</button></form>",
+                    csrf = esc(&s.csrf),
+                    name = esc(&r.name),
+                    grant = !r.admin,
+                    what = if r.admin {
+                        "Revoke administrator"
+                    } else {
+                        "Make administrator"
+                    },
+                )
+            };
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{remove} {others}</td></tr>",
                 esc(&r.name),
                 if r.admin { "administrator" } else { "user" },
                 esc(&when(r.created_at))
@@ -1435,27 +1458,17 @@ pub async fn add_user(
             alert("A user name becomes a namespace: lowercase letters, digits and . _ - (no /).");
         return users_page(&st, u, s, &msg).await;
     }
-    if f.password.chars().count() < 8 {
+    if let Some(why) = weak_password(&f.password) {
+        return users_page(&st, u, s, &alert(why)).await;
+    }
+    let Some(hash) = hashed(&f.password).await else {
         return users_page(
             &st,
             u,
             s,
-            &alert("The password is too short: use at least 8 characters."),
+            &alert("The password could not be hashed; see the log."),
         )
         .await;
-    }
-    let pw = f.password.clone();
-    let hash = match tokio::task::spawn_blocking(move || super::auth::hash_password(&pw)).await {
-        Ok(Ok(h)) => h,
-        _ => {
-            return users_page(
-                &st,
-                u,
-                s,
-                &alert("The password could not be hashed; see the log."),
-            )
-            .await
-        }
     };
     let admin = f.admin.as_deref() == Some("true");
     let (meta, name) = (st.meta.clone(), f.name.clone());
@@ -1520,7 +1533,220 @@ pub async fn remove_user(
     users_page(&st, u, s, &notice).await
 }
 
-/// `GET /ui/admin/orgs`: organisations, their members and roles (administrators only).
+/// Why `password` will not do as a new password, if it will not.
+fn weak_password(password: &str) -> Option<&'static str> {
+    (password.chars().count() < 8)
+        .then_some("The password is too short: use at least 8 characters.")
+}
+
+/// `password`'s hash (on the blocking pool: argon2 is slow on purpose).
+async fn hashed(password: &str) -> Option<String> {
+    let pw = password.to_string();
+    off(move || super::auth::hash_password(&pw)).await
+}
+
+#[derive(Deserialize)]
+pub struct AdminRightsForm {
+    csrf: String,
+    name: String,
+    admin: String,
+}
+
+/// `POST /ui/admin/users/admin`: grants or takes administrator rights (not one's own, never
+/// the last administrator's).
+pub async fn set_admin(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<AdminRightsForm>,
+) -> Response {
+    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if f.name == u {
+        return users_page(&st, u, s, &alert("You cannot change your own rights.")).await;
+    }
+    let admin = f.admin == "true";
+    let (meta, name) = (st.meta.clone(), f.name.clone());
+    let notice = match off(move || meta.set_admin(&name, admin)).await {
+        Some(super::auth::store::AdminChange::Changed) => {
+            let action = if admin { "user.admin" } else { "user.unadmin" };
+            st.auth.audit(&u, action, &f.name, "", "").await;
+            format!(
+                "<p role=\"status\"><strong>{}</strong> is {} now.</p>",
+                esc(&f.name),
+                if admin { "an administrator" } else { "a user" }
+            )
+        }
+        Some(super::auth::store::AdminChange::NoSuchUser) => {
+            alert(&format!("There is no user {}.", f.name))
+        }
+        Some(super::auth::store::AdminChange::LastAdmin) => {
+            alert("That is the last administrator.")
+        }
+        None => alert("The change could not be stored; see the log."),
+    };
+    users_page(&st, u, s, &notice).await
+}
+
+#[derive(Deserialize)]
+pub struct SetPasswordForm {
+    csrf: String,
+    name: String,
+    password: String,
+}
+
+/// `POST /ui/admin/users/password`: an administrator sets another user's password (their
+/// sessions, tokens made from logins and refresh tokens end).
+pub async fn set_password(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<SetPasswordForm>,
+) -> Response {
+    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if f.name == u {
+        return redirect("/ui/account");
+    }
+    if let Some(why) = weak_password(&f.password) {
+        return users_page(&st, u, s, &alert(why)).await;
+    }
+    let Some(hash) = hashed(&f.password).await else {
+        return users_page(
+            &st,
+            u,
+            s,
+            &alert("The password could not be hashed; see the log."),
+        )
+        .await;
+    };
+    let (meta, name) = (st.meta.clone(), f.name.clone());
+    let notice = match off(move || meta.set_password(&name, &hash)).await {
+        Some(true) => {
+            st.auth.audit(&u, "user.passwd", &f.name, "", "").await;
+            format!(
+                "<p role=\"status\">The password of <strong>{}</strong> is changed; their sessions ended.</p>",
+                esc(&f.name)
+            )
+        }
+        Some(false) => alert(&format!("There is no user {}.", f.name)),
+        None => alert("The password could not be stored; see the log."),
+    };
+    users_page(&st, u, s, &notice).await
+}
+
+/// `GET /ui/account`: the signed-in user's own password.
+pub async fn account(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match user(&st, &headers).await {
+        Ok((u, s)) => account_page(u, s, "", StatusCode::OK),
+        Err(r) => r,
+    }
+}
+
+fn account_page(u: String, s: Session, notice: &str, status: StatusCode) -> Response {
+    let body = format!(
+        "{notice}<h2>Change your password</h2><form method=\"post\" action=\"/ui/account/password\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label for=\"current\">Current password</label>\
+         <input id=\"current\" name=\"current\" type=\"password\" autocomplete=\"current-password\" required>\
+         <label for=\"password\">New password (at least 8 characters)</label>\
+         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required>\
+         <label for=\"confirm\">New password again</label>\
+         <input id=\"confirm\" name=\"confirm\" type=\"password\" autocomplete=\"new-password\" required>\
+         <div><button type=\"submit\">Change password</button></div></form>\
+         <p>Changing it ends your other sessions and the logins of clients that used the old one \
+         (<code>docker login</code> again); access tokens stay.</p>",
+        csrf = esc(&s.csrf),
+    );
+    page(
+        status,
+        &format!("Account {u}"),
+        Some(&Viewer::User(u, s)),
+        &body,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct OwnPasswordForm {
+    csrf: String,
+    current: String,
+    password: String,
+    confirm: String,
+}
+
+/// `POST /ui/account/password`: a user changes their own password (the current one checked
+/// as a login is, slow-down included); this browser gets a new session, the others end.
+pub async fn change_password(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<OwnPasswordForm>,
+) -> Response {
+    let (u, s) = match user_form(&st, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if f.password != f.confirm {
+        return account_page(
+            u,
+            s,
+            &alert("The new passwords differ."),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    if let Some(why) = weak_password(&f.password) {
+        return account_page(u, s, &alert(why), StatusCode::BAD_REQUEST);
+    }
+    let client = st.auth.client(&axum::http::Extensions::new(), &headers);
+    match st.auth.check_password(&u, &f.current, &client).await {
+        Ok(Some(Principal::User(who))) if who == u => {}
+        Ok(_) => {
+            return account_page(
+                u,
+                s,
+                &alert("The current password is wrong."),
+                StatusCode::UNAUTHORIZED,
+            )
+        }
+        Err(e) => return e.into_response(),
+    }
+    let Some(hash) = hashed(&f.password).await else {
+        return account_page(
+            u,
+            s,
+            &alert("The password could not be hashed; see the log."),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        );
+    };
+    let (meta, name) = (st.meta.clone(), u.clone());
+    if off(move || meta.set_password(&name, &hash)).await != Some(true) {
+        return account_page(
+            u,
+            s,
+            &alert("The password could not be stored; see the log."),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        );
+    }
+    st.auth.audit(&u, "user.passwd", &u, "own", &client).await;
+    // The change ended every session of this user, this one too: give this browser a new one.
+    let Some((id, fresh)) = Sessions::create(&st, &u).await else {
+        return redirect("/ui/login");
+    };
+    let mut r = account_page(
+        u,
+        fresh,
+        "<p role=\"status\">Your password is changed; your other sessions ended.</p>",
+        StatusCode::OK,
+    );
+    if let Ok(v) =
+        header::HeaderValue::from_str(&set_cookie(&st, COOKIE, &id, SESSION_TTL.as_secs()))
+    {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
 /// `GET /ui/admin/orgs`: organisations and their members, for administrators (all of them,
 /// and a form to create one) and organisation admins (theirs).
 pub async fn admin_orgs(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {

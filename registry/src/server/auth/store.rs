@@ -41,6 +41,15 @@ pub struct AuditRow {
 const TOKEN_COLUMNS: &str =
     "SELECT id, \"user\", secret_sha256, scopes, expires_at, revoked, created_at FROM access_tokens";
 
+/// What [`Meta::set_admin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminChange {
+    Changed,
+    NoSuchUser,
+    /// Refused: the registry would be left without an admin.
+    LastAdmin,
+}
+
 /// What `reg admin user rm` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
@@ -136,6 +145,30 @@ impl Meta {
             Ok::<_, MetaError>(n)
         })?;
         Ok(n > 0)
+    }
+
+    /// Grants or takes administrator rights; never from the last admin.
+    pub fn set_admin(&self, name: &str, admin: bool) -> Result<AdminChange, MetaError> {
+        self.write(|c| {
+            let was: Option<bool> =
+                value(c, "SELECT admin FROM users WHERE name = ?1", args![name])?;
+            match was {
+                None => return Ok(AdminChange::NoSuchUser),
+                Some(true) if !admin => {
+                    let admins: i64 =
+                        value(c, "SELECT count(*) FROM users WHERE admin <> 0", &[])?.unwrap_or(0);
+                    if admins <= 1 {
+                        return Ok(AdminChange::LastAdmin);
+                    }
+                }
+                Some(_) => {}
+            }
+            c.execute(
+                "UPDATE users SET admin = ?2 WHERE name = ?1",
+                args![name, admin],
+            )?;
+            Ok(AdminChange::Changed)
+        })
     }
 
     /// Removes a user with their memberships, access tokens and refresh tokens; never the
