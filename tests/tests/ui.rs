@@ -1135,3 +1135,124 @@ fn passwords_and_admin_rights_change_from_the_browser() {
         assert!(audit.contains(action), "{action}: {audit}");
     }
 }
+
+/// Retention rules added in the browser: checked like the configuration's, listed after them,
+/// immutable tags refused at once, and the collector (`reg registry gc`, another process)
+/// applies them; removed, they stop holding.
+#[test]
+fn retention_rules_added_in_the_browser_hold_at_once_and_drive_the_collector() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    admin(
+        &data,
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        "alice-pass-1\n",
+    );
+    let cfg = tmp.path().join("reg.toml");
+    std::fs::write(
+        &cfg,
+        "[[registry.retention]]\nrepositories = \"cfg/*\"\nimmutable_tags = \"rel-*\"\n",
+    )
+    .expect("config");
+    let cfg = cfg.display().to_string();
+    let reg = Registry::start_on(&data, &[("REG_CONFIG", cfg.as_str())]);
+    let api = client_as("alice", "alice-pass-1");
+    push_with_history(&api, &reg, "team/app");
+    let manifest = api
+        .get(reg.url("/v2/team/app/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .expect("GET")
+        .bytes()
+        .expect("body");
+    let tag = |t: &str| {
+        api.put(reg.url(&format!("/v2/team/app/manifests/{t}")))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .expect("PUT")
+            .status()
+            .as_u16()
+    };
+    let alice = browser();
+    let csrf = log_in(&alice, &reg, "alice", "alice-pass-1");
+    let add = |repositories: &str, keep_last: &str, keep_newer_than: &str, immutable: &str| {
+        alice
+            .post(reg.url("/ui/admin/retention"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("repositories", repositories),
+                ("keep_last", keep_last),
+                ("keep_newer_than", keep_newer_than),
+                ("immutable_tags", immutable),
+            ])
+            .send()
+            .expect("POST")
+            .text()
+            .expect("html")
+    };
+    assert!(add("team/*", "1", "7 parsecs", "").contains("The rule was not added"));
+    assert!(add("team/[", "1", "", "").contains("The rule was not added"));
+    let html = add("team/*", "1", "", "v*");
+    assert!(
+        html.contains("Rule 1 for <code>team/*</code> added"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td><code>cfg/*</code></td>"),
+        "the configuration's rule: {html}"
+    );
+
+    // v1 is immutable from now on; other tags are not.
+    assert_eq!(tag("v1"), 201, "the same manifest again is no change");
+    let other = push_other(&api, &reg);
+    let r = api
+        .put(reg.url("/v2/team/app/manifests/v1"))
+        .header("content-type", OCI_MANIFEST)
+        .body(other)
+        .send()
+        .expect("PUT");
+    assert_eq!(r.status(), 403, "immutable at once");
+    assert_eq!(tag("t1"), 201);
+    assert_eq!(tag("t2"), 201);
+
+    // The collector, another process, keeps v1 (immutable) and one other tag, the newest.
+    let out = reg_tests::reg_on(&data)
+        .args(["--config", &cfg, "registry", "gc", "--dry-run", "--data"])
+        .arg(&data)
+        .output()
+        .expect("gc");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    // (t1 and t2 may share a second: which of them is newer is not asserted.)
+    assert!(
+        out.contains("would remove 1 tags") && !out.contains("team/app:v1"),
+        "{out}"
+    );
+
+    // Removed, the rule stops holding.
+    let html = alice
+        .post(reg.url("/ui/admin/retention/remove"))
+        .form(&[("csrf", csrf.as_str()), ("id", "1")])
+        .send()
+        .expect("POST")
+        .text()
+        .expect("html");
+    assert!(html.contains("Rule 1 removed"), "{html}");
+    let r = api
+        .delete(reg.url("/v2/team/app/manifests/v1"))
+        .send()
+        .expect("DELETE");
+    assert_eq!(r.status(), 202);
+}
+
+/// Pushes a second, different image to team/app (untagged); its manifest.
+fn push_other(c: &reqwest::blocking::Client, reg: &Registry) -> String {
+    let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
+    let cd = push_blob(c, reg, "team/app", config);
+    serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [],
+    })
+    .to_string()
+}

@@ -811,6 +811,18 @@ CREATE TABLE IF NOT EXISTS ui_sessions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ui_sessions_user ON ui_sessions("user", created_at)
 "#,
+    // Retention rules added in the web interface (after the configuration's).
+    r#"
+CREATE TABLE IF NOT EXISTS retention_rules (
+    id INTEGER PRIMARY KEY,
+    repositories TEXT NOT NULL,
+    keep_last INTEGER NOT NULL DEFAULT 0,
+    keep_newer_than TEXT NOT NULL DEFAULT '',
+    immutable_tags TEXT NOT NULL DEFAULT '',
+    created_by TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+)
+"#,
 ];
 
 #[cfg(test)]

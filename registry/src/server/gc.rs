@@ -309,10 +309,17 @@ pub fn collect(meta: &Meta, store: &BlobStore, opts: &Options) -> Result<Report,
         ..Report::default()
     };
 
-    // 1. Retention: the tags each rule does not keep.
+    // 1. Retention: the tags each rule does not keep (the configuration's rules, then the
+    // ones stored from the web interface).
+    let rules: Vec<Rule> = opts
+        .rules
+        .iter()
+        .cloned()
+        .chain(super::retention::compiled(&meta.retention_rules()?))
+        .collect();
     let mut tags = snap.tags.clone();
     let mut released: HashSet<(String, String)> = HashSet::new();
-    for (repo, tag, digest, updated) in dropped_tags(&snap.tags, &opts.rules, t) {
+    for (repo, tag, digest, updated) in dropped_tags(&snap.tags, &rules, t) {
         if opts.dry_run || delete_tag_if_unchanged(meta, &repo, &tag, &digest, updated)? {
             report.tags.push(format!("{repo}:{tag}"));
             if let Some(m) = tags.get_mut(&repo) {

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod parts;
 pub mod pulls;
 pub mod quota;
+pub mod retention;
 mod routes;
 mod state;
 pub mod store;
@@ -94,6 +95,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/admin/storage", get(ui::admin_storage).post(ui::run_gc))
         .route("/ui/tag/delete", post(ui::delete_tag))
         .route("/ui/manifest/delete", post(ui::delete_manifest))
+        .route(
+            "/ui/admin/retention",
+            get(ui::admin_retention).post(ui::add_retention),
+        )
+        .route("/ui/admin/retention/remove", post(ui::remove_retention))
         .route("/ui/admin/node", get(ui::admin_node))
         .route("/ui/admin/node/logs", get(ui::admin_node_logs))
         .layer(DefaultBodyLimit::disable())

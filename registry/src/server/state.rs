@@ -41,8 +41,9 @@ pub struct AppState {
     pub(crate) uploads: Uploads,
     pub(crate) cfg: RegistryConfig,
     pub(crate) auth: auth::Auth,
-    /// `registry.retention`, compiled (immutable tags are checked on every push and delete).
-    pub(crate) rules: Vec<gc::Rule>,
+    /// `registry.retention`, compiled, and the rules stored in the database (immutable tags
+    /// are checked on every push and delete).
+    pub(crate) retention: super::retention::Retention,
     /// What `/metrics` on `registry.metrics_addr` reports.
     pub(crate) metrics: super::metrics::Metrics,
     /// `registry.mirror`: names fetched from upstream registries on a miss.
@@ -84,13 +85,17 @@ impl AppState {
             limits.upload_sessions_per_client,
             cfg.registry.upload_expiry_secs,
         );
+        let retention_meta = meta.clone();
         let st = Arc::new(AppState {
             auth,
             meta,
             store,
             uploads,
             cfg: cfg.registry.clone(),
-            rules: gc::Rule::from_configs(&cfg.registry.retention)?,
+            retention: super::retention::Retention::new(
+                retention_meta,
+                gc::Rule::from_configs(&cfg.registry.retention)?,
+            ),
             metrics,
             mirrors: Mirrors::from_config(&cfg.registry.mirror)?,
             notify: Arc::new(Notifier::from_config(&cfg.registry.notify)?),

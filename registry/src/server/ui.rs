@@ -192,7 +192,7 @@ async fn may_pull(st: &Arc<AppState>, v: &Viewer, repo: &str) -> bool {
 fn page(status: StatusCode, title: &str, v: Option<&Viewer>, body: &str) -> Response {
     let user = match v {
         Some(Viewer::User(u, s)) => format!(
-            "<a href=\"/ui/account\">Account</a> · <a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/orgs\">Organisations</a> · <a href=\"/ui/admin/audit\">Audit log</a> · <a href=\"/ui/admin/storage\">Storage</a> · <a href=\"/ui/admin/node\">Node</a> · \
+            "<a href=\"/ui/account\">Account</a> · <a href=\"/ui/tokens\">Access tokens</a> · <a href=\"/ui/admin/users\">Users</a> · <a href=\"/ui/admin/orgs\">Organisations</a> · <a href=\"/ui/admin/audit\">Audit log</a> · <a href=\"/ui/admin/storage\">Storage</a> · <a href=\"/ui/admin/retention\">Retention</a> · <a href=\"/ui/admin/node\">Node</a> · \
              <span>Signed in as <strong>{}</strong></span> \
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -473,6 +473,7 @@ pub async fn repo(
         _ => Vec::new(),
     };
     let may_delete = may_delete(&st, &v, &name).await;
+    let rules = st.retention.rules().await;
     let csrf = match &v {
         Viewer::User(_, s) => s.csrf.clone(),
         Viewer::Open => String::new(),
@@ -480,7 +481,7 @@ pub async fn repo(
     let mut rows = String::new();
     for t in &tags {
         let (size, index) = size_of(&t.content);
-        let action = if super::gc::is_immutable(&st.rules, &name, &t.tag) {
+        let action = if super::gc::is_immutable(&rules, &name, &t.tag) {
             "immutable".to_string()
         } else if may_delete {
             format!(
@@ -705,7 +706,7 @@ pub async fn delete_tag(
         Ok(u) => u,
         Err(r) => return r,
     };
-    if super::gc::is_immutable(&st.rules, &f.name, &f.tag) {
+    if super::gc::is_immutable(&st.retention.rules().await, &f.name, &f.tag) {
         return forbidden("This tag is immutable (registry.retention): it cannot be deleted.");
     }
     let (meta, n, t) = (st.meta.clone(), f.name.clone(), f.tag.clone());
@@ -784,9 +785,10 @@ pub async fn delete_manifest(
     let Some(tags) = off(move || meta.tags_of(&n, &d)).await else {
         return forbidden("The registry's database did not answer; try again.");
     };
+    let rules = st.retention.rules().await;
     if let Some(t) = tags
         .iter()
-        .find(|t| super::gc::is_immutable(&st.rules, &f.name, t))
+        .find(|t| super::gc::is_immutable(&rules, &f.name, t))
     {
         return forbidden(&format!(
             "Tag {t} names this manifest and is immutable (registry.retention): it cannot be deleted."
@@ -1531,6 +1533,201 @@ pub async fn remove_user(
         None => alert("The user could not be removed; see the log."),
     };
     users_page(&st, u, s, &notice).await
+}
+
+/// `GET /ui/admin/retention`: the retention rules, the configuration's and the ones added
+/// here (administrators only).
+pub async fn admin_retention(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (u, s) = match admin_page(&st, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    retention_page(&st, u, s, "").await
+}
+
+fn rule_cells(r: &reg_config::RetentionRule) -> String {
+    let or_dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("<code>{}</code>", esc(v))
+        }
+    };
+    format!(
+        "<td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>",
+        esc(&r.repositories),
+        if r.keep_last == 0 {
+            "-".to_string()
+        } else {
+            r.keep_last.to_string()
+        },
+        or_dash(&r.keep_newer_than),
+        or_dash(&r.immutable_tags)
+    )
+}
+
+const RULE_HEAD: &str = "<th scope=\"col\">Repositories</th><th scope=\"col\">Keep last</th>\
+    <th scope=\"col\">Keep newer than</th><th scope=\"col\">Immutable tags</th>";
+
+async fn retention_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> Response {
+    let configured: String = st
+        .cfg
+        .retention
+        .iter()
+        .map(|r| format!("<tr>{}</tr>", rule_cells(r)))
+        .collect();
+    let meta = st.meta.clone();
+    let stored = off(move || meta.retention_rules())
+        .await
+        .unwrap_or_default();
+    let rows: String = stored
+        .iter()
+        .map(|r| {
+            format!(
+                "<tr>{}<td>{} ({})</td><td><form method=\"post\" action=\"/ui/admin/retention/remove\" class=\"inline\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"id\" value=\"{}\">\
+                 <button type=\"submit\" aria-label=\"Remove the rule for {}\">Remove</button></form></td></tr>",
+                rule_cells(&r.rule),
+                esc(&r.created_by),
+                esc(&when(r.created_at)),
+                esc(&s.csrf),
+                r.id,
+                esc(&r.rule.repositories)
+            )
+        })
+        .collect();
+    let body = format!(
+        "{notice}<p>A repository's rule is the first whose pattern matches it: the configuration's \
+         first, then the ones added here, oldest first. A rule keeps a tag when any of its keep \
+         conditions holds (and every immutable tag); a rule without any keeps every tag. The \
+         collector removes the rest: the <a href=\"/ui/admin/storage\">storage page</a>'s dry run \
+         shows what would go. Immutable tags can be neither moved nor deleted from the moment a \
+         rule is added.</p>\
+         <table><caption>From the configuration ({n_cfg}; <code>registry.retention</code>, read-only here)</caption>\
+         <thead><tr>{RULE_HEAD}</tr></thead><tbody>{configured}</tbody></table>\
+         <table><caption>Added here ({n_db})</caption><thead><tr>{RULE_HEAD}<th scope=\"col\">Added by</th>\
+         <th scope=\"col\">Action</th></tr></thead><tbody>{rows}</tbody></table>\
+         <h2>Add a rule</h2><form method=\"post\" action=\"/ui/admin/retention\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label for=\"repositories\">Repositories (a glob: <code>team/*</code>, <code>**</code>)</label>\
+         <input id=\"repositories\" name=\"repositories\" required>\
+         <label for=\"keep_last\">Keep the newest N tags (0: no count rule)</label>\
+         <input id=\"keep_last\" name=\"keep_last\" type=\"number\" min=\"0\" value=\"0\">\
+         <label for=\"keep_newer_than\">Keep tags pushed within (e.g. 30d; empty: no age rule)</label>\
+         <input id=\"keep_newer_than\" name=\"keep_newer_than\">\
+         <label for=\"immutable_tags\">Immutable tags (a glob: <code>v*</code>; empty: none)</label>\
+         <input id=\"immutable_tags\" name=\"immutable_tags\">\
+         <div><button type=\"submit\">Add rule</button></div></form>",
+        n_cfg = st.retention.configured(),
+        n_db = stored.len(),
+        csrf = esc(&s.csrf),
+    );
+    page(
+        StatusCode::OK,
+        "Retention",
+        Some(&Viewer::User(u, s)),
+        &body,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct RuleForm {
+    csrf: String,
+    repositories: String,
+    #[serde(default)]
+    keep_last: String,
+    #[serde(default)]
+    keep_newer_than: String,
+    #[serde(default)]
+    immutable_tags: String,
+}
+
+/// `POST /ui/admin/retention`: stores a retention rule (checked as the configuration's are).
+pub async fn add_retention(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<RuleForm>,
+) -> Response {
+    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let keep_last = match f.keep_last.trim() {
+        "" => 0,
+        n => match n.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                return retention_page(
+                    &st,
+                    u,
+                    s,
+                    &alert("Keep last is a whole number (0 for none)."),
+                )
+                .await
+            }
+        },
+    };
+    let rule = reg_config::RetentionRule {
+        repositories: f.repositories.trim().to_string(),
+        keep_last,
+        keep_newer_than: f.keep_newer_than.trim().to_string(),
+        immutable_tags: f.immutable_tags.trim().to_string(),
+    };
+    if let Err(e) = super::retention::check(&rule) {
+        return retention_page(&st, u, s, &alert(&format!("The rule was not added: {e}"))).await;
+    }
+    let (meta, r, by) = (st.meta.clone(), rule.clone(), u.clone());
+    let notice = match off(move || meta.add_retention_rule(&r, &by)).await {
+        Some(id) => {
+            st.retention.changed();
+            st.auth
+                .audit(
+                    &u,
+                    "retention.add",
+                    &rule.repositories,
+                    &format!("rule {id}"),
+                    "",
+                )
+                .await;
+            format!(
+                "<p role=\"status\">Rule {id} for <code>{}</code> added.</p>",
+                esc(&rule.repositories)
+            )
+        }
+        None => alert("The rule could not be stored; see the log."),
+    };
+    retention_page(&st, u, s, &notice).await
+}
+
+#[derive(Deserialize)]
+pub struct RuleIdForm {
+    csrf: String,
+    id: i64,
+}
+
+/// `POST /ui/admin/retention/remove`: removes a stored rule.
+pub async fn remove_retention(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<RuleIdForm>,
+) -> Response {
+    let (u, s) = match admin_form(&st, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (meta, id) = (st.meta.clone(), f.id);
+    let notice = match off(move || meta.remove_retention_rule(id)).await {
+        Some(true) => {
+            st.retention.changed();
+            st.auth
+                .audit(&u, "retention.remove", "", &format!("rule {id}"), "")
+                .await;
+            format!("<p role=\"status\">Rule {id} removed.</p>")
+        }
+        Some(false) => alert("There is no such rule."),
+        None => alert("The rule could not be removed; see the log."),
+    };
+    retention_page(&st, u, s, &notice).await
 }
 
 /// Why `password` will not do as a new password, if it will not.

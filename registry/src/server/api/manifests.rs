@@ -136,9 +136,10 @@ pub(super) async fn put(
         Reference::Tag(t) => (Digest::of(Algorithm::Sha256, &bytes), Some(t.to_string())),
     };
     let subject = parsed.subject.clone();
+    let rules = st.retention.rules().await;
     let immutable = tag
         .as_deref()
-        .is_some_and(|t| gc::is_immutable(&st.rules, repo.as_str(), t));
+        .is_some_and(|t| gc::is_immutable(&rules, repo.as_str(), t));
     let (meta, name, d2) = (st.meta.clone(), repo.to_string(), digest.clone());
     let by = cx.caller.name();
     let stored = blocking(move || {
@@ -201,8 +202,9 @@ pub(super) async fn delete(st: &Arc<AppState>, repo: &RepoName, r: &str, cx: &Ct
     let (meta, name) = (st.meta.clone(), repo.to_string());
     let reference = parse_reference(r)?;
     // An immutable tag can be deleted neither itself nor through the manifest it names.
+    let rules = st.retention.rules().await;
     let protected: Vec<String> = match &reference {
-        _ if !gc::has_immutable(&st.rules, repo.as_str()) => Vec::new(),
+        _ if !gc::has_immutable(&rules, repo.as_str()) => Vec::new(),
         Reference::Tag(t) => vec![t.to_string()],
         Reference::Digest(d) => {
             let (m, n, d) = (st.meta.clone(), name.clone(), d.clone());
@@ -211,7 +213,7 @@ pub(super) async fn delete(st: &Arc<AppState>, repo: &RepoName, r: &str, cx: &Ct
     };
     if let Some(t) = protected
         .iter()
-        .find(|t| gc::is_immutable(&st.rules, repo.as_str(), t))
+        .find(|t| gc::is_immutable(&rules, repo.as_str(), t))
     {
         return Err(ApiError::new(
             ErrorCode::Denied,
