@@ -968,6 +968,16 @@ fn organisation_admins_manage_their_organisation_only() {
         "anonymous pull once public"
     );
     assert_eq!(pull(&client(), "other/app"), 401);
+    let html = carol
+        .get(reg.url("/ui/"))
+        .send()
+        .expect("repos")
+        .text()
+        .expect("html");
+    assert!(
+        html.contains(">team/app</a></td><td>team</td><td>public</td>"),
+        "namespace and visibility listed: {html}"
+    );
 }
 
 /// Sessions live in the database: they survive a restart, and end at once when the user's

@@ -110,8 +110,33 @@ try:
     until("the storage page", lambda: driver.title == "Storage · reg")
     if not driver.find_elements(By.CSS_SELECTOR, "svg rect"):
         fail("the storage charts")
+    if "the next by this process at" not in driver.find_element(By.TAG_NAME, "main").text:
+        fail("the storage page says when the next collection runs")
     shot("storage")
-    print("ok: the storage page with its charts")
+    print("ok: the storage page with its charts and the next collection")
+
+    driver.find_element(By.LINK_TEXT, "Retention").click()
+    until("the retention page", lambda: driver.title == "Retention · reg")
+    driver.find_element(By.ID, "repositories").send_keys(repo.split("/")[0] + "/*")
+    driver.find_element(By.ID, "keep_last").clear()
+    driver.find_element(By.ID, "keep_last").send_keys("10")
+    driver.find_element(By.ID, "immutable_tags").send_keys("release-*")
+    driver.find_element(By.CSS_SELECTOR, "main form[action='/ui/admin/retention'] button").click()
+    until("the rule added", lambda: "added." in driver.find_element(By.TAG_NAME, "main").text)
+    shot("retention")
+    print("ok: a retention rule added from the browser")
+
+    driver.find_element(By.LINK_TEXT, "Organisations").click()
+    until("the organisations page", lambda: driver.title == "Organisations · reg")
+    shot("orgs")
+    print("ok: the organisations page")
+
+    driver.find_element(By.LINK_TEXT, "Account").click()
+    until("the account page", lambda: driver.title.startswith("Account "))
+    if not driver.find_elements(By.ID, "current"):
+        fail("the password form")
+    shot("account")
+    print("ok: the account page")
 
     driver.find_element(By.CSS_SELECTOR, "header form button").click()
     until("logging out goes to the login page", lambda: "/ui/login" in driver.current_url)

@@ -48,6 +48,17 @@ pub struct UiTag {
     pub pulled_at: i64,
 }
 
+/// A repository as the web interface lists it.
+#[derive(Debug, Clone)]
+pub struct UiRepo {
+    pub name: String,
+    /// Bytes of the distinct blobs linked into it.
+    pub size: u64,
+    /// When a tag was last pushed (unix seconds).
+    pub pushed: Option<i64>,
+    pub public: bool,
+}
+
 /// A stored manifest.
 #[derive(Debug, Clone)]
 pub struct ManifestRow {
@@ -347,26 +358,24 @@ impl Meta {
 
     /// Repositories after `last` (by name) with their stored size (distinct linked blobs) and
     /// last push, for the web interface.
-    pub fn ui_repos(
-        &self,
-        last: &str,
-        n: u32,
-    ) -> Result<Vec<(String, u64, Option<i64>)>, MetaError> {
+    pub fn ui_repos(&self, last: &str, n: u32) -> Result<Vec<UiRepo>, MetaError> {
         self.read(|c| {
             c.query(
                 "SELECT r.name, \
                  (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = r.id), \
-                 (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo_id = r.id) \
+                 (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo_id = r.id), \
+                 (SELECT v.public FROM repo_visibility v WHERE v.name = r.name) \
                  FROM repos r WHERE r.name > ?1 ORDER BY r.name LIMIT ?2",
                 args![last, n],
             )?
             .iter()
             .map(|r| {
-                Ok((
-                    r.get::<String>(0)?,
-                    u64::try_from(r.get::<i64>(1)?).unwrap_or(0),
-                    r.get::<Option<i64>>(2)?,
-                ))
+                Ok(UiRepo {
+                    name: r.get::<String>(0)?,
+                    size: u64::try_from(r.get::<i64>(1)?).unwrap_or(0),
+                    pushed: r.get::<Option<i64>>(2)?,
+                    public: r.get::<Option<bool>>(3)?.unwrap_or(false),
+                })
             })
             .collect()
         })

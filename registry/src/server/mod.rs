@@ -356,8 +356,12 @@ fn gc_schedule(
     Ok(Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
+        let every_secs = i64::try_from(every.as_secs()).unwrap_or(i64::MAX / 2);
+        let mut next = db::now().saturating_add(every_secs);
         loop {
+            st.next_gc.store(next, std::sync::atomic::Ordering::Relaxed);
             tick.tick().await;
+            next = next.saturating_add(every_secs);
             let (s, o) = (st.clone(), opts.clone());
             match tokio::task::spawn_blocking(move || gc::collect(&s.meta, &s.store, &o)).await {
                 Ok(Ok(r)) => {

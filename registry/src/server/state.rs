@@ -56,6 +56,8 @@ pub struct AppState {
     pub(crate) last_gc: std::sync::Mutex<Option<(i64, gc::Report)>>,
     /// Manifest pulls noted for the tags page, written in batches.
     pub(crate) pulls: Arc<super::pulls::Pulls>,
+    /// When the scheduled collection runs next (unix seconds; 0: not scheduled).
+    pub(crate) next_gc: std::sync::atomic::AtomicI64,
     /// The local node's read-only view for the web interface (`reg serve` as root).
     pub(crate) node: Option<Arc<dyn super::nodes::NodeView>>,
 }
@@ -102,6 +104,7 @@ impl AppState {
             last_gc: std::sync::Mutex::new(None),
             node,
             pulls: Default::default(),
+            next_gc: Default::default(),
         });
         st.uploads.sweep(true)?;
         let recovered = gc::recover_at_start(&st.meta, &st.store)?;

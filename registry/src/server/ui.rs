@@ -233,7 +233,8 @@ fn page(status: StatusCode, title: &str, v: Option<&Viewer>, body: &str) -> Resp
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fff}\
 header{display:flex;justify-content:space-between;align-items:center;padding:.6rem 1rem;background:#0b3d62;color:#fff}\
 header a,header strong{color:#fff}.brand{font-weight:700;font-size:1.2rem;text-decoration:none}\
-main{padding:1rem;max-width:70rem}h1{font-size:1.4rem;word-break:break-all}table{border-collapse:collapse;width:100%}\
+main{padding:1rem;max-width:70rem}h1{font-size:1.4rem;word-break:break-all}table{border-collapse:collapse;width:100%;margin-bottom:1.2rem}\
+caption{text-align:left;font-weight:600;padding:.3rem 0}\
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ccc;vertical-align:top}\
 code{font-size:.9em;word-break:break-all}.inline{display:inline}\
 label{display:block;margin:.5rem 0 .2rem}input{padding:.35rem;font-size:1rem}\
@@ -394,18 +395,21 @@ pub async fn repos(
             break;
         };
         let done = batch.len() < 500;
-        for (r, size, pushed) in batch {
+        for repo in batch {
+            let r = repo.name;
             last = r.clone();
             if (!search.is_empty() && !r.contains(search.as_str())) || !may_pull(&st, &v, &r).await
             {
                 continue;
             }
             rows.push_str(&format!(
-                "<tr><td><a href=\"/ui/repo?name={}\">{}</a></td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><a href=\"/ui/repo?name={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 q(&r),
                 esc(&r),
-                esc(&super::quota::human(size)),
-                esc(&pushed.map(when).unwrap_or_else(|| "-".into()))
+                esc(super::auth::policy::namespace(&r)),
+                if repo.public { "public" } else { "private" },
+                esc(&super::quota::human(repo.size)),
+                esc(&repo.pushed.map(when).unwrap_or_else(|| "-".into()))
             ));
             shown += 1;
             if shown >= 1000 {
@@ -420,7 +424,7 @@ pub async fn repos(
         "<form method=\"get\" action=\"/ui/\" role=\"search\"><label for=\"q\">Search repositories</label>\
          <input id=\"q\" name=\"q\" value=\"{}\"> <button type=\"submit\">Search</button></form>\
          <table><caption>{shown} repositories</caption><thead><tr><th scope=\"col\">Repository</th>\
-         <th scope=\"col\">Stored</th><th scope=\"col\">Last push</th></tr></thead><tbody>{rows}</tbody></table>",
+         <th scope=\"col\">Namespace</th><th scope=\"col\">Visibility</th><th scope=\"col\">Stored</th><th scope=\"col\">Last push</th></tr></thead><tbody>{rows}</tbody></table>",
         esc(&search)
     );
     page(StatusCode::OK, "Repositories", Some(&v), &body)
@@ -440,6 +444,27 @@ fn host(h: &HeaderMap) -> String {
 }
 
 /// The sum of a manifest's layer sizes, and whether it is an index.
+/// An index's platforms (`linux/amd64, linux/arm64/v8`), empty for an image.
+fn platforms_of(content: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else {
+        return String::new();
+    };
+    let Some(m) = v["manifests"].as_array() else {
+        return String::new();
+    };
+    m.iter()
+        .filter_map(|d| {
+            let p = &d["platform"];
+            let (os, arch) = (p["os"].as_str()?, p["architecture"].as_str()?);
+            Some(match p["variant"].as_str() {
+                Some(v) => format!("{os}/{arch}/{v}"),
+                None => format!("{os}/{arch}"),
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn size_of(content: &[u8]) -> (u64, bool) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else {
         return (0, false);
@@ -505,7 +530,16 @@ pub async fn repo(
             qd = q(&t.digest),
             d = esc(&t.digest),
             size = esc(&super::quota::human(size)),
-            kind = if index { "index" } else { "image" },
+            kind = if index {
+                let platforms = platforms_of(&t.content);
+                if platforms.is_empty() {
+                    "index".to_string()
+                } else {
+                    format!("index: {}", esc(&platforms))
+                }
+            } else {
+                "image".to_string()
+            },
             when = esc(&when(t.updated_at)),
             by = if t.pushed_by.is_empty() {
                 "-".to_string()
@@ -2177,9 +2211,9 @@ async fn storage_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -
             break;
         };
         let done = batch.len() < 500;
-        for (r, size, _) in batch {
-            last = r.clone();
-            repos.push((r, size));
+        for r in batch {
+            last = r.name.clone();
+            repos.push((r.name, r.size));
         }
         if done || repos.len() >= 100_000 {
             break;
@@ -2216,9 +2250,15 @@ async fn storage_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -
     let next = if off {
         "Scheduled collections are off (registry.gc.interval).".to_string()
     } else {
+        let at = st.next_gc.load(std::sync::atomic::Ordering::Relaxed);
         format!(
-            "Scheduled every {} (registry.gc.interval).",
-            st.cfg.gc.interval
+            "Scheduled every {} (registry.gc.interval){}.",
+            st.cfg.gc.interval,
+            if at > 0 {
+                format!("; the next by this process at {}", when(at))
+            } else {
+                String::new()
+            }
         )
     };
     let body = format!(
