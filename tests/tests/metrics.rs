@@ -213,3 +213,27 @@ fn prometheus_scrapes_the_registry() {
         .unwrap_or(0.0);
     assert!(n >= 1.0, "{found}");
 }
+
+/// Stored bytes per repository (each blob once per repository) and in all, read from the
+/// database at a scrape.
+#[test]
+fn storage_bytes_are_reported_per_repository() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (reg, addr) = registry_with_metrics(tmp.path());
+    let c = client();
+    let shared = vec![7u8; 3000];
+    reg_tests::push_blob(&c, &reg, "store/a", &shared);
+    reg_tests::push_blob(&c, &reg, "store/a", &[1u8; 100]);
+    reg_tests::push_blob(&c, &reg, "store/b", &shared);
+    let text = scrape(&addr);
+    assert_eq!(
+        metric_value(&text, "registry_repo_storage_bytes{repo=\"store/a\"}"),
+        Some(3100.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "registry_repo_storage_bytes{repo=\"store/b\"}"),
+        Some(3000.0)
+    );
+    assert_eq!(metric_value(&text, "registry_storage_bytes"), Some(3100.0));
+}

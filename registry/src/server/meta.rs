@@ -381,6 +381,33 @@ impl Meta {
         })
     }
 
+    /// Every repository's stored bytes (its distinct blobs), and every blob's bytes together.
+    pub fn storage_sizes(&self) -> Result<(Vec<(String, u64)>, u64), MetaError> {
+        self.read(|c| {
+            let repos = c
+                .query(
+                    "SELECT r.name, (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repo_blobs rb \
+                     JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = r.id) FROM repos r",
+                    &[],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        u64::try_from(r.get::<i64>(1)?).unwrap_or(0),
+                    ))
+                })
+                .collect::<Result<Vec<_>, MetaError>>()?;
+            let total: i64 = value(
+                c,
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs",
+                &[],
+            )?
+            .unwrap_or(0);
+            Ok((repos, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
     /// A repository's tags for the web interface, newest first: name, digest, when it was
     /// pushed, and its manifest's content.
     pub fn ui_tags(&self, repo: &str, limit: u32) -> Result<Vec<UiTag>, MetaError> {

@@ -41,6 +41,20 @@ struct Reason {
     reason: &'static str,
 }
 
+/// A repository, for the storage series (bounded: see [`MAX_REPO_SERIES`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Repo {
+    repo: String,
+}
+
+/// Repositories with a storage series of their own (the largest); the rest are summed under
+/// `repo="_other"`.
+pub const MAX_REPO_SERIES: usize = 1000;
+
+/// How old the storage series may be when scraped: they are read from the database at a
+/// scrape at most this often.
+pub const STORAGE_REFRESH: Duration = Duration::from_secs(60);
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     result: &'static str,
@@ -69,6 +83,10 @@ pub struct Metrics {
     proxy_misses: Family<Kind, Counter>,
     proxy_pulled_bytes: Family<Kind, Counter>,
     throttled: Family<Reason, Counter>,
+    repo_bytes: Family<Repo, Gauge>,
+    storage_bytes: Gauge,
+    /// When the storage series were last read.
+    storage_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Default for Metrics {
@@ -183,8 +201,24 @@ impl Metrics {
         for reason in ["login_delay", "login_queue_full", "upload_sessions"] {
             throttled.get_or_create(&Reason { reason }).inc_by(0);
         }
+        // zot's `zot_repo_storage_bytes{repo}`, under this registry's prefix.
+        let repo_bytes = Family::<Repo, Gauge>::default();
+        registry.register(
+            "registry_repo_storage_bytes",
+            "Bytes of the distinct blobs linked into a repository (the largest 1000; the rest as repo=\"_other\"), read at most once a minute",
+            repo_bytes.clone(),
+        );
+        let storage_bytes = Gauge::default();
+        registry.register(
+            "registry_storage_bytes",
+            "Bytes of every stored blob, read at most once a minute",
+            storage_bytes.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            repo_bytes,
+            storage_bytes,
+            storage_at: Default::default(),
             throttled,
             proxy_requests,
             proxy_hits,
@@ -250,6 +284,47 @@ impl Metrics {
         }
     }
 
+    /// Reads the storage series again when they are older than [`STORAGE_REFRESH`] (a failed
+    /// read keeps the last values and is logged).
+    pub async fn refresh_storage(&self, meta: &Arc<super::meta::Meta>) {
+        {
+            let Ok(mut at) = self.storage_at.lock() else {
+                return;
+            };
+            if at.is_some_and(|t| t.elapsed() < STORAGE_REFRESH) {
+                return;
+            }
+            *at = Some(std::time::Instant::now());
+        }
+        let meta = meta.clone();
+        match tokio::task::spawn_blocking(move || meta.storage_sizes()).await {
+            Ok(Ok((repos, total))) => self.set_storage(repos, total),
+            Ok(Err(e)) => tracing::warn!(error = %e, "storage series not read"),
+            Err(e) => tracing::warn!(error = %e, "storage series not read"),
+        }
+    }
+
+    fn set_storage(&self, mut repos: Vec<(String, u64)>, total: u64) {
+        repos.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let other: u64 = repos.iter().skip(MAX_REPO_SERIES).map(|r| r.1).sum();
+        repos.truncate(MAX_REPO_SERIES);
+        self.repo_bytes.clear();
+        let gauge = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        for (repo, bytes) in repos {
+            self.repo_bytes
+                .get_or_create(&Repo { repo })
+                .set(gauge(bytes));
+        }
+        if other > 0 {
+            self.repo_bytes
+                .get_or_create(&Repo {
+                    repo: "_other".into(),
+                })
+                .set(gauge(other));
+        }
+        self.storage_bytes.set(gauge(total));
+    }
+
     /// Everything, in Prometheus's text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -312,6 +387,30 @@ fn handler_of(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_series_are_bounded_with_the_rest_summed() {
+        let m = Metrics::new();
+        let repos: Vec<(String, u64)> = (0..MAX_REPO_SERIES as u64 + 5)
+            .map(|i| (format!("r/{i}"), i + 1))
+            .collect();
+        m.set_storage(repos, 1);
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("registry_repo_storage_bytes{"))
+            .count();
+        assert_eq!(series, MAX_REPO_SERIES + 1);
+        // The five smallest (1..=5 bytes) are summed.
+        assert!(
+            text.contains("registry_repo_storage_bytes{repo=\"_other\"} 15"),
+            "{text}"
+        );
+        m.set_storage(vec![("only/one".into(), 9)], 9);
+        let text = m.encode();
+        assert!(!text.contains("r/1\""), "old series go: {text}");
+        assert!(text.contains("registry_repo_storage_bytes{repo=\"only/one\"} 9"));
+    }
 
     #[test]
     fn a_request_is_counted_by_endpoint_method_and_code_and_leaves_no_gauge_up() {

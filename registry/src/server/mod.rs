@@ -226,7 +226,12 @@ pub async fn serve(
         }
     }
     // Bound before the registry says it listens: whoever waits for that finds the metrics too.
-    let exporter = serve_metrics(&cfg.registry.metrics_addr, state.metrics.clone()).await?;
+    let exporter = serve_metrics(
+        &cfg.registry.metrics_addr,
+        state.metrics.clone(),
+        state.meta.clone(),
+    )
+    .await?;
     on_bound(addr);
     state.notify.spawn(state.meta.clone(), addr.to_string());
 
@@ -284,6 +289,7 @@ pub async fn serve(
 async fn serve_metrics(
     addr: &str,
     metrics: metrics::Metrics,
+    meta: Arc<meta::Meta>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, ServeError> {
     if addr.is_empty() {
         return Ok(None);
@@ -299,8 +305,9 @@ async fn serve_metrics(
     let app = Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let m = metrics.clone();
+            let (m, meta) = (metrics.clone(), meta.clone());
             async move {
+                m.refresh_storage(&meta).await;
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
