@@ -1026,6 +1026,15 @@ fn sessions_survive_a_restart_and_end_with_a_new_password_or_the_user() {
     );
     admin(&data, &["user", "rm", "alice"], "");
     assert!(!signed_in(&alice, &reg), "a removed user's session ends");
+    admin(
+        &data,
+        &["user", "add", "alice", "--password-stdin"],
+        "alice-pass-9\n",
+    );
+    assert!(
+        !signed_in(&alice, &reg),
+        "a new user of the same name does not inherit the old one's session"
+    );
 }
 
 /// Passwords and administrator rights change from the browser: a user's own password (the
@@ -1265,4 +1274,29 @@ fn push_other(c: &reqwest::blocking::Client, reg: &Registry) -> String {
         "layers": [],
     })
     .to_string()
+}
+
+/// Forms are read whole, so their bodies are capped: a huge login is refused (413) before
+/// it is read, and blob uploads (streamed) are not affected.
+#[test]
+fn form_bodies_are_capped() {
+    let reg = registry_with_users();
+    let big = "a".repeat(1 << 20);
+    let r = browser()
+        .post(reg.url("/ui/login"))
+        .form(&[
+            ("username", "alice"),
+            ("password", big.as_str()),
+            ("csrf", "x"),
+        ])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 413);
+    let d = push_blob(
+        &client_as("alice", "alice-pass-1"),
+        &reg,
+        "team/big",
+        &vec![7u8; 1 << 20],
+    );
+    assert_eq!(d, sha256(&vec![7u8; 1 << 20]));
 }

@@ -480,9 +480,9 @@ fn dropped_tags(tags: &Tags, rules: &[Rule], t: i64) -> Vec<(String, String, Str
         by_age.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
         for (i, (tag, (digest, updated))) in by_age.into_iter().enumerate() {
             let keep = (rule.keep_last > 0 && i < rule.keep_last as usize)
-                || rule
-                    .keep_newer_than
-                    .is_some_and(|d| *updated >= t - d.as_secs() as i64);
+                || rule.keep_newer_than.is_some_and(|d| {
+                    *updated >= t.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                });
             if !keep {
                 out.push((repo.clone(), tag.clone(), digest.clone(), *updated));
             }

@@ -87,6 +87,8 @@ pub struct Metrics {
     storage_bytes: Gauge,
     /// When the storage series were last read.
     storage_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// The repositories with a storage series now.
+    storage_shown: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -219,6 +221,7 @@ impl Metrics {
             repo_bytes,
             storage_bytes,
             storage_at: Default::default(),
+            storage_shown: Default::default(),
             throttled,
             proxy_requests,
             proxy_hits,
@@ -308,19 +311,23 @@ impl Metrics {
         repos.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let other: u64 = repos.iter().skip(MAX_REPO_SERIES).map(|r| r.1).sum();
         repos.truncate(MAX_REPO_SERIES);
-        self.repo_bytes.clear();
+        if other > 0 {
+            repos.push(("_other".into(), other));
+        }
+        // New values first, then the series no longer there go: a scrape in between sees a
+        // whole set, never a half-filled one.
         let gauge = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        let now: std::collections::HashSet<String> = repos.iter().map(|r| r.0.clone()).collect();
         for (repo, bytes) in repos {
             self.repo_bytes
                 .get_or_create(&Repo { repo })
                 .set(gauge(bytes));
         }
-        if other > 0 {
-            self.repo_bytes
-                .get_or_create(&Repo {
-                    repo: "_other".into(),
-                })
-                .set(gauge(other));
+        if let Ok(mut shown) = self.storage_shown.lock() {
+            for gone in shown.difference(&now) {
+                self.repo_bytes.remove(&Repo { repo: gone.clone() });
+            }
+            *shown = now;
         }
         self.storage_bytes.set(gauge(total));
     }

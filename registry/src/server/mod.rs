@@ -63,15 +63,21 @@ pub enum ServeError {
 }
 
 /// The registry's HTTP surface.
+/// The largest body of a web interface form or a token request.
+const FORM_LIMIT: usize = 64 * 1024;
+
 pub fn router(state: Arc<AppState>) -> Router {
     let pace = (
         Duration::from_secs(state.cfg.limits.body_window_secs),
         state.cfg.limits.min_body_bytes_per_sec,
     );
-    Router::new()
+    let v2 = Router::new()
         .route("/v2", any(api::dispatch))
         .route("/v2/", any(api::dispatch))
         .route("/v2/{*rest}", any(api::dispatch))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .merge(v2)
         .route("/auth/token", any(api::token))
         .route("/", get(ui::root))
         .route("/ui", get(ui::root))
@@ -102,7 +108,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/admin/retention/remove", post(ui::remove_retention))
         .route("/ui/admin/node", get(ui::admin_node))
         .route("/ui/admin/node/logs", get(ui::admin_node_logs))
-        .layer(DefaultBodyLimit::disable())
+        // Forms and the token endpoint are small: their bodies are read whole, so they are
+        // capped (blob and manifest bodies stream, under limits of their own).
+        .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .layer(middleware::from_fn_with_state(pace, pace_body))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),

@@ -29,7 +29,15 @@ pub struct StoredRule {
 pub struct Retention {
     meta: Arc<Meta>,
     config: Vec<Rule>,
-    cached: Mutex<Option<(Instant, Arc<Vec<Rule>>)>>,
+    cached: Mutex<Cached>,
+}
+
+/// The rules last read, when, and the version of the stored rules they were read at: a
+/// change here moves the version on, so a read that began before it cannot be kept.
+#[derive(Default)]
+struct Cached {
+    version: u64,
+    rules: Option<(Instant, u64, Arc<Vec<Rule>>)>,
 }
 
 impl Retention {
@@ -37,16 +45,20 @@ impl Retention {
         Retention {
             meta,
             config,
-            cached: Mutex::new(None),
+            cached: Mutex::new(Cached::default()),
         }
     }
 
-    /// Every rule, in order. When the database does not answer, the last rules read (or the
-    /// configuration's alone) hold, and the failure is logged.
+    /// Every rule, in order. When the database does not answer, the last rules read hold
+    /// (even after a change here: an immutable tag stays protected), or the configuration's
+    /// alone before any was read; the failure is logged.
     pub async fn rules(&self) -> Arc<Vec<Rule>> {
-        let last = self.cached.lock().ok().and_then(|c| c.clone());
-        if let Some((at, rules)) = &last {
-            if at.elapsed() < REFRESH {
+        let (version, last) = match self.cached.lock() {
+            Ok(c) => (c.version, c.rules.clone()),
+            Err(_) => return Arc::new(self.config.clone()),
+        };
+        if let Some((at, v, rules)) = &last {
+            if *v == version && at.elapsed() < REFRESH {
                 return rules.clone();
             }
         }
@@ -63,12 +75,15 @@ impl Retention {
             failed => {
                 tracing::warn!(error = ?failed.err(), "stored retention rules could not be read; the last ones hold");
                 return last
-                    .map(|(_, r)| r)
+                    .map(|(_, _, r)| r)
                     .unwrap_or_else(|| Arc::new(self.config.clone()));
             }
         };
         if let Ok(mut c) = self.cached.lock() {
-            *c = Some((Instant::now(), rules.clone()));
+            // Kept only if nothing changed here while it was read.
+            if c.version == version {
+                c.rules = Some((Instant::now(), version, rules.clone()));
+            }
         }
         rules
     }
@@ -76,7 +91,7 @@ impl Retention {
     /// Makes the next [`Retention::rules`] read the database (after a change here).
     pub fn changed(&self) {
         if let Ok(mut c) = self.cached.lock() {
-            *c = None;
+            c.version += 1;
         }
     }
 

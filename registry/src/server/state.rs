@@ -50,7 +50,6 @@ pub struct AppState {
     pub(crate) mirrors: Mirrors,
     /// `registry.notify`: webhooks told of pushes, pulls and deletes.
     pub(crate) notify: Arc<Notifier>,
-    /// The web interface's logged-in browsers.
     /// This process's last collection (scheduled or from the web interface): when, and its
     /// report.
     pub(crate) last_gc: std::sync::Mutex<Option<(i64, gc::Report)>>,

@@ -79,10 +79,37 @@ impl Sessions {
         })
     }
 
-    async fn remove(st: &Arc<AppState>, id: &str) {
+    /// False when the database did not answer (the session still holds).
+    async fn remove(st: &Arc<AppState>, id: &str) -> bool {
         let (meta, key) = (st.meta.clone(), Self::key(id));
-        let _ = off(move || meta.remove_ui_session(&key)).await;
+        off(move || meta.remove_ui_session(&key)).await.is_some()
     }
+}
+
+/// The client's address as the API sees it (through trusted proxies' `X-Forwarded-For`): what
+/// login slow-downs are keyed by, and what the audit log and webhooks record.
+pub struct ClientAddr(String);
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            st.auth.client(&parts.extensions, &parts.headers),
+        ))
+    }
+}
+
+/// Whether two tokens are equal, in time that does not depend on where they differ.
+fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// HTML-escapes `s` for text and attribute values.
@@ -291,13 +318,14 @@ pub struct LoginForm {
 /// `POST /ui/login`.
 pub async fn login(
     State(st): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    if cookie_of(&headers, PRE_COOKIE).as_deref() != Some(f.csrf.as_str()) || f.csrf.is_empty() {
+    let pre = cookie_of(&headers, PRE_COOKIE).unwrap_or_default();
+    if f.csrf.is_empty() || !same_token(&pre, &f.csrf) {
         return forbidden("The form expired or did not come from this site: load it again.");
     }
-    let client = st.auth.client(&axum::http::Extensions::new(), &headers);
     match st
         .auth
         .check_password(&f.username, &f.password, &client)
@@ -332,6 +360,16 @@ pub async fn login(
     }
 }
 
+/// A 503 page: the database did not answer, nothing was changed.
+fn unavailable(why: &str) -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        None,
+        &format!("<p class=\"error\" role=\"alert\">{}</p>", esc(why)),
+    )
+}
+
 fn forbidden(why: &str) -> Response {
     page(
         StatusCode::FORBIDDEN,
@@ -356,8 +394,12 @@ pub async fn logout(
         return redirect("/ui/login");
     };
     match Sessions::get(&st, &id).await {
-        Some(s) if s.csrf == f.csrf => {
-            Sessions::remove(&st, &id).await;
+        Some(s) if same_token(&s.csrf, &f.csrf) => {
+            if !Sessions::remove(&st, &id).await {
+                return unavailable(
+                    "You are not logged out: the registry's database did not answer. Try again.",
+                );
+            }
             let mut r = redirect("/ui/login");
             if let Ok(v) = header::HeaderValue::from_str(&set_cookie(&st, COOKIE, "", 0)) {
                 r.headers_mut().append(header::SET_COOKIE, v);
@@ -585,8 +627,14 @@ pub async fn repo(
 }
 
 fn when(unix: i64) -> String {
+    use std::fmt::Write;
     let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
+    // humantime cannot write years past 9999 (its Display fails): plain seconds then.
+    let mut out = String::new();
+    match write!(out, "{}", humantime::format_rfc3339_seconds(t)) {
+        Ok(()) => out,
+        Err(_) => format!("{unix} s after 1970"),
+    }
 }
 
 fn not_found(v: &Viewer) -> Response {
@@ -733,6 +781,7 @@ pub struct DeleteTagForm {
 /// immutable.
 pub async fn delete_tag(
     State(st): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Form(f): Form<DeleteTagForm>,
 ) -> Response {
@@ -744,8 +793,14 @@ pub async fn delete_tag(
         return forbidden("This tag is immutable (registry.retention): it cannot be deleted.");
     }
     let (meta, n, t) = (st.meta.clone(), f.name.clone(), f.tag.clone());
-    if off(move || meta.delete_tag(&n, &t)).await == Some(true) {
-        deleted(&st, &headers, &actor, &f.name, &f.tag).await;
+    match off(move || meta.delete_tag(&n, &t)).await {
+        Some(true) => deleted(&st, (&headers, &client), &actor, &f.name, &f.tag).await,
+        Some(false) => {}
+        None => {
+            return unavailable(
+                "The tag could not be deleted (the registry's database did not answer); try again.",
+            )
+        }
     }
     redirect(&format!("/ui/repo?name={}", q(&f.name)))
 }
@@ -761,7 +816,7 @@ async fn deleter(
     let v = signed_in(st, h).await?;
     match &v {
         Viewer::User(u, s) => {
-            if csrf != s.csrf {
+            if !same_token(csrf, &s.csrf) {
                 return Err(forbidden(
                     "The form did not come from this site (CSRF token missing or wrong).",
                 ));
@@ -779,8 +834,13 @@ async fn deleter(
 
 /// What a delete from the web interface leaves behind, as the API's would: the audit entry
 /// and the webhooks' `delete` event.
-async fn deleted(st: &Arc<AppState>, h: &HeaderMap, user: &str, repo: &str, reference: &str) {
-    let client = st.auth.client(&axum::http::Extensions::new(), h);
+async fn deleted(
+    st: &Arc<AppState>,
+    (h, client): (&HeaderMap, &str),
+    user: &str,
+    repo: &str,
+    reference: &str,
+) {
     let sep = if reference.contains(':') { "@" } else { ":" };
     st.auth
         .audit(
@@ -788,10 +848,10 @@ async fn deleted(st: &Arc<AppState>, h: &HeaderMap, user: &str, repo: &str, refe
             "delete.manifest",
             &format!("{repo}{sep}{reference}"),
             "web interface",
-            &client,
+            client,
         )
         .await;
-    super::api::events::deleted_in_ui(st, repo, reference, h, &client, user);
+    super::api::events::deleted_in_ui(st, repo, reference, h, client, user);
 }
 
 #[derive(Deserialize)]
@@ -805,6 +865,7 @@ pub struct DeleteManifestForm {
 /// where the viewer may delete and none of those tags is immutable.
 pub async fn delete_manifest(
     State(st): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Form(f): Form<DeleteManifestForm>,
 ) -> Response {
@@ -829,8 +890,10 @@ pub async fn delete_manifest(
         ));
     }
     let (meta, n) = (st.meta.clone(), f.name.clone());
-    if off(move || meta.delete_manifest(&n, &digest)).await == Some(true) {
-        deleted(&st, &headers, &actor, &f.name, &f.digest).await;
+    match off(move || meta.delete_manifest(&n, &digest)).await {
+        Some(true) => deleted(&st, (&headers, &client), &actor, &f.name, &f.digest).await,
+        Some(false) => {}
+        None => return unavailable("The manifest could not be deleted (the registry's database did not answer); try again."),
     }
     redirect(&format!("/ui/repo?name={}", q(&f.name)))
 }
@@ -1180,7 +1243,9 @@ pub async fn create_token(
     let expires_at = match f.expires.trim() {
         "" => None,
         e => match reg_config::parse_duration(e) {
-            Ok(d) => Some(now_secs() + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)),
+            Ok(d) => {
+                Some(now_secs().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)))
+            }
             Err(why) => {
                 let msg = format!(
                     "<p class=\"error\" role=\"alert\">Expiry: {}</p>",
@@ -1251,7 +1316,10 @@ pub async fn revoke_token(
         return forbidden("That is not one of your tokens.");
     }
     let (meta, id) = (st.meta.clone(), f.id.clone());
-    let _ = tokio::task::spawn_blocking(move || meta.revoke_token(&id)).await;
+    if off(move || meta.revoke_token(&id)).await.is_none() {
+        let notice = alert("The token could not be revoked (the registry's database did not answer): it still works. Try again.");
+        return tokens_page(&st, &u, &s, &notice).await;
+    }
     st.auth
         .audit(&u, "token.revoke", &f.id, "web interface", "")
         .await;
@@ -1289,7 +1357,14 @@ pub async fn set_visibility(
     }
     let public = f.public == "true";
     let (meta, name) = (st.meta.clone(), f.name.clone());
-    let _ = tokio::task::spawn_blocking(move || meta.set_visibility(&name, public)).await;
+    if off(move || meta.set_visibility(&name, public))
+        .await
+        .is_none()
+    {
+        return unavailable(
+            "The visibility could not be changed (the registry's database did not answer); try again.",
+        );
+    }
     st.auth
         .audit(
             &u,
@@ -1385,7 +1460,7 @@ async fn user_form(
     csrf: &str,
 ) -> Result<(String, Session), Response> {
     let (u, s) = user(st, h).await?;
-    if csrf != s.csrf {
+    if !same_token(csrf, &s.csrf) {
         return Err(forbidden(
             "The form did not come from this site (CSRF token missing or wrong).",
         ));
@@ -1912,6 +1987,7 @@ pub struct OwnPasswordForm {
 pub async fn change_password(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
+    ClientAddr(client): ClientAddr,
     Form(f): Form<OwnPasswordForm>,
 ) -> Response {
     let (u, s) = match user_form(&st, &headers, &f.csrf).await {
@@ -1929,7 +2005,6 @@ pub async fn change_password(
     if let Some(why) = weak_password(&f.password) {
         return account_page(u, s, &alert(why), StatusCode::BAD_REQUEST);
     }
-    let client = st.auth.client(&axum::http::Extensions::new(), &headers);
     match st.auth.check_password(&u, &f.current, &client).await {
         Ok(Some(Principal::User(who))) if who == u => {}
         Ok(_) => {
@@ -2151,6 +2226,19 @@ pub async fn set_member(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_past_year_9999_are_written_not_panicked_on() {
+        assert_eq!(when(0), "1970-01-01T00:00:00Z");
+        assert!(when(i64::MAX / 2).ends_with("s after 1970"));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token("abc", "abc"));
+        assert!(!same_token("abc", "abd"));
+        assert!(!same_token("abc", "ab"));
+    }
 
     #[test]
     fn escaping_covers_text_and_attributes() {

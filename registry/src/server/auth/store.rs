@@ -116,10 +116,17 @@ impl Meta {
         password_hash: &str,
         admin: bool,
     ) -> Result<bool, MetaError> {
+        // A new user's credentials generation starts at the clock in milliseconds, not 0: a
+        // name removed and added again must not inherit the removed user's tokens, cached
+        // logins or browser sessions (they carry the generation they were issued at).
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
         let n = self.write(|c| {
             let n = c.execute(
-                "INSERT INTO users(name, password_hash, admin, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                args![name, password_hash, admin, now()],
+                "INSERT INTO users(name, password_hash, admin, created_at, generation) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT DO NOTHING",
+                args![name, password_hash, admin, now(), generation],
             )?;
             c.execute(
                 "INSERT INTO secrets(name, value, created_at) VALUES (?1, '1', ?2) ON CONFLICT(name) DO NOTHING",
@@ -190,6 +197,7 @@ impl Meta {
             }
             c.execute("DELETE FROM users WHERE name = ?1", args![name])?;
             c.execute("DELETE FROM org_members WHERE \"user\" = ?1", args![name])?;
+            c.execute("DELETE FROM ui_sessions WHERE \"user\" = ?1", args![name])?;
             c.execute(
                 "UPDATE access_tokens SET revoked = 1 WHERE \"user\" = ?1",
                 args![name],
@@ -225,9 +233,9 @@ impl Meta {
                 args![id, user, csrf, t],
             )?;
             c.execute(
-                "DELETE FROM ui_sessions WHERE \"user\" = ?1 AND id NOT IN \
+                "DELETE FROM ui_sessions WHERE \"user\" = ?1 AND id <> ?3 AND id NOT IN \
                  (SELECT id FROM ui_sessions WHERE \"user\" = ?1 ORDER BY created_at DESC, id LIMIT ?2)",
-                args![user, per_user],
+                args![user, per_user, id],
             )?;
             Ok(n > 0)
         })
