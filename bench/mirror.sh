@@ -70,16 +70,23 @@ pull() {
     python3 -c "print($t1-$t0)"
 }
 best() { sort -g | head -1; }
+# CPU seconds a process has used (user + system).
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 direct=$(for _ in $(seq "$ROUNDS"); do pull "127.0.0.1:$up_port"; done | best)
 declare -A R
 for name in reg dist; do
     cold=(); warm=()
+    cpu=()
     for _ in $(seq "$ROUNDS"); do
         fresh_mirror "$name"
+        c0=$(cpu_of "$mirror_pid")
         cold+=("$(pull "$mirror_addr")")
+        cpu+=("$(python3 -c "print($(cpu_of "$mirror_pid") - $c0)")")
         warm+=("$(pull "$mirror_addr")")
     done
+    # The mirror's own CPU during its cold pulls (receive, store, sha256, send every byte).
+    R[$name.cpu]=$(printf '%s\n' "${cpu[@]}" | best)
     R[$name.cold]=$(printf '%s\n' "${cold[@]}" | best)
     R[$name.warm]=$(printf '%s\n' "${warm[@]}" | best)
     # The mirror's own share of a warm pull, without the client's disk and hashing: the
@@ -109,6 +116,7 @@ echo
 printf '| %-34s | %10s | %12s | %12s | %18s |\n' "pull (seconds)" "reg mirror" "dist proxy" "direct" "reg vs"
 printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..20})"
 printf '| %-34s | %10s | %12s | %12s | %18s |\n' "cold (cache empty)" "$(sec "${R[reg.cold]}")" "$(sec "${R[dist.cold]}")" "$(sec "$direct")" "$(ratio "${R[reg.cold]}" "$direct") of direct"
+printf '| %-34s | %10s | %12s | %12s | %18s |\n' "mirror CPU during a cold pull" "$(sec "${R[reg.cpu]}")" "$(sec "${R[dist.cpu]}")" "-" "-"
 printf '| %-34s | %10s | %12s | %12s | %18s |\n' "warm (cached)" "$(sec "${R[reg.warm]}")" "$(sec "${R[dist.warm]}")" "-" "$(ratio "${R[dist.warm]}" "${R[reg.warm]}") faster"
 printf '| %-34s | %10s | %12s | %12s | %18s |\n' "warm manifest GET by tag, req/s" "${R[reg.rps]}" "${R[dist.rps]}" "-" "$(ratio "${R[reg.rps]}" "${R[dist.rps]}") faster"
 printf '| %-34s | %10s | %12s | %12s | %18s |\n' "warm blobs, 8 clients, MiB/s" "${R[reg.mbps]}" "${R[dist.mbps]}" "-" "$(ratio "${R[reg.mbps]}" "${R[dist.mbps]}") faster"
