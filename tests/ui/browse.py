@@ -11,7 +11,8 @@ import sys
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                        TimeoutException)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -35,9 +36,11 @@ def fail(why):
 
 
 def until(why, cond):
-    """Waits (up to 15 s) for the page a click started to be there."""
+    """Waits (up to 15 s) for the page a click started to be there. While the old page is
+    still being replaced, its elements go stale or are not found yet: asked again."""
     try:
-        WebDriverWait(driver, 15).until(lambda d: cond())
+        WebDriverWait(driver, 15, ignored_exceptions=(StaleElementReferenceException,
+                                                      NoSuchElementException)).until(lambda d: cond())
     except TimeoutException:
         fail(why)
 

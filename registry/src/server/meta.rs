@@ -48,6 +48,15 @@ pub struct UiTag {
     pub pulled_at: i64,
 }
 
+/// What [`Meta::delete_manifest`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    NotFound,
+    /// Refused: this tag names the manifest and may not go.
+    Protected(String),
+}
+
 /// A repository as the web interface lists it.
 #[derive(Debug, Clone)]
 pub struct UiRepo {
@@ -452,12 +461,28 @@ impl Meta {
     }
 
     /// Deletes a manifest and every tag that points at it.
-    pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
+    /// Refused, with nothing deleted, when a tag naming it is `protected` (immutable): the
+    /// check is inside the transaction, so a tag pushed meanwhile cannot slip through.
+    pub fn delete_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        protected: impl Fn(&str) -> bool,
+    ) -> Result<Deletion, MetaError> {
         let d = digest.to_string();
         self.write(|c| {
             let Some(repo_id) = Self::repo_id(c, repo)? else {
-                return Ok(false);
+                return Ok(Deletion::NotFound);
             };
+            for r in c.query(
+                "SELECT name FROM tags WHERE repo_id = ?1 AND digest = ?2",
+                args![repo_id, &d],
+            )? {
+                let tag: String = r.get(0)?;
+                if protected(&tag) {
+                    return Ok(Deletion::Protected(tag));
+                }
+            }
             let n = c.execute(
                 "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2",
                 args![repo_id, &d],
@@ -470,7 +495,11 @@ impl Meta {
                 "DELETE FROM manifest_refs WHERE repo_id = ?1 AND digest = ?2",
                 args![repo_id, &d],
             )?;
-            Ok(n > 0)
+            Ok(if n > 0 {
+                Deletion::Deleted
+            } else {
+                Deletion::NotFound
+            })
         })
     }
 

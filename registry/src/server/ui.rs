@@ -876,23 +876,21 @@ pub async fn delete_manifest(
     let Ok(digest) = Digest::parse(&f.digest) else {
         return forbidden("Not a digest.");
     };
-    let (meta, n, d) = (st.meta.clone(), f.name.clone(), digest.clone());
-    let Some(tags) = off(move || meta.tags_of(&n, &d)).await else {
-        return forbidden("The registry's database did not answer; try again.");
-    };
     let rules = st.retention.rules().await;
-    if let Some(t) = tags
-        .iter()
-        .find(|t| super::gc::is_immutable(&rules, &f.name, t))
-    {
-        return forbidden(&format!(
-            "Tag {t} names this manifest and is immutable (registry.retention): it cannot be deleted."
-        ));
-    }
     let (meta, n) = (st.meta.clone(), f.name.clone());
-    match off(move || meta.delete_manifest(&n, &digest)).await {
-        Some(true) => deleted(&st, (&headers, &client), &actor, &f.name, &f.digest).await,
-        Some(false) => {}
+    let outcome =
+        off(move || meta.delete_manifest(&n, &digest, |t| super::gc::is_immutable(&rules, &n, t)))
+            .await;
+    match outcome {
+        Some(super::meta::Deletion::Deleted) => {
+            deleted(&st, (&headers, &client), &actor, &f.name, &f.digest).await
+        }
+        Some(super::meta::Deletion::NotFound) => {}
+        Some(super::meta::Deletion::Protected(t)) => {
+            return forbidden(&format!(
+                "Tag {t} names this manifest and is immutable (registry.retention): it cannot be deleted."
+            ))
+        }
         None => return unavailable("The manifest could not be deleted (the registry's database did not answer); try again."),
     }
     redirect(&format!("/ui/repo?name={}", q(&f.name)))

@@ -15,7 +15,7 @@ use crate::manifest;
 use crate::name::{RepoName, TagName};
 use crate::server::error::ApiError;
 use crate::server::gc;
-use crate::server::meta::PutManifestError;
+use crate::server::meta::{Deletion, PutManifestError};
 use crate::server::state::AppState;
 
 enum Reference {
@@ -203,26 +203,29 @@ pub(super) async fn delete(st: &Arc<AppState>, repo: &RepoName, r: &str, cx: &Ct
     let reference = parse_reference(r)?;
     // An immutable tag can be deleted neither itself nor through the manifest it names.
     let rules = st.retention.rules().await;
-    let protected: Vec<String> = match &reference {
-        _ if !gc::has_immutable(&rules, repo.as_str()) => Vec::new(),
-        Reference::Tag(t) => vec![t.to_string()],
-        Reference::Digest(d) => {
-            let (m, n, d) = (st.meta.clone(), name.clone(), d.clone());
-            blocking(move || m.tags_of(&n, &d)).await??
-        }
-    };
-    if let Some(t) = protected
-        .iter()
-        .find(|t| gc::is_immutable(&rules, repo.as_str(), t))
-    {
-        return Err(ApiError::new(
+    let immutable = |t: &str| {
+        ApiError::new(
             ErrorCode::Denied,
             format!("tag {t} of {repo} is immutable (registry.retention); it cannot be deleted"),
-        ));
-    }
+        )
+    };
     let deleted = match reference {
-        Reference::Digest(d) => blocking(move || meta.delete_manifest(&name, &d)).await??,
+        Reference::Tag(t) if gc::is_immutable(&rules, repo.as_str(), t.as_str()) => {
+            return Err(immutable(t.as_str()))
+        }
         Reference::Tag(t) => blocking(move || meta.delete_tag(&name, t.as_str())).await??,
+        Reference::Digest(d) => {
+            let repo_name = name.clone();
+            let outcome = blocking(move || {
+                meta.delete_manifest(&name, &d, |t| gc::is_immutable(&rules, &repo_name, t))
+            })
+            .await??;
+            match outcome {
+                Deletion::Protected(t) => return Err(immutable(&t)),
+                Deletion::Deleted => true,
+                Deletion::NotFound => false,
+            }
+        }
     };
     if !deleted {
         return Err(ApiError::new(
