@@ -978,6 +978,27 @@ fn organisation_admins_manage_their_organisation_only() {
         html.contains(">team/app</a></td><td>team</td><td>public</td>"),
         "namespace and visibility listed: {html}"
     );
+
+    // The audit log, of her organisation only.
+    let audit = carol
+        .get(reg.url("/ui/admin/audit"))
+        .send()
+        .expect("audit")
+        .text()
+        .expect("html");
+    assert!(
+        audit.contains("org.member") && audit.contains("team/dave"),
+        "{audit}"
+    );
+    assert!(audit.contains("repo.visibility"), "{audit}");
+    assert!(!audit.contains("other/"), "nothing of other: {audit}");
+    assert_eq!(
+        bob.get(reg.url("/ui/admin/audit"))
+            .send()
+            .expect("audit")
+            .status(),
+        403
+    );
 }
 
 /// Sessions live in the database: they survive a restart, and end at once when the user's

@@ -904,16 +904,25 @@ pub struct AuditQuery {
 }
 
 /// `GET /ui/admin/audit`: the audit log, newest last, filtered by actor and action
-/// (administrators only).
+/// (administrators: every entry; organisation admins: the entries about their organisations).
 pub async fn admin_audit(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    let (u, s) = match admin_page(&st, &headers).await {
+    let (u, s) = match user(&st, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
     };
+    let m = manages(&st, &u).await;
+    if !m.anything() {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some(&Viewer::User(u, s)),
+            "<p class=\"error\" role=\"alert\">Administrators and organisation admins only.</p>",
+        );
+    }
     let limit = query.limit.unwrap_or(500).clamp(1, 10_000);
     let meta = st.meta.clone();
     let log = off(move || meta.audit_log(limit)).await.unwrap_or_default();
@@ -923,6 +932,7 @@ pub async fn admin_audit(
     );
     let rows: String = log
         .iter()
+        .filter(|e| m.org(audit_namespace(&e.target)))
         .filter(|e| actor.is_empty() || e.actor == actor)
         .filter(|e| action.is_empty() || e.action.starts_with(action.as_str()))
         .map(|e| {
@@ -1082,6 +1092,12 @@ pub async fn admin_node_logs(
         ),
     };
     page(status, "Container log", Some(&v), &body)
+}
+
+/// The namespace an audit entry's target is in (`team/app:v1`, `team/app@sha256:…`,
+/// `team/carol`, `team`, `team/*` → `team`): what an organisation admin's view keeps.
+fn audit_namespace(target: &str) -> &str {
+    target.split(['/', ':', '@']).next().unwrap_or(target)
 }
 
 /// The image config's `history` (created, created_by), when the config is here and small.
@@ -2229,6 +2245,20 @@ mod tests {
     fn times_past_year_9999_are_written_not_panicked_on() {
         assert_eq!(when(0), "1970-01-01T00:00:00Z");
         assert!(when(i64::MAX / 2).ends_with("s after 1970"));
+    }
+
+    #[test]
+    fn audit_targets_name_their_namespace() {
+        for t in [
+            "team/app:v1",
+            "team/app@sha256:ab",
+            "team/carol",
+            "team",
+            "team/*",
+        ] {
+            assert_eq!(audit_namespace(t), "team", "{t}");
+        }
+        assert_eq!(audit_namespace(""), "");
     }
 
     #[test]
