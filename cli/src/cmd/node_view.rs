@@ -27,6 +27,22 @@ impl AgentView {
             }
         }
     }
+
+    /// An Engine API list (`/containers/json`, `/images/json`), each entry read by `item`.
+    async fn list<T>(
+        &self,
+        path: &str,
+        item: impl Fn(&serde_json::Value) -> T,
+    ) -> Result<Vec<T>, NodeViewError> {
+        let list = self.agent.json("GET", path).await.map_err(failed)?;
+        Ok(list
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(item)
+            .collect())
+    }
 }
 
 fn failed(e: AgentError) -> NodeViewError {
@@ -62,55 +78,35 @@ fn ports(c: &serde_json::Value) -> Vec<String> {
 impl NodeView for AgentView {
     fn containers(&self) -> ViewFuture<'_, Vec<NodeContainer>> {
         Box::pin(async move {
-            let list = self
-                .agent
-                .json("GET", "/containers/json?all=1")
-                .await
-                .map_err(failed)?;
-            Ok(list
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|c| NodeContainer {
-                    id: text(&c["Id"]),
-                    name: c["Names"][0]
-                        .as_str()
-                        .unwrap_or_default()
-                        .trim_start_matches('/')
-                        .to_string(),
-                    image: text(&c["Image"]),
-                    state: text(&c["State"]),
-                    status: text(&c["Status"]),
-                    ports: ports(c),
-                    created: c["Created"].as_i64().unwrap_or(0),
-                })
-                .collect())
+            self.list("/containers/json?all=1", |c| NodeContainer {
+                id: text(&c["Id"]),
+                name: c["Names"][0]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                image: text(&c["Image"]),
+                state: text(&c["State"]),
+                status: text(&c["Status"]),
+                ports: ports(c),
+                created: c["Created"].as_i64().unwrap_or(0),
+            })
+            .await
         })
     }
 
     fn images(&self) -> ViewFuture<'_, Vec<NodeImage>> {
         Box::pin(async move {
-            let list = self
-                .agent
-                .json("GET", "/images/json")
-                .await
-                .map_err(failed)?;
-            Ok(list
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|i| NodeImage {
-                    id: text(&i["Id"]),
-                    tags: i["RepoTags"]
-                        .as_array()
-                        .map(|t| t.iter().map(text).collect())
-                        .unwrap_or_default(),
-                    size: i["Size"].as_u64().unwrap_or(0),
-                    created: i["Created"].as_i64().unwrap_or(0),
-                })
-                .collect())
+            self.list("/images/json", |i| NodeImage {
+                id: text(&i["Id"]),
+                tags: i["RepoTags"]
+                    .as_array()
+                    .map(|t| t.iter().map(text).collect())
+                    .unwrap_or_default(),
+                size: i["Size"].as_u64().unwrap_or(0),
+                created: i["Created"].as_i64().unwrap_or(0),
+            })
+            .await
         })
     }
 

@@ -1,6 +1,6 @@
 //! When each manifest was last pulled, for the web interface's tags page: noted in memory on
-//! every manifest GET (a lock and a map insert, nothing on the request's path touches the
-//! database), written in one transaction every [`FLUSH_EVERY`], when [`MAX_PENDING`] manifests
+//! every manifest GET (a lock and a map lookup, nothing on the request's path touches the
+//! database), written (500 to a transaction) every [`FLUSH_EVERY`], when [`MAX_PENDING`] manifests
 //! are waiting, and at a graceful stop. Replicas each write theirs; a row only moves forward.
 
 use std::collections::HashMap;
@@ -19,9 +19,16 @@ pub const MAX_PENDING: usize = 10_000;
 
 #[derive(Default)]
 pub struct Pulls {
-    /// (repository, digest) → unix seconds of the last pull seen here.
-    pending: Mutex<HashMap<(String, String), i64>>,
+    pending: Mutex<Pending>,
     wake: tokio::sync::Notify,
+}
+
+/// repository → digest → unix seconds of the last pull seen here, and how many there are.
+/// By repository first, so that a pull already noted is found without allocating.
+#[derive(Default)]
+struct Pending {
+    by_repo: HashMap<String, HashMap<String, i64>>,
+    len: usize,
 }
 
 impl Pulls {
@@ -31,15 +38,19 @@ impl Pulls {
         let Ok(mut p) = self.pending.lock() else {
             return;
         };
-        if let Some(at) = p.get_mut(&(repo.to_string(), digest.to_string())) {
+        if let Some(at) = p.by_repo.get_mut(repo).and_then(|d| d.get_mut(digest)) {
             *at = now;
             return;
         }
-        if p.len() >= 2 * MAX_PENDING {
+        if p.len >= 2 * MAX_PENDING {
             return;
         }
-        p.insert((repo.to_string(), digest.to_string()), now);
-        if p.len() == MAX_PENDING {
+        p.by_repo
+            .entry(repo.to_string())
+            .or_default()
+            .insert(digest.to_string(), now);
+        p.len += 1;
+        if p.len == MAX_PENDING {
             self.wake.notify_one();
         }
     }
@@ -47,7 +58,13 @@ impl Pulls {
     fn take(&self) -> Vec<(String, String, i64)> {
         self.pending
             .lock()
-            .map(|mut p| p.drain().map(|((r, d), at)| (r, d, at)).collect())
+            .map(|mut p| {
+                p.len = 0;
+                p.by_repo
+                    .drain()
+                    .flat_map(|(r, d)| d.into_iter().map(move |(d, at)| (r.clone(), d, at)))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

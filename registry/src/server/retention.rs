@@ -94,11 +94,6 @@ impl Retention {
             c.version += 1;
         }
     }
-
-    /// The configuration's rules, as configured (for the page that lists them).
-    pub fn configured(&self) -> usize {
-        self.config.len()
-    }
 }
 
 /// The stored rules that compile (each was checked when added; one that no longer does is

@@ -393,22 +393,22 @@ pub async fn logout(
     let Some(id) = cookie_of(&headers, COOKIE) else {
         return redirect("/ui/login");
     };
-    match Sessions::get(&st, &id).await {
-        Some(s) if same_token(&s.csrf, &f.csrf) => {
-            if !Sessions::remove(&st, &id).await {
-                return unavailable(
-                    "You are not logged out: the registry's database did not answer. Try again.",
-                );
-            }
-            let mut r = redirect("/ui/login");
-            if let Ok(v) = header::HeaderValue::from_str(&set_cookie(&st, COOKIE, "", 0)) {
-                r.headers_mut().append(header::SET_COOKIE, v);
-            }
-            r
-        }
-        Some(_) => forbidden("The form did not come from this site (CSRF token missing or wrong)."),
-        None => redirect("/ui/login"),
+    let Some(s) = Sessions::get(&st, &id).await else {
+        return redirect("/ui/login");
+    };
+    if let Some(r) = csrf_refusal(&f.csrf, &s) {
+        return r;
     }
+    if !Sessions::remove(&st, &id).await {
+        return unavailable(
+            "You are not logged out: the registry's database did not answer. Try again.",
+        );
+    }
+    let mut r = redirect("/ui/login");
+    if let Ok(v) = header::HeaderValue::from_str(&set_cookie(&st, COOKIE, "", 0)) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
 }
 
 #[derive(Deserialize)]
@@ -816,10 +816,8 @@ async fn deleter(
     let v = signed_in(st, h).await?;
     match &v {
         Viewer::User(u, s) => {
-            if !same_token(csrf, &s.csrf) {
-                return Err(forbidden(
-                    "The form did not come from this site (CSRF token missing or wrong).",
-                ));
+            if let Some(r) = csrf_refusal(csrf, s) {
+                return Err(r);
             }
             if !may_delete(st, &v, repo).await {
                 return Err(forbidden("You may not delete from this repository."));
@@ -910,19 +908,10 @@ pub async fn admin_audit(
     headers: HeaderMap,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    let (u, s) = match user(&st, &headers).await {
+    let (u, s, m) = match manager_page(&st, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let m = manages(&st, &u).await;
-    if !m.anything() {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            Some(&Viewer::User(u, s)),
-            "<p class=\"error\" role=\"alert\">Administrators and organisation admins only.</p>",
-        );
-    }
     let limit = query.limit.unwrap_or(500).clamp(1, 10_000);
     let meta = st.meta.clone();
     let log = off(move || meta.audit_log(limit)).await.unwrap_or_default();
@@ -1474,12 +1463,16 @@ async fn user_form(
     csrf: &str,
 ) -> Result<(String, Session), Response> {
     let (u, s) = user(st, h).await?;
-    if !same_token(csrf, &s.csrf) {
-        return Err(forbidden(
-            "The form did not come from this site (CSRF token missing or wrong).",
-        ));
+    match csrf_refusal(csrf, &s) {
+        Some(r) => Err(r),
+        None => Ok((u, s)),
     }
-    Ok((u, s))
+}
+
+/// The 403 to answer when `csrf` is not the session's token.
+fn csrf_refusal(csrf: &str, s: &Session) -> Option<Response> {
+    (!same_token(csrf, &s.csrf))
+        .then(|| forbidden("The form did not come from this site (CSRF token missing or wrong)."))
 }
 
 /// What a user manages: every organisation (a registry administrator), or the ones they are
@@ -1514,15 +1507,30 @@ async fn manages(st: &Arc<AppState>, user: &str) -> Manages {
         return Manages::All;
     }
     let (meta, user) = (st.meta.clone(), user.to_string());
-    let orgs = off(move || meta.orgs_with_members())
-        .await
-        .unwrap_or_default();
     Manages::Orgs(
-        orgs.into_iter()
-            .filter(|(_, members)| members.iter().any(|(m, r)| *m == user && r == "admin"))
-            .map(|(o, _)| o)
-            .collect(),
+        off(move || meta.orgs_administered_by(&user))
+            .await
+            .unwrap_or_default(),
     )
+}
+
+/// The signed-in user who manages something (an administrator, or an organisation's admin)
+/// and what; anyone else gets the 403 page.
+async fn manager_page(
+    st: &Arc<AppState>,
+    h: &HeaderMap,
+) -> Result<(String, Session, Manages), Response> {
+    let (u, s) = user(st, h).await?;
+    let m = manages(st, &u).await;
+    if !m.anything() {
+        return Err(page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some(&Viewer::User(u, s)),
+            "<p class=\"error\" role=\"alert\">Administrators and organisation admins only.</p>",
+        ));
+    }
+    Ok((u, s, m))
 }
 
 /// [`user_form`], for administrators only.
@@ -1741,7 +1749,7 @@ async fn retention_page(st: &Arc<AppState>, u: String, s: Session, notice: &str)
          <label for=\"immutable_tags\">Immutable tags (a glob: <code>v*</code>; empty: none)</label>\
          <input id=\"immutable_tags\" name=\"immutable_tags\">\
          <div><button type=\"submit\">Add rule</button></div></form>",
-        n_cfg = st.retention.configured(),
+        n_cfg = st.cfg.retention.len(),
         n_db = stored.len(),
         csrf = esc(&s.csrf),
     );
@@ -2070,23 +2078,20 @@ pub async fn change_password(
 /// `GET /ui/admin/orgs`: organisations and their members, for administrators (all of them,
 /// and a form to create one) and organisation admins (theirs).
 pub async fn admin_orgs(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let (u, s) = match user(&st, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if !manages(&st, &u).await.anything() {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            Some(&Viewer::User(u, s)),
-            "<p class=\"error\" role=\"alert\">Administrators and organisation admins only.</p>",
-        );
+    match manager_page(&st, &headers).await {
+        Ok((u, s, m)) => orgs_page(&st, u, s, &m, "").await,
+        Err(r) => r,
     }
-    orgs_page(&st, u, s, "").await
 }
 
-async fn orgs_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> Response {
-    let m = manages(st, &u).await;
+/// The organisations `m` covers, and their forms.
+async fn orgs_page(
+    st: &Arc<AppState>,
+    u: String,
+    s: Session,
+    m: &Manages,
+    notice: &str,
+) -> Response {
     let meta = st.meta.clone();
     let orgs: Vec<_> = off(move || meta.orgs_with_members())
         .await
@@ -2151,7 +2156,7 @@ pub async fn add_org(
         let msg = alert(
             "An organisation's name is its namespace: lowercase letters, digits and . _ - (no /).",
         );
-        return orgs_page(&st, u, s, &msg).await;
+        return orgs_page(&st, u, s, &Manages::All, &msg).await;
     }
     let (meta, name) = (st.meta.clone(), f.name.clone());
     let added = off(move || meta.add_org(&name)).await;
@@ -2166,7 +2171,7 @@ pub async fn add_org(
         Some(false) => alert(&format!("There is an organisation {} already.", f.name)),
         None => alert("The organisation could not be stored; see the log."),
     };
-    orgs_page(&st, u, s, &notice).await
+    orgs_page(&st, u, s, &Manages::All, &notice).await
 }
 
 #[derive(Deserialize)]
@@ -2187,7 +2192,8 @@ pub async fn set_member(
         Ok(v) => v,
         Err(r) => return r,
     };
-    if !manages(&st, &u).await.org(&f.org) {
+    let m = manages(&st, &u).await;
+    if !m.org(&f.org) {
         return forbidden("Administrators and the organisation's admins only.");
     }
     let role = match f.role.as_str() {
@@ -2195,8 +2201,14 @@ pub async fn set_member(
         r => match super::auth::policy::Role::parse(r) {
             Some(role) => Some(role),
             None => {
-                return orgs_page(&st, u, s, &alert("The role is read, write, admin or none."))
-                    .await
+                return orgs_page(
+                    &st,
+                    u,
+                    s,
+                    &m,
+                    &alert("The role is read, write, admin or none."),
+                )
+                .await
             }
         },
     };
@@ -2234,7 +2246,9 @@ pub async fn set_member(
         Ok(Ok(Some(why))) => alert(why),
         _ => alert("The role could not be stored; see the log."),
     };
-    orgs_page(&st, u, s, &notice).await
+    // (Read again: the change may have been to this user's own role.)
+    let m = manages(&st, &u).await;
+    orgs_page(&st, u, s, &m, &notice).await
 }
 
 #[cfg(test)]
@@ -2318,23 +2332,11 @@ fn bars(caption: &str, items: &[(String, u64)]) -> String {
 }
 
 async fn storage_page(st: &Arc<AppState>, u: String, s: Session, notice: &str) -> Response {
-    let mut repos: Vec<(String, u64)> = Vec::new();
-    let mut last = String::new();
-    loop {
-        let (meta, after) = (st.meta.clone(), last.clone());
-        let Ok(Ok(batch)) = tokio::task::spawn_blocking(move || meta.ui_repos(&after, 500)).await
-        else {
-            break;
-        };
-        let done = batch.len() < 500;
-        for r in batch {
-            last = r.name.clone();
-            repos.push((r.name, r.size));
-        }
-        if done || repos.len() >= 100_000 {
-            break;
-        }
-    }
+    let meta = st.meta.clone();
+    let mut repos = off(move || meta.storage_sizes())
+        .await
+        .map(|(repos, _)| repos)
+        .unwrap_or_default();
     let mut namespaces: std::collections::BTreeMap<String, u64> = Default::default();
     for (r, size) in &repos {
         let ns = r.split('/').next().unwrap_or(r).to_string();

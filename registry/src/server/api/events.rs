@@ -62,19 +62,9 @@ pub(super) async fn emit(
                 ..Target::default()
             },
         ),
-        (Route::Manifest(repo, r), &Method::DELETE, StatusCode::ACCEPTED) => (
-            "delete",
-            Target {
-                digest: if tag_of(r).is_empty() {
-                    r.clone()
-                } else {
-                    String::new()
-                },
-                repository: repo.to_string(),
-                tag: tag_of(r),
-                ..Target::default()
-            },
-        ),
+        (Route::Manifest(repo, r), &Method::DELETE, StatusCode::ACCEPTED) => {
+            ("delete", deleted_target(repo.as_str(), r))
+        }
         (Route::Blob(repo, d), &Method::GET, StatusCode::OK) => (
             "pull",
             Target {
@@ -169,8 +159,14 @@ pub(crate) fn deleted_in_ui(
     client: &str,
     user: &str,
 ) {
+    let target = deleted_target(repo, reference);
+    send(st, "delete", target, &Method::DELETE, req, client, user);
+}
+
+/// The target of a manifest's `delete` event: its tag, or its digest.
+fn deleted_target(repo: &str, reference: &str) -> Target {
     let tag = tag_of(reference);
-    let target = Target {
+    Target {
         digest: if tag.is_empty() {
             reference.to_string()
         } else {
@@ -179,8 +175,7 @@ pub(crate) fn deleted_in_ui(
         repository: repo.to_string(),
         tag,
         ..Target::default()
-    };
-    send(st, "delete", target, &Method::DELETE, req, client, user);
+    }
 }
 
 fn send(

@@ -328,6 +328,19 @@ impl Meta {
         })
     }
 
+    /// The organisations `user` is an admin of.
+    pub fn orgs_administered_by(&self, user: &str) -> Result<Vec<String>, MetaError> {
+        self.read(|c| {
+            c.query(
+                "SELECT org FROM org_members WHERE \"user\" = ?1 AND role = 'admin' ORDER BY org",
+                args![user],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        })
+    }
+
     /// Whether `name` is an administrator; `None` when there is no such user.
     pub fn user_admin(&self, name: &str) -> Result<Option<bool>, MetaError> {
         self.read(|c| value(c, "SELECT admin FROM users WHERE name = ?1", args![name]))
