@@ -49,13 +49,18 @@ fn push_with_history(c: &reqwest::blocking::Client, reg: &Registry, repo: &str) 
     sha256(manifest.as_bytes())
 }
 
+/// Adds the administrator alice (password `alice-pass-1`) to the data dir `data`.
+fn add_alice(data: &std::path::Path) {
+    admin(
+        data,
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        "alice-pass-1\n",
+    );
+}
+
 fn registry_with_users() -> Registry {
     Registry::start_fresh(|data| {
-        admin(
-            data,
-            &["user", "add", "alice", "--admin", "--password-stdin"],
-            "alice-pass-1\n",
-        );
+        add_alice(data);
         admin(
             data,
             &["user", "add", "bob", "--password-stdin"],
@@ -624,11 +629,7 @@ fn administrators_see_the_local_nodes_containers_images_and_log_tail() {
     });
     // Users added while it serves: authentication is on from the next request.
     let data = n.tmp.path();
-    admin(
-        data,
-        &["user", "add", "alice", "--admin", "--password-stdin"],
-        "alice-pass-1\n",
-    );
+    add_alice(data);
     admin(
         data,
         &["user", "add", "bob", "--password-stdin"],
@@ -704,11 +705,7 @@ fn administrators_see_the_local_nodes_containers_images_and_log_tail() {
 fn a_manifest_is_deleted_by_digest_with_its_tags_unless_an_immutable_tag_names_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    admin(
-        &data,
-        &["user", "add", "alice", "--admin", "--password-stdin"],
-        "alice-pass-1\n",
-    );
+    add_alice(&data);
     admin(
         &data,
         &["user", "add", "bob", "--password-stdin"],
@@ -825,11 +822,7 @@ fn a_manifest_is_deleted_by_digest_with_its_tags_unless_an_immutable_tag_names_i
 fn tags_show_who_pushed_them_and_when_they_were_last_pulled() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    admin(
-        &data,
-        &["user", "add", "alice", "--admin", "--password-stdin"],
-        "alice-pass-1\n",
-    );
+    add_alice(&data);
     let mut reg = Registry::start_on(&data, &[]);
     let api = client_as("alice", "alice-pass-1");
     push_with_history(&api, &reg, "team/app");
@@ -867,11 +860,7 @@ fn tags_show_who_pushed_them_and_when_they_were_last_pulled() {
 #[test]
 fn organisation_admins_manage_their_organisation_only() {
     let reg = Registry::start_fresh(|data| {
-        admin(
-            data,
-            &["user", "add", "alice", "--admin", "--password-stdin"],
-            "alice-pass-1\n",
-        );
+        add_alice(data);
         for u in ["bob", "carol", "dave"] {
             admin(
                 data,
@@ -1007,11 +996,7 @@ fn organisation_admins_manage_their_organisation_only() {
 fn sessions_survive_a_restart_and_end_with_a_new_password_or_the_user() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    admin(
-        &data,
-        &["user", "add", "alice", "--admin", "--password-stdin"],
-        "alice-pass-1\n",
-    );
+    add_alice(&data);
     admin(
         &data,
         &["user", "add", "bob", "--password-stdin"],
@@ -1183,11 +1168,7 @@ fn passwords_and_admin_rights_change_from_the_browser() {
 fn retention_rules_added_in_the_browser_hold_at_once_and_drive_the_collector() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    admin(
-        &data,
-        &["user", "add", "alice", "--admin", "--password-stdin"],
-        "alice-pass-1\n",
-    );
+    add_alice(&data);
     let cfg = tmp.path().join("reg.toml");
     std::fs::write(
         &cfg,

@@ -49,6 +49,12 @@ def shot(name):
     driver.save_screenshot(os.path.join(shots, f"{name}.png"))
 
 
+def nav(link, title):
+    """Follows the header's link `link` and waits for the page titled `title` (a prefix)."""
+    driver.find_element(By.LINK_TEXT, link).click()
+    until(f"the {link} page", lambda: driver.title.startswith(title))
+
+
 try:
     driver.get(base + "/ui/")
     if "/ui/login" not in driver.current_url:
@@ -93,8 +99,7 @@ try:
             break
     shot("manifest")
 
-    driver.find_element(By.LINK_TEXT, "Access tokens").click()
-    until("the tokens page", lambda: driver.title == "Access tokens · reg")
+    nav("Access tokens", "Access tokens · reg")
     driver.find_element(By.ID, "scopes").send_keys(f"repository:{repo}:pull")
     driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
     until("a new token's secret", lambda: len(driver.find_elements(By.ID, "secret")) == 1)
@@ -104,13 +109,11 @@ try:
     shot("tokens")
     print("ok: a token made, its secret shown once")
 
-    driver.find_element(By.LINK_TEXT, "Users").click()
-    until("the users page", lambda: driver.title == "Users · reg")
+    nav("Users", "Users · reg")
     shot("users")
     print("ok: the users page (administrators)")
 
-    driver.find_element(By.LINK_TEXT, "Storage").click()
-    until("the storage page", lambda: driver.title == "Storage · reg")
+    nav("Storage", "Storage · reg")
     if not driver.find_elements(By.CSS_SELECTOR, "svg rect"):
         fail("the storage charts")
     if "the next by this process at" not in driver.find_element(By.TAG_NAME, "main").text:
@@ -118,8 +121,7 @@ try:
     shot("storage")
     print("ok: the storage page with its charts and the next collection")
 
-    driver.find_element(By.LINK_TEXT, "Retention").click()
-    until("the retention page", lambda: driver.title == "Retention · reg")
+    nav("Retention", "Retention · reg")
     driver.find_element(By.ID, "repositories").send_keys(repo.split("/")[0] + "/*")
     driver.find_element(By.ID, "keep_last").clear()
     driver.find_element(By.ID, "keep_last").send_keys("10")
@@ -129,13 +131,11 @@ try:
     shot("retention")
     print("ok: a retention rule added from the browser")
 
-    driver.find_element(By.LINK_TEXT, "Organisations").click()
-    until("the organisations page", lambda: driver.title == "Organisations · reg")
+    nav("Organisations", "Organisations · reg")
     shot("orgs")
     print("ok: the organisations page")
 
-    driver.find_element(By.LINK_TEXT, "Account").click()
-    until("the account page", lambda: driver.title.startswith("Account "))
+    nav("Account", "Account ")
     if not driver.find_elements(By.ID, "current"):
         fail("the password form")
     shot("account")
